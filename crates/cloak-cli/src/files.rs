@@ -1,0 +1,139 @@
+//! Reading inputs and key files, writing key files, and progress on long operations.
+
+use std::fs::{self, File};
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use cloak_crypto::key::ModelKey;
+use indicatif::{ProgressBar, ProgressStyle};
+use zeroize::Zeroizing;
+
+use crate::atomic_file::{AtomicFile, Commit};
+use crate::failure::Failure;
+
+/// Files larger than this get a progress bar (when stderr is a terminal).
+const PROGRESS_THRESHOLD: u64 = 64 * 1024 * 1024;
+
+/// Key files are tiny; reading stops here, so a wrong path cannot exhaust memory.
+const KEY_FILE_READ_LIMIT: usize = 8 * 1024;
+
+/// An input file opened for reading, with its length.
+pub(crate) struct Input {
+    pub(crate) file: File,
+    pub(crate) len: u64,
+}
+
+/// Opens a regular file for reading.
+pub(crate) fn open_input(path: &Path) -> Result<Input, Failure> {
+    let file = File::open(path).map_err(|e| Failure::io("read", path, &e))?;
+    let metadata = file.metadata().map_err(|e| Failure::io("read", path, &e))?;
+    if !metadata.is_file() {
+        return Err(Failure::usage(
+            "not-a-file",
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(Input {
+        file,
+        len: metadata.len(),
+    })
+}
+
+/// Reads a model key file; warns on stderr if others may read it.
+pub(crate) fn read_key_file(path: &Path) -> Result<ModelKey, Failure> {
+    let Input { file, .. } = open_input(path)?;
+    let mode = file
+        .metadata()
+        .map_err(|e| Failure::io("read key file", path, &e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        eprintln!(
+            "warning: key file {} is accessible to other users (mode {:04o}); run `chmod 600 {}`",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        );
+    }
+    // Capacity for the whole read up front: the buffer never reallocates, so no copy of the key
+    // escapes zeroization.
+    let mut text = Zeroizing::new(String::with_capacity(KEY_FILE_READ_LIMIT + 1));
+    file.take(KEY_FILE_READ_LIMIT as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Failure::io("read key file", path, &e))?;
+    ModelKey::from_key_file(&text).map_err(|e| Failure::key(path, &e))
+}
+
+/// Fails unless nothing exists at `path` (used before generating a key into it).
+pub(crate) fn ensure_absent(path: &Path, what: &str) -> Result<(), Failure> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Err(Failure::usage(
+            "file-exists",
+            format!("refusing to overwrite existing {what} {}", path.display()),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Failure::io("check", path, &e)),
+    }
+}
+
+/// A key file written atomically with mode 0600, never over an existing file.
+pub(crate) fn write_key_file(path: &Path, key: &ModelKey) -> Result<(), Failure> {
+    let mut file = AtomicFile::create(path, 0o600).map_err(|e| Failure::io("create", path, &e))?;
+    file.file()
+        .write_all(key.to_key_file().as_bytes())
+        .map_err(|e| Failure::io("write", path, &e))?;
+    file.commit(Commit::NoClobber).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Failure::usage(
+                "file-exists",
+                format!("refusing to overwrite existing key file {}", path.display()),
+            )
+        } else {
+            Failure::io("write", path, &e)
+        }
+    })
+}
+
+/// Fails if any two of `paths` name the same file (existing or not).
+pub(crate) fn ensure_distinct(paths: &[(&str, &Path)]) -> Result<(), Failure> {
+    let resolved: Vec<(&str, Option<PathBuf>)> =
+        paths.iter().map(|(what, p)| (*what, resolve(p))).collect();
+    for (i, (what_a, a)) in resolved.iter().enumerate() {
+        for (what_b, b) in resolved.iter().skip(i + 1) {
+            if a.is_some() && a == b {
+                return Err(Failure::usage(
+                    "same-file",
+                    format!("the {what_a} and the {what_b} must be different files"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The canonical form of a path whose parent exists.
+fn resolve(path: &Path) -> Option<PathBuf> {
+    if let Ok(canonical) = fs::canonicalize(path) {
+        return Some(canonical);
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Some(fs::canonicalize(parent).ok()?.join(path.file_name()?))
+}
+
+/// A progress bar on stderr for inputs over 64 MiB when stderr is a terminal; hidden otherwise.
+pub(crate) fn progress(len: u64, action: &'static str) -> ProgressBar {
+    if len <= PROGRESS_THRESHOLD || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len).with_message(action);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

@@ -1,0 +1,59 @@
+//! `cloak`: confidential AI inference — seal models, and (as Cloak grows) attest, serve and use
+//! them. See the repository README for the whole picture.
+
+mod atomic_file;
+mod demo;
+mod failure;
+mod files;
+mod model;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::failure::Failure;
+
+/// Cloak: confidential AI inference. Models and inputs are plaintext only inside a trusted
+/// execution environment; everyone else sees ciphertext.
+///
+/// Exit status for every command: 0 success; 1 verification or authentication failure
+/// (tampered, truncated or foreign data, wrong key); 2 bad usage or unreadable input.
+#[derive(Debug, Parser)]
+#[command(name = "cloak", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Seal a model into an encrypted container, and open, verify or inspect containers
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Walk through Cloak on embedded defaults: seal a model, inspect and verify it, show that
+    /// tampering and a wrong key are detected, and open it again
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Model(command) => model::run(command),
+        Command::Demo(args) => demo::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Reported(code)) => code,
+    }
+}
+
+/// A failure that has already been reported to the user; carries the exit code.
+#[derive(Debug)]
+struct Reported(ExitCode);
+
+impl From<Failure> for Reported {
+    fn from(failure: Failure) -> Self {
+        eprintln!("error: {failure}");
+        Self(failure.exit_code())
+    }
+}

@@ -1,0 +1,588 @@
+//! `cloak model` and `cloak demo` as a user runs them: real processes, real files, exit codes.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const CHUNK: usize = 4096;
+
+fn cloak(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cloak"))
+        .args(args)
+        .output()
+        .expect("run cloak")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn status(output: &Output) -> i32 {
+    output.status.code().expect("exit code")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn model_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// Sorted names in `dir`, to prove no temporary files are left behind.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A directory with a model sealed into `model.cloak` (chunk size 4 KiB) under `model.key`.
+struct Sealed {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+    container: PathBuf,
+    key: PathBuf,
+    plaintext: Vec<u8>,
+}
+
+impl Sealed {
+    fn new(len: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model.onnx");
+        let container = dir.path().join("model.cloak");
+        let key = dir.path().join("model.key");
+        let plaintext = model_bytes(len);
+        fs::write(&model, &plaintext).unwrap();
+        let out = cloak(&[
+            "model",
+            "encrypt",
+            path(&model),
+            "--out",
+            path(&container),
+            "--key-out",
+            path(&key),
+            "--chunk-size",
+            "4096",
+        ]);
+        assert_eq!(status(&out), 0, "{}", stderr(&out));
+        Self {
+            dir,
+            model,
+            container,
+            key,
+            plaintext,
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        fs::read(&self.container).unwrap()
+    }
+
+    /// Writes `bytes` as a new container file and verifies it with `--json`.
+    fn verify_variant(&self, bytes: &[u8]) -> (i32, Value) {
+        let variant = self.dir.path().join("variant.cloak");
+        fs::write(&variant, bytes).unwrap();
+        self.verify_json(&variant, &self.key)
+    }
+
+    fn verify_json(&self, container: &Path, key: &Path) -> (i32, Value) {
+        let out = cloak(&[
+            "model",
+            "verify",
+            path(container),
+            "--key",
+            path(key),
+            "--json",
+        ]);
+        (status(&out), serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    fn key_hex(&self) -> String {
+        let text = fs::read_to_string(&self.key).unwrap();
+        let line = text.lines().find(|l| !l.starts_with('#')).unwrap();
+        line.split(':').nth(1).unwrap().to_owned()
+    }
+}
+
+fn record(index: usize) -> std::ops::Range<usize> {
+    let start = 256 + index * (CHUNK + 36);
+    start..start + CHUNK + 36
+}
+
+#[test]
+fn encrypt_inspect_verify_decrypt_round_trip() {
+    let s = Sealed::new(3 * CHUNK + 123);
+    let key_mode = fs::metadata(&s.key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(key_mode, 0o600);
+
+    let inspect = cloak(&["model", "inspect", path(&s.container), "--json"]);
+    assert_eq!(status(&inspect), 0);
+    let header: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(header["name"], "model");
+    assert_eq!(header["format_version"], 1);
+    assert_eq!(header["algorithm"], "aes-256-gcm-stream");
+    assert_eq!(header["plaintext_len"], 3 * CHUNK + 123);
+    assert_eq!(header["chunk_count"], 4);
+    assert_eq!(header["authenticated"], false);
+    assert_eq!(header["file_len"], header["container_len"]);
+    let sha = hex::encode(sha256sum(&s.plaintext));
+    assert_eq!(header["plaintext_sha256"], sha.as_str());
+
+    let text = cloak(&["model", "inspect", path(&s.container)]);
+    assert_eq!(status(&text), 0);
+    assert!(stdout(&text).contains("model name:        model"));
+    assert!(stdout(&text).contains("(complete)"));
+
+    let (code, report) = s.verify_json(&s.container, &s.key);
+    assert_eq!(code, 0);
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["header"]["authenticated"], true);
+    assert_eq!(report["digest_checked"], false);
+
+    let digest = cloak(&[
+        "model",
+        "verify",
+        path(&s.container),
+        "--key",
+        path(&s.key),
+        "--check-digest",
+    ]);
+    assert_eq!(status(&digest), 0, "{}", stderr(&digest));
+    assert!(stdout(&digest).starts_with("OK "));
+    assert!(stdout(&digest).contains("recomputed and matches"));
+
+    let out = s.dir.path().join("decrypted.onnx");
+    let decrypt = cloak(&[
+        "model",
+        "decrypt",
+        path(&s.container),
+        "--key",
+        path(&s.key),
+        "--out",
+        path(&out),
+    ]);
+    assert_eq!(status(&decrypt), 0, "{}", stderr(&decrypt));
+    assert_eq!(fs::read(&out).unwrap(), s.plaintext);
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        entries(s.dir.path()),
+        ["decrypted.onnx", "model.cloak", "model.key", "model.onnx"]
+    );
+}
+
+fn sha256sum(data: &[u8]) -> Vec<u8> {
+    // An independent SHA-256 implementation: coreutils.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    fs::write(&file, data).unwrap();
+    let out = Command::new("sha256sum").arg(&file).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    hex::decode(text.split_whitespace().next().unwrap()).unwrap()
+}
+
+#[test]
+fn name_defaults_to_the_file_stem_and_can_be_overridden() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("resnet-50.v2.onnx");
+    fs::write(&model, b"weights").unwrap();
+    let a = dir.path().join("a.cloak");
+    let out = cloak(&[
+        "model",
+        "encrypt",
+        path(&model),
+        "--out",
+        path(&a),
+        "--key-out",
+        path(&dir.path().join("k")),
+    ]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let header: Value =
+        serde_json::from_slice(&cloak(&["model", "inspect", path(&a), "--json"]).stdout).unwrap();
+    assert_eq!(header["name"], "resnet-50.v2");
+
+    let b = dir.path().join("b.cloak");
+    let out = cloak(&[
+        "model",
+        "encrypt",
+        path(&model),
+        "--out",
+        path(&b),
+        "--key",
+        path(&dir.path().join("k")),
+        "--name",
+        "prod_model",
+    ]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let header_b: Value =
+        serde_json::from_slice(&cloak(&["model", "inspect", path(&b), "--json"]).stdout).unwrap();
+    assert_eq!(header_b["name"], "prod_model");
+    assert_eq!(header_b["key_id"], header["key_id"], "--key reuses the key");
+    assert_ne!(header_b["file_id"], header["file_id"]);
+}
+
+#[test]
+fn an_unusable_name_is_a_usage_error_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("my model.onnx");
+    fs::write(&model, b"weights").unwrap();
+    let out = cloak(&[
+        "model",
+        "encrypt",
+        path(&model),
+        "--out",
+        path(&dir.path().join("m.cloak")),
+        "--key-out",
+        path(&dir.path().join("k")),
+    ]);
+    assert_eq!(status(&out), 2);
+    assert!(stderr(&out).contains("--name"), "{}", stderr(&out));
+    assert_eq!(entries(dir.path()), ["my model.onnx"]);
+}
+
+#[test]
+fn an_existing_key_file_is_never_overwritten_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    let key = dir.path().join("m.key");
+    fs::write(&model, b"weights").unwrap();
+    fs::write(&key, b"precious").unwrap();
+    let out = cloak(&[
+        "model",
+        "encrypt",
+        path(&model),
+        "--out",
+        path(&dir.path().join("m.cloak")),
+        "--key-out",
+        path(&key),
+    ]);
+    assert_eq!(status(&out), 2);
+    assert!(stderr(&out).contains("refusing to overwrite"));
+    assert_eq!(fs::read(&key).unwrap(), b"precious");
+    assert_eq!(entries(dir.path()), ["m.key", "m.onnx"]);
+}
+
+#[test]
+fn usage_errors_exit_with_status_2() {
+    let s = Sealed::new(10);
+    let missing = s.dir.path().join("missing");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["model", "encrypt", path(&s.model), "--out", "x.cloak"],
+        vec![
+            "model",
+            "encrypt",
+            path(&s.model),
+            "--out",
+            "x.cloak",
+            "--key",
+            path(&s.key),
+            "--key-out",
+            "y.key",
+        ],
+        vec!["model", "verify", path(&s.container)],
+        vec!["model", "verify", path(&missing), "--key", path(&s.key)],
+        vec![
+            "model",
+            "verify",
+            path(&s.container),
+            "--key",
+            path(&missing),
+        ],
+        vec![
+            "model",
+            "verify",
+            path(&s.container),
+            "--key",
+            path(&s.model),
+        ],
+        vec!["model", "inspect", path(&missing)],
+        vec!["model", "inspect", path(&s.model)],
+        vec!["model", "inspect", path(s.dir.path())],
+        vec![
+            "model",
+            "encrypt",
+            path(&s.model),
+            "--out",
+            path(&s.model),
+            "--key",
+            path(&s.key),
+        ],
+        vec![
+            "model",
+            "encrypt",
+            path(&s.model),
+            "--out",
+            "x.cloak",
+            "--key",
+            path(&s.key),
+            "--chunk-size",
+            "100",
+        ],
+        vec!["model", "frobnicate"],
+    ];
+    for args in cases {
+        let out = cloak(&args);
+        assert_eq!(status(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).is_empty(), "{args:?}");
+    }
+    assert_eq!(fs::read(&s.model).unwrap(), s.plaintext);
+}
+
+#[test]
+fn every_tampering_case_exits_1_with_its_specific_code() {
+    let s = Sealed::new(3 * CHUNK);
+    let original = s.bytes();
+
+    let other = Sealed::new(3 * CHUNK);
+    let foreign = other.bytes();
+    // `other` has its own key; re-seal its model with ours for a same-key splice.
+    let same_key = s.dir.path().join("same-key.cloak");
+    let out = cloak(&[
+        "model",
+        "encrypt",
+        path(&s.model),
+        "--out",
+        path(&same_key),
+        "--key",
+        path(&s.key),
+        "--chunk-size",
+        "4096",
+    ]);
+    assert_eq!(status(&out), 0);
+    let sibling = fs::read(&same_key).unwrap();
+
+    let mut header_flip = original.clone();
+    header_flip[0x45] ^= 0x80;
+    let mut body_flip = original.clone();
+    body_flip[record(1).start + 100] ^= 0x01;
+    let mut reordered = original.clone();
+    reordered[record(0)].copy_from_slice(&original[record(2)]);
+    reordered[record(2)].copy_from_slice(&original[record(0)]);
+    let mut spliced = original.clone();
+    spliced[record(1)].copy_from_slice(&sibling[record(1)]);
+    let mut other_key_chunk = original.clone();
+    other_key_chunk[record(1)].copy_from_slice(&foreign[record(1)]);
+    let truncated = original[..original.len() - 1].to_vec();
+    let dropped_last = original[..record(2).start].to_vec();
+    let mut trailing = original.clone();
+    trailing.push(0);
+
+    let cases = [
+        ("header-authentication", header_flip),
+        ("chunk-authentication", body_flip),
+        ("chunk-reordered", reordered),
+        ("chunk-spliced", spliced),
+        ("chunk-authentication", other_key_chunk),
+        ("truncated", truncated),
+        ("truncated", dropped_last),
+        ("trailing-data", trailing),
+    ];
+    for (code, bytes) in cases {
+        let (status, report) = s.verify_variant(&bytes);
+        assert_eq!(status, 1, "{code}: {report}");
+        assert_eq!(report["ok"], false);
+        assert_eq!(report["error"]["code"], code, "{report}");
+        assert_eq!(report["error"]["exit_status"], 1);
+    }
+
+    let (status, report) = s.verify_json(&s.container, &other.key);
+    assert_eq!(status, 1);
+    assert_eq!(report["error"]["code"], "wrong-key");
+}
+
+#[test]
+fn unknown_versions_and_non_containers_exit_2() {
+    let s = Sealed::new(100);
+    let mut v9 = s.bytes();
+    v9[8..10].copy_from_slice(&9u16.to_be_bytes());
+    let (code, report) = s.verify_variant(&v9);
+    assert_eq!(code, 2);
+    assert_eq!(report["error"]["code"], "unsupported-version");
+
+    let (code, report) = s.verify_variant(b"definitely not a container, just some text");
+    assert_eq!(code, 2);
+    assert_eq!(report["error"]["code"], "not-container");
+
+    let inspect = cloak(&["model", "inspect", path(&s.model), "--json"]);
+    assert_eq!(status(&inspect), 2);
+    let report: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(report["error"]["code"], "not-container");
+}
+
+#[test]
+fn a_failed_decrypt_leaves_no_output_and_keeps_an_existing_one() {
+    let s = Sealed::new(3 * CHUNK);
+    let mut tampered = s.bytes();
+    // Damage the last chunk, so that earlier chunks were already decrypted when it fails.
+    tampered[record(2).start + 50] ^= 0x10;
+    let bad = s.dir.path().join("bad.cloak");
+    fs::write(&bad, &tampered).unwrap();
+
+    let fresh = s.dir.path().join("fresh.onnx");
+    let out = cloak(&[
+        "model",
+        "decrypt",
+        path(&bad),
+        "--key",
+        path(&s.key),
+        "--out",
+        path(&fresh),
+    ]);
+    assert_eq!(status(&out), 1);
+    assert!(stderr(&out).contains("chunk 2 failed authentication"));
+    assert!(!fresh.exists());
+
+    let existing = s.dir.path().join("existing.onnx");
+    fs::write(&existing, b"keep me").unwrap();
+    let out = cloak(&[
+        "model",
+        "decrypt",
+        path(&bad),
+        "--key",
+        path(&s.key),
+        "--out",
+        path(&existing),
+    ]);
+    assert_eq!(status(&out), 1);
+    assert_eq!(fs::read(&existing).unwrap(), b"keep me");
+    assert_eq!(
+        entries(s.dir.path()),
+        [
+            "bad.cloak",
+            "existing.onnx",
+            "model.cloak",
+            "model.key",
+            "model.onnx"
+        ]
+    );
+}
+
+#[test]
+fn no_output_ever_contains_key_material() {
+    let s = Sealed::new(5000);
+    let key_hex = s.key_hex();
+    let other = Sealed::new(10);
+    let runs = [
+        cloak(&["model", "inspect", path(&s.container)]),
+        cloak(&["model", "inspect", path(&s.container), "--json"]),
+        cloak(&["model", "verify", path(&s.container), "--key", path(&s.key)]),
+        cloak(&[
+            "model",
+            "verify",
+            path(&s.container),
+            "--key",
+            path(&other.key),
+            "--json",
+        ]),
+        cloak(&[
+            "model",
+            "verify",
+            path(&s.container),
+            "--key",
+            path(&s.model),
+        ]),
+    ];
+    for out in runs {
+        let all = format!("{}{}", stdout(&out), stderr(&out)).to_lowercase();
+        assert!(!all.contains(&key_hex.to_lowercase()), "{all}");
+        assert!(!all.contains(&key_hex[..16].to_lowercase()), "{all}");
+    }
+}
+
+#[test]
+fn a_world_readable_key_file_draws_a_warning() {
+    let s = Sealed::new(10);
+    fs::set_permissions(&s.key, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cloak(&["model", "verify", path(&s.container), "--key", path(&s.key)]);
+    assert_eq!(status(&out), 0);
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+}
+
+#[test]
+fn progress_is_shown_for_large_files_only_on_a_terminal() {
+    let s = Sealed::new(10);
+    let big = s.dir.path().join("big.bin");
+    let big_container = s.dir.path().join("big.cloak");
+    fs::write(&big, vec![0u8; 65 * 1024 * 1024]).unwrap();
+    let out = cloak(&[
+        "model",
+        "encrypt",
+        path(&big),
+        "--out",
+        path(&big_container),
+        "--key",
+        path(&s.key),
+    ]);
+    assert_eq!(status(&out), 0);
+    assert!(
+        stderr(&out).is_empty(),
+        "no TTY, no progress: {}",
+        stderr(&out)
+    );
+
+    // `script` runs the command on a pseudo-terminal.
+    let command = format!(
+        "{} model verify {} --key {}",
+        env!("CARGO_BIN_EXE_cloak"),
+        path(&big_container),
+        path(&s.key)
+    );
+    let Ok(out) = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .output()
+    else {
+        eprintln!("skipped the terminal half: `script` (util-linux) is not installed");
+        return;
+    };
+    assert_eq!(status(&out), 0, "{}", stdout(&out));
+    let terminal = stdout(&out);
+    assert!(terminal.contains("verifying"), "{terminal}");
+    assert!(terminal.contains("OK "), "{terminal}");
+}
+
+#[test]
+fn demo_runs_on_embedded_defaults_and_cleans_up() {
+    let out = cloak(&["demo"]);
+    assert_eq!(status(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("rejected (chunk-authentication)"), "{text}");
+    assert!(text.contains("rejected (wrong-key)"), "{text}");
+    assert!(text.contains("identical to the original"), "{text}");
+    let root = text
+        .lines()
+        .next()
+        .and_then(|l| l.split("working in ").nth(1))
+        .unwrap();
+    assert!(
+        !Path::new(root).exists(),
+        "temporary demo directory left behind"
+    );
+}
+
+#[test]
+fn demo_keeps_its_files_in_a_given_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cloak(&["demo", "--dir", path(dir.path())]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert!(dir.path().join("host/demo-mlp.cloak").exists());
+    let key = dir.path().join("model-owner/demo-mlp.key");
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A second run refuses to mix with the first one's files.
+    let again = cloak(&["demo", "--dir", path(dir.path())]);
+    assert_eq!(status(&again), 2);
+}
