@@ -5,7 +5,8 @@
 #   scripts/bench-verify.sh [SIZE_MIB]     (default 1024; needs ~2.2x SIZE free in $TMPDIR)
 #
 # The container is read from the page cache (a warm-up pass runs first), so the figures measure
-# the CPU cost of authentication, not the disk.
+# the CPU cost of authentication, not the disk. `decrypt` also writes and fsyncs the model, so on
+# a disk-backed TMPDIR it measures the disk; run with TMPDIR=/dev/shm to see its CPU cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib=${1:-1024}
@@ -36,9 +37,17 @@ read -r verify_s verify_rss < <(measure "$cloak" model verify "$work/model.cloak
 read -r digest_s digest_rss < <(measure "$cloak" model verify "$work/model.cloak" --key "$work/model.key" --check-digest)
 read -r decrypt_s decrypt_rss < <(measure "$cloak" model decrypt "$work/model.cloak" --key "$work/model.key" --out "$work/out.bin")
 
-# openssl speed: the 16384-byte column (and, if this openssl supports -bytes, 1 MiB records).
-openssl_enc=$(openssl speed -evp aes-256-gcm -seconds 3 2>/dev/null | awk '/^AES-256-GCM/ {print $NF}' | tr -d k)
-openssl_dec=$(openssl speed -decrypt -evp aes-256-gcm -seconds 3 2>/dev/null | awk '/^AES-256-GCM/ {print $NF}' | tr -d k)
+# openssl speed, one core, 16 KiB blocks (its largest): best of three runs each way.
+openssl_best() {
+  local best=0 v
+  for _ in 1 2 3; do
+    v=$(openssl speed "$@" -evp aes-256-gcm -seconds 2 2>/dev/null | awk '/^AES-256-GCM/ {print $NF}' | tr -d k)
+    best=$(awk -v a="$best" -v b="$v" 'BEGIN{print (b > a) ? b : a}')
+  done
+  echo "$best"
+}
+openssl_enc=$(openssl_best)
+openssl_dec=$(openssl_best -decrypt)
 
 awk -v b="$bytes" -v v="$verify_s" -v d="$digest_s" -v x="$decrypt_s" \
     -v oe="$openssl_enc" -v od="$openssl_dec" \
@@ -47,8 +56,12 @@ awk -v b="$bytes" -v v="$verify_s" -v d="$digest_s" -v x="$decrypt_s" \
   oe_mbs = oe * 1000 / mb; od_mbs = od * 1000 / mb
   printf "container: %d MiB model, %d bytes\n", mib, b
   printf "openssl speed -evp aes-256-gcm (16 KiB blocks, 1 core): encrypt %.0f MB/s, decrypt %.0f MB/s\n", oe_mbs, od_mbs
-  printf "%-34s %10s %12s %14s %12s\n", "command", "seconds", "MB/s", "vs openssl dec", "peak RSS MiB"
-  printf "%-34s %10.3f %12.0f %14.2f %12.1f\n", "cloak model verify", v, b / v / mb, (b / v / mb) / od_mbs, rv / 1024
-  printf "%-34s %10.3f %12.0f %14.2f %12.1f\n", "cloak model verify --check-digest", d, b / d / mb, (b / d / mb) / od_mbs, rd / 1024
-  printf "%-34s %10.3f %12.0f %14.2f %12.1f\n", "cloak model decrypt", x, b / x / mb, (b / x / mb) / od_mbs, rx / 1024
+  printf "%-34s %8s %8s %9s %9s %13s\n", "command", "seconds", "MB/s", "÷ oss enc", "÷ oss dec", "peak RSS MiB"
+  row("cloak model verify", v, rv)
+  row("cloak model verify --check-digest", d, rd)
+  row("cloak model decrypt", x, rx)
+}
+function row(name, secs, rss,   r) {
+  r = b / secs / mb
+  printf "%-34s %8.3f %8.0f %9.2f %9.2f %13.1f\n", name, secs, r, r / oe_mbs, r / od_mbs, rss / 1024
 }'

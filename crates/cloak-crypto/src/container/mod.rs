@@ -131,7 +131,7 @@ pub fn seal<R: Read + Send, W: Write + Seek>(
 /// error, `output` may hold a prefix of the model and the caller must discard it (the `cloak`
 /// CLI writes to an unnamed temporary file that only becomes visible on success). The plaintext
 /// digest is always recomputed.
-pub fn open<R: Read + Send, W: Write + Send>(
+pub fn open<R: Read + Send, W: Write>(
     key: &ModelKey,
     input: R,
     mut output: W,

@@ -1,6 +1,6 @@
-//! Opening: a reader thread reads chunk records, the calling thread authenticates and decrypts
-//! them in place, and a sink thread hashes and writes the plaintext, so reading, AES-GCM and
-//! SHA-256 overlap.
+//! Opening: a reader thread reads chunk records, the calling thread authenticates, decrypts (in
+//! place) and writes them, and a hashing thread computes the plaintext digest, so reading,
+//! AES-GCM and SHA-256 overlap.
 
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -25,7 +25,7 @@ const TRAILING_COUNT_LIMIT: u64 = 1024 * 1024;
 pub(super) fn open_stream<R: Read + Send>(
     key: &ModelKey,
     mut input: R,
-    output: Option<&mut (dyn Write + Send)>,
+    output: Option<&mut dyn Write>,
     digest: DigestCheck,
 ) -> Result<VerifiedContainer, ContainerError> {
     let raw = read_raw_header(&mut input)?;
@@ -42,22 +42,14 @@ pub(super) fn open_stream<R: Read + Send>(
     let plaintext_sha256 = thread::scope(|scope| {
         let header = &header;
         let reader = scope.spawn(move || read_records(input, header, &free_rx, &sealed_tx));
-        let sink = scope.spawn(move || consume_plaintext(&opened_rx, &free_tx, output, digest));
-        let opened = open_records(key, &keys, header, &sealed_rx, &opened_tx);
+        let hasher = scope.spawn(move || hash_plaintext(&opened_rx, &free_tx, digest));
+        let opened = open_records(key, &keys, header, &sealed_rx, &opened_tx, output);
         // Unblock the other threads if opening stopped early.
         drop(opened_tx);
         drop(sealed_rx);
-        let sunk = join(sink);
+        let digest = join(hasher);
         join(reader);
-        match (opened, sunk) {
-            (Err(ContainerError::Io(e)), Err(sink_error))
-                if e.kind() == io::ErrorKind::BrokenPipe =>
-            {
-                Err(sink_error.into())
-            }
-            (Err(e), _) => Err(e),
-            (Ok(()), sunk) => sunk.map_err(ContainerError::from),
-        }
+        opened.map(|()| digest)
     })?;
 
     if let Some(actual) = plaintext_sha256
@@ -116,50 +108,51 @@ fn read_records<R: Read>(
     };
 }
 
-/// Calling thread: authenticates and decrypts each record in place, in order.
+/// Calling thread: authenticates and decrypts each record in place, in order, writes its
+/// plaintext, and passes the buffer on to the hashing thread.
 fn open_records(
     key: &ModelKey,
     keys: &FileKeys,
     header: &Header,
     records: &Receiver<Result<RecordBuf, ContainerError>>,
     plaintext: &SyncSender<RecordBuf>,
+    mut output: Option<&mut dyn Write>,
 ) -> Result<(), ContainerError> {
-    let stopped = || ContainerError::Io(io::Error::from(io::ErrorKind::BrokenPipe));
+    // Neither helper thread hangs up before this one, barring a panic, which `join` re-raises.
+    let stopped = || ContainerError::Io(io::Error::other("container pipeline stopped"));
     for index in 0..header.chunk_count() {
         let mut buf = records.recv().map_err(|_| stopped())??;
         open_chunk(key, keys, header, index, buf.record_mut())?;
+        if let Some(out) = output.as_mut() {
+            out.write_all(buf.payload())?;
+        }
         plaintext.send(buf).map_err(|_| stopped())?;
     }
     // After the last record the reader reports trailing data or an I/O error, or hangs up.
-    match records.recv() {
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(_)) | Err(_) => Ok(()),
+    if let Ok(Err(e)) = records.recv() {
+        return Err(e);
     }
+    if let Some(out) = output {
+        out.flush()?;
+    }
+    Ok(())
 }
 
-/// Sink thread: hashes and writes the plaintext of each record, then recycles the buffer.
-/// Returns the plaintext digest if asked to compute it.
-fn consume_plaintext(
+/// Hashing thread: computes the plaintext digest (if asked to) and recycles each buffer.
+fn hash_plaintext(
     records: &Receiver<RecordBuf>,
     free: &SyncSender<RecordBuf>,
-    mut output: Option<&mut (dyn Write + Send)>,
     digest: DigestCheck,
-) -> io::Result<Option<[u8; 32]>> {
+) -> Option<[u8; 32]> {
     let mut sha256 =
         (digest == DigestCheck::Recompute).then(|| digest::Context::new(&digest::SHA256));
     for buf in records {
         if let Some(sha256) = sha256.as_mut() {
             sha256.update(buf.payload());
         }
-        if let Some(out) = output.as_mut() {
-            out.write_all(buf.payload())?;
-        }
         let _ = free.send(buf);
     }
-    if let Some(out) = output {
-        out.flush()?;
-    }
-    Ok(sha256.map(|context| digest_array(context.finish())))
+    sha256.map(|context| digest_array(context.finish()))
 }
 
 /// Reads the 256-byte header and checks the fields that decide whether it can be read at all.

@@ -541,6 +541,125 @@ fn error_codes_are_distinct() {
     assert_eq!(codes.len(), errors.len());
 }
 
+/// A reader that hands out at most 7 bytes per call and interrupts every other call.
+struct Trickle<'a> {
+    data: &'a [u8],
+    interrupt: bool,
+}
+
+impl io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.interrupt = !self.interrupt;
+        if self.interrupt {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        let n = buf.len().min(7).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// A reader that fails after `ok` bytes.
+struct FailingReader<'a> {
+    data: &'a [u8],
+    ok: usize,
+}
+
+impl io::Read for FailingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.ok == 0 {
+            return Err(io::Error::other("disk on fire"));
+        }
+        let n = buf.len().min(self.ok).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        self.ok -= n;
+        Ok(n)
+    }
+}
+
+/// A writer that fails after `ok` bytes.
+struct FailingWriter {
+    ok: usize,
+}
+
+impl io::Write for FailingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.ok == 0 {
+            return Err(io::Error::other("disk full"));
+        }
+        let n = buf.len().min(self.ok);
+        self.ok -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn short_and_interrupted_reads_are_handled() {
+    let plaintext = model(3 * CHUNK + 11);
+    let mut sealed_out = Cursor::new(Vec::new());
+    let options = SealOptions::new(ModelName::new("trickle").unwrap()).with_chunk_size(SMALL);
+    seal(
+        &key(),
+        &options,
+        Trickle {
+            data: &plaintext,
+            interrupt: false,
+        },
+        &mut sealed_out,
+    )
+    .unwrap();
+    let container = sealed_out.into_inner();
+    assert_eq!(container.len(), sealed(&plaintext).len());
+    let mut out = Vec::new();
+    open(
+        &key(),
+        Trickle {
+            data: &container,
+            interrupt: false,
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out, plaintext);
+}
+
+#[test]
+fn input_and_output_errors_are_reported_as_io_errors() {
+    let plaintext = model(3 * CHUNK);
+    let container = sealed(&plaintext);
+    for ok in [0, 10, HEADER_LEN + 5, record_range(1, plaintext.len()).start + 3] {
+        let reader = FailingReader {
+            data: &container,
+            ok,
+        };
+        let err = open(&key(), reader, &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(&err, ContainerError::Io(e) if e.to_string() == "disk on fire"),
+            "fail after {ok}: {err:?}"
+        );
+    }
+    for ok in [0, CHUNK - 1, 2 * CHUNK + 5] {
+        let err = open(&key(), &container[..], FailingWriter { ok }).unwrap_err();
+        assert!(
+            matches!(&err, ContainerError::Io(e) if e.to_string() == "disk full"),
+            "fail after {ok}: {err:?}"
+        );
+    }
+    let options = SealOptions::new(ModelName::new("x").unwrap()).with_chunk_size(SMALL);
+    let reader = FailingReader {
+        data: &plaintext,
+        ok: CHUNK + 3,
+    };
+    let err = seal(&key(), &options, reader, Cursor::new(Vec::new())).unwrap_err();
+    assert!(matches!(&err, SealError::Io(e) if e.to_string() == "disk on fire"));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
