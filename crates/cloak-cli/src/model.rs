@@ -140,7 +140,7 @@ pub(crate) fn encrypt(args: &EncryptArgs) -> Result<Sealed, Failure> {
         ("model", args.model.as_path()),
         ("output", args.out.as_path()),
     ];
-    if let Some(key) = &args.key_out {
+    if let Some(key) = args.key_out.as_ref().or(args.key.as_ref()) {
         paths.push(("key file", key.as_path()));
     }
     ensure_distinct(&paths)?;

@@ -330,6 +330,24 @@ fn usage_errors_exit_with_status_2() {
             "--chunk-size",
             "100",
         ],
+        vec![
+            "model",
+            "encrypt",
+            path(&s.model),
+            "--out",
+            path(&s.key),
+            "--key",
+            path(&s.key),
+        ],
+        vec![
+            "model",
+            "decrypt",
+            path(&s.container),
+            "--key",
+            path(&s.key),
+            "--out",
+            path(&s.key),
+        ],
         vec!["model", "frobnicate"],
     ];
     for args in cases {
@@ -338,6 +356,7 @@ fn usage_errors_exit_with_status_2() {
         assert!(!stderr(&out).is_empty(), "{args:?}");
     }
     assert_eq!(fs::read(&s.model).unwrap(), s.plaintext);
+    assert!(fs::read_to_string(&s.key).unwrap().contains(&s.key_hex()));
 }
 
 #[test]
