@@ -1,10 +1,11 @@
 //! Output files that appear complete or not at all.
 //!
 //! An [`AtomicFile`] is written in the destination's directory, invisible until
-//! [`AtomicFile::commit`]: on Linux it is an unnamed `O_TMPFILE` inode, so even a crash or
-//! `SIGKILL` leaves nothing behind; elsewhere (or where the file system lacks `O_TMPFILE`) it is a
-//! hidden temporary file that is removed on drop. Committing syncs the data, links it into place
-//! (replacing the destination, or refusing to if [`Commit::NoClobber`]), and syncs the directory.
+//! [`AtomicFile::commit`]: on Linux it is an unnamed `O_TMPFILE` inode, so a crash or `SIGKILL`
+//! while it is being written leaves nothing behind; where the file system lacks `O_TMPFILE` it is
+//! a hidden temporary file that is removed on drop (but not on `SIGKILL`). Committing syncs the
+//! data, links it into place — directly when the destination does not exist; when replacing,
+//! through a hidden name that is renamed over the destination at once — and syncs the directory.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -84,37 +85,51 @@ impl AtomicFile {
     }
 
     /// Makes the complete file visible at its destination.
-    pub(crate) fn commit(mut self, commit: Commit) -> io::Result<()> {
-        self.file.sync_all()?;
+    pub(crate) fn commit(mut self, commit: Commit) -> Result<(), CommitError> {
+        self.file.sync_all().map_err(CommitError::hidden)?;
         match (self.named.take(), commit) {
-            (None, Commit::NoClobber) => self.link_unnamed(&self.destination)?,
-            (None, Commit::Replace) => {
-                let staged = self.link_unnamed_to_temporary()?;
-                if let Err(e) = fs::rename(&staged, &self.destination) {
-                    let _ = fs::remove_file(&staged);
-                    return Err(e);
+            (None, Commit::NoClobber) => self.link_unnamed(&self.destination),
+            (None, Commit::Replace) => match self.link_unnamed(&self.destination) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    self.link_unnamed_to_temporary().and_then(|staged| {
+                        fs::rename(&staged, &self.destination).inspect_err(|_| {
+                            let _ = fs::remove_file(&staged);
+                        })
+                    })
                 }
-            }
+                linked => linked,
+            },
             (Some(named), Commit::NoClobber) => {
                 let linked = fs::hard_link(&named, &self.destination);
                 let _ = fs::remove_file(&named);
-                linked?;
+                linked
             }
             (Some(named), Commit::Replace) => {
-                if let Err(e) = fs::rename(&named, &self.destination) {
+                fs::rename(&named, &self.destination).inspect_err(|_| {
                     let _ = fs::remove_file(&named);
-                    return Err(e);
-                }
+                })
             }
         }
-        File::open(parent_dir(&self.destination))?.sync_all()
+        .map_err(CommitError::hidden)?;
+        File::open(parent_dir(&self.destination))
+            .and_then(|dir| dir.sync_all())
+            .map_err(|error| CommitError {
+                error,
+                visible: true,
+            })
     }
 
+    /// Links the unnamed file at `target`, which must not exist.
     fn link_unnamed(&self, target: &Path) -> io::Result<()> {
         let source = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-        rustix::fs::linkat(CWD, source.as_str(), CWD, target, AtFlags::SYMLINK_FOLLOW)
-            .or_else(|_| rustix::fs::linkat(&self.file, "", CWD, target, AtFlags::EMPTY_PATH))
-            .map_err(io::Error::from)
+        match rustix::fs::linkat(CWD, source.as_str(), CWD, target, AtFlags::SYMLINK_FOLLOW) {
+            // No /proc: link the descriptor itself (Linux ≥ 6.10, or CAP_DAC_READ_SEARCH).
+            Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").exists() => {
+                rustix::fs::linkat(&self.file, "", CWD, target, AtFlags::EMPTY_PATH)
+            }
+            linked => linked,
+        }
+        .map_err(io::Error::from)
     }
 
     fn link_unnamed_to_temporary(&self) -> io::Result<PathBuf> {
@@ -126,6 +141,23 @@ impl AtomicFile {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+/// A commit that failed; `visible` tells whether the file nevertheless reached its destination
+/// (only syncing the directory failed, so it may not survive a crash).
+#[derive(Debug)]
+pub(crate) struct CommitError {
+    pub(crate) error: io::Error,
+    pub(crate) visible: bool,
+}
+
+impl CommitError {
+    fn hidden(error: io::Error) -> Self {
+        Self {
+            error,
+            visible: false,
         }
     }
 }
@@ -230,7 +262,8 @@ mod tests {
             let mut file = create(&dest, 0o600).unwrap();
             file.file().write_all(b"new").unwrap();
             let err = file.commit(Commit::NoClobber).unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{kind}");
+            assert_eq!(err.error.kind(), io::ErrorKind::AlreadyExists, "{kind}");
+            assert!(!err.visible);
             assert_eq!(fs::read(&dest).unwrap(), b"precious", "{kind}");
             assert_eq!(entries(dir.path()), ["key"], "{kind}");
         }
@@ -246,6 +279,19 @@ mod tests {
             file.commit(Commit::NoClobber).unwrap();
             assert_eq!(fs::read(&dest).unwrap(), b"secret", "{kind}");
             assert_eq!(entries(dir.path()), ["key"], "{kind}");
+        }
+    }
+
+    #[test]
+    fn replace_commit_creates_a_new_file() {
+        for (kind, create) in constructors() {
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("model.onnx");
+            let mut file = create(&dest, 0o600).unwrap();
+            file.file().write_all(b"weights").unwrap();
+            file.commit(Commit::Replace).unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), b"weights", "{kind}");
+            assert_eq!(entries(dir.path()), ["model.onnx"], "{kind}");
         }
     }
 

@@ -35,7 +35,7 @@ pub(crate) struct DemoArgs {
 /// Runs the demo.
 pub(crate) fn run(args: &DemoArgs) -> Result<(), Reported> {
     let workspace = Workspace::new(args.dir.as_deref())?;
-    println!("Cloak demo — working in {}\n", workspace.root.display());
+    say!("Cloak demo — working in {}\n", workspace.root.display())?;
     let result = steps(&workspace.root);
     if let Err(failure) = &result {
         eprintln!("\ndemo failed: {failure}");
@@ -54,7 +54,7 @@ fn steps(root: &Path) -> Result<(), Failure> {
     let container = host.join("demo-mlp.cloak");
     fs::write(&model_path, DEMO_MODEL).map_err(|e| Failure::io("write", &model_path, &e))?;
 
-    println!("1. The model owner seals {DEMO_MODEL_NAME} with a fresh 256-bit key");
+    say!("1. The model owner seals {DEMO_MODEL_NAME} with a fresh 256-bit key")?;
     let sealed = model::encrypt(&EncryptArgs {
         model: model_path.clone(),
         out: container.clone(),
@@ -62,20 +62,20 @@ fn steps(root: &Path) -> Result<(), Failure> {
         key: None,
         name: None,
         chunk_size: ChunkSize::DEFAULT.get(),
+        force: false,
     })?;
-    println!(
-        "   {} ({} bytes) -> {}\n   key -> {} (mode 0600, key id {})\n",
-        model_path.display(),
+    say!(
+        "   model-owner/demo-mlp.onnx ({} bytes) -> host/demo-mlp.cloak\n   \
+         key -> model-owner/demo-mlp.key (mode 0600, key id {})\n",
         DEMO_MODEL.len(),
-        container.display(),
-        key_path.display(),
         sealed.header.key_id(),
-    );
+    )?;
 
-    println!("2. The host stores the container. Without the key it can read only the header:");
+    say!("2. The host stores the container. Without the key it can read only the header:")?;
     let (header, file_len) = model::inspect(&container)?;
-    for line in model::describe_header(&container, &header, file_len).lines() {
-        println!("   {line}");
+    let shown = Path::new("host/demo-mlp.cloak");
+    for line in model::describe_header(shown, &header, file_len).lines() {
+        say!("   {line}")?;
     }
     let stored = fs::read(&container).map_err(|e| Failure::io("read", &container, &e))?;
     if let Some(window) = DEMO_MODEL
@@ -87,16 +87,16 @@ fn steps(root: &Path) -> Result<(), Failure> {
             hex::encode(window)
         )));
     }
-    println!("   (no 16-byte run of the model appears anywhere in the container)\n");
+    say!("   (no 16-byte run of the model appears anywhere in the container)\n")?;
 
-    println!("3. The owner verifies the stored container with the key:");
+    say!("3. The owner verifies the stored container with the key:")?;
     let verified = model::verify(&container, &key_path, DigestCheck::Recompute)?;
-    println!(
+    say!(
         "   OK: header and all {} chunk(s) authenticated; plaintext sha256 recomputed and matches\n",
         verified.header().chunk_count()
-    );
+    )?;
 
-    println!("4. The host flips one bit of the ciphertext:");
+    say!("4. The host flips one bit of the ciphertext:")?;
     let tampered = host.join("tampered.cloak");
     let mut bytes = stored.clone();
     let target = HEADER_LEN + 64;
@@ -106,18 +106,19 @@ fn steps(root: &Path) -> Result<(), Failure> {
     fs::write(&tampered, &bytes).map_err(|e| Failure::io("write", &tampered, &e))?;
     expect_rejection(&tampered, &key_path, "chunk-authentication")?;
 
-    println!("5. Someone tries another key:");
+    say!("5. Someone tries another key:")?;
     let other_key = owner.join("other.key");
     let key = ModelKey::generate().map_err(|e| Failure::usage(e.code(), e.to_string()))?;
     write_key_file(&other_key, &key)?;
     expect_rejection(&container, &other_key, "wrong-key")?;
 
-    println!("6. The owner decrypts the container again:");
+    say!("6. The owner decrypts the container again:")?;
     let roundtrip = owner.join("roundtrip.onnx");
     model::decrypt(&DecryptArgs {
         container: container.clone(),
         key: key_path.clone(),
         out: roundtrip.clone(),
+        force: false,
     })?;
     let back = fs::read(&roundtrip).map_err(|e| Failure::io("read", &roundtrip, &e))?;
     if back != DEMO_MODEL {
@@ -125,24 +126,23 @@ fn steps(root: &Path) -> Result<(), Failure> {
             "the decrypted model differs from the original",
         ));
     }
-    println!(
-        "   {} is identical to the original ({} bytes)\n",
-        roundtrip.display(),
+    say!(
+        "   model-owner/roundtrip.onnx is identical to the original ({} bytes)\n",
         back.len()
-    );
+    )?;
 
-    println!("What each party saw:");
-    println!(
+    say!("What each party saw:")?;
+    say!(
         "   model owner: the model and its key (key id {})",
         sealed.header.key_id()
-    );
-    println!(
+    )?;
+    say!(
         "   host:        {} bytes of container; in clear only the name {:?}, the size, the \
          sha256 and the key id",
         stored.len(),
         DEMO_MODEL_NAME
-    );
-    println!("   attacker:    a flipped bit and a wrong key, both rejected before any plaintext");
+    )?;
+    say!("   attacker:    a flipped bit and a wrong key, both rejected before any plaintext")?;
     Ok(())
 }
 
@@ -150,7 +150,9 @@ fn steps(root: &Path) -> Result<(), Failure> {
 fn expect_rejection(container: &Path, key: &Path, code: &str) -> Result<(), Failure> {
     match model::verify(container, key, DigestCheck::Skip) {
         Err(failure) if failure.code() == code && failure.exit_status() == EXIT_VERIFICATION => {
-            println!("   rejected ({}): {failure}\n", failure.code());
+            let reason = failure.to_string();
+            let reason = reason.split_once(": ").map_or(reason.as_str(), |(_, r)| r);
+            say!("   rejected ({}): {reason}\n", failure.code())?;
             Ok(())
         }
         Err(failure) => Err(Failure::verification_in_demo(format!(

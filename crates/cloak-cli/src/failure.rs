@@ -55,6 +55,14 @@ impl Failure {
         Self::usage("io", format!("cannot {action} {}: {error}", path.display()))
     }
 
+    /// Standard output could not be written (exit status 2).
+    pub(crate) fn stdout(error: io::Error) -> Self {
+        Self::usage(
+            "stdout",
+            format!("cannot write to standard output: {error}"),
+        )
+    }
+
     /// A container that failed to read or verify; the exit status follows the error.
     pub(crate) fn container(path: &Path, error: &ContainerError) -> Self {
         let kind = if error.is_verification_failure() {

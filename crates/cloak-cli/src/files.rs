@@ -2,11 +2,12 @@
 
 use std::fs::{self, File};
 use std::io::{IsTerminal, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cloak_crypto::key::ModelKey;
 use indicatif::{ProgressBar, ProgressStyle};
+use rustix::fs::{Mode, OFlags};
 use zeroize::Zeroizing;
 
 use crate::atomic_file::{AtomicFile, Commit};
@@ -24,9 +25,12 @@ pub(crate) struct Input {
     pub(crate) len: u64,
 }
 
-/// Opens a regular file for reading.
+/// Opens a regular file for reading (without blocking on FIFOs or devices, which are refused).
 pub(crate) fn open_input(path: &Path) -> Result<Input, Failure> {
-    let file = File::open(path).map_err(|e| Failure::io("read", path, &e))?;
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = rustix::fs::open(path, flags, Mode::empty())
+        .map(File::from)
+        .map_err(|e| Failure::io("read", path, &e.into()))?;
     let metadata = file.metadata().map_err(|e| Failure::io("read", path, &e))?;
     if !metadata.is_file() {
         return Err(Failure::usage(
@@ -40,21 +44,36 @@ pub(crate) fn open_input(path: &Path) -> Result<Input, Failure> {
     })
 }
 
-/// Reads a model key file; warns on stderr if others may read it.
+/// Reads a model key file. Like ssh with private keys, refuses a key file that other users can
+/// access or that belongs to another user.
 pub(crate) fn read_key_file(path: &Path) -> Result<ModelKey, Failure> {
     let Input { file, .. } = open_input(path)?;
-    let mode = file
+    let metadata = file
         .metadata()
-        .map_err(|e| Failure::io("read key file", path, &e))?
-        .permissions()
-        .mode();
+        .map_err(|e| Failure::io("read key file", path, &e))?;
+    let mode = metadata.permissions().mode();
     if mode & 0o077 != 0 {
-        eprintln!(
-            "warning: key file {} is accessible to other users (mode {:04o}); run `chmod 600 {}`",
-            path.display(),
-            mode & 0o7777,
-            path.display()
-        );
+        return Err(Failure::usage(
+            "key-file-permissions",
+            format!(
+                "key file {} is accessible to other users (mode {:04o}); run `chmod 600 {}`",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            ),
+        ));
+    }
+    let me = rustix::process::geteuid();
+    if metadata.uid() != me.as_raw() && metadata.uid() != 0 {
+        return Err(Failure::usage(
+            "key-file-owner",
+            format!(
+                "key file {} belongs to uid {}, not to you (uid {})",
+                path.display(),
+                metadata.uid(),
+                me.as_raw()
+            ),
+        ));
     }
     // Capacity for the whole read up front: the buffer never reallocates, so no copy of the key
     // escapes zeroization.
@@ -65,16 +84,87 @@ pub(crate) fn read_key_file(path: &Path) -> Result<ModelKey, Failure> {
     ModelKey::from_key_file(&text).map_err(|e| Failure::key(path, &e))
 }
 
-/// Fails unless nothing exists at `path` (used before generating a key into it).
-pub(crate) fn ensure_absent(path: &Path, what: &str) -> Result<(), Failure> {
+/// How to treat an output path that already exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// Refuse (the default: nothing is ever overwritten by surprise).
+    Keep,
+    /// Replace it atomically if it is a regular file (`--force`).
+    Replace,
+}
+
+impl Existing {
+    /// From a `--force` flag.
+    pub(crate) fn from_force(force: bool) -> Self {
+        if force { Self::Replace } else { Self::Keep }
+    }
+
+    /// The matching commit mode.
+    pub(crate) fn commit(self) -> Commit {
+        match self {
+            Self::Keep => Commit::NoClobber,
+            Self::Replace => Commit::Replace,
+        }
+    }
+}
+
+/// Checks, before any work is done, that an output can be written at `path`: nothing is there,
+/// or (with [`Existing::Replace`]) a regular file is. Symbolic links, devices and directories
+/// are never replaced.
+pub(crate) fn check_output(path: &Path, what: &str, existing: Existing) -> Result<(), Failure> {
     match fs::symlink_metadata(path) {
-        Ok(_) => Err(Failure::usage(
-            "file-exists",
-            format!("refusing to overwrite existing {what} {}", path.display()),
-        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Failure::io("check", path, &e)),
+        Ok(meta) if !meta.file_type().is_file() => Err(Failure::usage(
+            "not-a-file",
+            format!(
+                "refusing to replace {}: it is not a regular file",
+                path.display()
+            ),
+        )),
+        Ok(_) if existing == Existing::Keep => Err(Failure::usage(
+            "file-exists",
+            format!(
+                "refusing to overwrite existing {what} {} (pass --force to replace it)",
+                path.display()
+            ),
+        )),
+        Ok(_) => Ok(()),
     }
+}
+
+/// Commits an output file, mapping the failure to a message about `path`.
+pub(crate) fn commit_output(
+    file: AtomicFile,
+    path: &Path,
+    what: &str,
+    existing: Existing,
+) -> Result<(), CommitFailure> {
+    file.commit(existing.commit()).map_err(|e| {
+        let failure = if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            Failure::usage(
+                "file-exists",
+                format!(
+                    "refusing to overwrite existing {what} {} (it appeared while working)",
+                    path.display()
+                ),
+            )
+        } else if e.visible {
+            Failure::io("sync the directory of", path, &e.error)
+        } else {
+            Failure::io("write", path, &e.error)
+        };
+        CommitFailure {
+            failure,
+            visible: e.visible,
+        }
+    })
+}
+
+/// A failed commit: the failure, and whether the file is nevertheless in place.
+pub(crate) struct CommitFailure {
+    pub(crate) failure: Failure,
+    pub(crate) visible: bool,
 }
 
 /// A key file written atomically with mode 0600, never over an existing file.
@@ -83,16 +173,7 @@ pub(crate) fn write_key_file(path: &Path, key: &ModelKey) -> Result<(), Failure>
     file.file()
         .write_all(key.to_key_file().as_bytes())
         .map_err(|e| Failure::io("write", path, &e))?;
-    file.commit(Commit::NoClobber).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Failure::usage(
-                "file-exists",
-                format!("refusing to overwrite existing key file {}", path.display()),
-            )
-        } else {
-            Failure::io("write", path, &e)
-        }
-    })
+    commit_output(file, path, "key file", Existing::Keep).map_err(|e| e.failure)
 }
 
 /// Fails if any two of `paths` name the same file (existing or not).

@@ -1,6 +1,15 @@
 //! `cloak`: confidential AI inference — seal models, and (as Cloak grows) attest, serve and use
 //! them. See the repository README for the whole picture.
 
+/// `println!` that reports a failed write to stdout (a closed pipe, a full disk) as a
+/// [`failure::Failure`] instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(crate::failure::Failure::stdout)
+    }};
+}
+
 mod atomic_file;
 mod demo;
 mod failure;

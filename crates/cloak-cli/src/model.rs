@@ -1,20 +1,23 @@
 //! `cloak model`: seal a model into a container, and open, verify or inspect containers.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use cloak_crypto::container::{
-    self, ChunkSize, DigestCheck, Header, ModelName, SealError, SealOptions, VerifiedContainer,
+    self, ChunkSize, ContainerError, DigestCheck, Header, ModelName, SealError, SealOptions,
+    VerifiedContainer,
 };
 use cloak_crypto::key::ModelKey;
 use serde::Serialize;
 
 use crate::Reported;
-use crate::atomic_file::{AtomicFile, Commit};
+use crate::atomic_file::AtomicFile;
 use crate::failure::Failure;
 use crate::files::{
-    ensure_absent, ensure_distinct, open_input, progress, read_key_file, write_key_file,
+    Existing, check_output, commit_output, ensure_distinct, open_input, progress, read_key_file,
+    write_key_file,
 };
 
 /// `cloak model …`
@@ -37,7 +40,7 @@ pub(crate) enum ModelCommand {
 pub(crate) struct EncryptArgs {
     /// The model file to seal (any bytes: ONNX, safetensors, ...)
     pub(crate) model: PathBuf,
-    /// Where to write the container (replaced atomically if it exists)
+    /// Where to write the container; it appears only once complete
     #[arg(long, value_name = "FILE.cloak")]
     pub(crate) out: PathBuf,
     /// Generate a new key and write it here (mode 0600; never overwrites an existing file)
@@ -52,6 +55,9 @@ pub(crate) struct EncryptArgs {
     /// Plaintext bytes per chunk (4096 to 16777216)
     #[arg(long, value_name = "BYTES", default_value_t = ChunkSize::DEFAULT.get())]
     pub(crate) chunk_size: u32,
+    /// Replace --out if it exists (a regular file only; key files are never replaced)
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// Arguments of `cloak model decrypt`.
@@ -62,9 +68,12 @@ pub(crate) struct DecryptArgs {
     /// The key file the container was sealed with
     #[arg(long, value_name = "KEYFILE")]
     pub(crate) key: PathBuf,
-    /// Where to write the model (mode 0600; replaced atomically, and only on success)
+    /// Where to write the model (mode 0600); it appears only once everything verified
     #[arg(long, value_name = "MODEL")]
     pub(crate) out: PathBuf,
+    /// Replace --out if it exists (a regular file only)
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// Arguments of `cloak model verify`.
@@ -97,16 +106,16 @@ pub(crate) struct InspectArgs {
 /// Runs a `cloak model` command.
 pub(crate) fn run(command: ModelCommand) -> Result<(), Reported> {
     match command {
-        ModelCommand::Encrypt(args) => encrypt(&args).map(|sealed| print_sealed(&sealed))?,
+        ModelCommand::Encrypt(args) => print_sealed(&encrypt(&args)?)?,
         ModelCommand::Decrypt(args) => {
             let verified = decrypt(&args)?;
-            println!(
+            say!(
                 "decrypted {} -> {} ({} bytes; every chunk authenticated; sha256 {} verified)",
                 args.container.display(),
                 args.out.display(),
                 verified.header().plaintext_len(),
                 hex::encode(verified.header().plaintext_sha256()),
-            );
+            )?;
         }
         ModelCommand::Verify(args) => verify_command(&args)?,
         ModelCommand::Inspect(args) => inspect_command(&args)?,
@@ -145,11 +154,13 @@ pub(crate) fn encrypt(args: &EncryptArgs) -> Result<Sealed, Failure> {
     }
     ensure_distinct(&paths)?;
 
+    let existing = Existing::from_force(args.force);
+    check_output(&args.out, "output", existing)?;
     let input = open_input(&args.model)?;
     let key = match (&args.key, &args.key_out) {
         (Some(path), _) => read_key_file(path)?,
         (None, Some(path)) => {
-            ensure_absent(path, "key file")?;
+            check_output(path, "key file", Existing::Keep)?;
             ModelKey::generate().map_err(|e| Failure::usage(e.code(), e.to_string()))?
         }
         (None, None) => {
@@ -168,15 +179,16 @@ pub(crate) fn encrypt(args: &EncryptArgs) -> Result<Sealed, Failure> {
         .map_err(|e| seal_failure(&args.model, &args.out, &e))?;
     bar.finish_and_clear();
 
+    // The key first: a container must never exist without its key.
     if let Some(path) = &args.key_out {
         write_key_file(path, &key)?;
     }
-    if let Err(e) = out.commit(Commit::Replace) {
-        if let Some(path) = &args.key_out {
-            // Nothing was sealed with the new key: do not leave it behind.
+    if let Err(e) = commit_output(out, &args.out, "output", existing) {
+        if let Some(path) = args.key_out.as_ref().filter(|_| !e.visible) {
+            // No container was published with the new key: do not leave it behind.
             let _ = std::fs::remove_file(path);
         }
-        return Err(Failure::io("write", &args.out, &e));
+        return Err(e.failure);
     }
     Ok(Sealed {
         header,
@@ -193,16 +205,24 @@ pub(crate) fn decrypt(args: &DecryptArgs) -> Result<VerifiedContainer, Failure> 
         ("output", args.out.as_path()),
         ("key file", args.key.as_path()),
     ])?;
+    let existing = Existing::from_force(args.force);
+    check_output(&args.out, "output", existing)?;
     let key = read_key_file(&args.key)?;
     let input = open_input(&args.container)?;
     let mut out =
         AtomicFile::create(&args.out, 0o600).map_err(|e| Failure::io("create", &args.out, &e))?;
     let bar = progress(input.len, "decrypting");
-    let verified = container::open(&key, bar.wrap_read(input.file), out.file())
-        .map_err(|e| Failure::container(&args.container, &e))?;
+    let mut sink = TrackedWriter::new(out.file());
+    let opened = container::open(&key, bar.wrap_read(input.file), &mut sink);
     bar.finish_and_clear();
-    out.commit(Commit::Replace)
-        .map_err(|e| Failure::io("write", &args.out, &e))?;
+    let verified = match opened {
+        Ok(verified) => verified,
+        Err(ContainerError::Io(e)) if sink.failed => {
+            return Err(Failure::io("write", &args.out, &e));
+        }
+        Err(e) => return Err(Failure::container(&args.container, &e)),
+    };
+    commit_output(out, &args.out, "output", existing).map_err(|e| e.failure)?;
     Ok(verified)
 }
 
@@ -241,7 +261,7 @@ fn verify_command(args: &VerifyArgs) -> Result<(), Reported> {
                 header: Some(HeaderReport::authenticated(verified.header())),
                 digest_checked: verified.digest_check() == DigestCheck::Recompute,
                 error: None,
-            });
+            })?;
             Ok(())
         }
         Ok(verified) => {
@@ -251,7 +271,7 @@ fn verify_command(args: &VerifyArgs) -> Result<(), Reported> {
             } else {
                 "plaintext sha256 not recomputed; use --check-digest"
             };
-            println!(
+            say!(
                 "OK {}: model {:?}, {} bytes in {} chunks, key id {}; header and every chunk \
                  authenticated ({digest_note})",
                 args.container.display(),
@@ -259,7 +279,7 @@ fn verify_command(args: &VerifyArgs) -> Result<(), Reported> {
                 header.plaintext_len(),
                 header.chunk_count(),
                 header.key_id(),
-            );
+            )?;
             Ok(())
         }
         Err(failure) if args.json => {
@@ -268,7 +288,7 @@ fn verify_command(args: &VerifyArgs) -> Result<(), Reported> {
                 header: None,
                 digest_checked: false,
                 error: Some(ErrorReport::new(&failure)),
-            });
+            })?;
             Err(Reported(failure.exit_code()))
         }
         Err(failure) => Err(failure.into()),
@@ -278,18 +298,43 @@ fn verify_command(args: &VerifyArgs) -> Result<(), Reported> {
 fn inspect_command(args: &InspectArgs) -> Result<(), Reported> {
     match inspect(&args.container) {
         Ok((header, file_len)) if args.json => {
-            print_json(&HeaderReport::unauthenticated(&header, file_len));
+            print_json(&HeaderReport::unauthenticated(&header, file_len))?;
             Ok(())
         }
         Ok((header, file_len)) => {
-            print!("{}", describe_header(&args.container, &header, file_len));
+            say!("{}", describe_header(&args.container, &header, file_len))?;
             Ok(())
         }
         Err(failure) if args.json => {
-            print_json(&serde_json::json!({ "error": ErrorReport::new(&failure) }));
+            print_json(&serde_json::json!({ "error": ErrorReport::new(&failure) }))?;
             Err(Reported(failure.exit_code()))
         }
         Err(failure) => Err(failure.into()),
+    }
+}
+
+/// A writer that remembers whether writing to it failed, to tell output errors from input errors.
+struct TrackedWriter<W> {
+    inner: W,
+    failed: bool,
+}
+
+impl<W: Write> TrackedWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            failed: false,
+        }
+    }
+}
+
+impl<W: Write> Write for TrackedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).inspect_err(|_| self.failed = true)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().inspect_err(|_| self.failed = true)
     }
 }
 
@@ -313,7 +358,7 @@ pub(crate) fn describe_header(path: &Path, header: &Header, file_len: u64) -> St
          chunk size:        {} bytes ({} chunks)\n\
          created at:        {} ({})\n\
          file length:       {file_len} bytes ({completeness})\n\
-         authenticated:     no (inspect reads the header without the key; run `cloak model verify`)\n",
+         authenticated:     no (inspect reads the header without the key; run `cloak model verify`)",
         path.display(),
         header.format_version(),
         header.algorithm().name(),
@@ -329,9 +374,9 @@ pub(crate) fn describe_header(path: &Path, header: &Header, file_len: u64) -> St
     )
 }
 
-fn print_sealed(sealed: &Sealed) {
+fn print_sealed(sealed: &Sealed) -> Result<(), Failure> {
     let header = &sealed.header;
-    println!(
+    say!(
         "sealed {} -> {} (model {:?}, {} bytes, sha256 {}, key id {})",
         sealed.model.display(),
         sealed.out.display(),
@@ -339,13 +384,14 @@ fn print_sealed(sealed: &Sealed) {
         header.plaintext_len(),
         hex::encode(header.plaintext_sha256()),
         header.key_id(),
-    );
+    )?;
     if let Some(path) = &sealed.new_key_file {
-        println!(
+        say!(
             "wrote new key {} (mode 0600): keep it secret; it is the only way to open the container",
             path.display()
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn model_name(args: &EncryptArgs) -> Result<ModelName, Failure> {
@@ -374,7 +420,14 @@ fn seal_failure(model: &Path, out: &Path, error: &SealError) -> Failure {
     )
 }
 
+/// RFC 3339 (UTC) for a Unix time; times RFC 3339 cannot express (year 10000 on) are "out of
+/// range" — the value comes from an unauthenticated header and must not crash `inspect`.
 fn rfc3339(unix_seconds: u64) -> String {
+    /// 10000-01-01T00:00:00Z.
+    const YEAR_10000: u64 = 253_402_300_800;
+    if unix_seconds >= YEAR_10000 {
+        return "out of range".to_owned();
+    }
     UNIX_EPOCH
         .checked_add(Duration::from_secs(unix_seconds))
         .map_or_else(
@@ -383,11 +436,10 @@ fn rfc3339(unix_seconds: u64) -> String {
         )
 }
 
-fn print_json(value: &impl Serialize) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("error: cannot render JSON: {e}"),
-    }
+fn print_json(value: &impl Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::usage("json", format!("cannot render JSON: {e}")))?;
+    say!("{text}")
 }
 
 /// The JSON form of a header.

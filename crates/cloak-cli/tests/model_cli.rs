@@ -473,6 +473,7 @@ fn a_failed_decrypt_leaves_no_output_and_keeps_an_existing_one() {
         path(&s.key),
         "--out",
         path(&existing),
+        "--force",
     ]);
     assert_eq!(status(&out), 1);
     assert_eq!(fs::read(&existing).unwrap(), b"keep me");
@@ -521,12 +522,188 @@ fn no_output_ever_contains_key_material() {
 }
 
 #[test]
-fn a_world_readable_key_file_draws_a_warning() {
+fn a_key_file_others_can_access_is_refused() {
     let s = Sealed::new(10);
-    fs::set_permissions(&s.key, fs::Permissions::from_mode(0o644)).unwrap();
+    for mode in [0o644, 0o640, 0o604, 0o620] {
+        fs::set_permissions(&s.key, fs::Permissions::from_mode(mode)).unwrap();
+        let out = cloak(&["model", "verify", path(&s.container), "--key", path(&s.key)]);
+        assert_eq!(status(&out), 2, "mode {mode:o}");
+        assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    }
+    fs::set_permissions(&s.key, fs::Permissions::from_mode(0o400)).unwrap();
     let out = cloak(&["model", "verify", path(&s.container), "--key", path(&s.key)]);
-    assert_eq!(status(&out), 0);
-    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn a_key_file_owned_by_another_user_is_refused() {
+    let s = Sealed::new(10);
+    // Only root can give a file away; elsewhere there is nothing to test.
+    if std::os::unix::fs::chown(&s.key, Some(65534), None).is_err() {
+        eprintln!("skipped: cannot chown (not root)");
+        return;
+    }
+    let out = cloak(&["model", "verify", path(&s.container), "--key", path(&s.key)]);
+    assert_eq!(status(&out), 2);
+    assert!(
+        stderr(&out).contains("belongs to uid 65534"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn existing_outputs_are_replaced_only_with_force_and_only_if_regular_files() {
+    let s = Sealed::new(100);
+    let out_model = s.dir.path().join("out.onnx");
+    fs::write(&out_model, b"keep me").unwrap();
+    let decrypt = |force: bool| {
+        let mut args = vec![
+            "model",
+            "decrypt",
+            path(&s.container),
+            "--key",
+            path(&s.key),
+            "--out",
+            path(&out_model),
+        ];
+        if force {
+            args.push("--force");
+        }
+        cloak(&args)
+    };
+    let refused = decrypt(false);
+    assert_eq!(status(&refused), 2);
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    assert_eq!(fs::read(&out_model).unwrap(), b"keep me");
+    let forced = decrypt(true);
+    assert_eq!(status(&forced), 0, "{}", stderr(&forced));
+    assert_eq!(fs::read(&out_model).unwrap(), s.plaintext);
+
+    let reseal = |force: bool| {
+        let mut args = vec![
+            "model",
+            "encrypt",
+            path(&s.model),
+            "--out",
+            path(&s.container),
+            "--key",
+            path(&s.key),
+        ];
+        if force {
+            args.push("--force");
+        }
+        cloak(&args)
+    };
+    let before = s.bytes();
+    assert_eq!(status(&reseal(false)), 2);
+    assert_eq!(s.bytes(), before);
+    assert_eq!(status(&reseal(true)), 0);
+    assert_ne!(s.bytes(), before);
+
+    // A symbolic link is never replaced, not even with --force.
+    let link = s.dir.path().join("link.onnx");
+    std::os::unix::fs::symlink(&out_model, &link).unwrap();
+    let out = cloak(&[
+        "model",
+        "decrypt",
+        path(&s.container),
+        "--key",
+        path(&s.key),
+        "--out",
+        path(&link),
+        "--force",
+    ]);
+    assert_eq!(status(&out), 2);
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn an_empty_container_file_is_truncated() {
+    let s = Sealed::new(10);
+    let (code, report) = s.verify_variant(b"");
+    assert_eq!(code, 1);
+    assert_eq!(report["error"]["code"], "truncated");
+}
+
+#[test]
+fn an_absurd_creation_time_in_an_unauthenticated_header_does_not_crash_inspect() {
+    let s = Sealed::new(10);
+    let mut bytes = s.bytes();
+    bytes[0x18..0x20].copy_from_slice(&253_402_300_800u64.to_be_bytes());
+    let odd = s.dir.path().join("odd.cloak");
+    fs::write(&odd, &bytes).unwrap();
+    for json in [false, true] {
+        let mut args = vec!["model", "inspect", path(&odd)];
+        if json {
+            args.push("--json");
+        }
+        let out = cloak(&args);
+        assert_eq!(status(&out), 0, "{}", stderr(&out));
+        assert!(stdout(&out).contains("out of range"), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn a_full_stdout_is_an_error_not_a_panic_and_the_work_stands() {
+    let s = Sealed::new(100);
+    let out_model = s.dir.path().join("out.onnx");
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloak"))
+        .args([
+            "model",
+            "decrypt",
+            path(&s.container),
+            "--key",
+            path(&s.key),
+            "--out",
+            path(&out_model),
+        ])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(status(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("standard output"), "{}", stderr(&out));
+    assert_eq!(fs::read(&out_model).unwrap(), s.plaintext);
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloak"))
+        .args(["model", "inspect", path(&fifo)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("cloak blocked on a FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(2));
 }
 
 #[test]

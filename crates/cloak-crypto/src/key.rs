@@ -82,21 +82,26 @@ impl ModelKey {
             .ok_or(KeyError::Malformed(
                 "key line does not start with `cloak-model-key-v1:`",
             ))?;
-        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-        hex::decode_to_slice(hex_digits, bytes.as_mut_slice())
+        let mut key = Self {
+            bytes: [0; KEY_LEN],
+        };
+        hex::decode_to_slice(hex_digits, &mut key.bytes)
             .map_err(|_| KeyError::Malformed("key is not exactly 64 hexadecimal digits"))?;
-        Ok(Self::from_bytes(*bytes))
+        Ok(key)
     }
 
     /// Renders the key as the contents of a key file. The returned text is zeroized on drop.
     pub fn to_key_file(&self) -> Zeroizing<String> {
-        let mut text = Zeroizing::new(String::with_capacity(160));
+        let mut digits = Zeroizing::new([0u8; 2 * KEY_LEN]);
+        // The output buffer is exactly twice the key length.
+        let _ = hex::encode_to_slice(self.bytes, digits.as_mut_slice());
+        let mut text = Zeroizing::new(String::with_capacity(256));
         text.push_str("# cloak model key; key id ");
         text.push_str(&self.id().to_string());
         text.push_str("; keep this file secret\n");
         text.push_str(KEY_FILE_PREFIX);
-        let digits = Zeroizing::new(hex::encode(self.bytes));
-        text.push_str(&digits);
+        // Hex digits are ASCII.
+        text.push_str(std::str::from_utf8(digits.as_slice()).unwrap_or_default());
         text.push('\n');
         text
     }

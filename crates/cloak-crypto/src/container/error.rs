@@ -91,12 +91,17 @@ pub enum ContainerError {
         /// The version this build reads.
         supported: u16,
     },
-    /// The container was sealed with a different key.
+    /// The supplied key does not authenticate the header, and the header names another key id.
+    ///
+    /// Either the container was sealed with another key, or its header was modified (the key-id
+    /// field together with other bytes): without the right key the two cannot be told apart,
+    /// so the key id the header names is *unauthenticated*.
     #[error(
-        "wrong key: the container was sealed with key id {expected}, the key given has id {supplied}"
+        "wrong key: the header names key id {expected} (unauthenticated), but the key given has \
+         id {supplied}; if this is the right key, the header was modified"
     )]
     WrongKey {
-        /// The key id recorded in the container.
+        /// The key id the header names (unauthenticated).
         expected: KeyId,
         /// The id of the key that was supplied.
         supplied: KeyId,
@@ -152,8 +157,10 @@ pub enum SealError {
     /// The AEAD implementation refused to encrypt a chunk.
     #[error("AES-256-GCM encryption failed")]
     Encryption,
-    /// The input has more chunks than the format can count (2^32) at this chunk size.
-    #[error("the model is too large for chunk size {chunk_size}: at most 2^32 chunks are allowed")]
+    /// The input has more chunks than the format can count at this chunk size.
+    #[error(
+        "the model is too large for chunk size {chunk_size}: at most 2^32 - 1 chunks are allowed"
+    )]
     InputTooLarge {
         /// The chunk size in use.
         chunk_size: u32,

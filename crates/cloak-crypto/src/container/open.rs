@@ -11,7 +11,7 @@ use aws_lc_rs::{digest, hmac};
 use zeroize::Zeroizing;
 
 use super::header::RawHeader;
-use super::keys::{FileKeys, LABEL_LEN, chunk_label, split_label};
+use super::keys::{FileKeys, GCM_TAG_LEN, LABEL_LEN, chunk_label, split_label};
 use super::record::{RecordBuf, buffer_pool, pool_depth, read_full};
 use super::{
     CHUNK_OVERHEAD, ContainerError, DigestCheck, HEADER_LEN, Header, MAGIC, VerifiedContainer,
@@ -160,9 +160,10 @@ pub(super) fn read_raw_header<R: Read>(input: &mut R) -> Result<RawHeader, Conta
     let mut bytes = [0u8; HEADER_LEN];
     let got = read_full(input, &mut bytes)?;
     if got < HEADER_LEN {
-        // Too short to be a container: report truncation only if what is there starts like one.
+        // Too short to be a container: report truncation if what is there starts like one (an
+        // empty input does), else say it is something else.
         let present = bytes.get(..got.min(MAGIC.len())).unwrap_or_default();
-        return if got > 0 && MAGIC.starts_with(present) {
+        return if MAGIC.starts_with(present) {
             Err(ContainerError::Truncated {
                 expected: HEADER_LEN as u64,
                 actual: got as u64,
@@ -238,20 +239,24 @@ fn diagnose_foreign_chunk(
 ) -> ContainerError {
     let (claimed_file, claimed_index) = split_label(label);
     let mut scratch = Zeroizing::new(sealed.to_vec());
-    let mut authentic = |keys: &FileKeys, last: bool| {
+    // Authenticates the first `len` bytes of the sealed payload as chunk `claimed_index`.
+    let mut authentic = |keys: &FileKeys, last: bool, len: usize| {
         scratch.copy_from_slice(sealed);
+        let prefix = scratch.get_mut(..len).unwrap_or_default();
         keys.body
-            .open_in_place(
-                keys.nonce(claimed_index, last),
-                Aad::from(label),
-                &mut scratch,
-            )
+            .open_in_place(keys.nonce(claimed_index, last), Aad::from(label), prefix)
             .is_ok()
     };
 
     if claimed_file == header.file_id {
+        // Records are read at the length of the position they sit in; a final chunk moved
+        // forward is shorter than that, so its record is a prefix of what was read.
+        let claimed_len = header
+            .chunk_plaintext_len(claimed_index)
+            .saturating_add(GCM_TAG_LEN);
         if claimed_index < header.chunk_count()
-            && authentic(keys, header.is_last_chunk(claimed_index))
+            && claimed_len <= sealed.len()
+            && authentic(keys, header.is_last_chunk(claimed_index), claimed_len)
         {
             return ContainerError::ChunkReordered {
                 position,
@@ -261,7 +266,8 @@ fn diagnose_foreign_chunk(
     } else {
         // Whether the chunk was last in its own file is unknown: try both.
         let other = FileKeys::derive(key, &claimed_file);
-        if authentic(&other, false) || authentic(&other, true) {
+        let whole = sealed.len();
+        if authentic(&other, false, whole) || authentic(&other, true, whole) {
             return ContainerError::ChunkSpliced {
                 position,
                 source_file_id: hex::encode(claimed_file),

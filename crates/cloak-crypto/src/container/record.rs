@@ -103,8 +103,14 @@ pub(crate) fn pool_depth(capacity: usize) -> usize {
 pub(crate) fn read_full<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        let room = rest.len();
         match input.read(rest) {
             Ok(0) => break,
+            Ok(n) if n > room => {
+                return Err(io::Error::other(
+                    "the reader claimed more bytes than the buffer holds",
+                ));
+            }
             Ok(n) => filled = filled.saturating_add(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

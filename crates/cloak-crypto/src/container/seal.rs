@@ -164,14 +164,15 @@ fn encrypt_chunks<W: Write>(
         } = message?;
         let label = chunk_label(file_id, index);
         let (label_field, payload, tag_field) = buf.parts_mut();
+        // `fill_payload` sized the record as label, payload and tag; this cannot fail.
+        if tag_field.len() != GCM_TAG_LEN || label_field.len() != LABEL_LEN {
+            return Err(SealError::Encryption);
+        }
         label_field.copy_from_slice(&label);
         let tag = keys
             .body
             .seal_in_place_separate_tag(keys.nonce(index, last), Aad::from(label), payload)
             .map_err(|_| SealError::Encryption)?;
-        if tag_field.len() != GCM_TAG_LEN || label_field.len() != LABEL_LEN {
-            return Err(SealError::Encryption);
-        }
         tag_field.copy_from_slice(tag.as_ref());
         output.write_all(buf.record())?;
         let _ = free.send(buf);

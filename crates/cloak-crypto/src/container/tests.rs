@@ -376,18 +376,77 @@ fn unknown_versions_and_algorithms_are_refused_before_any_cryptography() {
 
 #[test]
 fn non_containers_are_recognised() {
-    for input in [
-        &b""[..],
-        b"\x89CLOAX\r\n",
-        b"PK\x03\x04 zip file",
-        &[0u8; 300],
-    ] {
+    for input in [&b"\x89CLOAX\r\n"[..], b"PK\x03\x04 zip file", &[0u8; 300]] {
         assert!(matches!(open_err(input), ContainerError::NotContainer));
         assert!(matches!(
             read_header(input).unwrap_err(),
             ContainerError::NotContainer
         ));
     }
+}
+
+#[test]
+fn an_empty_input_is_a_truncated_container() {
+    assert!(matches!(
+        open_err(b""),
+        ContainerError::Truncated {
+            expected: 256,
+            actual: 0
+        }
+    ));
+}
+
+#[test]
+fn a_moved_short_final_chunk_is_reported_as_reordered() {
+    let len = 4 * CHUNK + 100;
+    let container = sealed(&model(len));
+    let mut moved = container[..HEADER_LEN].to_vec();
+    moved.extend_from_slice(&container[record_range(4, len)]);
+    for index in 1..4 {
+        moved.extend_from_slice(&container[record_range(index, len)]);
+    }
+    moved.extend_from_slice(&container[record_range(0, len)]);
+    assert_eq!(moved.len(), container.len());
+    assert!(matches!(
+        open_err(&moved),
+        ContainerError::ChunkReordered {
+            position: 0,
+            original: 4
+        }
+    ));
+}
+
+#[test]
+fn an_edited_key_id_with_other_edits_is_indistinguishable_from_a_wrong_key() {
+    // Without the right key nothing tells these apart, so the error says the key id the header
+    // names is unauthenticated.
+    let mut container = sealed(&model(100));
+    container[0x20..0x30].copy_from_slice(&[0xEE; 16]);
+    container[0x60] ^= 0x20;
+    let err = open_err(&container);
+    assert!(matches!(err, ContainerError::WrongKey { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("unauthenticated"), "{message}");
+    assert!(message.contains("header was modified"), "{message}");
+}
+
+#[test]
+fn a_reader_that_claims_more_than_it_was_given_is_an_io_error() {
+    struct Liar;
+    impl Read for Liar {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            Ok(buf.len() + 1)
+        }
+    }
+    assert!(matches!(
+        open(&key(), Liar, io::sink()).unwrap_err(),
+        ContainerError::Io(_)
+    ));
+    let options = SealOptions::new(ModelName::new("x").unwrap());
+    assert!(matches!(
+        seal(&key(), &options, Liar, Cursor::new(Vec::new())).unwrap_err(),
+        SealError::Io(_)
+    ));
 }
 
 #[test]
@@ -547,7 +606,7 @@ struct Trickle<'a> {
     interrupt: bool,
 }
 
-impl io::Read for Trickle<'_> {
+impl Read for Trickle<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.interrupt = !self.interrupt;
         if self.interrupt {
@@ -566,7 +625,7 @@ struct FailingReader<'a> {
     ok: usize,
 }
 
-impl io::Read for FailingReader<'_> {
+impl Read for FailingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.ok == 0 {
             return Err(io::Error::other("disk on fire"));
@@ -584,7 +643,7 @@ struct FailingWriter {
     ok: usize,
 }
 
-impl io::Write for FailingWriter {
+impl Write for FailingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.ok == 0 {
             return Err(io::Error::other("disk full"));
@@ -633,7 +692,12 @@ fn short_and_interrupted_reads_are_handled() {
 fn input_and_output_errors_are_reported_as_io_errors() {
     let plaintext = model(3 * CHUNK);
     let container = sealed(&plaintext);
-    for ok in [0, 10, HEADER_LEN + 5, record_range(1, plaintext.len()).start + 3] {
+    for ok in [
+        0,
+        10,
+        HEADER_LEN + 5,
+        record_range(1, plaintext.len()).start + 3,
+    ] {
         let reader = FailingReader {
             data: &container,
             ok,
