@@ -47,9 +47,9 @@ pub(super) fn open_stream<R: Read + Send>(
         // Unblock the other threads if opening stopped early.
         drop(opened_tx);
         drop(sealed_rx);
-        let digest = join(hasher);
+        let sha256 = join(hasher);
         join(reader);
-        opened.map(|()| digest)
+        opened.map(|()| sha256)
     })?;
 
     if let Some(actual) = plaintext_sha256
