@@ -16,4 +16,5 @@
 )]
 
 pub mod container;
+pub mod hash;
 pub mod key;
