@@ -16,6 +16,8 @@
 )]
 
 pub mod collateral;
+pub mod policy;
 pub mod quote;
+pub mod ratls;
 pub mod types;
 pub mod verify;

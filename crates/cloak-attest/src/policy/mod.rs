@@ -1,0 +1,419 @@
+//! Appraisal: deciding whether a *verified* quote is acceptable to a relying party.
+//!
+//! Verification ([`crate::verify`]) establishes that a quote is genuine; an [`AppraisalPolicy`]
+//! says which genuine quotes a relying party accepts: which trust root, which TCB statuses and
+//! advisories, whether debug enclaves are tolerable, which measurements, which report data.
+//! Defaults are strict — Intel root, `UpToDate` only, no advisories, debug rejected — and every
+//! loosening is explicit.
+//!
+//! Policies load from TOML (see the crate README for an example):
+//!
+//! ```toml
+//! trust_root = "intel"                # or a path to a DER root (relative to this file) or "sha256:HEX"
+//! allowed_tcb_statuses = ["UpToDate"]
+//! allowed_advisories = []             # advisory ids, or ["*"]
+//! allow_debug = false
+//! [sgx]                               # any listed value matches; omitted = not checked
+//! mrenclave = ["HEX"]
+//! mrsigner = ["HEX"]
+//! isv_prod_id = 0
+//! min_isv_svn = 0
+//! [tdx]
+//! mrtd = ["HEX"]
+//! ```
+
+mod file;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::collateral::Collateral;
+use crate::quote::{ReportBody, TdReport10, TeeType};
+use crate::types::{Measurement, ReportData};
+use crate::verify::{TcbStatus, TrustAnchor, TrustRoot, VerifiedQuote, VerifyError};
+
+pub use self::file::PolicyError;
+
+/// Which root a policy trusts.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustRootPolicy {
+    /// A root given as a DER certificate.
+    Der(Vec<u8>),
+    /// The Intel SGX Root CA.
+    Intel,
+    /// A root given by the SHA-256 of its DER certificate; the certificate itself is taken from
+    /// the chains in the quote and collateral.
+    Sha256([u8; 32]),
+}
+
+impl TrustRootPolicy {
+    /// The trust anchor to verify `quote` and `collateral` under.
+    pub fn anchor(
+        &self,
+        quote: &[u8],
+        collateral: &Collateral,
+    ) -> Result<TrustAnchor, VerifyError> {
+        match self {
+            Self::Intel => Ok(TrustAnchor::intel()),
+            Self::Der(der) => TrustAnchor::custom(der.clone())
+                .map_err(|e| VerifyError::UntrustedRoot(e.to_string())),
+            Self::Sha256(pin) => TrustAnchor::pinned(*pin, quote, collateral),
+        }
+    }
+
+    /// Whether a verification under `root` satisfies this policy.
+    pub fn accepts(&self, root: TrustRoot) -> bool {
+        match self {
+            Self::Intel => root.is_intel(),
+            Self::Der(der) => root.sha256() == cloak_crypto::hash::sha256(der),
+            Self::Sha256(pin) => root.sha256() == *pin,
+        }
+    }
+}
+
+/// Which advisories a policy tolerates.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdvisoryPolicy {
+    /// Any advisory (`["*"]`).
+    AllowAny,
+    /// Only these advisory ids (none, by default).
+    AllowListed(BTreeSet<String>),
+}
+
+/// Whether a policy accepts debug enclaves and TDs, whose memory the host can read.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugPolicy {
+    /// Accept them (development only).
+    Allow,
+    /// Reject them (the default).
+    Reject,
+}
+
+/// Identity an SGX enclave must have. Every field that is set is checked; within a list, any
+/// value matches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SgxIdentityPolicy {
+    /// Accepted MRENCLAVE values.
+    pub mrenclave: Vec<Measurement<32>>,
+    /// Accepted MRSIGNER values.
+    pub mrsigner: Vec<Measurement<32>>,
+    /// Required ISVPRODID.
+    pub isv_prod_id: Option<u16>,
+    /// Minimum ISVSVN.
+    pub min_isv_svn: Option<u16>,
+}
+
+/// Identity a TDX trust domain must have. Every field that is set is checked; within a list,
+/// any value matches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TdxIdentityPolicy {
+    /// Accepted MRTD values.
+    pub mrtd: Vec<Measurement<48>>,
+    /// Accepted values of RTMR0 to RTMR3.
+    pub rtmr: [Vec<Measurement<48>>; 4],
+    /// Accepted MRCONFIGID values.
+    pub mr_config_id: Vec<Measurement<48>>,
+}
+
+/// What a relying party accepts. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppraisalPolicy {
+    trust_root: TrustRootPolicy,
+    allowed_tcb_statuses: BTreeSet<TcbStatus>,
+    advisories: AdvisoryPolicy,
+    debug: DebugPolicy,
+    sgx: Option<SgxIdentityPolicy>,
+    tdx: Option<TdxIdentityPolicy>,
+    report_data: Option<ReportData>,
+}
+
+impl AppraisalPolicy {
+    /// The strict policy: Intel root, `UpToDate` only, no advisories, debug rejected, any
+    /// identity and report data.
+    pub fn strict() -> Self {
+        Self {
+            trust_root: TrustRootPolicy::Intel,
+            allowed_tcb_statuses: BTreeSet::from([TcbStatus::UpToDate]),
+            advisories: AdvisoryPolicy::AllowListed(BTreeSet::new()),
+            debug: DebugPolicy::Reject,
+            sgx: None,
+            tdx: None,
+            report_data: None,
+        }
+    }
+
+    /// Parses a TOML policy; relative paths in it are resolved against `base_dir` (the policy
+    /// file's directory).
+    pub fn from_toml(text: &str, base_dir: &std::path::Path) -> Result<Self, PolicyError> {
+        file::parse(text, base_dir)
+    }
+
+    /// Trust another root.
+    pub fn with_trust_root(mut self, root: TrustRootPolicy) -> Self {
+        self.trust_root = root;
+        self
+    }
+
+    /// Also accept `status`.
+    pub fn allow_tcb_status(mut self, status: TcbStatus) -> Self {
+        self.allowed_tcb_statuses.insert(status);
+        self
+    }
+
+    /// Also tolerate advisory `id` (`"*"` tolerates any).
+    pub fn allow_advisory(mut self, id: &str) -> Self {
+        if id == "*" {
+            self.advisories = AdvisoryPolicy::AllowAny;
+        } else if let AdvisoryPolicy::AllowListed(ids) = &mut self.advisories {
+            ids.insert(id.to_owned());
+        }
+        self
+    }
+
+    /// Accept or reject debug enclaves and TDs.
+    pub fn with_debug(mut self, debug: DebugPolicy) -> Self {
+        self.debug = debug;
+        self
+    }
+
+    /// Require an SGX enclave with this identity.
+    pub fn with_sgx_identity(mut self, identity: SgxIdentityPolicy) -> Self {
+        self.sgx = Some(identity);
+        self
+    }
+
+    /// Require a TD with this identity.
+    pub fn with_tdx_identity(mut self, identity: TdxIdentityPolicy) -> Self {
+        self.tdx = Some(identity);
+        self
+    }
+
+    /// Require exactly this report data.
+    pub fn with_report_data(mut self, report_data: ReportData) -> Self {
+        self.report_data = Some(report_data);
+        self
+    }
+
+    /// The trust-root part of the policy.
+    pub fn trust_root(&self) -> &TrustRootPolicy {
+        &self.trust_root
+    }
+
+    /// The SGX identity requirements, if any (for adding to them).
+    pub fn sgx_identity_mut(&mut self) -> &mut SgxIdentityPolicy {
+        self.sgx.get_or_insert_with(SgxIdentityPolicy::default)
+    }
+
+    /// Decides whether `verified` is acceptable.
+    pub fn appraise(&self, verified: VerifiedQuote) -> Result<AcceptedQuote, PolicyViolation> {
+        if !self.trust_root.accepts(verified.trust_root()) {
+            return Err(PolicyViolation::UntrustedRoot {
+                found: verified.trust_root(),
+            });
+        }
+        if self.debug == DebugPolicy::Reject && verified.is_debug() {
+            return Err(PolicyViolation::DebugEnclave {
+                tee: verified.tee(),
+            });
+        }
+        let status = verified.tcb_status();
+        if !self.allowed_tcb_statuses.contains(&status) {
+            return Err(PolicyViolation::TcbStatusNotAllowed { status });
+        }
+        if let AdvisoryPolicy::AllowListed(allowed) = &self.advisories
+            && let Some(id) = verified
+                .advisory_ids()
+                .iter()
+                .find(|id| !allowed.contains(*id))
+        {
+            return Err(PolicyViolation::AdvisoryNotAllowed { id: id.clone() });
+        }
+        self.check_identity(verified.quote().body())?;
+        if let Some(expected) = &self.report_data
+            && !expected.ct_eq(verified.quote().report_data())
+        {
+            return Err(PolicyViolation::ReportDataMismatch {
+                expected: Box::new(*expected),
+                found: Box::new(*verified.quote().report_data()),
+            });
+        }
+        Ok(AcceptedQuote { verified })
+    }
+
+    fn check_identity(&self, body: &ReportBody) -> Result<(), PolicyViolation> {
+        match body {
+            ReportBody::Sgx(report) => {
+                if self.sgx.is_none() && self.tdx.is_some() {
+                    return Err(PolicyViolation::TeeMismatch {
+                        found: TeeType::Sgx,
+                    });
+                }
+                let Some(policy) = &self.sgx else {
+                    return Ok(());
+                };
+                one_of("mrenclave", &policy.mrenclave, &report.mr_enclave)?;
+                one_of("mrsigner", &policy.mrsigner, &report.mr_signer)?;
+                if let Some(expected) = policy.isv_prod_id
+                    && expected != report.isv_prod_id
+                {
+                    return Err(PolicyViolation::MeasurementMismatch {
+                        field: "isv_prod_id",
+                        detail: format!("expected {expected}, found {}", report.isv_prod_id),
+                    });
+                }
+                if let Some(min) = policy.min_isv_svn
+                    && report.isv_svn < min
+                {
+                    return Err(PolicyViolation::MeasurementMismatch {
+                        field: "isv_svn",
+                        detail: format!("at least {min} required, found {}", report.isv_svn),
+                    });
+                }
+                Ok(())
+            }
+            ReportBody::TdxV10(report) => self.check_td(report),
+            ReportBody::TdxV15(report) => self.check_td(&report.base),
+            ReportBody::TdxV15Ex(report) => self.check_td(&report.base.base),
+        }
+    }
+
+    fn check_td(&self, report: &TdReport10) -> Result<(), PolicyViolation> {
+        if self.tdx.is_none() && self.sgx.is_some() {
+            return Err(PolicyViolation::TeeMismatch {
+                found: TeeType::Tdx,
+            });
+        }
+        let Some(policy) = &self.tdx else {
+            return Ok(());
+        };
+        one_of("mrtd", &policy.mrtd, &report.mr_td)?;
+        for (i, (accepted, found)) in policy.rtmr.iter().zip(&report.rtmr).enumerate() {
+            let field = ["rtmr0", "rtmr1", "rtmr2", "rtmr3"]
+                .get(i)
+                .copied()
+                .unwrap_or("rtmr");
+            one_of(field, accepted, found)?;
+        }
+        one_of("mr_config_id", &policy.mr_config_id, &report.mr_config_id)
+    }
+}
+
+/// Checks `found` against a list of accepted values (an empty list accepts anything).
+fn one_of<const N: usize>(
+    field: &'static str,
+    accepted: &[Measurement<N>],
+    found: &Measurement<N>,
+) -> Result<(), PolicyViolation> {
+    if accepted.is_empty() || accepted.contains(found) {
+        Ok(())
+    } else {
+        Err(PolicyViolation::MeasurementMismatch {
+            field,
+            detail: format!(
+                "found {found}, expected one of {}",
+                accepted
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
+}
+
+/// A verified quote that satisfies an appraisal policy. Only [`AppraisalPolicy::appraise`]
+/// constructs it; APIs that release secrets or accept connections take it as proof.
+#[derive(Clone, Debug)]
+pub struct AcceptedQuote {
+    verified: VerifiedQuote,
+}
+
+impl AcceptedQuote {
+    /// The verified quote.
+    pub fn verified(&self) -> &VerifiedQuote {
+        &self.verified
+    }
+}
+
+/// Why a verified quote is not acceptable. Each variant has a stable [`code`](Self::code).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyViolation {
+    /// An advisory applies that the policy does not tolerate.
+    #[error("advisory {id} applies to the platform's TCB and is not allowed")]
+    AdvisoryNotAllowed {
+        /// The advisory id.
+        id: String,
+    },
+    /// The enclave or TD runs in debug mode.
+    #[error("the {tee} enclave runs in debug mode: the host can read its memory")]
+    DebugEnclave {
+        /// The TEE.
+        tee: TeeType,
+    },
+    /// A measurement differs from what the policy requires.
+    #[error("{field} does not match: {detail}")]
+    MeasurementMismatch {
+        /// The field (`mrenclave`, `mrtd`, ...).
+        field: &'static str,
+        /// Expected and found values.
+        detail: String,
+    },
+    /// The report data differs from what the policy requires.
+    #[error("report data does not match: expected {expected}, found {found}")]
+    ReportDataMismatch {
+        /// Required.
+        expected: Box<ReportData>,
+        /// Found.
+        found: Box<ReportData>,
+    },
+    /// The platform's TCB status is not one the policy accepts.
+    #[error("TCB status {status} is not allowed")]
+    TcbStatusNotAllowed {
+        /// The status.
+        status: TcbStatus,
+    },
+    /// The policy names an identity for the other kind of TEE.
+    #[error("the quote comes from {found}, but the policy only describes the other TEE type")]
+    TeeMismatch {
+        /// The quote's TEE.
+        found: TeeType,
+    },
+    /// The quote chained to a root the policy does not trust.
+    #[error("the quote chains to root {found}, which the policy does not trust")]
+    UntrustedRoot {
+        /// The root it chained to.
+        found: TrustRoot,
+    },
+}
+
+impl PolicyViolation {
+    /// The stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::AdvisoryNotAllowed { .. } => "advisory-not-allowed",
+            Self::DebugEnclave { .. } => "debug-enclave",
+            Self::MeasurementMismatch { .. } => "measurement-mismatch",
+            Self::ReportDataMismatch { .. } => "report-data-mismatch",
+            Self::TcbStatusNotAllowed { .. } => "tcb-status-not-allowed",
+            Self::TeeMismatch { .. } => "tee-mismatch",
+            Self::UntrustedRoot { .. } => "untrusted-root",
+        }
+    }
+}
+
+impl fmt::Display for TrustRootPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Der(der) => write!(f, "{}", hex::encode(cloak_crypto::hash::sha256(der))),
+            Self::Intel => f.write_str("intel"),
+            Self::Sha256(pin) => write!(f, "sha256:{}", hex::encode(pin)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

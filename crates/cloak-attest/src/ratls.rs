@@ -1,0 +1,474 @@
+//! RA-TLS certificates: X.509 certificates that carry attestation evidence binding the
+//! certificate's public key to an enclave.
+//!
+//! Three real-world carriers are read:
+//!
+//! | carrier | extension OID | value | binding |
+//! |---|---|---|---|
+//! | TCG DICE tagged evidence (Interoperable RA-TLS; Gramine ≥ 1.8, Intel SGX SDK, rats-tls) | `2.23.133.5.4.9` | CBOR `tag(60000 or 0x1a7501)([quote, claims])` | `REPORTDATA = SHA-256(claims)` (zero-padded), and the claims' `pubkey-hash` = hash of the SubjectPublicKeyInfo DER |
+//! | Gramine legacy | `0.6.9.42.840.113741.1337.6` (Gramine's mis-encoding of 1.2.840.113741.1337.6) | the raw quote | `REPORTDATA = SHA-256(SubjectPublicKeyInfo DER)`, zero-padded |
+//! | Intel SGX SDK legacy | `1.2.840.113741.1.13.1` | the raw quote | as the DICE extension carrying the same quote; else as Gramine legacy |
+//!
+//! Reading checks the binding; whether the quote is genuine and acceptable is for
+//! [`crate::verify`] and [`crate::policy`]. X.509 validity dates and the self-signature are not
+//! checked: RA-TLS certificates are self-signed with arbitrary dates, and their trust comes from
+//! the quote that binds their key.
+
+use std::fmt;
+
+use ciborium::Value;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::quote::{Quote, QuoteError};
+use crate::types::ReportData;
+
+/// The TCG DICE tagged-evidence extension, 2.23.133.5.4.9 (OID content bytes).
+const OID_TCG_DICE_TAGGED_EVIDENCE: &[u8] = &[0x67, 0x81, 0x05, 0x05, 0x04, 0x09];
+/// Gramine's legacy quote extension: the DER of 1.2.840.113741.1337.6 passed as OID content,
+/// which makes the OID 0.6.9.42.840.113741.1337.6.
+const OID_GRAMINE_LEGACY: &[u8] = &[
+    0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF8, 0x4D, 0x8A, 0x39, 0x06,
+];
+/// Intel SGX SDK's quote extension, 1.2.840.113741.1.13.1.
+const OID_INTEL_SGX_SDK: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF8, 0x4D, 0x01, 0x0D, 0x01];
+/// CBOR tags for an Intel TEE quote: the Interoperable RA-TLS draft's 60000, and librats'.
+const CBOR_TAGS_INTEL_QUOTE: [u64; 2] = [60_000, 0x1A_7501];
+/// Named Information hash algorithm ids (IANA): sha-256, sha-384, sha-512.
+const HASH_SHA256: u64 = 1;
+const HASH_SHA384: u64 = 7;
+const HASH_SHA512: u64 = 8;
+
+/// Which extension carried the evidence.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    /// Gramine's legacy quote extension.
+    GramineLegacy,
+    /// Intel SGX SDK's quote extension.
+    IntelSgxSdk,
+    /// The TCG DICE tagged-evidence extension.
+    TcgDiceTaggedEvidence,
+}
+
+impl Carrier {
+    /// A stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GramineLegacy => "gramine-legacy",
+            Self::IntelSgxSdk => "intel-sgx-sdk",
+            Self::TcgDiceTaggedEvidence => "tcg-dice-tagged-evidence",
+        }
+    }
+
+    /// The extension's OID in dotted form.
+    pub fn oid(self) -> &'static str {
+        match self {
+            Self::GramineLegacy => "0.6.9.42.840.113741.1337.6",
+            Self::IntelSgxSdk => "1.2.840.113741.1.13.1",
+            Self::TcgDiceTaggedEvidence => "2.23.133.5.4.9",
+        }
+    }
+}
+
+impl fmt::Display for Carrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An RA-TLS certificate's public key and the evidence it carries.
+#[derive(Clone, Debug)]
+pub struct RaTlsCertificate {
+    subject: String,
+    spki_der: Vec<u8>,
+    evidence: Vec<Evidence>,
+}
+
+impl RaTlsCertificate {
+    /// Reads a certificate (PEM or DER) and the evidence in it.
+    pub fn parse(bytes: &[u8]) -> Result<Self, RaTlsError> {
+        // PEM only if the input starts like PEM: a DER certificate carrying a quote contains PEM
+        // text (the quote's PCK chain), which must never be mistaken for the certificate.
+        let is_pem = bytes.trim_ascii_start().starts_with(b"-----BEGIN");
+        let der = if is_pem {
+            match pem::parse(bytes) {
+                Ok(block) if block.tag() == "CERTIFICATE" => block.into_contents(),
+                Ok(block) => {
+                    return Err(RaTlsError::NotCertificate(format!(
+                        "a PEM {} block, not a CERTIFICATE",
+                        block.tag()
+                    )));
+                }
+                Err(e) => return Err(RaTlsError::NotCertificate(e.to_string())),
+            }
+        } else {
+            bytes.to_vec()
+        };
+        let (_, cert) = X509Certificate::from_der(&der)
+            .map_err(|e| RaTlsError::NotCertificate(e.to_string()))?;
+        let spki_der = cert.public_key().raw.to_vec();
+        let mut found = Vec::new();
+        for ext in cert.extensions() {
+            let oid = ext.oid.as_bytes();
+            let carrier = if oid == OID_TCG_DICE_TAGGED_EVIDENCE {
+                Carrier::TcgDiceTaggedEvidence
+            } else if oid == OID_GRAMINE_LEGACY {
+                Carrier::GramineLegacy
+            } else if oid == OID_INTEL_SGX_SDK {
+                Carrier::IntelSgxSdk
+            } else {
+                continue;
+            };
+            found.push((carrier, ext.value.to_vec()));
+        }
+        if found.is_empty() {
+            return Err(RaTlsError::NoEvidence);
+        }
+        let dice_claims: Vec<(Vec<u8>, Vec<u8>)> = found
+            .iter()
+            .filter(|(carrier, _)| *carrier == Carrier::TcgDiceTaggedEvidence)
+            .filter_map(|(_, value)| decode_dice(value).ok())
+            .collect();
+        let evidence = found
+            .into_iter()
+            .map(|(carrier, value)| Evidence::new(carrier, &value, &spki_der, &dice_claims))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            subject: cert.subject().to_string(),
+            spki_der,
+            evidence,
+        })
+    }
+
+    /// The certificate subject.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The SubjectPublicKeyInfo, DER.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    /// Every evidence extension found, in certificate order.
+    pub fn evidence(&self) -> &[Evidence] {
+        &self.evidence
+    }
+
+    /// The evidence a verifier should use: the DICE extension if present (as Gramine's own
+    /// verifier does), else the first legacy one.
+    pub fn preferred(&self) -> Option<&Evidence> {
+        self.evidence
+            .iter()
+            .find(|e| e.carrier == Carrier::TcgDiceTaggedEvidence)
+            .or_else(|| self.evidence.first())
+    }
+}
+
+/// Evidence from one extension.
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    carrier: Carrier,
+    quote_bytes: Vec<u8>,
+    quote: Result<Quote, QuoteError>,
+    claims: Option<Claims>,
+    binding: Binding,
+}
+
+impl Evidence {
+    fn new(
+        carrier: Carrier,
+        value: &[u8],
+        spki_der: &[u8],
+        dice: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Self, RaTlsError> {
+        let (quote_bytes, claims_raw) = match carrier {
+            Carrier::TcgDiceTaggedEvidence => {
+                let (quote, claims) = decode_dice(value)?;
+                (quote, Some(claims))
+            }
+            Carrier::GramineLegacy | Carrier::IntelSgxSdk => (value.to_vec(), None),
+        };
+        let quote = Quote::parse(&quote_bytes);
+        let claims = claims_raw.map(Claims::parse).transpose()?;
+        let report_data = quote.as_ref().ok().map(|q| *q.report_data());
+        let binding = match (&claims, carrier) {
+            (Some(claims), _) => claims.binding(report_data.as_ref(), spki_der),
+            (None, Carrier::IntelSgxSdk) => {
+                // The SDK's legacy extension is bound through the claims of the DICE extension
+                // that carries the same quote.
+                match dice.iter().find(|(q, _)| *q == quote_bytes) {
+                    Some((_, raw)) => {
+                        Claims::parse(raw.clone())?.binding(report_data.as_ref(), spki_der)
+                    }
+                    None => spki_binding(report_data.as_ref(), spki_der),
+                }
+            }
+            (None, _) => spki_binding(report_data.as_ref(), spki_der),
+        };
+        Ok(Self {
+            carrier,
+            quote_bytes,
+            quote,
+            claims,
+            binding,
+        })
+    }
+
+    /// The extension that carried it.
+    pub fn carrier(&self) -> Carrier {
+        self.carrier
+    }
+
+    /// The raw quote.
+    pub fn quote_bytes(&self) -> &[u8] {
+        &self.quote_bytes
+    }
+
+    /// The parsed quote, or why it does not parse.
+    pub fn quote(&self) -> Result<&Quote, &QuoteError> {
+        self.quote.as_ref()
+    }
+
+    /// The DICE claims, when the carrier has them.
+    pub fn claims(&self) -> Option<&Claims> {
+        self.claims.as_ref()
+    }
+
+    /// Whether, and how, the quote binds the certificate's key.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+}
+
+/// The claims of DICE tagged evidence: a CBOR map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    raw: Vec<u8>,
+    pubkey_hash: Option<(u64, Vec<u8>)>,
+    nonce: Option<Vec<u8>>,
+    other: Vec<String>,
+}
+
+impl Claims {
+    fn parse(raw: Vec<u8>) -> Result<Self, RaTlsError> {
+        let Value::Map(entries) = cbor(&raw)? else {
+            return Err(RaTlsError::MalformedEvidence(
+                "claims are not a CBOR map".into(),
+            ));
+        };
+        let mut pubkey_hash = None;
+        let mut nonce = None;
+        let mut other = Vec::new();
+        for (key, value) in entries {
+            let Value::Text(key) = key else {
+                return Err(RaTlsError::MalformedEvidence(
+                    "a claim key is not text".into(),
+                ));
+            };
+            match (key.as_str(), value) {
+                ("pubkey-hash", Value::Bytes(inner)) => {
+                    let Value::Array(pair) = cbor(&inner)? else {
+                        return Err(RaTlsError::MalformedEvidence(
+                            "pubkey-hash is not [alg, hash]".into(),
+                        ));
+                    };
+                    let [Value::Integer(alg), Value::Bytes(hash)] = pair.as_slice() else {
+                        return Err(RaTlsError::MalformedEvidence(
+                            "pubkey-hash is not [alg, hash]".into(),
+                        ));
+                    };
+                    let alg = u64::try_from(*alg).map_err(|_| {
+                        RaTlsError::MalformedEvidence("negative hash algorithm id".into())
+                    })?;
+                    pubkey_hash = Some((alg, hash.clone()));
+                }
+                ("nonce", Value::Bytes(bytes)) => nonce = Some(bytes),
+                (name, _) => other.push(name.to_owned()),
+            }
+        }
+        Ok(Self {
+            raw,
+            pubkey_hash,
+            nonce,
+            other,
+        })
+    }
+
+    /// The serialized claims (what the report data hashes).
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The `pubkey-hash` claim: hash algorithm id and hash.
+    pub fn pubkey_hash(&self) -> Option<(u64, &[u8])> {
+        self.pubkey_hash
+            .as_ref()
+            .map(|(alg, hash)| (*alg, hash.as_slice()))
+    }
+
+    /// The `nonce` claim.
+    pub fn nonce(&self) -> Option<&[u8]> {
+        self.nonce.as_deref()
+    }
+
+    /// Names of other claims.
+    pub fn other(&self) -> &[String] {
+        &self.other
+    }
+
+    fn binding(&self, report_data: Option<&ReportData>, spki_der: &[u8]) -> Binding {
+        let Some(report_data) = report_data else {
+            return Binding::Broken("the quote does not parse".into());
+        };
+        if !report_data_commits_to(report_data, &self.raw) {
+            return Binding::Broken("the report data is not the hash of the claims".into());
+        }
+        let Some((alg, hash)) = &self.pubkey_hash else {
+            return Binding::Broken("the claims have no pubkey-hash".into());
+        };
+        match digest(*alg, spki_der) {
+            Some(expected) if expected == *hash => Binding::Holds(BindingKind::ClaimsHash),
+            Some(_) => {
+                Binding::Broken("pubkey-hash is not the hash of the certificate's key".into())
+            }
+            None => Binding::Broken(format!("unknown pubkey-hash algorithm {alg}")),
+        }
+    }
+}
+
+/// Whether the quote binds the certificate's public key.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// It does not; the string says why.
+    Broken(String),
+    /// It does, this way.
+    Holds(BindingKind),
+}
+
+impl Binding {
+    /// Whether the binding holds.
+    pub fn holds(&self) -> bool {
+        matches!(self, Self::Holds(_))
+    }
+}
+
+/// How a quote binds a certificate key.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingKind {
+    /// `REPORTDATA` hashes the claims, whose `pubkey-hash` hashes the key.
+    ClaimsHash,
+    /// `REPORTDATA` is SHA-256 of the SubjectPublicKeyInfo, zero-padded.
+    SpkiSha256,
+}
+
+impl BindingKind {
+    /// A stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ClaimsHash => "claims-hash",
+            Self::SpkiSha256 => "spki-sha256",
+        }
+    }
+}
+
+fn spki_binding(report_data: Option<&ReportData>, spki_der: &[u8]) -> Binding {
+    let Some(report_data) = report_data else {
+        return Binding::Broken("the quote does not parse".into());
+    };
+    let mut expected = [0u8; 64];
+    if let Some(head) = expected.get_mut(..32) {
+        head.copy_from_slice(&cloak_crypto::hash::sha256(spki_der));
+    }
+    if report_data.ct_eq(&ReportData(expected)) {
+        Binding::Holds(BindingKind::SpkiSha256)
+    } else {
+        Binding::Broken("the report data is not SHA-256 of the certificate's public key".into())
+    }
+}
+
+/// `REPORTDATA` = SHA-256, SHA-384 or SHA-512 of `data`, zero-padded to 64 bytes.
+fn report_data_commits_to(report_data: &ReportData, data: &[u8]) -> bool {
+    let candidates: [Vec<u8>; 3] = [
+        cloak_crypto::hash::sha256(data).to_vec(),
+        cloak_crypto::hash::sha384(data).to_vec(),
+        cloak_crypto::hash::sha512(data).to_vec(),
+    ];
+    candidates.iter().any(|hash| {
+        let mut expected = [0u8; 64];
+        if let Some(head) = expected.get_mut(..hash.len()) {
+            head.copy_from_slice(hash);
+        }
+        report_data.ct_eq(&ReportData(expected))
+    })
+}
+
+fn digest(alg: u64, data: &[u8]) -> Option<Vec<u8>> {
+    match alg {
+        HASH_SHA256 => Some(cloak_crypto::hash::sha256(data).to_vec()),
+        HASH_SHA384 => Some(cloak_crypto::hash::sha384(data).to_vec()),
+        HASH_SHA512 => Some(cloak_crypto::hash::sha512(data).to_vec()),
+        _ => None,
+    }
+}
+
+/// `tag(60000)([bstr quote, bstr claims])` → (quote, claims).
+fn decode_dice(value: &[u8]) -> Result<(Vec<u8>, Vec<u8>), RaTlsError> {
+    let Value::Tag(tag, inner) = cbor(value)? else {
+        return Err(RaTlsError::MalformedEvidence(
+            "evidence is not a tagged CBOR item".into(),
+        ));
+    };
+    if !CBOR_TAGS_INTEL_QUOTE.contains(&tag) {
+        return Err(RaTlsError::MalformedEvidence(format!(
+            "CBOR tag {tag} is not an Intel TEE quote tag"
+        )));
+    }
+    match *inner {
+        Value::Array(items) => match <[Value; 2]>::try_from(items) {
+            Ok([Value::Bytes(quote), Value::Bytes(claims)]) => Ok((quote, claims)),
+            _ => Err(RaTlsError::MalformedEvidence(
+                "evidence is not [quote, claims]".into(),
+            )),
+        },
+        _ => Err(RaTlsError::MalformedEvidence(
+            "evidence is not [quote, claims]".into(),
+        )),
+    }
+}
+
+fn cbor(bytes: &[u8]) -> Result<Value, RaTlsError> {
+    ciborium::from_reader(bytes)
+        .map_err(|e| RaTlsError::MalformedEvidence(format!("bad CBOR: {e}")))
+}
+
+/// Why an RA-TLS certificate could not be read.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RaTlsError {
+    /// An evidence extension is malformed.
+    #[error("malformed evidence: {0}")]
+    MalformedEvidence(String),
+    /// No evidence extension in the certificate.
+    #[error("the certificate carries no attestation evidence extension")]
+    NoEvidence,
+    /// Not an X.509 certificate.
+    #[error("not an X.509 certificate: {0}")]
+    NotCertificate(String),
+}
+
+impl RaTlsError {
+    /// The stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedEvidence(_) => "malformed-evidence",
+            Self::NoEvidence => "no-evidence",
+            Self::NotCertificate(_) => "not-certificate",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
