@@ -11,6 +11,7 @@ macro_rules! say {
 }
 
 mod atomic_file;
+mod attest;
 mod demo;
 mod failure;
 mod files;
@@ -39,6 +40,9 @@ enum Command {
     /// Seal a model into an encrypted container, and open, verify or inspect containers
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Verify remote-attestation evidence (DCAP quotes, RA-TLS certificates)
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
     /// Walk through Cloak on embedded defaults: seal a model, inspect and verify it, show that
     /// tampering and a wrong key are detected, and open it again
     Demo(demo::DemoArgs),
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Model(command) => model::run(command),
+        Command::Attest(command) => attest::run(command),
         Command::Demo(args) => demo::run(&args),
     };
     match result {

@@ -10,6 +10,8 @@ mod reader;
 
 use std::fmt;
 
+use serde::Serialize;
+
 use self::reader::Reader;
 use crate::types::{Measurement, ReportData};
 
@@ -142,6 +144,20 @@ impl Quote {
         }
     }
 
+    /// The measurements and identity fields, for display and JSON.
+    pub fn measurements(&self) -> Measurements {
+        match &self.body {
+            ReportBody::Sgx(report) => Measurements::Sgx(SgxMeasurements::of(report)),
+            ReportBody::TdxV10(report) => Measurements::Tdx(TdxMeasurements::of(report, None)),
+            ReportBody::TdxV15(report) => {
+                Measurements::Tdx(TdxMeasurements::of(&report.base, Some(report)))
+            }
+            ReportBody::TdxV15Ex(report) => {
+                Measurements::Tdx(TdxMeasurements::of(&report.base.base, Some(&report.base)))
+            }
+        }
+    }
+
     /// Whether the enclave or TD runs in debug mode (its memory is open to the host).
     pub fn is_debug(&self) -> bool {
         match &self.body {
@@ -149,6 +165,121 @@ impl Quote {
             ReportBody::TdxV10(report) => report.is_debug(),
             ReportBody::TdxV15(report) => report.base.is_debug(),
             ReportBody::TdxV15Ex(report) => report.base.base.is_debug(),
+        }
+    }
+}
+
+/// The identity fields of a quote's body, flattened for display and JSON.
+// Built for display, once per quote: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Measurements {
+    /// An SGX enclave's.
+    Sgx(SgxMeasurements),
+    /// A TD's.
+    Tdx(TdxMeasurements),
+}
+
+/// An SGX enclave's identity fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SgxMeasurements {
+    /// MRENCLAVE.
+    pub mrenclave: Measurement<32>,
+    /// MRSIGNER.
+    pub mrsigner: Measurement<32>,
+    /// ISVPRODID.
+    pub isv_prod_id: u16,
+    /// ISVSVN.
+    pub isv_svn: u16,
+    /// CONFIGSVN.
+    pub config_svn: u16,
+    /// CONFIGID, hex.
+    pub config_id: String,
+    /// ATTRIBUTES.FLAGS, hex.
+    pub attributes: String,
+    /// ATTRIBUTES.XFRM, hex.
+    pub xfrm: String,
+    /// MISCSELECT, hex.
+    pub misc_select: String,
+    /// Whether the enclave is a debug enclave.
+    pub debug: bool,
+}
+
+impl SgxMeasurements {
+    fn of(report: &EnclaveReport) -> Self {
+        Self {
+            mrenclave: report.mr_enclave,
+            mrsigner: report.mr_signer,
+            isv_prod_id: report.isv_prod_id,
+            isv_svn: report.isv_svn,
+            config_svn: report.config_svn,
+            config_id: hex::encode(report.config_id),
+            attributes: format!("{:016x}", report.attribute_flags),
+            xfrm: format!("{:016x}", report.attribute_xfrm),
+            misc_select: format!("{:08x}", report.misc_select),
+            debug: report.is_debug(),
+        }
+    }
+}
+
+/// A TD's identity fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TdxMeasurements {
+    /// MRTD.
+    pub mrtd: Measurement<48>,
+    /// RTMR0.
+    pub rtmr0: Measurement<48>,
+    /// RTMR1.
+    pub rtmr1: Measurement<48>,
+    /// RTMR2.
+    pub rtmr2: Measurement<48>,
+    /// RTMR3.
+    pub rtmr3: Measurement<48>,
+    /// MRCONFIGID.
+    pub mr_config_id: Measurement<48>,
+    /// MROWNER.
+    pub mr_owner: Measurement<48>,
+    /// MROWNERCONFIG.
+    pub mr_owner_config: Measurement<48>,
+    /// MRSEAM (the TDX module).
+    pub mr_seam: Measurement<48>,
+    /// TDATTRIBUTES, hex.
+    pub td_attributes: String,
+    /// XFAM, hex.
+    pub xfam: String,
+    /// TEE_TCB_SVN, hex.
+    pub tee_tcb_svn: String,
+    /// TEE_TCB_SVN2 (TDX 1.5), hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tee_tcb_svn2: Option<String>,
+    /// MRSERVICETD (TDX 1.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mr_service_td: Option<Measurement<48>>,
+    /// Whether the TD is a debug TD.
+    pub debug: bool,
+}
+
+impl TdxMeasurements {
+    fn of(report: &TdReport10, v15: Option<&TdReport15>) -> Self {
+        let [rtmr0, rtmr1, rtmr2, rtmr3] = report.rtmr;
+        Self {
+            mrtd: report.mr_td,
+            rtmr0,
+            rtmr1,
+            rtmr2,
+            rtmr3,
+            mr_config_id: report.mr_config_id,
+            mr_owner: report.mr_owner,
+            mr_owner_config: report.mr_owner_config,
+            mr_seam: report.mr_seam,
+            td_attributes: format!("{:016x}", report.td_attributes),
+            xfam: format!("{:016x}", report.xfam),
+            tee_tcb_svn: hex::encode(report.tee_tcb_svn),
+            tee_tcb_svn2: v15.map(|r| hex::encode(r.tee_tcb_svn2)),
+            mr_service_td: v15.map(|r| r.mr_service_td),
+            debug: report.is_debug(),
         }
     }
 }

@@ -1,0 +1,394 @@
+//! `cloak attest` as scripts use it: real quotes and collateral from `cloak-attest/testdata`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn testdata(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cloak-attest/testdata")
+        .join(path)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn cloak(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cloak"))
+        .args(args)
+        .output()
+        .expect("run cloak")
+}
+
+/// Runs `cloak attest verify ... --json`; returns the exit status and the verdict.
+fn verify(quote: &str, collateral: &str, at: u64, extra: &[&str]) -> (i32, Value) {
+    let quote = testdata(quote);
+    let collateral = testdata(collateral);
+    let at = at.to_string();
+    let mut args = vec![
+        "attest",
+        "verify",
+        "--quote",
+        s(&quote),
+        "--collateral",
+        s(&collateral),
+        "--at",
+        &at,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = cloak(&args);
+    let verdict = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), verdict)
+}
+
+fn pem_der(path: &str) -> Vec<u8> {
+    pem::parse(std::fs::read(testdata(path)).unwrap())
+        .unwrap()
+        .into_contents()
+}
+
+fn expected() -> Value {
+    serde_json::from_slice(&std::fs::read(testdata("expected.json")).unwrap()).unwrap()
+}
+
+const SGX: &str = "dcap-qvl/sgx_quote";
+const SGX_COLLATERAL: &str = "dcap-qvl/sgx_quote_collateral.json";
+const AT: u64 = 1_751_328_000;
+const SGX_ALLOW: [&str; 4] = [
+    "--allow-status",
+    "ConfigurationAndSWHardeningNeeded",
+    "--allow-advisory",
+    "*",
+];
+
+#[test]
+fn every_recorded_vector_gets_its_verdict_status_and_advisories() {
+    for v in expected()["vectors"].as_array().unwrap() {
+        let Some(collateral) = v["collateral"].as_str() else {
+            continue;
+        };
+        let id = v["id"].as_str().unwrap();
+        let quote = v["quote"].as_str().unwrap();
+        let at = v["verify_at"].as_u64().unwrap();
+        let expect = &v["expect"];
+        let result = expect["result"].as_str().unwrap();
+        if result == "ok" || result.starts_with("error when debug") {
+            let statuses = if result == "ok" {
+                expect
+            } else {
+                &expect["with_allow_debug"]
+            };
+            let status = statuses["tcb_status"].as_str().unwrap();
+            let mut extra = vec!["--allow-status", status, "--allow-debug"];
+            let advisories: Vec<&str> = statuses["advisory_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            for advisory in &advisories {
+                extra.extend_from_slice(&["--allow-advisory", advisory]);
+            }
+            let (code, verdict) = verify(quote, collateral, at, &extra);
+            assert_eq!(code, 0, "{id}: {verdict}");
+            assert_eq!(verdict["verdict"], "accepted", "{id}");
+            assert_eq!(verdict["tcb_status"], status, "{id}");
+            assert_eq!(
+                verdict["advisory_ids"],
+                serde_json::json!(advisories),
+                "{id}"
+            );
+            assert_eq!(verdict["trust_root"], "intel", "{id}");
+            let tee = if v["quote_info"]["tee_type"] == "0x81" {
+                "tdx"
+            } else {
+                "sgx"
+            };
+            assert_eq!(verdict["tee"], tee, "{id}");
+            assert!(verdict["measurements"].is_object(), "{id}");
+            assert_eq!(
+                verdict["report_data"], v["quote_info"]["report_data"],
+                "{id}"
+            );
+        } else {
+            let (code, verdict) = verify(quote, collateral, at, &[]);
+            assert_eq!(code, 1, "{id}");
+            assert_eq!(verdict["reason"], "tcb-not-supported", "{id}");
+            assert!(verdict.get("tcb_status").is_none(), "{id}");
+        }
+
+        let from = v["valid_from"].as_u64().unwrap();
+        let until = v["valid_until"].as_u64().unwrap();
+        let (code, early) = verify(quote, collateral, from - 1, &["--allow-debug"]);
+        assert_eq!(
+            (code, early["reason"].as_str()),
+            (1, Some("collateral-not-yet-valid")),
+            "{id}"
+        );
+        let (code, late) = verify(quote, collateral, until + 1, &["--allow-debug"]);
+        assert_eq!(
+            (code, late["reason"].as_str()),
+            (1, Some("collateral-expired")),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn the_strict_default_rejects_but_still_reports_the_verified_status() {
+    let (code, verdict) = verify(SGX, SGX_COLLATERAL, AT, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(verdict["verdict"], "rejected");
+    assert_eq!(verdict["reason"], "tcb-status-not-allowed");
+    assert_eq!(verdict["tcb_status"], "ConfigurationAndSWHardeningNeeded");
+    assert_eq!(
+        verdict["advisory_ids"],
+        serde_json::json!(["INTEL-SA-00289", "INTEL-SA-00615"])
+    );
+    assert_eq!(verdict["measurements"]["debug"], false);
+
+    let (code, verdict) = verify(
+        SGX,
+        SGX_COLLATERAL,
+        AT,
+        &["--allow-status", "ConfigurationAndSWHardeningNeeded"],
+    );
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("advisory-not-allowed"))
+    );
+}
+
+#[test]
+fn the_debug_vector_is_rejected_by_default_and_accepted_with_allow_debug() {
+    let quote = "automata-dcap-rs/quote_sgx.bin";
+    let collateral = "automata-dcap-rs/quote_sgx.collateral.qvl.json";
+    let at = 1_724_962_800;
+    let (code, verdict) = verify(quote, collateral, at, &SGX_ALLOW);
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("debug-enclave"))
+    );
+    assert_eq!(verdict["measurements"]["debug"], true);
+    let mut allow = SGX_ALLOW.to_vec();
+    allow.push("--allow-debug");
+    let (code, verdict) = verify(quote, collateral, at, &allow);
+    assert_eq!(code, 0, "{verdict}");
+}
+
+#[test]
+fn expected_identity_and_report_data_are_enforced() {
+    let mrenclave = "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb";
+    let mrsigner = "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6";
+    let report_data = format!("0x48656c6c6f2c20776f726c6421{}", "00".repeat(51));
+    let mut args = SGX_ALLOW.to_vec();
+    args.extend_from_slice(&[
+        "--expect-mrenclave",
+        mrenclave,
+        "--expect-mrsigner",
+        mrsigner,
+        "--expect-report-data",
+        &report_data,
+    ]);
+    let (code, verdict) = verify(SGX, SGX_COLLATERAL, AT, &args);
+    assert_eq!(code, 0, "{verdict}");
+
+    let wrong = "00".repeat(32);
+    for (flag, code_expected) in [
+        ("--expect-mrenclave", "measurement-mismatch"),
+        ("--expect-mrsigner", "measurement-mismatch"),
+    ] {
+        let mut args = SGX_ALLOW.to_vec();
+        args.extend_from_slice(&[flag, &wrong]);
+        let (code, verdict) = verify(SGX, SGX_COLLATERAL, AT, &args);
+        assert_eq!(
+            (code, verdict["reason"].as_str()),
+            (1, Some(code_expected)),
+            "{flag}"
+        );
+    }
+    let mut args = SGX_ALLOW.to_vec();
+    let other_data = "11".repeat(64);
+    args.extend_from_slice(&["--expect-report-data", &other_data]);
+    let (code, verdict) = verify(SGX, SGX_COLLATERAL, AT, &args);
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("report-data-mismatch"))
+    );
+}
+
+#[test]
+fn hex_quotes_are_read_with_or_without_0x() {
+    for quote in ["dcap-qvl/tdx-quote.hex", "dcap-qvl/quote-from-tappd.hex"] {
+        let (code, verdict) = verify(quote, "dcap-qvl/tdx_quote_collateral.json", AT, &[]);
+        assert_eq!(code, 1, "{quote}");
+        assert_eq!(verdict["tee"], "tdx", "{quote}");
+        assert_eq!(verdict["reason"], "tcb-not-supported", "{quote}");
+    }
+}
+
+#[test]
+fn a_policy_file_is_applied_and_its_mistakes_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+allowed_tcb_statuses = ["UpToDate", "ConfigurationAndSWHardeningNeeded"]
+allowed_advisories = ["*"]
+[sgx]
+mrsigner = ["815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"]
+isv_prod_id = 0
+"#,
+    )
+    .unwrap();
+    let (code, verdict) = verify(SGX, SGX_COLLATERAL, AT, &["--policy", s(&policy)]);
+    assert_eq!(code, 0, "{verdict}");
+    // A TDX quote does not satisfy a policy that describes only SGX.
+    let (code, verdict) = verify(
+        "dcap-qvl/tdx_quote",
+        "dcap-qvl/tdx_quote_collateral.json",
+        AT,
+        &["--policy", s(&policy)],
+    );
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("tee-mismatch"))
+    );
+
+    std::fs::write(&policy, "allow_debugg = true\n").unwrap();
+    let out = cloak(&[
+        "attest",
+        "verify",
+        "--quote",
+        s(&testdata(SGX)),
+        "--collateral",
+        s(&testdata(SGX_COLLATERAL)),
+        "--policy",
+        s(&policy),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_debugg"));
+}
+
+#[test]
+fn another_trust_root_rejects_intel_quotes_as_untrusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("other-root.der");
+    std::fs::write(
+        &root,
+        pem_der("intel-qvl-synthetic/sgx/trustedRootCaCert.pem"),
+    )
+    .unwrap();
+    let (code, verdict) = verify(SGX, SGX_COLLATERAL, AT, &["--trust-root", s(&root)]);
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("untrusted-root"))
+    );
+    assert_ne!(verdict["trust_root"], "intel");
+}
+
+#[test]
+fn broken_quotes_are_rejected_with_a_reason_and_bad_usage_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.bin");
+    std::fs::write(&garbage, [0xFFu8; 100]).unwrap();
+    let collateral = testdata(SGX_COLLATERAL);
+    let run = |quote: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "attest",
+            "verify",
+            "--quote",
+            s(quote),
+            "--collateral",
+            s(&collateral),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        cloak(&args)
+    };
+    let out = run(&garbage, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["reason"], "unsupported-quote-format");
+
+    let mut quote = std::fs::read(testdata(SGX)).unwrap();
+    quote.truncate(2000);
+    let truncated = dir.path().join("truncated.bin");
+    std::fs::write(&truncated, quote).unwrap();
+    let verdict: Value = serde_json::from_slice(&run(&truncated, &[]).stdout).unwrap();
+    assert_eq!(verdict["reason"], "malformed-quote");
+
+    assert_eq!(run(&dir.path().join("missing"), &[]).status.code(), Some(2));
+    assert_eq!(
+        run(&testdata(SGX), &["--allow-status", "Bogus"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&testdata(SGX), &["--expect-mrenclave", "abcd"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn inspect_cert_reads_and_binds_the_real_ra_tls_certificates() {
+    for (cert, carriers) in [
+        ("ratls/gramine-cert.pem", 2),
+        ("ratls/intel-sgxsdk-cert.pem", 2),
+        ("ratls/rats-tls-cert.pem", 1),
+    ] {
+        let out = cloak(&["attest", "inspect-cert", s(&testdata(cert)), "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{cert}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["binds"], true, "{cert}");
+        assert_eq!(
+            report["evidence"].as_array().unwrap().len(),
+            carriers,
+            "{cert}"
+        );
+        assert_eq!(report["preferred"], "tcg-dice-tagged-evidence", "{cert}");
+        for evidence in report["evidence"].as_array().unwrap() {
+            assert_eq!(evidence["quote"]["measurements"]["debug"], true, "{cert}");
+        }
+        let text = cloak(&["attest", "inspect-cert", s(&testdata(cert))]);
+        assert_eq!(text.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&text.stdout).contains("binds the key"));
+    }
+    let not_cert = cloak(&["attest", "inspect-cert", s(&testdata(SGX_COLLATERAL))]);
+    assert_eq!(not_cert.status.code(), Some(2));
+    let no_evidence = cloak(&[
+        "attest",
+        "inspect-cert",
+        s(&testdata("intel-root/Intel_SGX_Root_CA.der")),
+    ]);
+    assert_eq!(no_evidence.status.code(), Some(2));
+}
+
+#[test]
+fn inspect_cert_exits_1_when_the_key_is_not_bound() {
+    let mut der = pem_der("ratls/rats-tls-cert.pem");
+    // Flip a byte of the public key (P-256 point, the 65 bytes after the SPKI's OIDs).
+    let marker = [0x03, 0x42, 0x00, 0x04];
+    let at = der.windows(4).position(|w| w == marker).unwrap() + 10;
+    der[at] ^= 1;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tampered.der");
+    std::fs::write(&path, der).unwrap();
+    let out = cloak(&["attest", "inspect-cert", s(&path), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["binds"], false);
+}
