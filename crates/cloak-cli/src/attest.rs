@@ -24,7 +24,7 @@ const MAX_INPUT: u64 = 4 * 1024 * 1024;
 pub(crate) enum AttestCommand {
     /// Verify a DCAP quote (SGX v3, TDX v4/v5) with its collateral and appraise it against a
     /// policy; exit 0 accepted, 1 rejected, 2 bad usage or unreadable input
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// Show the attestation evidence in an RA-TLS certificate and whether it binds the key;
     /// exit 0 if every evidence extension binds, 1 if one does not, 2 if unreadable
     InspectCert(InspectCertArgs),
