@@ -521,6 +521,37 @@ fn model_names_follow_the_documented_alphabet() {
 }
 
 #[test]
+fn algorithm_and_names_display_as_documented() {
+    assert_eq!(Algorithm::Aes256GcmStream.id(), 0x0001);
+    assert_eq!(Algorithm::Aes256GcmStream.name(), "aes-256-gcm-stream");
+    let name = ModelName::new("resnet-50").unwrap();
+    assert_eq!(name.to_string(), "resnet-50");
+    assert_eq!(format!("{name:?}"), "ModelName(\"resnet-50\")");
+}
+
+#[test]
+fn the_chunk_count_limit_is_enforced_at_its_boundary() {
+    // A header may describe at most MAX_CHUNKS chunks: exactly that many is a valid (if huge,
+    // here truncated) container; one byte more is malformed.
+    let at_limit = u64::from(MAX_CHUNKS) * CHUNK as u64;
+    let mut container = sealed(&model(10));
+    resign(&mut container, |h| {
+        h[0x10..0x18].copy_from_slice(&at_limit.to_be_bytes())
+    });
+    assert!(matches!(
+        open_err(&container),
+        ContainerError::Truncated { .. }
+    ));
+    resign(&mut container, |h| {
+        h[0x10..0x18].copy_from_slice(&(at_limit + 1).to_be_bytes());
+    });
+    assert!(matches!(
+        open_err(&container),
+        ContainerError::MalformedHeader(_)
+    ));
+}
+
+#[test]
 fn chunk_sizes_are_bounded() {
     assert!(ChunkSize::new(4095).is_none());
     assert!(ChunkSize::new(4096).is_some());

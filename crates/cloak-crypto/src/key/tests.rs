@@ -71,3 +71,16 @@ fn key_errors_never_echo_the_key_line() {
     let err = ModelKey::from_key_file(&format!("{KEY_FILE_PREFIX}{secret}")).unwrap_err();
     assert!(!err.to_string().contains("c0ffee"), "{err}");
 }
+
+#[test]
+fn key_files_up_to_the_size_limit_are_accepted() {
+    let line = format!("{KEY_FILE_PREFIX}{}\n", "01".repeat(32));
+    let mut text = String::from("#");
+    text.push_str(&"x".repeat(MAX_KEY_FILE_LEN - line.len() - 2));
+    text.push('\n');
+    text.push_str(&line);
+    assert_eq!(text.len(), MAX_KEY_FILE_LEN);
+    assert!(ModelKey::from_key_file(&text).is_ok());
+    text.insert(1, 'x');
+    assert!(ModelKey::from_key_file(&text).is_err());
+}
