@@ -104,8 +104,14 @@ impl RaTlsCertificate {
         } else {
             bytes.to_vec()
         };
-        let (_, cert) = X509Certificate::from_der(&der)
+        let (rest, cert) = X509Certificate::from_der(&der)
             .map_err(|e| RaTlsError::NotCertificate(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(RaTlsError::NotCertificate(format!(
+                "{} bytes after the certificate",
+                rest.len()
+            )));
+        }
         let spki_der = cert.public_key().raw.to_vec();
         let mut found = Vec::new();
         for ext in cert.extensions() {
@@ -119,6 +125,12 @@ impl RaTlsCertificate {
             } else {
                 continue;
             };
+            if found.iter().any(|(c, _)| *c == carrier) {
+                return Err(RaTlsError::MalformedEvidence(format!(
+                    "the {} extension appears twice",
+                    carrier.oid()
+                )));
+            }
             found.push((carrier, ext.value.to_vec()));
         }
         if found.is_empty() {

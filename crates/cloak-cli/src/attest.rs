@@ -57,13 +57,13 @@ pub(crate) struct VerifyArgs {
     /// Accept debug enclaves and TDs (their memory is open to the host: development only)
     #[arg(long)]
     allow_debug: bool,
-    /// Require this MRENCLAVE (adds to the policy's list)
+    /// Require this MRENCLAVE (replaces the policy file's list)
     #[arg(long, value_name = "HEX")]
     expect_mrenclave: Option<String>,
-    /// Require this MRSIGNER (adds to the policy's list)
+    /// Require this MRSIGNER (replaces the policy file's list)
     #[arg(long, value_name = "HEX")]
     expect_mrsigner: Option<String>,
-    /// Require exactly this 64-byte report data
+    /// Require exactly this 64-byte report data (replaces the policy file's)
     #[arg(long, value_name = "HEX")]
     expect_report_data: Option<String>,
     /// Print one JSON object
@@ -93,6 +93,8 @@ pub(crate) fn run(command: AttestCommand) -> Result<(), Reported> {
 #[derive(Serialize)]
 struct Verdict {
     verdict: &'static str,
+    /// Whether the quote's signatures verified, so that the fields below are authentic.
+    verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,10 +125,17 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
     let policy = build_policy(args)?;
     let quote = read_quote(&args.quote)?;
     let collateral_bytes = read_input(&args.collateral, "collateral")?;
+    let collateral = Collateral::from_json(&collateral_bytes).map_err(|e| {
+        Failure::usage(
+            "unreadable-input",
+            format!("{}: {e}", args.collateral.display()),
+        )
+    })?;
     let now = args.at.unwrap_or_else(unix_now);
     let parsed = Quote::parse(&quote).ok();
     let mut verdict = Verdict {
         verdict: "rejected",
+        verified: false,
         reason: None,
         message: None,
         tee: parsed.as_ref().map(|q| q.tee().as_str()),
@@ -144,7 +153,7 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
         verified_at: now,
     };
 
-    let outcome = evaluate(&policy, &quote, &collateral_bytes, now, &mut verdict);
+    let outcome = evaluate(&policy, &quote, &collateral, now, &mut verdict);
     if let Err((code, message)) = outcome {
         verdict.reason = Some(code);
         verdict.message = Some(message);
@@ -164,18 +173,17 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
 fn evaluate(
     policy: &AppraisalPolicy,
     quote: &[u8],
-    collateral: &[u8],
+    collateral: &Collateral,
     now: u64,
     verdict: &mut Verdict,
 ) -> Result<(), (&'static str, String)> {
-    let collateral = Collateral::from_json(collateral).map_err(|e| (e.code(), e.to_string()))?;
     let anchor: TrustAnchor = policy
         .trust_root()
-        .anchor(quote, &collateral)
+        .anchor(quote, collateral)
         .map_err(|e| (e.code(), e.to_string()))?;
     verdict.trust_root = anchor.root().to_string();
     let verified = Verifier::new(anchor)
-        .verify(quote, &collateral, now)
+        .verify(quote, collateral, now)
         .map_err(|e| (e.code(), e.to_string()))?;
     record(&verified, verdict);
     policy
@@ -185,6 +193,7 @@ fn evaluate(
 }
 
 fn record(verified: &VerifiedQuote, verdict: &mut Verdict) {
+    verdict.verified = true;
     verdict.tcb_status = Some(verified.tcb_status().as_str());
     verdict.platform_tcb_status = Some(verified.platform_tcb_status().as_str());
     verdict.qe_tcb_status = Some(verified.qe_tcb_status().as_str());
@@ -214,6 +223,9 @@ fn print_verdict(verdict: &Verdict, as_json: bool) -> Result<(), Failure> {
         )?,
         (_, Some(reason), Some(message)) => say!("REJECTED ({reason}): {message}")?,
         _ => say!("REJECTED")?,
+    }
+    if !verdict.verified && verdict.measurements.is_some() {
+        say!("  (the quote did not verify: the values below are unauthenticated)")?;
     }
     if let Some(Value::Object(fields)) = &verdict.measurements {
         for (name, value) in fields {
@@ -256,6 +268,9 @@ fn build_policy(args: &VerifyArgs) -> Result<AppraisalPolicy, Failure> {
     };
     if let Some(path) = &args.trust_root {
         let der = read_input(path, "trust root")?;
+        TrustAnchor::custom(der.clone()).map_err(|e| {
+            Failure::usage("invalid-trust-root", format!("{}: {e}", path.display()))
+        })?;
         policy = policy.with_trust_root(TrustRootPolicy::Der(der));
     }
     for name in &args.allow_status {
@@ -272,11 +287,11 @@ fn build_policy(args: &VerifyArgs) -> Result<AppraisalPolicy, Failure> {
     }
     if let Some(hex) = &args.expect_mrenclave {
         let value = Measurement::from_bytes(hex_arg("--expect-mrenclave", hex)?);
-        policy.sgx_identity_mut().mrenclave.push(value);
+        policy.sgx_identity_mut().mrenclave = Some(vec![value]);
     }
     if let Some(hex) = &args.expect_mrsigner {
         let value = Measurement::from_bytes(hex_arg("--expect-mrsigner", hex)?);
-        policy.sgx_identity_mut().mrsigner.push(value);
+        policy.sgx_identity_mut().mrsigner = Some(vec![value]);
     }
     if let Some(hex) = &args.expect_report_data {
         policy = policy.with_report_data(ReportData::from_bytes(hex_arg(
@@ -291,25 +306,28 @@ fn hex_arg<const N: usize>(flag: &str, text: &str) -> Result<[u8; N], Failure> {
     parse_hex(text).map_err(|e| Failure::usage("invalid-argument", format!("{flag}: {e}")))
 }
 
-/// A quote file: binary, or hex text with or without `0x`.
+/// A quote file: binary, or hex text with or without `0x` (line breaks and spaces allowed, as
+/// `xxd -p` writes it).
 fn read_quote(path: &Path) -> Result<Vec<u8>, Failure> {
     let bytes = read_input(path, "quote")?;
-    let text = std::str::from_utf8(&bytes).ok().map(str::trim);
-    let digits = text.map(|t| {
-        t.strip_prefix("0x")
-            .or_else(|| t.strip_prefix("0X"))
-            .unwrap_or(t)
-    });
-    match digits {
-        Some(d) if !d.is_empty() && d.bytes().all(|b| b.is_ascii_hexdigit()) => hex::decode(d)
-            .map_err(|e| {
-                Failure::usage(
-                    "unreadable-input",
-                    format!("{}: bad hex: {e}", path.display()),
-                )
-            }),
-        _ => Ok(bytes),
+    let compact: Vec<u8> = bytes
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let digits = compact
+        .strip_prefix(b"0x")
+        .or_else(|| compact.strip_prefix(b"0X"))
+        .unwrap_or(&compact);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Ok(bytes);
     }
+    hex::decode(digits).map_err(|e| {
+        Failure::usage(
+            "unreadable-input",
+            format!("{}: bad hex: {e}", path.display()),
+        )
+    })
 }
 
 fn read_input(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {

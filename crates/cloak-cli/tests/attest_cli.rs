@@ -392,3 +392,81 @@ fn inspect_cert_exits_1_when_the_key_is_not_bound() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["binds"], false);
 }
+
+#[test]
+fn command_line_expectations_replace_the_policy_files_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "allowed_tcb_statuses = [\"ConfigurationAndSWHardeningNeeded\"]\nallowed_advisories = [\"*\"]\n[sgx]\nmrenclave = [\"33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb\"]\n",
+    )
+    .unwrap();
+    let (code, _) = verify(SGX, SGX_COLLATERAL, AT, &["--policy", s(&policy)]);
+    assert_eq!(code, 0);
+    let other = "11".repeat(32);
+    let (code, verdict) = verify(
+        SGX,
+        SGX_COLLATERAL,
+        AT,
+        &["--policy", s(&policy), "--expect-mrenclave", &other],
+    );
+    assert_eq!((code, verdict["reason"].as_str()), (1, Some("measurement-mismatch")));
+}
+
+#[test]
+fn verdicts_say_whether_the_quote_verified() {
+    let (_, accepted) = verify(SGX, SGX_COLLATERAL, AT, &SGX_ALLOW);
+    assert_eq!(accepted["verified"], true);
+    let (_, policy_rejected) = verify(SGX, SGX_COLLATERAL, AT, &[]);
+    assert_eq!(policy_rejected["verified"], true);
+    let (_, expired) = verify(SGX, SGX_COLLATERAL, 1_800_000_000, &[]);
+    assert_eq!(expired["verified"], false);
+    assert!(expired.get("tcb_status").is_none());
+}
+
+#[test]
+fn hex_quotes_may_be_wrapped_and_unusable_inputs_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapped = dir.path().join("quote.hex");
+    let quote = std::fs::read(testdata(SGX)).unwrap();
+    let text: String = hex::encode(quote)
+        .as_bytes()
+        .chunks(60)
+        .map(|line| format!("{}\n", std::str::from_utf8(line).unwrap()))
+        .collect();
+    std::fs::write(&wrapped, text).unwrap();
+    let out = cloak(&[
+        "attest",
+        "verify",
+        "--quote",
+        s(&wrapped),
+        "--collateral",
+        s(&testdata(SGX_COLLATERAL)),
+        "--at",
+        "1751328000",
+        "--json",
+    ]);
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["tee"], "sgx");
+    assert_eq!(verdict["reason"], "tcb-status-not-allowed");
+
+    let empty = dir.path().join("collateral.json");
+    std::fs::write(&empty, "{}").unwrap();
+    let bad_root = dir.path().join("root.der");
+    std::fs::write(&bad_root, "garbage").unwrap();
+    for args in [
+        vec!["--collateral", s(&empty)],
+        vec![
+            "--collateral",
+            s(&testdata(SGX_COLLATERAL)),
+            "--trust-root",
+            s(&bad_root),
+        ],
+    ] {
+        let mut full = vec!["attest", "verify", "--quote", s(&wrapped)];
+        full.extend_from_slice(&args);
+        let out = cloak(&full);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}

@@ -11,7 +11,7 @@ use super::{
     TrustRootPolicy,
 };
 use crate::types::{HexError, Measurement, ReportData, parse_hex};
-use crate::verify::TcbStatus;
+use crate::verify::{TcbStatus, TrustAnchor};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +21,7 @@ struct PolicyFile {
     allowed_advisories: Option<Vec<String>>,
     allow_debug: Option<bool>,
     report_data: Option<String>,
+    min_tcb_evaluation_data_number: Option<u32>,
     sgx: Option<SgxSection>,
     tdx: Option<TdxSection>,
 }
@@ -78,6 +79,7 @@ pub(super) fn parse(text: &str, base_dir: &Path) -> Result<AppraisalPolicy, Poli
     if let Some(hex) = file.report_data {
         policy.report_data = Some(ReportData(value("report_data", &hex)?));
     }
+    policy.min_tcb_evaluation_data_number = file.min_tcb_evaluation_data_number;
     if let Some(sgx) = file.sgx {
         policy.sgx = Some(SgxIdentityPolicy {
             mrenclave: list("sgx.mrenclave", sgx.mrenclave)?,
@@ -114,18 +116,27 @@ fn trust_root(text: &str, base_dir: &Path) -> Result<TrustRootPolicy, PolicyErro
         key: "trust_root",
         problem: format!("cannot read {}: {e}", path.display()),
     })?;
+    TrustAnchor::custom(der.clone()).map_err(|e| PolicyError::Value {
+        key: "trust_root",
+        problem: format!("{}: {e}", path.display()),
+    })?;
     Ok(TrustRootPolicy::Der(der))
 }
 
+/// An optional list of hex measurements: absent stays `None` (not checked); `[]` is an empty
+/// list, which accepts nothing.
 fn list<const N: usize>(
     key: &'static str,
     values: Option<Vec<String>>,
-) -> Result<Vec<Measurement<N>>, PolicyError> {
-    let values = values.unwrap_or_default();
+) -> Result<Option<Vec<Measurement<N>>>, PolicyError> {
     values
-        .iter()
-        .map(|hex| value(key, hex).map(Measurement))
-        .collect()
+        .map(|values| {
+            values
+                .iter()
+                .map(|hex| value(key, hex).map(Measurement))
+                .collect()
+        })
+        .transpose()
 }
 
 fn value<const N: usize>(key: &'static str, hex: &str) -> Result<[u8; N], PolicyError> {

@@ -93,13 +93,14 @@ pub enum DebugPolicy {
 }
 
 /// Identity an SGX enclave must have. Every field that is set is checked; within a list, any
-/// value matches.
+/// value matches, and an empty list matches nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SgxIdentityPolicy {
-    /// Accepted MRENCLAVE values.
-    pub mrenclave: Vec<Measurement<32>>,
-    /// Accepted MRSIGNER values.
-    pub mrsigner: Vec<Measurement<32>>,
+    /// Accepted MRENCLAVE values (`None`: not checked).
+    pub mrenclave: Option<Vec<Measurement<32>>>,
+    /// Accepted MRSIGNER values (`None`: not checked). Without `isv_prod_id`, every product of
+    /// the signer is accepted.
+    pub mrsigner: Option<Vec<Measurement<32>>>,
     /// Required ISVPRODID.
     pub isv_prod_id: Option<u16>,
     /// Minimum ISVSVN.
@@ -107,15 +108,15 @@ pub struct SgxIdentityPolicy {
 }
 
 /// Identity a TDX trust domain must have. Every field that is set is checked; within a list,
-/// any value matches.
+/// any value matches, and an empty list matches nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TdxIdentityPolicy {
-    /// Accepted MRTD values.
-    pub mrtd: Vec<Measurement<48>>,
-    /// Accepted values of RTMR0 to RTMR3.
-    pub rtmr: [Vec<Measurement<48>>; 4],
-    /// Accepted MRCONFIGID values.
-    pub mr_config_id: Vec<Measurement<48>>,
+    /// Accepted MRTD values (`None`: not checked).
+    pub mrtd: Option<Vec<Measurement<48>>>,
+    /// Accepted values of RTMR0 to RTMR3 (`None`: not checked).
+    pub rtmr: [Option<Vec<Measurement<48>>>; 4],
+    /// Accepted MRCONFIGID values (`None`: not checked).
+    pub mr_config_id: Option<Vec<Measurement<48>>>,
 }
 
 /// What a relying party accepts. See the module documentation.
@@ -128,6 +129,7 @@ pub struct AppraisalPolicy {
     sgx: Option<SgxIdentityPolicy>,
     tdx: Option<TdxIdentityPolicy>,
     report_data: Option<ReportData>,
+    min_tcb_evaluation_data_number: Option<u32>,
 }
 
 impl AppraisalPolicy {
@@ -142,6 +144,7 @@ impl AppraisalPolicy {
             sgx: None,
             tdx: None,
             report_data: None,
+            min_tcb_evaluation_data_number: None,
         }
     }
 
@@ -191,6 +194,13 @@ impl AppraisalPolicy {
         self
     }
 
+    /// Refuse collateral older than this TCB evaluation data number (so that, after a TCB
+    /// recovery, older Intel-signed TCB info still inside its validity window is not accepted).
+    pub fn with_min_tcb_evaluation_data_number(mut self, min: u32) -> Self {
+        self.min_tcb_evaluation_data_number = Some(min);
+        self
+    }
+
     /// Require exactly this report data.
     pub fn with_report_data(mut self, report_data: ReportData) -> Self {
         self.report_data = Some(report_data);
@@ -217,6 +227,14 @@ impl AppraisalPolicy {
         if self.debug == DebugPolicy::Reject && verified.is_debug() {
             return Err(PolicyViolation::DebugEnclave {
                 tee: verified.tee(),
+            });
+        }
+        if let Some(min) = self.min_tcb_evaluation_data_number
+            && verified.tcb_evaluation_data_number() < min
+        {
+            return Err(PolicyViolation::TcbEvaluationDataTooOld {
+                found: verified.tcb_evaluation_data_number(),
+                min,
             });
         }
         let status = verified.tcb_status();
@@ -254,8 +272,8 @@ impl AppraisalPolicy {
                 let Some(policy) = &self.sgx else {
                     return Ok(());
                 };
-                one_of("mrenclave", &policy.mrenclave, &report.mr_enclave)?;
-                one_of("mrsigner", &policy.mrsigner, &report.mr_signer)?;
+                one_of("mrenclave", policy.mrenclave.as_deref(), &report.mr_enclave)?;
+                one_of("mrsigner", policy.mrsigner.as_deref(), &report.mr_signer)?;
                 if let Some(expected) = policy.isv_prod_id
                     && expected != report.isv_prod_id
                 {
@@ -289,37 +307,49 @@ impl AppraisalPolicy {
         let Some(policy) = &self.tdx else {
             return Ok(());
         };
-        one_of("mrtd", &policy.mrtd, &report.mr_td)?;
+        one_of("mrtd", policy.mrtd.as_deref(), &report.mr_td)?;
         for (i, (accepted, found)) in policy.rtmr.iter().zip(&report.rtmr).enumerate() {
             let field = ["rtmr0", "rtmr1", "rtmr2", "rtmr3"]
                 .get(i)
                 .copied()
                 .unwrap_or("rtmr");
-            one_of(field, accepted, found)?;
+            one_of(field, accepted.as_deref(), found)?;
         }
-        one_of("mr_config_id", &policy.mr_config_id, &report.mr_config_id)
+        one_of(
+            "mr_config_id",
+            policy.mr_config_id.as_deref(),
+            &report.mr_config_id,
+        )
     }
 }
 
-/// Checks `found` against a list of accepted values (an empty list accepts anything).
+/// Checks `found` against the accepted values: `None` is not checked; an empty list accepts
+/// nothing.
 fn one_of<const N: usize>(
     field: &'static str,
-    accepted: &[Measurement<N>],
+    accepted: Option<&[Measurement<N>]>,
     found: &Measurement<N>,
 ) -> Result<(), PolicyViolation> {
-    if accepted.is_empty() || accepted.contains(found) {
+    let Some(accepted) = accepted else {
+        return Ok(());
+    };
+    if accepted.contains(found) {
         Ok(())
     } else {
         Err(PolicyViolation::MeasurementMismatch {
             field,
-            detail: format!(
-                "found {found}, expected one of {}",
-                accepted
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            detail: if accepted.is_empty() {
+                format!("found {found}, and the policy accepts none")
+            } else {
+                format!(
+                    "found {found}, expected one of {}",
+                    accepted
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
         })
     }
 }
@@ -370,6 +400,14 @@ pub enum PolicyViolation {
         /// Found.
         found: Box<ReportData>,
     },
+    /// The collateral's TCB evaluation data number is below the policy's minimum.
+    #[error("TCB evaluation data number {found} is below the required {min}")]
+    TcbEvaluationDataTooOld {
+        /// The collateral's.
+        found: u32,
+        /// The policy's minimum.
+        min: u32,
+    },
     /// The platform's TCB status is not one the policy accepts.
     #[error("TCB status {status} is not allowed")]
     TcbStatusNotAllowed {
@@ -398,6 +436,7 @@ impl PolicyViolation {
             Self::DebugEnclave { .. } => "debug-enclave",
             Self::MeasurementMismatch { .. } => "measurement-mismatch",
             Self::ReportDataMismatch { .. } => "report-data-mismatch",
+            Self::TcbEvaluationDataTooOld { .. } => "tcb-evaluation-data-too-old",
             Self::TcbStatusNotAllowed { .. } => "tcb-status-not-allowed",
             Self::TeeMismatch { .. } => "tee-mismatch",
             Self::UntrustedRoot { .. } => "untrusted-root",
@@ -410,7 +449,7 @@ impl fmt::Display for TrustRootPolicy {
         match self {
             Self::Der(der) => write!(f, "{}", hex::encode(cloak_crypto::hash::sha256(der))),
             Self::Intel => f.write_str("intel"),
-            Self::Sha256(pin) => write!(f, "sha256:{}", hex::encode(pin)),
+            Self::Sha256(pin) => f.write_str(&hex::encode(pin)),
         }
     }
 }

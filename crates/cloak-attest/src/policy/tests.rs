@@ -98,8 +98,8 @@ fn sgx_identity_is_checked_field_by_field() {
         |identity: SgxIdentityPolicy| code(lenient().with_sgx_identity(identity).appraise(sgx()));
     assert_eq!(
         with(SgxIdentityPolicy {
-            mrenclave: vec![m32(&other), m32(mrenclave)],
-            mrsigner: vec![m32(mrsigner)],
+            mrenclave: Some(vec![m32(&other), m32(mrenclave)]),
+            mrsigner: Some(vec![m32(mrsigner)]),
             isv_prod_id: Some(0),
             min_isv_svn: Some(0),
         }),
@@ -107,11 +107,16 @@ fn sgx_identity_is_checked_field_by_field() {
     );
     for wrong in [
         SgxIdentityPolicy {
-            mrenclave: vec![m32(&other)],
+            mrenclave: Some(vec![m32(&other)]),
             ..SgxIdentityPolicy::default()
         },
         SgxIdentityPolicy {
-            mrsigner: vec![m32(&other)],
+            mrsigner: Some(vec![m32(&other)]),
+            ..SgxIdentityPolicy::default()
+        },
+        // An empty list accepts nothing (it is not "unchecked").
+        SgxIdentityPolicy {
+            mrenclave: Some(vec![]),
             ..SgxIdentityPolicy::default()
         },
         SgxIdentityPolicy {
@@ -134,7 +139,7 @@ fn tdx_identity_is_checked_and_tee_types_are_not_confused() {
         .unwrap();
     let other: Measurement<48> = "11".repeat(48).parse().unwrap();
     let ok = TdxIdentityPolicy {
-        mrtd: vec![mrtd],
+        mrtd: Some(vec![mrtd]),
         ..TdxIdentityPolicy::default()
     };
     let strict = AppraisalPolicy::strict();
@@ -143,7 +148,7 @@ fn tdx_identity_is_checked_and_tee_types_are_not_confused() {
         "accepted"
     );
     let wrong_mrtd = TdxIdentityPolicy {
-        mrtd: vec![other],
+        mrtd: Some(vec![other]),
         ..TdxIdentityPolicy::default()
     };
     assert_eq!(
@@ -151,7 +156,7 @@ fn tdx_identity_is_checked_and_tee_types_are_not_confused() {
         "measurement-mismatch"
     );
     let mut wrong_rtmr = TdxIdentityPolicy::default();
-    wrong_rtmr.rtmr[2] = vec![other];
+    wrong_rtmr.rtmr[2] = Some(vec![other]);
     assert_eq!(
         code(strict.clone().with_tdx_identity(wrong_rtmr).appraise(tdx())),
         "measurement-mismatch"
@@ -170,6 +175,40 @@ fn tdx_identity_is_checked_and_tee_types_are_not_confused() {
         code(lenient().with_tdx_identity(ok).appraise(sgx())),
         "tee-mismatch"
     );
+}
+
+#[test]
+fn old_collateral_can_be_refused_by_evaluation_data_number() {
+    // The sample's TCB info has evaluation data number 17.
+    let fresh_enough = lenient().with_min_tcb_evaluation_data_number(17);
+    assert_eq!(code(fresh_enough.appraise(sgx())), "accepted");
+    let too_old = lenient().with_min_tcb_evaluation_data_number(18);
+    assert_eq!(code(too_old.appraise(sgx())), "tcb-evaluation-data-too-old");
+    let dir = tempdir();
+    let from_file =
+        AppraisalPolicy::from_toml("min_tcb_evaluation_data_number = 99", &dir).unwrap();
+    assert_eq!(
+        code(from_file.appraise(tdx())),
+        "tcb-evaluation-data-too-old"
+    );
+}
+
+#[test]
+fn empty_lists_in_a_policy_file_accept_nothing() {
+    let dir = tempdir();
+    for text in ["[sgx]\nmrenclave = []", "[sgx]\nmrsigner = []"] {
+        let policy = AppraisalPolicy::from_toml(text, &dir)
+            .unwrap()
+            .allow_tcb_status(TcbStatus::ConfigurationAndSwHardeningNeeded)
+            .allow_advisory("*");
+        assert_eq!(
+            code(policy.appraise(sgx())),
+            "measurement-mismatch",
+            "{text}"
+        );
+    }
+    let tdx_empty = AppraisalPolicy::from_toml("[tdx]\nrtmr3 = []", &dir).unwrap();
+    assert_eq!(code(tdx_empty.appraise(tdx())), "measurement-mismatch");
 }
 
 #[test]
@@ -252,6 +291,7 @@ fn the_documented_toml_policy_parses() {
 #[test]
 fn mistakes_in_a_policy_file_are_errors_not_silent_loosening() {
     let dir = tempdir();
+    std::fs::write(dir.join("garbage.der"), b"not a certificate").unwrap();
     for text in [
         "allow_debg = true",
         "[sgx]\nmrenclav = [\"00\"]",
@@ -274,6 +314,7 @@ fn mistakes_in_a_policy_file_are_errors_not_silent_loosening() {
         "report_data = \"00\"",
         "trust_root = \"sha256:1234\"",
         "trust_root = \"missing.der\"",
+        "trust_root = \"garbage.der\"",
     ] {
         assert!(
             matches!(

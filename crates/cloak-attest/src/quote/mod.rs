@@ -29,10 +29,14 @@ const TD_REPORT15_LEN: usize = 648;
 const TD_REPORT15_EX_LEN: usize = 885;
 const CERT_DATA_QE_REPORT: u16 = 6;
 const CERT_DATA_PCK_CHAIN: u16 = 5;
+/// Largest variable-length field accepted (certification data, QE authentication data): the
+/// limit dcap-qvl applies, so both parsers accept the same quotes.
+const MAX_FIELD_LEN: usize = 1024 * 1024;
 /// SGX ATTRIBUTES.FLAGS bit 1.
 const SGX_FLAG_DEBUG: u64 = 0x02;
-/// TDATTRIBUTES bit 0 (TUD.DEBUG).
-const TD_ATTRIBUTE_DEBUG: u64 = 0x01;
+/// TDATTRIBUTES bits 0–7, the "TD under debug" group: DEBUG (bit 0) and the profiling and
+/// reserved bits. The TDX module ABI calls a TD with any of them set untrusted.
+const TD_ATTRIBUTES_TUD: u64 = 0xFF;
 
 /// The trusted execution environment a quote comes from.
 #[non_exhaustive]
@@ -527,9 +531,10 @@ impl TdReport10 {
         })
     }
 
-    /// Whether TDATTRIBUTES.DEBUG is set.
+    /// Whether any "TD under debug" attribute is set (DEBUG, or the profiling bits): the host
+    /// can observe such a TD.
     pub fn is_debug(&self) -> bool {
-        self.td_attributes & TD_ATTRIBUTE_DEBUG != 0
+        self.td_attributes & TD_ATTRIBUTES_TUD != 0
     }
 }
 
@@ -633,8 +638,8 @@ impl QuoteSignature {
                 allowed: "6 (QE report certification data)",
             });
         }
-        let len = r.u32("certification data size")?;
-        let mut inner = r.sub(usize_from(len), "QE report certification data")?;
+        let len = field_len(r.u32("certification data size")?, "certification data")?;
+        let mut inner = r.sub(len, "QE report certification data")?;
         let parsed = Self::parse_qe_part(&mut inner, isv_signature, attestation_key)?;
         inner.finish("QE report certification data")?;
         Ok(parsed)
@@ -685,8 +690,8 @@ pub enum CertificationData {
 impl CertificationData {
     fn parse(r: &mut Reader<'_>) -> Result<Self, QuoteError> {
         let kind = r.u16("certification data type")?;
-        let len = r.u32("certification data size")?;
-        let data = r.bytes(usize_from(len), "certification data")?;
+        let len = field_len(r.u32("certification data size")?, "certification data")?;
+        let data = r.bytes(len, "certification data")?;
         match kind {
             CERT_DATA_PCK_CHAIN => parse_canonical_pem_chain(data).map(Self::PckChain),
             1..=4 => Ok(Self::Other {
@@ -770,6 +775,15 @@ fn ending_bytes(ending: pem::LineEnding) -> &'static [u8] {
     }
 }
 
+/// A declared field length, refused above [`MAX_FIELD_LEN`].
+fn field_len(declared: u32, field: &'static str) -> Result<usize, QuoteError> {
+    let len = usize_from(declared);
+    if len > MAX_FIELD_LEN {
+        return Err(QuoteError::FieldTooLarge { field, len });
+    }
+    Ok(len)
+}
+
 fn usize_from(value: u32) -> usize {
     // Every target this crate builds for has at least 32-bit pointers.
     usize::try_from(value).unwrap_or(usize::MAX)
@@ -788,6 +802,14 @@ pub enum QuoteError {
         declared: u32,
         /// The size of that body type.
         expected: usize,
+    },
+    /// A variable-length field is larger than any real quote's.
+    #[error("{field} is {len} bytes, more than the 1 MiB limit")]
+    FieldTooLarge {
+        /// The field.
+        field: &'static str,
+        /// Its declared length.
+        len: usize,
     },
     /// The PCK certificate chain in the certification data is not canonical PEM certificates.
     #[error(
@@ -862,6 +884,7 @@ impl QuoteError {
             | Self::UnsupportedVersion(_)
             | Self::UnsupportedVersionForTee { .. } => "unsupported-quote-format",
             Self::BodySizeMismatch { .. }
+            | Self::FieldTooLarge { .. }
             | Self::InvalidPckChain
             | Self::TrailingBytes { .. }
             | Self::Truncated { .. } => "malformed-quote",

@@ -217,3 +217,21 @@ proptest::proptest! {
         let _ = Quote::parse(&bytes);
     }
 }
+
+#[test]
+fn any_td_under_debug_bit_makes_a_td_debug() {
+    let quote = Quote::parse(&vector("dcap-qvl/tdx_quote")).unwrap();
+    let ReportBody::TdxV10(report) = quote.body() else {
+        panic!("not a TDX 1.0 body")
+    };
+    let mut report = report.clone();
+    let original = report.td_attributes;
+    assert!(!report.is_debug());
+    // Bit 0 is DEBUG; bits 4-6 are profiling, which dcap-qvl lets through when debug is allowed.
+    for bit in 0..8 {
+        report.td_attributes = original | (1 << bit);
+        assert!(report.is_debug(), "bit {bit}");
+    }
+    report.td_attributes = original | (1 << 28);
+    assert!(!report.is_debug(), "SEPT_VE_DISABLE is not a debug bit");
+}

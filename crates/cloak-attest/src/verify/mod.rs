@@ -56,7 +56,10 @@ impl TrustAnchor {
             return Ok(Self::intel());
         }
         let (rest, cert) = X509Certificate::from_der(&der).map_err(|_| AnchorError::NotDer)?;
-        if !rest.is_empty() || cert.subject().as_raw() != cert.issuer().as_raw() {
+        if !rest.is_empty() {
+            return Err(AnchorError::NotDer);
+        }
+        if cert.subject().as_raw() != cert.issuer().as_raw() {
             return Err(AnchorError::NotSelfSigned);
         }
         Ok(Self {
@@ -262,6 +265,14 @@ impl Verifier {
         let parsed = Quote::parse(quote).map_err(VerifyError::Quote)?;
         if let Some(chain) = parsed.signature().certification.pck_chain() {
             self.check_quote_chain(chain)?;
+            // dcap-qvl prefers the collateral's PCK chain; the quote's must then be the same.
+            if let Some((_, supplied)) = chains.iter().find(|(n, _)| *n == "pck_certificate_chain")
+                && *supplied != chain
+            {
+                return Err(VerifyError::CollateralMismatch(
+                    "the collateral's pck_certificate_chain differs from the quote's".to_owned(),
+                ));
+            }
             chains.push(("quote PCK certificate chain", chain));
         }
         let window = check_window(collateral, &chains, now)?;
@@ -465,6 +476,9 @@ pub enum VerifyError {
     /// A certificate in a chain is malformed.
     #[error("malformed certificate: {0}")]
     MalformedCertificate(String),
+    /// dcap-qvl could not decode a quote this crate's parser accepted.
+    #[error("malformed quote: {0}")]
+    MalformedQuote(String),
     /// The collateral is malformed or inconsistent.
     #[error("malformed collateral: {0}")]
     MalformedCollateral(String),
@@ -514,6 +528,7 @@ impl VerifyError {
             Self::CollateralNotYetValid(_) => "collateral-not-yet-valid",
             Self::MalformedCertificate(_) => "malformed-certificate",
             Self::MalformedCollateral(_) => "malformed-collateral",
+            Self::MalformedQuote(_) => "malformed-quote",
             Self::PckChainMissing(_) => "pck-chain-missing",
             Self::QeIdentityMismatch(_) => "qe-identity-mismatch",
             Self::QeReportDataMismatch(_) => "qe-report-data-mismatch",
