@@ -411,7 +411,10 @@ fn command_line_expectations_replace_the_policy_files_lists() {
         AT,
         &["--policy", s(&policy), "--expect-mrenclave", &other],
     );
-    assert_eq!((code, verdict["reason"].as_str()), (1, Some("measurement-mismatch")));
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("measurement-mismatch"))
+    );
 }
 
 #[test]

@@ -319,12 +319,22 @@ fn the_last_chunk_flag_stops_truncation_at_a_chunk_boundary_even_with_an_authent
 }
 
 #[test]
-fn trailing_bytes_are_rejected() {
+fn trailing_bytes_are_rejected_and_counted_up_to_a_mebibyte() {
     let mut container = sealed(&model(100));
     container.extend_from_slice(&[0; 3]);
     assert!(matches!(
         open_err(&container),
         ContainerError::TrailingData { extra: 3 }
+    ));
+    container.extend_from_slice(&vec![0; 100_000]);
+    assert!(matches!(
+        open_err(&container),
+        ContainerError::TrailingData { extra: 100_003 }
+    ));
+    container.extend_from_slice(&vec![0; 2 << 20]);
+    assert!(matches!(
+        open_err(&container),
+        ContainerError::TrailingData { extra: 1_048_576 }
     ));
 }
 
