@@ -35,7 +35,7 @@ measure() {
 
 read -r verify_s verify_rss < <(measure "$cloak" model verify "$work/model.cloak" --key "$work/model.key")
 read -r digest_s digest_rss < <(measure "$cloak" model verify "$work/model.cloak" --key "$work/model.key" --check-digest)
-read -r decrypt_s decrypt_rss < <(measure "$cloak" model decrypt "$work/model.cloak" --key "$work/model.key" --out "$work/out.bin")
+read -r decrypt_s decrypt_rss < <(measure "$cloak" model decrypt "$work/model.cloak" --key "$work/model.key" --out "$work/out.bin" --force)
 
 # openssl speed, one core, 16 KiB blocks (its largest): best of three runs each way.
 openssl_best() {
