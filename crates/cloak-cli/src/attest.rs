@@ -228,14 +228,7 @@ fn print_verdict(verdict: &Verdict, as_json: bool) -> Result<(), Failure> {
         say!("  (the quote did not verify: the values below are unauthenticated)")?;
     }
     if let Some(Value::Object(fields)) = &verdict.measurements {
-        for (name, value) in fields {
-            say!(
-                "  {name:<16} {}",
-                value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_owned)
-            )?;
-        }
+        print_fields(fields)?;
     }
     if let Some(report_data) = &verdict.report_data {
         say!("  {:<16} {report_data}", "report_data")?;
@@ -250,6 +243,17 @@ fn print_verdict(verdict: &Verdict, as_json: bool) -> Result<(), Failure> {
                 .unwrap_or_default()
                 .join(", ")
         )?;
+    }
+    Ok(())
+}
+
+/// Prints measurement fields one per line, strings unquoted.
+fn print_fields(fields: &serde_json::Map<String, Value>) -> Result<(), Failure> {
+    for (name, value) in fields {
+        let shown = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        say!("  {name:<16} {shown}")?;
     }
     Ok(())
 }
@@ -432,14 +436,7 @@ fn inspect_cert(args: &InspectCertArgs) -> Result<(), Reported> {
                         e.quote_bytes().len()
                     )?;
                     if let Ok(Value::Object(fields)) = serde_json::to_value(q.measurements()) {
-                        for (name, value) in fields {
-                            say!(
-                                "  {name:<16} {}",
-                                value
-                                    .as_str()
-                                    .map_or_else(|| value.to_string(), str::to_owned)
-                            )?;
-                        }
+                        print_fields(&fields)?;
                     }
                 }
                 Err(err) => say!("  quote      unreadable: {err}")?,
