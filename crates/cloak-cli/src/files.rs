@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rustix::fs::{Mode, OFlags};
 use zeroize::Zeroizing;
 
-use crate::atomic_file::{AtomicFile, Commit};
 use crate::failure::Failure;
+use cloak_fs::{AtomicFile, Commit};
 
 /// Files larger than this get a progress bar (when stderr is a terminal).
 const PROGRESS_THRESHOLD: u64 = 64 * 1024 * 1024;

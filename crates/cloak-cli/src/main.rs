@@ -10,7 +10,6 @@ macro_rules! say {
     }};
 }
 
-mod atomic_file;
 mod attest;
 mod demo;
 mod failure;

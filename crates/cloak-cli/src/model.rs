@@ -13,12 +13,12 @@ use cloak_crypto::key::ModelKey;
 use serde::Serialize;
 
 use crate::Reported;
-use crate::atomic_file::AtomicFile;
 use crate::failure::Failure;
 use crate::files::{
     Existing, check_output, commit_output, ensure_distinct, open_input, progress, read_key_file,
     write_key_file,
 };
+use cloak_fs::AtomicFile;
 
 /// `cloak model …`
 #[derive(Debug, Subcommand)]

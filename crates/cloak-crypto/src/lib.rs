@@ -15,6 +15,8 @@
     )
 )]
 
+pub mod aead;
 pub mod container;
 pub mod hash;
+pub mod kdf;
 pub mod key;

@@ -1,4 +1,5 @@
-//! Output files that appear complete or not at all.
+//! Output files that appear complete or not at all: the `cloak` CLI's outputs, sealed blobs and
+//! key files all go through [`AtomicFile`].
 //!
 //! An [`AtomicFile`] is written in the destination's directory, invisible until
 //! [`AtomicFile::commit`]: on Linux it is an unnamed `O_TMPFILE` inode, so a crash or `SIGKILL`
@@ -19,8 +20,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 
 /// What [`AtomicFile::commit`] does when the destination already exists.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Commit {
+pub enum Commit {
     /// Fail with [`io::ErrorKind::AlreadyExists`] and leave the existing file untouched.
     NoClobber,
     /// Replace it atomically.
@@ -29,7 +31,7 @@ pub(crate) enum Commit {
 
 /// A file being written that becomes visible at its destination only when committed.
 #[derive(Debug)]
-pub(crate) struct AtomicFile {
+pub struct AtomicFile {
     file: File,
     destination: PathBuf,
     /// The hidden temporary path, when `O_TMPFILE` was not available.
@@ -39,7 +41,7 @@ pub(crate) struct AtomicFile {
 impl AtomicFile {
     /// Starts a file that will be committed to `destination`, created with permission `mode`
     /// (further restricted by the umask).
-    pub(crate) fn create(destination: &Path, mode: u32) -> io::Result<Self> {
+    pub fn create(destination: &Path, mode: u32) -> io::Result<Self> {
         let dir = parent_dir(destination);
         let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
         match rustix::fs::open(dir, flags, Mode::from_raw_mode(mode)) {
@@ -55,7 +57,7 @@ impl AtomicFile {
     }
 
     /// Like [`AtomicFile::create`], but always with a hidden, named temporary file.
-    pub(crate) fn create_named(destination: &Path, mode: u32) -> io::Result<Self> {
+    pub fn create_named(destination: &Path, mode: u32) -> io::Result<Self> {
         let dir = parent_dir(destination);
         loop {
             let path = dir.join(temporary_name(destination));
@@ -80,12 +82,12 @@ impl AtomicFile {
     }
 
     /// The file to write to.
-    pub(crate) fn file(&mut self) -> &mut File {
+    pub fn file(&mut self) -> &mut File {
         &mut self.file
     }
 
     /// Makes the complete file visible at its destination.
-    pub(crate) fn commit(mut self, commit: Commit) -> Result<(), CommitError> {
+    pub fn commit(mut self, commit: Commit) -> Result<(), CommitError> {
         self.file.sync_all().map_err(CommitError::hidden)?;
         match (self.named.take(), commit) {
             (None, Commit::NoClobber) => self.link_unnamed(&self.destination),
@@ -148,9 +150,11 @@ impl AtomicFile {
 /// A commit that failed; `visible` tells whether the file nevertheless reached its destination
 /// (only syncing the directory failed, so it may not survive a crash).
 #[derive(Debug)]
-pub(crate) struct CommitError {
-    pub(crate) error: io::Error,
-    pub(crate) visible: bool,
+pub struct CommitError {
+    /// What went wrong.
+    pub error: io::Error,
+    /// Whether the file nevertheless reached its destination.
+    pub visible: bool,
 }
 
 impl CommitError {
