@@ -104,6 +104,8 @@ struct Verdict {
     #[serde(skip_serializing_if = "Option::is_none")]
     quote_version: Option<u16>,
     trust_root: String,
+    /// Whether the trust root is a simulation root (the evidence comes from no real TEE).
+    simulated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     tcb_status: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,6 +143,7 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
         tee: parsed.as_ref().map(|q| q.tee().as_str()),
         quote_version: parsed.as_ref().map(|q| q.header().version()),
         trust_root: policy.trust_root().to_string(),
+        simulated: false,
         tcb_status: None,
         advisory_ids: None,
         platform_tcb_status: None,
@@ -182,6 +185,7 @@ fn evaluate(
         .anchor(quote, collateral)
         .map_err(|e| (e.code(), e.to_string()))?;
     verdict.trust_root = anchor.root().to_string();
+    verdict.simulated = anchor.is_simulated();
     let verified = Verifier::new(anchor)
         .verify(quote, collateral, now)
         .map_err(|e| (e.code(), e.to_string()))?;
@@ -210,7 +214,8 @@ fn print_verdict(verdict: &Verdict, as_json: bool) -> Result<(), Failure> {
     }
     match (verdict.verdict, verdict.reason, &verdict.message) {
         ("accepted", _, _) => say!(
-            "ACCEPTED {} quote v{} (trust root {}, TCB {}, advisories [{}])",
+            "ACCEPTED {}{} quote v{} (trust root {}, TCB {}, advisories [{}])",
+            if verdict.simulated { "SIMULATED " } else { "" },
             verdict.tee.unwrap_or("?"),
             verdict.quote_version.unwrap_or(0),
             verdict.trust_root,

@@ -15,6 +15,7 @@ mod demo;
 mod failure;
 mod files;
 mod model;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Verify remote-attestation evidence (DCAP quotes, RA-TLS certificates)
     #[command(subcommand)]
     Attest(attest::AttestCommand),
+    /// Create and drive a simulated SGX platform (for machines without SGX)
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
     /// Walk through Cloak on embedded defaults: seal a model, inspect and verify it, show that
     /// tampering and a wrong key are detected, and open it again
     Demo(demo::DemoArgs),
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Model(command) => model::run(command),
         Command::Attest(command) => attest::run(command),
+        Command::Sim(command) => sim::run(command),
         Command::Demo(args) => demo::run(&args),
     };
     match result {

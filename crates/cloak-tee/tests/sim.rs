@@ -183,6 +183,25 @@ fn the_simulation_pki_names_itself_simulated_and_never_intel() {
 }
 
 #[test]
+fn init_and_revoke_write_collateral_next_to_the_root() {
+    let (dir, mut platform) = platform(&SimConfig::up_to_date());
+    let quote = platform.quote(&report_data(8)).unwrap();
+    let read = || {
+        Collateral::from_json(&std::fs::read(dir.path().join("collateral.json")).unwrap()).unwrap()
+    };
+    assert!(
+        sim_verifier(&platform)
+            .verify(&quote, &read(), now())
+            .is_ok()
+    );
+    platform.revoke().unwrap();
+    let err = sim_verifier(&platform)
+        .verify(&quote, &read(), now())
+        .unwrap_err();
+    assert_eq!(err.code(), "revoked");
+}
+
+#[test]
 fn init_refuses_an_existing_platform_and_open_refuses_a_missing_one() {
     let (dir, _platform) = platform(&SimConfig::up_to_date());
     assert!(SimPlatform::init(dir.path(), &SimConfig::up_to_date()).is_err());

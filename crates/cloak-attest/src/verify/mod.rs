@@ -37,6 +37,7 @@ pub const INTEL_ROOT_SHA256: [u8; 32] = [
 pub struct TrustAnchor {
     der: Vec<u8>,
     root: TrustRoot,
+    simulated: bool,
 }
 
 impl TrustAnchor {
@@ -45,6 +46,7 @@ impl TrustAnchor {
         Self {
             der: INTEL_ROOT_DER.to_vec(),
             root: TrustRoot::Intel,
+            simulated: false,
         }
     }
 
@@ -62,9 +64,16 @@ impl TrustAnchor {
         if cert.subject().as_raw() != cert.issuer().as_raw() {
             return Err(AnchorError::NotSelfSigned);
         }
+        let simulated = cert
+            .subject()
+            .iter_common_name()
+            .chain(cert.subject().iter_organization())
+            .filter_map(|attr| attr.as_str().ok())
+            .any(|name| name.contains("SIMULATED"));
         Ok(Self {
             der,
             root: TrustRoot::Custom(sha256),
+            simulated,
         })
     }
 
@@ -106,6 +115,12 @@ impl TrustAnchor {
     /// The certificate, DER.
     pub fn der(&self) -> &[u8] {
         &self.der
+    }
+
+    /// Whether this is a simulation root (its name says SIMULATED, as `cloak sim` roots do):
+    /// evidence chained to it comes from no real TEE.
+    pub fn is_simulated(&self) -> bool {
+        self.simulated
     }
 }
 
@@ -305,6 +320,7 @@ impl Verifier {
         Ok(VerifiedQuote {
             quote: parsed,
             trust_root: self.anchor.root,
+            simulated: self.anchor.simulated,
             tcb_status,
             platform_tcb_status,
             qe_tcb_status,
@@ -392,6 +408,7 @@ fn check_window(
 pub struct VerifiedQuote {
     quote: Quote,
     trust_root: TrustRoot,
+    simulated: bool,
     tcb_status: TcbStatus,
     platform_tcb_status: TcbStatus,
     qe_tcb_status: TcbStatus,
@@ -415,6 +432,11 @@ impl VerifiedQuote {
     /// The root the quote and collateral chained to.
     pub fn trust_root(&self) -> TrustRoot {
         self.trust_root
+    }
+
+    /// Whether the root is a simulation root: the evidence comes from no real TEE.
+    pub fn is_simulated(&self) -> bool {
+        self.simulated
     }
 
     /// The combined TCB status (platform and quoting enclave).

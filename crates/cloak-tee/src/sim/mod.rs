@@ -14,6 +14,7 @@
 //! |---|---|
 //! | `platform.json` | public parameters: FMSPC, PCE-ID, SVNs, TCB status, revocation, QE identity, serials |
 //! | `root.der` | the simulation root certificate — what clients pass to `--trust-root` |
+//! | `collateral.json` | collateral as `QuoteCollateralV3` JSON, written at `init` and `revoke` (valid 30 days; `cloak sim quote --collateral-out` writes fresh copies) |
 //! | `pck-ca.der`, `pck.der`, `tcb-signing.der` | the other certificates |
 //! | `keys/*.key` | PKCS#8 private keys (root, pck-ca, pck, tcb-signing, attestation, signer), mode 0600 |
 //! | `keys/platform-secret` | 32 random bytes from which sealing keys derive, mode 0600 |
@@ -364,6 +365,7 @@ impl SimPlatform {
             keys,
         };
         platform.save_state(cloak_fs::Commit::NoClobber)?;
+        platform.write_collateral()?;
         Ok(platform)
     }
 
@@ -433,7 +435,22 @@ impl SimPlatform {
     /// Puts the PCK certificate on the PCK CRL (persistently).
     pub fn revoke(&mut self) -> Result<(), SimError> {
         self.state.revoked = true;
-        self.save_state(cloak_fs::Commit::Replace)
+        self.save_state(cloak_fs::Commit::Replace)?;
+        self.write_collateral()
+    }
+
+    /// Writes fresh collateral (valid from now for [`COLLATERAL_LIFETIME`]) to
+    /// `DIR/collateral.json`.
+    pub fn write_collateral(&self) -> Result<(), SimError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let collateral = self.collateral(now)?;
+        let path = self.dir.join("collateral.json");
+        let mut file = cloak_fs::AtomicFile::create(&path, 0o644)?;
+        file.file().write_all(&collateral)?;
+        file.commit(cloak_fs::Commit::Replace)
+            .map_err(|e| SimError::Io(e.error))
     }
 
     /// Whether the PCK certificate is revoked.
