@@ -15,6 +15,7 @@ mod demo;
 mod failure;
 mod files;
 mod model;
+#[cfg(feature = "sim")]
 mod sim;
 
 use std::process::ExitCode;
@@ -44,6 +45,7 @@ enum Command {
     #[command(subcommand)]
     Attest(attest::AttestCommand),
     /// Create and drive a simulated SGX platform (for machines without SGX)
+    #[cfg(feature = "sim")]
     #[command(subcommand)]
     Sim(sim::SimCommand),
     /// Walk through Cloak on embedded defaults: seal a model, inspect and verify it, show that
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Model(command) => model::run(command),
         Command::Attest(command) => attest::run(command),
+        #[cfg(feature = "sim")]
         Command::Sim(command) => sim::run(command),
         Command::Demo(args) => demo::run(&args),
     };

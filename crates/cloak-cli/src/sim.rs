@@ -36,7 +36,7 @@ pub(crate) struct InitArgs {
     #[arg(long, value_name = "STATUS", default_value = "UpToDate")]
     tcb_status: String,
     /// The platform model (6 bytes, hex)
-    #[arg(long, value_name = "HEX", default_value = "00906ED50000")]
+    #[arg(long, value_name = "HEX", default_value = "51AA00000001")]
     fmspc: String,
     /// An advisory id attached to the platform's TCB level; repeatable
     #[arg(long = "advisory", value_name = "ID")]

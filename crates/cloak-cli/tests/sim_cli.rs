@@ -1,4 +1,5 @@
 //! `cloak sim` with `cloak attest verify`, as scripts drive them.
+#![cfg(feature = "sim")]
 
 use std::path::Path;
 use std::process::{Command, Output};

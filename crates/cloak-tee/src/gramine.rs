@@ -14,7 +14,11 @@
 //! available inside the enclave; the host relays it (or the client fetches it from Intel's PCS).
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use zeroize::Zeroizing;
 
 use crate::{
     Evidence, Identity, KeyPolicy, KeyRequest, Platform, PlatformKind, SealingKey, TeeError,
@@ -32,6 +36,10 @@ const ISVPRODID: usize = 256;
 const ISVSVN: usize = 258;
 /// REPORTDATA of an SGX quote v3: header (48) + body offset 320.
 const QUOTE_REPORT_DATA: usize = 368;
+
+/// `user_report_data` is one buffer per process: writing it and reading the quote must not
+/// interleave between threads.
+static EVIDENCE: Mutex<()> = Mutex::new(());
 
 /// The Gramine backend.
 #[derive(Clone, Debug)]
@@ -113,8 +121,19 @@ impl Platform for GraminePlatform {
                 "Gramine attestation type is {kind:?}; set sgx.remote_attestation = \"dcap\" in the manifest"
             )));
         }
-        fs::write(self.root.join("user_report_data"), report_data)?;
-        let quote = self.read("quote")?;
+        let quote = {
+            let _exclusive = EVIDENCE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            fs::write(self.root.join("user_report_data"), report_data)?;
+            self.read("quote")?
+        };
+        // Gramine on SGX returns SGX quotes: version 3, TEE type 0.
+        if quote.get(..2) != Some([3, 0].as_slice()) || quote.get(4..8) != Some([0; 4].as_slice()) {
+            return Err(TeeError::Unsupported(
+                "the platform returned a quote that is not an SGX quote v3".to_owned(),
+            ));
+        }
         let carried = quote.get(QUOTE_REPORT_DATA..QUOTE_REPORT_DATA.saturating_add(64));
         if carried != Some(report_data.as_slice()) {
             return Err(TeeError::ReportDataMismatch);
@@ -144,16 +163,22 @@ impl Platform for GraminePlatform {
             }
             KeyPolicy::Signer { isv_svn } => ("keys/_sgx_mrsigner", 0x0002u16, isv_svn),
         };
-        let seal_key = zeroize::Zeroizing::new(self.read(file)?);
-        if seal_key.len() != 16 {
-            return Err(TeeError::State(format!("{file} is not a 16-byte key")));
+        let mut seal_key = Zeroizing::new([0u8; 16]);
+        let mut source = fs::File::open(self.root.join(file))?;
+        source
+            .read_exact(seal_key.as_mut_slice())
+            .map_err(|e| TeeError::State(format!("{file}: {e}")))?;
+        if source.read(&mut [0u8; 1])? != 0 {
+            return Err(TeeError::State(format!(
+                "{file} is longer than a 16-byte key"
+            )));
         }
         let mut info = Vec::with_capacity(64);
         info.extend_from_slice(b"cloak-gramine/v1 seal");
         info.extend_from_slice(&policy_bits.to_be_bytes());
         info.extend_from_slice(&svn.to_be_bytes());
         info.extend_from_slice(&request.key_id);
-        let key = cloak_crypto::kdf::hkdf_sha256(b"cloak-gramine seal", &seal_key, &info);
+        let key = cloak_crypto::kdf::hkdf_sha256(b"cloak-gramine seal", seal_key.as_slice(), &info);
         Ok(SealingKey::new(*key))
     }
 }

@@ -106,9 +106,10 @@ pub struct Evidence {
 pub enum KeyPolicy {
     /// MRENCLAVE: only this exact enclave build can derive the key.
     Measurement,
-    /// MRSIGNER and ISVPRODID, at security version `isv_svn`: any build from the same signer
-    /// and product whose ISVSVN is at least `isv_svn` can derive the key (an upgrade can read
-    /// data sealed before it; a downgrade cannot).
+    /// MRSIGNER and ISVPRODID, at security version `isv_svn`: on platforms that support SVN
+    /// floors (the simulated one, like EGETKEY itself) any build from the same signer and product
+    /// whose ISVSVN is at least `isv_svn` can derive the key — an upgrade can read data sealed
+    /// before it, a downgrade cannot. Gramine derives keys only at the current ISVSVN.
     Signer {
         /// The SVN floor the key is derived for; at most the enclave's own ISVSVN.
         isv_svn: u16,

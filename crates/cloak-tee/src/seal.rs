@@ -6,17 +6,26 @@
 //! | 0 | 8 | magic `89 43 53 45 41 4C 0D 0A` (`\x89CSEAL\r\n`) |
 //! | 8 | 2 | format version, big-endian: `1` |
 //! | 10 | 1 | policy: `1` measurement (MRENCLAVE), `2` signer (MRSIGNER + ISVPRODID) |
-//! | 11 | 1 | reserved, zero |
-//! | 12 | 2 | signer policy: the ISVSVN floor the key is derived for (else zero) |
-//! | 14 | 2 | signer policy: ISVPRODID (else zero) |
+//! | 11 | 1 | flags: bit 0 set if the sealing enclave was a debug enclave; other bits zero |
+//! | 12 | 2 | ISVSVN: the signer policy's floor, or the sealing enclave's ISVSVN (measurement policy) |
+//! | 14 | 2 | ISVPRODID of the sealing enclave |
 //! | 16 | 32 | MRENCLAVE (measurement policy) or MRSIGNER (signer policy) |
 //! | 48 | 32 | key id: random, part of the key request |
 //! | 80 | 12 | AES-GCM nonce: random |
 //! | 92 | n + 16 | AES-256-GCM ciphertext and tag; the AAD is bytes 0..92 |
 //!
 //! Unsealing checks, before any cryptography, that the running enclave is the one the blob
-//! names (a different measurement, signer or product, or a lower ISVSVN than the blob's floor,
-//! each fails with its own error); then the key is derived and the blob authenticated.
+//! names (a different measurement, signer, product or debug mode, or another ISVSVN than the key
+//! can be derived for, each fails with its own error); then the key is derived and the blob
+//! authenticated. These early errors read the header before it is authenticated: they explain a
+//! refusal, while only a successful unseal proves anything.
+//!
+//! What survives what depends on the backend. On the simulated platform a signer-sealed blob
+//! opens in any later ISVSVN of the same signer and product (as EGETKEY allows). Gramine derives
+//! its keys at the enclave's current ISVSVN and the platform's current CPUSVN, so on Gramine any
+//! new release or microcode/TCB update makes older blobs unreadable: treat sealed state as a cache
+//! that the key broker can refill. Sealed blobs have no rollback protection: the host can put back
+//! an older blob this enclave sealed.
 
 use std::path::Path;
 
@@ -33,6 +42,7 @@ pub const HEADER_LEN: usize = 92;
 const TAG_LEN: usize = cloak_crypto::aead::TAG_LEN;
 const POLICY_MEASUREMENT: u8 = 1;
 const POLICY_SIGNER: u8 = 2;
+const FLAG_DEBUG: u8 = 0x01;
 
 /// Seals `plaintext` for this enclave under `policy`.
 pub fn seal(
@@ -108,6 +118,8 @@ pub fn unseal_file(platform: &dyn Platform, path: &Path) -> Result<Zeroizing<Vec
 
 struct Header {
     policy: KeyPolicy,
+    debug: bool,
+    isv_svn: u16,
     isv_prod_id: u16,
     identity: [u8; 32],
     key_id: [u8; 32],
@@ -116,13 +128,15 @@ struct Header {
 
 impl Header {
     fn new(policy: KeyPolicy, identity: &Identity, key_id: [u8; 32], nonce: [u8; 12]) -> Self {
-        let (bound, isv_prod_id) = match policy {
-            KeyPolicy::Measurement => (identity.mrenclave, 0),
-            KeyPolicy::Signer { .. } => (identity.mrsigner, identity.isv_prod_id),
+        let (bound, isv_svn) = match policy {
+            KeyPolicy::Measurement => (identity.mrenclave, identity.isv_svn),
+            KeyPolicy::Signer { isv_svn } => (identity.mrsigner, isv_svn),
         };
         Self {
             policy,
-            isv_prod_id,
+            debug: identity.debug,
+            isv_svn,
+            isv_prod_id: identity.isv_prod_id,
             identity: bound,
             key_id,
             nonce,
@@ -130,16 +144,16 @@ impl Header {
     }
 
     fn to_bytes(&self) -> [u8; HEADER_LEN] {
-        let (kind, svn) = match self.policy {
-            KeyPolicy::Measurement => (POLICY_MEASUREMENT, 0),
-            KeyPolicy::Signer { isv_svn } => (POLICY_SIGNER, isv_svn),
+        let kind = match self.policy {
+            KeyPolicy::Measurement => POLICY_MEASUREMENT,
+            KeyPolicy::Signer { .. } => POLICY_SIGNER,
         };
         let mut out = [0u8; HEADER_LEN];
         let mut w = Writer(&mut out);
         w.put(&MAGIC);
         w.put(&FORMAT_VERSION.to_be_bytes());
-        w.put(&[kind, 0]);
-        w.put(&svn.to_be_bytes());
+        w.put(&[kind, u8::from(self.debug)]);
+        w.put(&self.isv_svn.to_be_bytes());
         w.put(&self.isv_prod_id.to_be_bytes());
         w.put(&self.identity);
         w.put(&self.key_id);
@@ -156,24 +170,21 @@ impl Header {
         if version != FORMAT_VERSION {
             return Err(SealError::UnsupportedVersion(version));
         }
-        let [kind, reserved] = r.take::<2>();
-        if reserved != 0 {
-            return Err(SealError::Malformed("reserved byte is not zero"));
+        let [kind, flags] = r.take::<2>();
+        if flags & !FLAG_DEBUG != 0 {
+            return Err(SealError::Malformed("unknown flag bits"));
         }
-        let svn = u16::from_be_bytes(r.take());
+        let isv_svn = u16::from_be_bytes(r.take());
         let isv_prod_id = u16::from_be_bytes(r.take());
         let policy = match kind {
-            POLICY_MEASUREMENT if svn == 0 && isv_prod_id == 0 => KeyPolicy::Measurement,
-            POLICY_MEASUREMENT => {
-                return Err(SealError::Malformed(
-                    "measurement policy with signer fields",
-                ));
-            }
-            POLICY_SIGNER => KeyPolicy::Signer { isv_svn: svn },
+            POLICY_MEASUREMENT => KeyPolicy::Measurement,
+            POLICY_SIGNER => KeyPolicy::Signer { isv_svn },
             other => return Err(SealError::UnknownPolicy(other)),
         };
         Ok(Self {
             policy,
+            debug: flags & FLAG_DEBUG != 0,
+            isv_svn,
             isv_prod_id,
             identity: r.take(),
             key_id: r.take(),
@@ -183,24 +194,38 @@ impl Header {
 
     /// Whether `identity` is the enclave this blob is sealed to.
     fn check(&self, identity: &Identity) -> Result<(), SealError> {
-        match self.policy {
-            KeyPolicy::Measurement if identity.mrenclave != self.identity => {
-                Err(SealError::MeasurementMismatch)
-            }
-            KeyPolicy::Signer { .. }
-                if identity.mrsigner != self.identity
-                    || identity.isv_prod_id != self.isv_prod_id =>
-            {
-                Err(SealError::SignerMismatch)
-            }
-            KeyPolicy::Signer { isv_svn } if identity.isv_svn < isv_svn => {
-                Err(SealError::SvnDowngrade {
-                    sealed: isv_svn,
-                    current: identity.isv_svn,
-                })
-            }
-            _ => Ok(()),
+        let bound = match self.policy {
+            KeyPolicy::Measurement => identity.mrenclave,
+            KeyPolicy::Signer { .. } => identity.mrsigner,
+        };
+        if bound != self.identity {
+            return Err(match self.policy {
+                KeyPolicy::Measurement => SealError::MeasurementMismatch,
+                KeyPolicy::Signer { .. } => SealError::SignerMismatch,
+            });
         }
+        if identity.isv_prod_id != self.isv_prod_id {
+            return Err(SealError::ProductMismatch {
+                sealed: self.isv_prod_id,
+                current: identity.isv_prod_id,
+            });
+        }
+        if identity.debug != self.debug {
+            return Err(SealError::DebugMismatch);
+        }
+        if identity.isv_svn < self.isv_svn {
+            return Err(SealError::SvnDowngrade {
+                sealed: self.isv_svn,
+                current: identity.isv_svn,
+            });
+        }
+        if self.policy == KeyPolicy::Measurement && identity.isv_svn != self.isv_svn {
+            return Err(SealError::SvnMismatch {
+                sealed: self.isv_svn,
+                current: identity.isv_svn,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -237,9 +262,16 @@ impl Fields<'_> {
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    /// The blob was modified, or was sealed on another platform.
-    #[error("the sealed blob failed authentication: modified, or sealed on another platform")]
+    /// The blob was modified, sealed on another platform, or (on Gramine) sealed before an
+    /// update of the enclave or of the platform's TCB.
+    #[error(
+        "the sealed blob failed authentication: modified, sealed on another platform, or (on \
+         Gramine) sealed before an enclave or TCB update"
+    )]
     Authentication,
+    /// The blob was sealed by a debug enclave and this one is not, or the reverse.
+    #[error("the blob was sealed by an enclave of the other debug mode")]
+    DebugMismatch,
     /// Reading or writing the blob failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -261,6 +293,23 @@ pub enum SealError {
     /// The blob is sealed to another signer or product.
     #[error("the blob is sealed to another enclave signer or product (MRSIGNER, ISVPRODID)")]
     SignerMismatch,
+    /// The blob was sealed by another product (ISVPRODID).
+    #[error("the blob was sealed by product {sealed}; this enclave is product {current}")]
+    ProductMismatch {
+        /// The sealing enclave's ISVPRODID.
+        sealed: u16,
+        /// This enclave's.
+        current: u16,
+    },
+    /// A measurement-sealed blob from the same build at another ISVSVN (its key is specific to
+    /// the SVN).
+    #[error("the blob was sealed at ISVSVN {sealed}; this enclave has ISVSVN {current}")]
+    SvnMismatch {
+        /// The sealing enclave's ISVSVN.
+        sealed: u16,
+        /// This enclave's.
+        current: u16,
+    },
     /// The enclave's ISVSVN is below the blob's floor: a downgrade.
     #[error("the blob was sealed for ISVSVN {sealed} or later; this enclave has ISVSVN {current}")]
     SvnDowngrade {
@@ -285,11 +334,14 @@ impl SealError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Authentication => "seal-authentication",
+            Self::DebugMismatch => "debug-mismatch",
             Self::Io(_) => "io",
             Self::Malformed(_) => "malformed-sealed-blob",
             Self::MeasurementMismatch => "measurement-mismatch",
             Self::NotSealedBlob => "not-sealed-blob",
             Self::Platform(e) => e.code(),
+            Self::ProductMismatch { .. } => "product-mismatch",
+            Self::SvnMismatch { .. } => "svn-mismatch",
             Self::Random(_) => "random-failure",
             Self::SignerMismatch => "signer-mismatch",
             Self::SvnDowngrade { .. } => "svn-downgrade",

@@ -117,6 +117,42 @@ fn gramine_without_dcap_attestation_is_unsupported() {
 }
 
 #[test]
+fn gramine_evidence_must_be_an_sgx_quote_v3() {
+    let (dir, report_data) = replay_dir();
+    let platform = GraminePlatform::with_root(dir.path());
+    let quote = std::fs::read(dir.path().join("quote")).unwrap();
+    // A version-4 header, then a TDX TEE type, each with the right report data in place.
+    for (at, value) in [(0usize, 4u8), (4, 0x81)] {
+        let mut other = quote.clone();
+        other[at] = value;
+        std::fs::write(dir.path().join("quote"), &other).unwrap();
+        assert_eq!(
+            platform.evidence(&report_data).unwrap_err().code(),
+            "unsupported"
+        );
+    }
+    std::fs::write(dir.path().join("quote"), &quote).unwrap();
+    assert!(platform.evidence(&report_data).is_ok());
+}
+
+#[test]
+fn gramine_seal_keys_must_be_sixteen_bytes() {
+    let (dir, _) = replay_dir();
+    let platform = GraminePlatform::with_root(dir.path());
+    let request = KeyRequest {
+        policy: KeyPolicy::Measurement,
+        key_id: [0; 32],
+    };
+    for wrong in [&[0x11u8; 15][..], &[0x11u8; 17][..]] {
+        std::fs::write(dir.path().join("keys/_sgx_mrenclave"), wrong).unwrap();
+        assert_eq!(
+            platform.sealing_key(&request).unwrap_err().code(),
+            "platform-state"
+        );
+    }
+}
+
+#[test]
 fn gramine_replayed_evidence_verifies_with_the_real_collateral() {
     let (dir, report_data) = replay_dir();
     let evidence = GraminePlatform::with_root(dir.path())

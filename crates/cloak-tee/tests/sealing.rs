@@ -63,7 +63,10 @@ fn signer_sealed_data_survives_an_upgrade_but_not_a_downgrade() {
     other_product.isv_prod_id = 8;
     assert!(matches!(
         seal::unseal(&as_enclave(&dir, other_product), &blob),
-        Err(SealError::SignerMismatch)
+        Err(SealError::ProductMismatch {
+            sealed: 7,
+            current: 8
+        })
     ));
     let mut other_signer = enclave(3, 0xB3);
     other_signer.mrsigner = [0x6B; 32];
@@ -109,7 +112,50 @@ fn debug_and_production_builds_get_different_keys() {
     let blob = seal::seal(&production, KeyPolicy::Measurement, b"secret").unwrap();
     assert!(matches!(
         seal::unseal(&debug, &blob),
+        Err(SealError::DebugMismatch)
+    ));
+    // Forging the header's debug flag gets past the header check but not the key: the debug
+    // enclave's key differs, so the blob fails authentication.
+    let mut forged = blob.clone();
+    forged[11] = 1;
+    assert!(matches!(
+        seal::unseal(&debug, &forged),
         Err(SealError::Authentication)
+    ));
+}
+
+#[test]
+fn the_product_id_is_part_of_the_key_not_only_the_header() {
+    let (dir, _) = platform();
+    let blob = seal::seal(
+        &as_enclave(&dir, enclave(1, 0xE7)),
+        KeyPolicy::Measurement,
+        b"secret",
+    )
+    .unwrap();
+    // The same MRENCLAVE signed as another product, given a header forged to match it.
+    let mut product_8 = enclave(1, 0xE7);
+    product_8.isv_prod_id = 8;
+    let mut forged = blob.clone();
+    forged[15] = 8;
+    assert!(matches!(
+        seal::unseal(&as_enclave(&dir, product_8), &forged),
+        Err(SealError::Authentication)
+    ));
+}
+
+#[test]
+fn measurement_sealed_data_is_specific_to_the_products_svn() {
+    let (dir, _) = platform();
+    let svn1 = as_enclave(&dir, enclave(1, 0xE5));
+    let blob = seal::seal(&svn1, KeyPolicy::Measurement, b"secret").unwrap();
+    let svn2 = as_enclave(&dir, enclave(2, 0xE5));
+    assert!(matches!(
+        seal::unseal(&svn2, &blob),
+        Err(SealError::SvnMismatch {
+            sealed: 1,
+            current: 2
+        })
     ));
 }
 
@@ -126,8 +172,11 @@ fn every_header_field_is_checked_with_its_own_error() {
     assert_eq!(with(0, 0), "not-sealed-blob");
     assert_eq!(with(9, 2), "unsupported-version");
     assert_eq!(with(10, 9), "unknown-policy");
-    assert_eq!(with(11, 1), "malformed-sealed-blob");
-    assert_eq!(with(13, 1), "malformed-sealed-blob");
+    assert_eq!(with(11, 1), "debug-mismatch");
+    assert_eq!(with(11, 2), "malformed-sealed-blob");
+    assert_eq!(with(13, 2), "svn-downgrade");
+    assert_eq!(with(13, 0), "svn-mismatch");
+    assert_eq!(with(15, 8), "product-mismatch");
     assert_eq!(with(16, 0), "measurement-mismatch");
     assert_eq!(with(50, blob[50] ^ 1), "seal-authentication");
     assert_eq!(with(85, blob[85] ^ 1), "seal-authentication");

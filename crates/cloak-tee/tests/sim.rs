@@ -208,3 +208,20 @@ fn init_refuses_an_existing_platform_and_open_refuses_a_missing_one() {
     let empty = tempfile::tempdir().unwrap();
     assert!(SimPlatform::open(empty.path()).is_err());
 }
+
+#[test]
+fn private_keys_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, _platform) = platform(&SimConfig::up_to_date());
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let keys = dir.path().join("keys");
+    assert_eq!(mode(&keys), 0o700);
+    let mut files = 0;
+    for entry in std::fs::read_dir(&keys).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        files += 1;
+    }
+    assert_eq!(files, 7, "six signing keys and the platform secret");
+}

@@ -139,11 +139,11 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// An up-to-date platform, FMSPC `00906ED50000`, no advisories.
+    /// An up-to-date platform, FMSPC `51AA00000001` (no real platform's), no advisories.
     pub fn up_to_date() -> Self {
         Self {
             tcb_status: TcbStatusName::UpToDate,
-            fmspc: [0x00, 0x90, 0x6E, 0xD5, 0x00, 0x00],
+            fmspc: [0x51, 0xAA, 0x00, 0x00, 0x00, 0x01],
             advisories: Vec::new(),
         }
     }
@@ -263,7 +263,9 @@ impl SimPlatform {
                 dir.display()
             )));
         }
-        fs::create_dir_all(dir.join("keys"))?;
+        fs::create_dir_all(dir)?;
+        std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700)
+            .create(dir.join("keys"))?;
         let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
         let mut pkcs8 = Vec::new();
         for name in KEY_NAMES {
@@ -513,14 +515,21 @@ impl Platform for SimPlatform {
         })
     }
 
-    /// HKDF-SHA256 over the platform secret and the fields of an SGX KEYREQUEST that the policy
-    /// selects: KEYNAME (seal), KEYPOLICY, ISVSVN, CPUSVN, the debug attribute, MRENCLAVE or
-    /// MRSIGNER + ISVPRODID, and the key id. As with EGETKEY, a key for a higher ISVSVN than the
+    /// HKDF-SHA256 over the platform secret and the fields of an SGX KEYREQUEST: KEYNAME (seal),
+    /// KEYPOLICY, ISVSVN (the enclave's own for the measurement policy, the requested floor for
+    /// the signer policy), CPUSVN, the debug attribute, ISVPRODID, MRENCLAVE or MRSIGNER as the
+    /// policy selects, and the key id. As with EGETKEY, a key for a higher ISVSVN than the
     /// enclave's is refused.
     fn sealing_key(&self, request: &KeyRequest) -> Result<SealingKey, TeeError> {
         let id = &self.enclave;
         let (policy_bits, mrenclave, mrsigner, isv_prod_id, isv_svn) = match request.policy {
-            KeyPolicy::Measurement => (0x0001u16, id.mrenclave, [0u8; 32], 0, id.isv_svn),
+            KeyPolicy::Measurement => (
+                0x0001u16,
+                id.mrenclave,
+                [0u8; 32],
+                id.isv_prod_id,
+                id.isv_svn,
+            ),
             KeyPolicy::Signer { isv_svn } => {
                 if isv_svn > id.isv_svn {
                     return Err(TeeError::SvnTooHigh {
