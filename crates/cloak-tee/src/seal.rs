@@ -58,13 +58,13 @@ pub fn seal(
     let header = Header::new(policy, &identity, key_id, nonce);
     let key = platform.sealing_key(&KeyRequest { policy, key_id })?;
     let bytes = header.to_bytes();
-    let mut blob = bytes.to_vec();
-    blob.extend_from_slice(&cloak_crypto::aead::seal(
-        key.expose(),
-        nonce,
-        &bytes,
-        plaintext,
-    ));
+    let mut blob = Vec::with_capacity(
+        HEADER_LEN
+            .saturating_add(plaintext.len())
+            .saturating_add(TAG_LEN),
+    );
+    blob.extend_from_slice(&bytes);
+    cloak_crypto::aead::seal_append(key.expose(), nonce, &bytes, plaintext, &mut blob);
     Ok(blob)
 }
 
