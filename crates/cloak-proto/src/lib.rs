@@ -1,0 +1,23 @@
+//! Cloak's wire formats, with no transport: the [`tensor`] type every other crate passes
+//! around (a data type, a shape and little-endian bytes), and, as the server grows, the KServe v2
+//! inference protocol and the identity claims an enclave binds into its evidence.
+//!
+//! Everything here parses bytes from untrusted peers, so the crate runs under the parser lints:
+//! no `unwrap`, no indexing, no unchecked arithmetic.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+pub mod tensor;
