@@ -28,6 +28,9 @@ pub(crate) enum AttestCommand {
     /// Show the attestation evidence in an RA-TLS certificate and whether it binds the key;
     /// exit 0 if every evidence extension binds, 1 if one does not, 2 if unreadable
     InspectCert(InspectCertArgs),
+    /// Appraise a running Cloak server: its attested TLS certificate and a fresh attestation
+    /// for a nonce; exit 0 accepted, 1 rejected, 2 unreachable or bad usage
+    Server(Box<crate::remote::ServerArgs>),
 }
 
 /// Arguments of `cloak attest verify`.
@@ -42,12 +45,25 @@ pub(crate) struct VerifyArgs {
     /// Verify as of this time (Unix seconds) [default: now]
     #[arg(long, value_name = "UNIX_SECONDS")]
     at: Option<u64>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Require exactly this 64-byte report data (replaces the policy file's)
+    #[arg(long, value_name = "HEX")]
+    expect_report_data: Option<String>,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
+/// The appraisal policy, as every command that appraises evidence takes it.
+#[derive(Debug, Args)]
+pub(crate) struct PolicyArgs {
     /// Trust this root (DER) instead of the Intel SGX Root CA (or the policy's root)
     #[arg(long, value_name = "FILE.der")]
     trust_root: Option<PathBuf>,
     /// Appraisal policy (TOML); the flags below add to it [default: the strict policy]
-    #[arg(long, value_name = "FILE.toml")]
-    policy: Option<PathBuf>,
+    #[arg(long = "policy", value_name = "FILE.toml")]
+    policy_file: Option<PathBuf>,
     /// Also accept this TCB status (e.g. SWHardeningNeeded); repeatable
     #[arg(long = "allow-status", value_name = "NAME")]
     allow_status: Vec<String>,
@@ -63,12 +79,6 @@ pub(crate) struct VerifyArgs {
     /// Require this MRSIGNER (replaces the policy file's list)
     #[arg(long, value_name = "HEX")]
     expect_mrsigner: Option<String>,
-    /// Require exactly this 64-byte report data (replaces the policy file's)
-    #[arg(long, value_name = "HEX")]
-    expect_report_data: Option<String>,
-    /// Print one JSON object
-    #[arg(long)]
-    json: bool,
 }
 
 /// Arguments of `cloak attest inspect-cert`.
@@ -86,6 +96,7 @@ pub(crate) fn run(command: AttestCommand) -> Result<(), Reported> {
     match command {
         AttestCommand::Verify(args) => verify(&args),
         AttestCommand::InspectCert(args) => inspect_cert(&args),
+        AttestCommand::Server(args) => crate::remote::attest_server(&args),
     }
 }
 
@@ -124,7 +135,13 @@ struct Verdict {
 }
 
 fn verify(args: &VerifyArgs) -> Result<(), Reported> {
-    let policy = build_policy(args)?;
+    let mut policy = build_policy(&args.policy)?;
+    if let Some(hex) = &args.expect_report_data {
+        policy = policy.with_report_data(ReportData::from_bytes(hex_arg(
+            "--expect-report-data",
+            hex,
+        )?));
+    }
     let quote = read_quote(&args.quote)?;
     let collateral_bytes = read_input(&args.collateral, "collateral")?;
     let collateral = Collateral::from_json(&collateral_bytes).map_err(|e| {
@@ -253,7 +270,7 @@ fn print_verdict(verdict: &Verdict, as_json: bool) -> Result<(), Failure> {
 }
 
 /// Prints measurement fields one per line, strings unquoted.
-fn print_fields(fields: &serde_json::Map<String, Value>) -> Result<(), Failure> {
+pub(crate) fn print_fields(fields: &serde_json::Map<String, Value>) -> Result<(), Failure> {
     for (name, value) in fields {
         let shown = value
             .as_str()
@@ -264,8 +281,8 @@ fn print_fields(fields: &serde_json::Map<String, Value>) -> Result<(), Failure> 
 }
 
 /// The policy file (or the strict policy), with the command-line flags applied.
-fn build_policy(args: &VerifyArgs) -> Result<AppraisalPolicy, Failure> {
-    let mut policy = match &args.policy {
+pub(crate) fn build_policy(args: &PolicyArgs) -> Result<AppraisalPolicy, Failure> {
+    let mut policy = match &args.policy_file {
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| Failure::io("read policy", path, &e))?;
@@ -301,12 +318,6 @@ fn build_policy(args: &VerifyArgs) -> Result<AppraisalPolicy, Failure> {
     if let Some(hex) = &args.expect_mrsigner {
         let value = Measurement::from_bytes(hex_arg("--expect-mrsigner", hex)?);
         policy.sgx_identity_mut().mrsigner = Some(vec![value]);
-    }
-    if let Some(hex) = &args.expect_report_data {
-        policy = policy.with_report_data(ReportData::from_bytes(hex_arg(
-            "--expect-report-data",
-            hex,
-        )?));
     }
     Ok(policy)
 }

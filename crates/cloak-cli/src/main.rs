@@ -15,6 +15,8 @@ mod demo;
 mod failure;
 mod files;
 mod model;
+mod remote;
+mod serve;
 #[cfg(feature = "sim")]
 mod sim;
 
@@ -44,6 +46,12 @@ enum Command {
     /// Verify remote-attestation evidence (DCAP quotes, RA-TLS certificates)
     #[command(subcommand)]
     Attest(attest::AttestCommand),
+    /// Serve sealed models from inside the TEE: attested TLS, fresh attestation, the KServe v2 /
+    /// Triton protocol, metrics
+    Serve(Box<serve::ServeArgs>),
+    /// Appraise a Cloak server, then run one KServe v2 inference request on it; the request is
+    /// never sent to a server the policy rejects (exit 1)
+    Infer(Box<remote::InferArgs>),
     /// Create and drive a simulated SGX platform (for machines without SGX)
     #[cfg(feature = "sim")]
     #[command(subcommand)]
@@ -58,6 +66,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Model(command) => model::run(command),
         Command::Attest(command) => attest::run(command),
+        Command::Serve(args) => serve::run(&args),
+        Command::Infer(args) => remote::infer(&args),
         #[cfg(feature = "sim")]
         Command::Sim(command) => sim::run(command),
         Command::Demo(args) => demo::run(&args),

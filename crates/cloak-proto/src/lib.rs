@@ -20,4 +20,7 @@
     )
 )]
 
+pub mod attestation;
+pub mod identity;
+pub mod kserve;
 pub mod tensor;

@@ -318,7 +318,7 @@ macro_rules! numeric_element {
 }
 
 numeric_element!(
-    f32 => Fp32, f64 => Fp64,
+    half::f16 => Fp16, f32 => Fp32, f64 => Fp64,
     i8 => Int8, i16 => Int16, i32 => Int32, i64 => Int64,
     u8 => Uint8, u16 => Uint16, u32 => Uint32, u64 => Uint64,
 );

@@ -1,0 +1,508 @@
+//! Cloak's client side: appraise a server before sending it anything, then talk KServe v2 over
+//! the attested connection.
+//!
+//! A Cloak server's TLS certificate carries its attestation evidence. [`AttestedTls`] builds a
+//! rustls client configuration whose certificate verifier appraises that evidence with the
+//! attestation verifier and an [`AppraisalPolicy`] during the handshake, so no request byte
+//! leaves the client unless the policy accepts the enclave. Appraisal needs the quote's
+//! collateral; [`Client::bootstrap`] obtains it from the server's fresh attestation
+//! (`GET /v1/attestation?nonce=`) over a connection on which nothing but a random nonce is
+//! sent, verifies that attestation (fresh, from the same server instance, accepted by the
+//! policy) and returns a [`Client`] that opens fully attested connections.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), cloak_client::ClientError> {
+//! use cloak_attest::policy::AppraisalPolicy;
+//! let client = cloak_client::Client::bootstrap("https://enclave.example:8443", AppraisalPolicy::strict(), None).await?;
+//! println!("models: {:?}", client.server().claims().models);
+//! let response = client.post("/v2/models/resnet/infer", br#"{"inputs":[]}"#.to_vec(), None).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod appraise;
+mod tls;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cloak_attest::collateral::Collateral;
+use cloak_attest::policy::AppraisalPolicy;
+use cloak_proto::attestation::AttestationDocument;
+use cloak_proto::identity::ClaimsError;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+pub use appraise::{VerifiedServer, appraise_attestation, appraise_certificate};
+pub use tls::AttestedTls;
+
+/// How long connecting (TCP and TLS) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may take, response included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest response body read.
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+/// A client for one Cloak server, holding the policy and the collateral that its connections
+/// are appraised with.
+#[derive(Clone, Debug)]
+pub struct Client {
+    endpoint: Endpoint,
+    tls: AttestedTls,
+    server: VerifiedServer,
+    attestation: Option<AttestationDocument>,
+}
+
+impl Client {
+    /// Appraises the server at `url` (`https://host:port`).
+    ///
+    /// With `collateral`, the first connection is already fully attested. Without, a first
+    /// connection whose certificate must bind its key to *some* quote fetches a fresh
+    /// attestation for a random nonce (the only bytes sent before appraisal), whose relayed
+    /// collateral then appraises both the attestation and the certificate.
+    pub async fn bootstrap(
+        url: &str,
+        policy: AppraisalPolicy,
+        collateral: Option<Collateral>,
+    ) -> Result<Self, ClientError> {
+        let mut nonce = [0u8; 32];
+        getrandom::fill(&mut nonce).map_err(|e| ClientError::Io(e.to_string()))?;
+        Self::bootstrap_with_nonce(url, policy, collateral, &nonce).await
+    }
+
+    /// [`Client::bootstrap`] with a nonce of the caller's choosing (1 to 64 bytes), for
+    /// callers that record it.
+    pub async fn bootstrap_with_nonce(
+        url: &str,
+        policy: AppraisalPolicy,
+        collateral: Option<Collateral>,
+        nonce: &[u8],
+    ) -> Result<Self, ClientError> {
+        if nonce.is_empty() || nonce.len() > cloak_proto::attestation::MAX_NONCE_LEN {
+            return Err(ClientError::Url(format!(
+                "the nonce must be 1 to {} bytes",
+                cloak_proto::attestation::MAX_NONCE_LEN
+            )));
+        }
+        let endpoint = Endpoint::parse(url)?;
+        let (collateral, document, server) = match collateral {
+            Some(collateral) => {
+                let tls = AttestedTls::new(policy.clone(), collateral.clone());
+                let (mut connection, server) = connect(&endpoint, &tls).await?;
+                let document = fetch_attestation(&mut connection, &endpoint, nonce).await?;
+                let fresh = appraise_attestation(
+                    &document,
+                    &collateral,
+                    &policy,
+                    nonce,
+                    &server.claims().tls_spki_sha256,
+                    unix_now(),
+                )?;
+                (collateral, document, fresh)
+            }
+            None => {
+                let probe = AttestedTls::probe();
+                let (mut connection, certificate) = connect_probe(&endpoint, &probe).await?;
+                let document = fetch_attestation(&mut connection, &endpoint, nonce).await?;
+                let collateral_json = document.collateral_json().ok_or_else(|| {
+                    ClientError::Protocol(
+                        "the server relays no collateral; pass it explicitly".into(),
+                    )
+                })?;
+                let collateral = Collateral::from_json(collateral_json)
+                    .map_err(|e| ClientError::Protocol(format!("relayed collateral: {e}")))?;
+                let now = unix_now();
+                // The certificate of the connection the attestation came over, appraised in
+                // full now that the collateral is known.
+                let server = appraise_certificate(&certificate, &collateral, &policy, now)?;
+                appraise_attestation(
+                    &document,
+                    &collateral,
+                    &policy,
+                    nonce,
+                    &server.claims().tls_spki_sha256,
+                    now,
+                )?;
+                (collateral, document, server)
+            }
+        };
+        Ok(Self {
+            endpoint,
+            tls: AttestedTls::new(policy, collateral),
+            server,
+            attestation: Some(document),
+        })
+    }
+
+    /// The appraised server (from its certificate).
+    pub fn server(&self) -> &VerifiedServer {
+        &self.server
+    }
+
+    /// The fresh attestation fetched while bootstrapping.
+    pub fn attestation(&self) -> Option<&AttestationDocument> {
+        self.attestation.as_ref()
+    }
+
+    /// Sends `GET path` on a new attested connection.
+    pub async fn get(&self, path: &str) -> Result<HttpResponse, ClientError> {
+        self.send(Method::GET, path, Vec::new(), None).await
+    }
+
+    /// Sends `POST path` with `body` on a new attested connection; `header_len` is the KServe
+    /// binary extension's `Inference-Header-Content-Length`, if binary tensors follow the JSON.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        header_len: Option<usize>,
+    ) -> Result<HttpResponse, ClientError> {
+        self.send(Method::POST, path, body, header_len).await
+    }
+
+    /// Opens one attested connection for many requests (HTTP/1.1 keep-alive): the handshake
+    /// and the appraisal are paid once.
+    ///
+    /// Each connection is appraised in its own handshake; behind a load balancer it may reach
+    /// another replica, which the policy must then accept as well ([`Session::server`] says
+    /// which one it reached).
+    pub async fn session(&self) -> Result<Session, ClientError> {
+        let (connection, server) = connect(&self.endpoint, &self.tls).await?;
+        Ok(Session {
+            connection,
+            endpoint: self.endpoint.clone(),
+            server,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        header_len: Option<usize>,
+    ) -> Result<HttpResponse, ClientError> {
+        self.session()
+            .await?
+            .send(method, path, body, header_len)
+            .await
+    }
+}
+
+/// One attested connection to a server, reused request after request.
+#[derive(Debug)]
+pub struct Session {
+    connection: Connection,
+    endpoint: Endpoint,
+    server: VerifiedServer,
+}
+
+impl Session {
+    /// The server this connection appraised and accepted.
+    pub fn server(&self) -> &VerifiedServer {
+        &self.server
+    }
+
+    /// Sends `GET path`.
+    pub async fn get(&mut self, path: &str) -> Result<HttpResponse, ClientError> {
+        self.send(Method::GET, path, Vec::new(), None).await
+    }
+
+    /// Sends `POST path` with `body`; `header_len` as for [`Client::post`].
+    pub async fn post(
+        &mut self,
+        path: &str,
+        body: Vec<u8>,
+        header_len: Option<usize>,
+    ) -> Result<HttpResponse, ClientError> {
+        self.send(Method::POST, path, body, header_len).await
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        header_len: Option<usize>,
+    ) -> Result<HttpResponse, ClientError> {
+        request(
+            &mut self.connection,
+            &self.endpoint,
+            method,
+            path,
+            body,
+            header_len,
+        )
+        .await
+    }
+}
+
+/// A response: status, the KServe header length (if binary tensors follow), and the body.
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// `Inference-Header-Content-Length`, when present.
+    pub header_len: Option<usize>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// `host:port` of an `https://` URL.
+#[derive(Clone, Debug)]
+struct Endpoint {
+    host: String,
+    port: u16,
+    authority: String,
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> Result<Self, ClientError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| ClientError::Url(format!("{url}: {e}")))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(ClientError::Url(format!(
+                "{url}: Cloak servers speak attested TLS; use an https:// URL"
+            )));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::Url(format!("{url}: no host")))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        let authority = uri
+            .authority()
+            .map_or_else(|| host.clone(), ToString::to_string);
+        Ok(Self {
+            host,
+            port,
+            authority,
+        })
+    }
+}
+
+type Connection = SendRequest<Full<Bytes>>;
+
+async fn tls_stream(
+    endpoint: &Endpoint,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    let connecting = async {
+        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+            .await
+            .map_err(|e| ClientError::Io(format!("connect to {}: {e}", endpoint.authority)))?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+            .map_err(|e| ClientError::Url(format!("{}: {e}", endpoint.host)))?;
+        TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ClientError::Io(format!("TLS with {}: {e}", endpoint.authority)))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| ClientError::Io(format!("connecting to {} timed out", endpoint.authority)))?
+}
+
+async fn http1(
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+) -> Result<Connection, ClientError> {
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Io(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// A fully attested connection, and the server it appraised.
+async fn connect(
+    endpoint: &Endpoint,
+    tls: &AttestedTls,
+) -> Result<(Connection, VerifiedServer), ClientError> {
+    let (config, verdict) = tls.config();
+    let stream = tls_stream(endpoint, config).await;
+    // The verifier's own error says why a handshake was refused; prefer it to rustls's summary.
+    match (stream, verdict.take()) {
+        (Ok(stream), Some(Ok(server))) => Ok((http1(stream).await?, server)),
+        (_, Some(Err(refusal))) => Err(refusal),
+        (Err(e), _) => Err(e),
+        (Ok(_), None) => Err(ClientError::Certificate(
+            "the handshake appraised no certificate".into(),
+        )),
+    }
+}
+
+/// A connection whose certificate binds its key to a quote not yet appraised; returns the
+/// certificate too.
+async fn connect_probe(
+    endpoint: &Endpoint,
+    probe: &AttestedTls,
+) -> Result<(Connection, Vec<u8>), ClientError> {
+    let (config, verdict) = probe.config();
+    let stream = match (tls_stream(endpoint, config).await, verdict.take()) {
+        (_, Some(Err(refusal))) => return Err(refusal),
+        (stream, _) => stream?,
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| cert.to_vec())
+        .ok_or_else(|| ClientError::Certificate("the server sent no certificate".into()))?;
+    Ok((http1(stream).await?, certificate))
+}
+
+async fn fetch_attestation(
+    connection: &mut Connection,
+    endpoint: &Endpoint,
+    nonce: &[u8],
+) -> Result<AttestationDocument, ClientError> {
+    let path = format!("/v1/attestation?nonce={}", hex::encode(nonce));
+    let response = request(connection, endpoint, Method::GET, &path, Vec::new(), None).await?;
+    if response.status != StatusCode::OK {
+        return Err(ClientError::Server(
+            response.status.as_u16(),
+            String::from_utf8_lossy(&response.body).into_owned(),
+        ));
+    }
+    serde_json::from_slice(&response.body)
+        .map_err(|e| ClientError::Protocol(format!("attestation document: {e}")))
+}
+
+async fn request(
+    connection: &mut Connection,
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+    header_len: Option<usize>,
+) -> Result<HttpResponse, ClientError> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, &endpoint.authority);
+    if !body.is_empty() {
+        builder = builder.header(
+            hyper::header::CONTENT_TYPE,
+            if header_len.is_some() {
+                cloak_proto::kserve::CONTENT_TYPE_BINARY
+            } else {
+                cloak_proto::kserve::CONTENT_TYPE_JSON
+            },
+        );
+    }
+    if let Some(len) = header_len {
+        builder = builder.header(cloak_proto::kserve::HEADER_CONTENT_LENGTH, len);
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| ClientError::Url(e.to_string()))?;
+    let exchange = async {
+        connection
+            .ready()
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?;
+        let response = connection
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?;
+        let status = response.status();
+        let header_len = response
+            .headers()
+            .get(cloak_proto::kserve::HEADER_CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Io(format!("reading the response: {e}")))?
+            .to_bytes()
+            .to_vec();
+        Ok(HttpResponse {
+            status,
+            header_len,
+            body,
+        })
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| ClientError::Io("the request timed out".into()))?
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why a server was not accepted or could not be reached.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The quote does not bind the claims or the TLS key, or answers another nonce.
+    #[error("attestation binding: {0}")]
+    Binding(String),
+    /// The certificate carries no usable evidence.
+    #[error("server certificate: {0}")]
+    Certificate(String),
+    /// The identity claims do not parse.
+    #[error(transparent)]
+    Claims(#[from] ClaimsError),
+    /// Connecting or exchanging bytes failed.
+    #[error("{0}")]
+    Io(String),
+    /// The policy rejected the verified quote (code, message).
+    #[error("policy rejected the server ({0}): {1}")]
+    Policy(&'static str, String),
+    /// The server answered something that is not Cloak's protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The quote did not verify (code, message).
+    #[error("attestation rejected ({0}): {1}")]
+    Quote(&'static str, String),
+    /// The server answered an error (status, body).
+    #[error("the server answered {0}: {1}")]
+    Server(u16, String),
+    /// The URL is not usable.
+    #[error("URL: {0}")]
+    Url(String),
+}
+
+impl ClientError {
+    /// A stable code: the attestation reason where there is one.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Binding(_) => "binding-broken",
+            Self::Certificate(_) => "bad-certificate",
+            Self::Claims(e) => e.code(),
+            Self::Io(_) => "connection-failed",
+            Self::Policy(code, _) | Self::Quote(code, _) => code,
+            Self::Protocol(_) => "protocol-error",
+            Self::Server(..) => "server-error",
+            Self::Url(_) => "invalid-url",
+        }
+    }
+
+    /// Whether the server was refused on attestation grounds (as opposed to being unreachable
+    /// or answering an error).
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self,
+            Self::Binding(_)
+                | Self::Certificate(_)
+                | Self::Claims(_)
+                | Self::Policy(..)
+                | Self::Quote(..)
+        )
+    }
+}

@@ -1,0 +1,228 @@
+//! The rustls side: a server-certificate verifier that appraises the attestation evidence in a
+//! Cloak server's certificate during the handshake.
+//!
+//! This is the only module that touches `rustls::client::danger`. The certificate's trust
+//! comes from the quote that binds its key, not from a CA or a host name, so the verifier
+//! replaces webpki's chain and name checks with [`appraise_certificate`]; the handshake
+//! signature is still verified by rustls with the certificate's key, which proves the peer
+//! holds the attested key.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cloak_attest::collateral::Collateral;
+use cloak_attest::policy::AppraisalPolicy;
+use cloak_attest::ratls::{Carrier, RaTlsCertificate};
+use cloak_proto::identity::IdentityClaims;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::ClientError;
+use crate::appraise::{VerifiedServer, appraise_certificate};
+
+/// Builds rustls client configurations that appraise the server's attestation in the
+/// handshake: TLS 1.3 only, HTTP/1.1.
+#[derive(Clone)]
+pub struct AttestedTls {
+    mode: Mode,
+    provider: Arc<CryptoProvider>,
+}
+
+#[derive(Clone)]
+enum Mode {
+    /// Full appraisal.
+    Appraise(Arc<(AppraisalPolicy, Collateral)>),
+    /// Only checks that the certificate's key is bound by a quote over parseable claims; the
+    /// quote itself is appraised later, once collateral is known. Nothing but a nonce may be
+    /// sent on such a connection.
+    Probe,
+}
+
+impl AttestedTls {
+    /// Appraises every server certificate with `collateral` under `policy`.
+    pub fn new(policy: AppraisalPolicy, collateral: Collateral) -> Self {
+        Self {
+            mode: Mode::Appraise(Arc::new((policy, collateral))),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        }
+    }
+
+    pub(crate) fn probe() -> Self {
+        Self {
+            mode: Mode::Probe,
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        }
+    }
+
+    /// A configuration for one connection, and the slot its verifier reports into.
+    pub fn config(&self) -> (Arc<rustls::ClientConfig>, Verdict) {
+        let verdict = Verdict::default();
+        let verifier = Arc::new(Verifier {
+            mode: self.mode.clone(),
+            provider: Arc::clone(&self.provider),
+            verdict: verdict.clone(),
+        });
+        // The aws-lc-rs provider supports TLS 1.3 and its key exchanges, so this cannot fail.
+        #[allow(clippy::expect_used)]
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("aws-lc-rs supports TLS 1.3")
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        (Arc::new(config), verdict)
+    }
+}
+
+impl fmt::Debug for AttestedTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.mode {
+            Mode::Appraise(_) => "appraise",
+            Mode::Probe => "probe",
+        };
+        f.debug_struct("AttestedTls")
+            .field("mode", &mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the verifier concluded about the server of one connection.
+#[derive(Clone, Default)]
+pub struct Verdict(Arc<Mutex<Option<Result<VerifiedServer, ClientError>>>>);
+
+impl Verdict {
+    /// The appraisal (taken: a second call returns `None`).
+    pub fn take(&self) -> Option<Result<VerifiedServer, ClientError>> {
+        self.0.lock().map_or(None, |mut slot| slot.take())
+    }
+
+    fn set(&self, result: Result<VerifiedServer, ClientError>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(result);
+        }
+    }
+}
+
+impl fmt::Debug for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Verdict")
+    }
+}
+
+struct Verifier {
+    mode: Mode,
+    provider: Arc<CryptoProvider>,
+    verdict: Verdict,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cloak_client::Verifier")
+    }
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let result = match &self.mode {
+            Mode::Appraise(appraisal) => {
+                let (policy, collateral) = &**appraisal;
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                appraise_certificate(end_entity, collateral, policy, now).map(Some)
+            }
+            Mode::Probe => probe(end_entity).map(|()| None),
+        };
+        match result {
+            Ok(server) => {
+                if let Some(server) = server {
+                    self.verdict.set(Ok(server));
+                }
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(refusal) => {
+                let message = refusal.to_string();
+                self.verdict.set(Err(refusal));
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(Refused(message)))),
+                ))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // The configuration allows TLS 1.3 only.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The certificate's key is bound by its quote to claims that parse (the quote itself is not
+/// yet appraised).
+fn probe(certificate: &[u8]) -> Result<(), ClientError> {
+    let certificate = RaTlsCertificate::parse(certificate)
+        .map_err(|e| ClientError::Certificate(e.to_string()))?;
+    let evidence = certificate
+        .evidence()
+        .iter()
+        .find(|e| e.carrier() == Carrier::TcgDiceTaggedEvidence)
+        .ok_or_else(|| {
+            ClientError::Certificate("no TCG DICE tagged evidence (not a Cloak server)".into())
+        })?;
+    if !evidence.binding().holds() {
+        return Err(ClientError::Binding(format!("{:?}", evidence.binding())));
+    }
+    let claims = evidence
+        .claims()
+        .ok_or_else(|| ClientError::Certificate("the evidence has no claims".into()))?;
+    IdentityClaims::from_cbor(claims.raw())?;
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Refused(String);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attestation refused: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}

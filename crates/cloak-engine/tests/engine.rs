@@ -1,0 +1,340 @@
+//! The engine over small ONNX models built in memory: every data type, several inputs and
+//! outputs, dynamic dimensions, sharing across threads, and every way a request can be wrong.
+
+mod support;
+
+use cloak_engine::{Dim, Engine, EngineError, PreparedModel};
+use cloak_proto::tensor::{DataType, Tensor};
+use support::{D, Elem, model, node, value};
+
+/// `y = x + x` (or `y = not x` for BOOL) over `[batch, 3]`.
+fn doubling(elem: Elem) -> PreparedModel {
+    let op = if elem == Elem::Bool { "Not" } else { "Add" };
+    let inputs: &[&str] = if elem == Elem::Bool {
+        &["x"]
+    } else {
+        &["x", "x"]
+    };
+    let onnx = model(
+        vec![node(op, inputs, &["y"])],
+        vec![value("x", elem, &[D::Named("batch"), D::Fixed(3)])],
+        vec![value("y", elem, &[D::Named("batch"), D::Fixed(3)])],
+    );
+    Engine::new().load("doubling", &onnx).unwrap()
+}
+
+fn run_one(model: &PreparedModel, input: Tensor) -> Tensor {
+    let mut outputs = model.session().run(vec![("x".to_owned(), input)]).unwrap();
+    assert_eq!(outputs.len(), 1);
+    let (name, tensor) = outputs.remove(0);
+    assert_eq!(name, "y");
+    tensor
+}
+
+#[test]
+fn every_data_type_computes_with_its_own_type() {
+    macro_rules! check {
+        ($elem:expr, $dtype:expr, $t:ty, [$($v:expr),*]) => {{
+            let model = doubling($elem);
+            assert_eq!(model.inputs()[0].dtype(), $dtype);
+            assert_eq!(model.outputs()[0].dtype(), $dtype);
+            let values: Vec<$t> = vec![$($v),*];
+            let out = run_one(&model, Tensor::from_values(vec![2, 3], &values).unwrap());
+            assert_eq!(out.dtype(), $dtype);
+            assert_eq!(out.shape(), [2, 3]);
+            let expected: Vec<$t> = values.iter().map(|v| *v + *v).collect();
+            assert_eq!(out.to_values::<$t>().unwrap(), expected);
+        }};
+    }
+    check!(
+        Elem::Float,
+        DataType::Fp32,
+        f32,
+        [0.5, -1.25, 3.0, 1e-3, -0.0, 7.5]
+    );
+    check!(
+        Elem::Double,
+        DataType::Fp64,
+        f64,
+        [0.1, -2.5, 1e100, 3.0, 4.0, -5.0]
+    );
+    check!(Elem::Int8, DataType::Int8, i8, [1, -2, 3, -4, 63, -64]);
+    check!(Elem::Int16, DataType::Int16, i16, [1, -2, 300, -4000, 5, 6]);
+    check!(Elem::Int32, DataType::Int32, i32, [1, -2, 70_000, -4, 5, 6]);
+    check!(
+        Elem::Int64,
+        DataType::Int64,
+        i64,
+        [1, -2, 1 << 40, -4, 5, 6]
+    );
+    check!(Elem::Uint8, DataType::Uint8, u8, [0, 1, 2, 100, 127, 3]);
+    check!(Elem::Uint16, DataType::Uint16, u16, [0, 1, 2, 30_000, 5, 3]);
+    check!(
+        Elem::Uint32,
+        DataType::Uint32,
+        u32,
+        [0, 1, 2, 1 << 30, 5, 3]
+    );
+    check!(
+        Elem::Uint64,
+        DataType::Uint64,
+        u64,
+        [0, 1, 2, 1 << 62, 5, 3]
+    );
+
+    // FP16 and BOOL have no arithmetic in Rust's std: compare bytes.
+    let model = doubling(Elem::Float16);
+    assert_eq!(model.inputs()[0].dtype(), DataType::Fp16);
+    let halves: Vec<u8> = [0.5f32, -1.25, 3.0, 2.0, -0.0, 7.5]
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect();
+    let out = run_one(
+        &model,
+        Tensor::new(DataType::Fp16, vec![2, 3], halves).unwrap(),
+    );
+    assert_eq!(out.dtype(), DataType::Fp16);
+    let doubled: Vec<f32> = out
+        .data()
+        .chunks(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect();
+    assert_eq!(doubled, [1.0, -2.5, 6.0, 4.0, -0.0, 15.0]);
+
+    let model = doubling(Elem::Bool);
+    let out = run_one(
+        &model,
+        Tensor::from_values(vec![2, 3], &[true, false, true, true, false, false]).unwrap(),
+    );
+    assert_eq!(
+        out.to_values::<bool>().unwrap(),
+        [false, true, false, false, true, true]
+    );
+}
+
+/// `sum = a + b`, `product = a * b` over `[batch, 4]` FP32.
+fn two_in_two_out() -> PreparedModel {
+    let shape = [D::Named("batch"), D::Fixed(4)];
+    let onnx = model(
+        vec![
+            node("Add", &["a", "b"], &["sum"]),
+            node("Mul", &["a", "b"], &["product"]),
+        ],
+        vec![
+            value("a", Elem::Float, &shape),
+            value("b", Elem::Float, &shape),
+        ],
+        vec![
+            value("sum", Elem::Float, &shape),
+            value("product", Elem::Float, &shape),
+        ],
+    );
+    Engine::new().load("arith", &onnx).unwrap()
+}
+
+fn rows(batch: usize, offset: f32) -> Tensor {
+    let values: Vec<f32> = (0..batch * 4).map(|i| i as f32 + offset).collect();
+    Tensor::from_values(vec![batch, 4], &values).unwrap()
+}
+
+#[test]
+fn signature_reports_names_types_and_dynamic_dimensions() {
+    let model = two_in_two_out();
+    let names: Vec<&str> = model.inputs().iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let names: Vec<&str> = model.outputs().iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["sum", "product"]);
+    assert_eq!(
+        model.inputs()[0].shape(),
+        [Dim::Dynamic("batch".to_owned()), Dim::Fixed(4)]
+    );
+    assert_eq!(model.inputs()[0].kserve_shape(), [-1, 4]);
+    assert_eq!(model.outputs()[1].kserve_shape(), [-1, 4]);
+}
+
+#[test]
+fn several_inputs_and_outputs_at_any_batch_size() {
+    let model = two_in_two_out();
+    for batch in [1, 3, 8] {
+        let outputs = model
+            .session()
+            .run(vec![
+                ("b".to_owned(), rows(batch, 1.0)),
+                ("a".to_owned(), rows(batch, 0.0)),
+            ])
+            .unwrap();
+        let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["sum", "product"], "outputs in model order");
+        let sum = outputs[0].1.to_values::<f32>().unwrap();
+        let product = outputs[1].1.to_values::<f32>().unwrap();
+        for i in 0..batch * 4 {
+            let (a, b) = (i as f32, i as f32 + 1.0);
+            assert_eq!(sum[i], a + b);
+            assert_eq!(product[i], a * b);
+        }
+        assert_eq!(outputs[0].1.shape(), [batch, 4]);
+    }
+}
+
+#[test]
+fn one_prepared_model_serves_many_threads_at_once() {
+    let model = two_in_two_out();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let model = model.clone();
+            std::thread::spawn(move || {
+                let mut session = model.session();
+                for round in 0..50 {
+                    let offset = (t * 100 + round) as f32;
+                    let out = session
+                        .run(vec![
+                            ("a".to_owned(), rows(2, offset)),
+                            ("b".to_owned(), rows(2, 0.0)),
+                        ])
+                        .unwrap();
+                    let sum = out[0].1.to_values::<f32>().unwrap();
+                    assert_eq!(sum[0], offset);
+                    assert_eq!(sum[7], offset + 14.0);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
+fn every_malformed_request_gets_its_own_error() {
+    let model = two_in_two_out();
+    let run = |inputs: Vec<(&str, Tensor)>| {
+        model
+            .session()
+            .run(inputs.into_iter().map(|(n, t)| (n.to_owned(), t)).collect())
+            .unwrap_err()
+    };
+    let ints = Tensor::from_values(vec![1, 4], &[1i32, 2, 3, 4]).unwrap();
+
+    let err = run(vec![("a", rows(1, 0.0))]);
+    assert_eq!(err, EngineError::MissingInput("b".to_owned()));
+    let err = run(vec![
+        ("a", rows(1, 0.0)),
+        ("b", rows(1, 0.0)),
+        ("c", rows(1, 0.0)),
+    ]);
+    assert_eq!(err, EngineError::UnknownInput("c".to_owned()));
+    let err = run(vec![("a", rows(1, 0.0)), ("a", rows(1, 0.0))]);
+    assert_eq!(err, EngineError::DuplicateInput("a".to_owned()));
+    let err = run(vec![("a", ints), ("b", rows(1, 0.0))]);
+    assert_eq!(
+        err,
+        EngineError::TypeMismatch {
+            input: "a".to_owned(),
+            expected: DataType::Fp32,
+            actual: DataType::Int32
+        }
+    );
+    let three_wide = Tensor::from_values(vec![1, 3], &[1f32, 2.0, 3.0]).unwrap();
+    let err = run(vec![("a", three_wide), ("b", rows(1, 0.0))]);
+    assert_eq!(err.code(), "shape-mismatch");
+    assert_eq!(
+        err.to_string(),
+        "input a: shape [1, 3] does not fit the model's [batch, 4]"
+    );
+    let flat = Tensor::from_values(vec![4], &[1f32, 2.0, 3.0, 4.0]).unwrap();
+    assert_eq!(
+        run(vec![("a", flat), ("b", rows(1, 0.0))]).code(),
+        "shape-mismatch"
+    );
+    let err = run(vec![("a", rows(2, 0.0)), ("b", rows(3, 0.0))]);
+    assert_eq!(
+        err,
+        EngineError::DimensionConflict {
+            input: "b".to_owned(),
+            dimension: "batch".to_owned(),
+            value: 3,
+            earlier: 2
+        }
+    );
+    for err in [
+        EngineError::MissingInput(String::new()),
+        EngineError::DimensionConflict {
+            input: String::new(),
+            dimension: String::new(),
+            value: 0,
+            earlier: 0,
+        },
+    ] {
+        assert!(err.is_client_error());
+    }
+}
+
+#[test]
+fn a_session_survives_a_refused_request() {
+    let model = two_in_two_out();
+    let mut session = model.session();
+    assert!(session.run(vec![("a".to_owned(), rows(1, 0.0))]).is_err());
+    let out = session
+        .run(vec![
+            ("a".to_owned(), rows(1, 0.0)),
+            ("b".to_owned(), rows(1, 0.0)),
+        ])
+        .unwrap();
+    assert_eq!(out[0].1.to_values::<f32>().unwrap(), [0.0, 2.0, 4.0, 6.0]);
+}
+
+#[test]
+fn models_that_do_not_load_say_why() {
+    let err = Engine::new()
+        .load("junk", b"not an onnx model")
+        .unwrap_err();
+    assert_eq!(err.code(), "model-load-failed");
+
+    let onnx = model(
+        vec![node("NoSuchOperator", &["x"], &["y"])],
+        vec![value("x", Elem::Float, &[D::Fixed(1)])],
+        vec![value("y", Elem::Float, &[D::Fixed(1)])],
+    );
+    let err = Engine::new().load("unknown-op", &onnx).unwrap_err();
+    assert_eq!(err.code(), "model-load-failed");
+    assert!(err.to_string().contains("NoSuchOperator"), "{err}");
+
+    let onnx = model(
+        vec![node("Identity", &["x"], &["y"])],
+        vec![value("x", Elem::String, &[D::Fixed(1)])],
+        vec![value("y", Elem::String, &[D::Fixed(1)])],
+    );
+    let err = Engine::new().load("strings", &onnx).unwrap_err();
+    assert_eq!(err.code(), "unsupported-type", "{err}");
+}
+
+#[test]
+fn debug_output_names_the_model_not_its_weights() {
+    let model = two_in_two_out();
+    let shown = format!("{model:?} {:?}", model.session());
+    assert!(shown.contains("arith"), "{shown}");
+}
+
+#[test]
+fn plans_compiled_per_shape_stay_correct_past_the_cache_bound() {
+    let model = two_in_two_out();
+    let mut session = model.session();
+    // More distinct batch sizes than plans are kept, then the first again.
+    for batch in (1..=20).chain([1, 7]) {
+        let out = session
+            .run(vec![
+                ("a".to_owned(), rows(batch, 1.0)),
+                ("b".to_owned(), rows(batch, 0.0)),
+            ])
+            .unwrap();
+        assert_eq!(out[0].1.shape()[0], batch);
+        let expected: Vec<f32> = rows(batch, 1.0)
+            .to_values::<f32>()
+            .unwrap()
+            .iter()
+            .zip(rows(batch, 0.0).to_values::<f32>().unwrap())
+            .map(|(a, b)| a + b)
+            .collect();
+        assert_eq!(out[0].1.to_values::<f32>().unwrap(), expected);
+    }
+}

@@ -1,0 +1,87 @@
+//! Builds small ONNX models in memory (tract's protobuf types, encoded with prost), so the
+//! engine's tests need no Python and no files.
+
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+pub mod reference;
+
+use prost::Message;
+use tract_onnx::pb::tensor_proto::DataType as OnnxType;
+use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
+use tract_onnx::pb::type_proto;
+use tract_onnx::pb::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
+};
+
+pub use tract_onnx::pb::tensor_proto::DataType as Elem;
+
+/// A dimension: a fixed size or a named dynamic one.
+pub enum D {
+    Fixed(i64),
+    Named(&'static str),
+}
+
+pub fn value(name: &str, elem: OnnxType, dims: &[D]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            denotation: String::new(),
+            value: Some(match d {
+                D::Fixed(n) => dimension::Value::DimValue(*n),
+                D::Named(s) => dimension::Value::DimParam((*s).to_owned()),
+            }),
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.to_owned(),
+        r#type: Some(TypeProto {
+            denotation: String::new(),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+        }),
+        doc_string: String::new(),
+    }
+}
+
+pub fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+        output: outputs.iter().map(|s| (*s).to_owned()).collect(),
+        name: format!("{op}_{}", outputs.first().copied().unwrap_or("")),
+        op_type: op.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn with_attribute(mut node: NodeProto, attribute: AttributeProto) -> NodeProto {
+    node.attribute.push(attribute);
+    node
+}
+
+/// An ONNX model (IR 8, opset 17) of `nodes` from `inputs` to `outputs`, as bytes.
+pub fn model(
+    nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+) -> Vec<u8> {
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "cloak-engine tests".to_owned(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "test".to_owned(),
+            input: inputs,
+            output: outputs,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}

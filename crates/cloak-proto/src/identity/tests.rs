@@ -1,0 +1,187 @@
+use super::*;
+
+fn claims() -> IdentityClaims {
+    IdentityClaims {
+        tls_spki_sha256: [0x11; 32],
+        hpke_key_config: vec![0x01, 0x00, 0x20],
+        receipt_public_key: vec![0x30, 0x59],
+        server_version: "0.1.0".to_owned(),
+        platform: "sim".to_owned(),
+        models: vec![
+            ModelClaim {
+                name: "resnet".to_owned(),
+                bytes: 1 << 20,
+                sha256: [0xAA; 32],
+            },
+            ModelClaim {
+                name: "bert".to_owned(),
+                bytes: 42,
+                sha256: [0xBB; 32],
+            },
+        ],
+        nonce: None,
+    }
+}
+
+fn keys(cbor: &[u8]) -> Vec<String> {
+    let Value::Map(entries) = ciborium::from_reader(cbor).unwrap() else {
+        panic!("not a map")
+    };
+    entries
+        .into_iter()
+        .map(|(k, _)| k.into_text().unwrap())
+        .collect()
+}
+
+#[test]
+fn claims_round_trip_with_models_sorted_by_name() {
+    let mut original = claims();
+    let decoded = IdentityClaims::from_cbor(&original.to_cbor()).unwrap();
+    original.models.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(decoded, original);
+    assert_eq!(decoded.models[0].name, "bert");
+
+    original.nonce = Some(vec![7; 32]);
+    assert_eq!(
+        IdentityClaims::from_cbor(&original.to_cbor()).unwrap(),
+        original
+    );
+}
+
+#[test]
+fn the_encoding_is_deterministic_cbor() {
+    let mut c = claims();
+    c.nonce = Some(vec![1]);
+    let cbor = c.to_cbor();
+    assert_eq!(
+        keys(&cbor),
+        [
+            "nonce",
+            "models",
+            "platform",
+            "pubkey-hash",
+            "receipt-key",
+            "cloak-identity",
+            "server-version",
+            "hpke-key-config"
+        ]
+    );
+    // The model order in the input does not change the bytes.
+    let mut reversed = c.clone();
+    reversed.models.reverse();
+    assert_eq!(reversed.to_cbor(), cbor);
+}
+
+#[test]
+fn pubkey_hash_has_the_interoperable_ra_tls_layout() {
+    let cbor = claims().to_cbor();
+    // "pubkey-hash" then bstr(36) of [1, bstr(32)], as Gramine writes it.
+    let mut expected = vec![0x6B];
+    expected.extend_from_slice(b"pubkey-hash");
+    expected.extend_from_slice(&[0x58, 0x24, 0x82, 0x01, 0x58, 0x20]);
+    expected.extend_from_slice(&[0x11; 32]);
+    assert!(
+        cbor.windows(expected.len()).any(|w| w == expected),
+        "pubkey-hash layout"
+    );
+}
+
+#[test]
+fn report_data_is_sha512_of_the_bytes() {
+    let cbor = claims().to_cbor();
+    assert_eq!(
+        IdentityClaims::report_data(&cbor),
+        cloak_crypto::hash::sha512(&cbor)
+    );
+}
+
+/// The claims map with one entry replaced (`None` removes it).
+fn edited(key: &str, value: Option<Value>) -> Vec<u8> {
+    let Value::Map(mut entries) = ciborium::from_reader(&claims().to_cbor()[..]).unwrap() else {
+        panic!()
+    };
+    entries.retain(|(k, _)| k.as_text() != Some(key));
+    if let Some(value) = value {
+        entries.push((Value::Text(key.to_owned()), value));
+    }
+    encode(&Value::Map(entries))
+}
+
+#[test]
+fn every_required_claim_is_required() {
+    for key in [
+        "cloak-identity",
+        "hpke-key-config",
+        "models",
+        "platform",
+        "pubkey-hash",
+        "receipt-key",
+        "server-version",
+    ] {
+        let err = IdentityClaims::from_cbor(&edited(key, None)).unwrap_err();
+        assert_eq!(err, ClaimsError::Missing(key), "{key}");
+    }
+}
+
+#[test]
+fn malformed_claims_are_refused_with_reasons() {
+    let err = |bytes: Vec<u8>| IdentityClaims::from_cbor(&bytes).unwrap_err();
+    assert_eq!(
+        err(edited("cloak-identity", Some(Value::Text("v2".into())))),
+        ClaimsError::UnsupportedVersion("v2".into())
+    );
+    assert_eq!(
+        err(edited("platform", Some(Value::Integer(1.into())))).code(),
+        "malformed-claims"
+    );
+    let sha384 = encode(&Value::Array(vec![
+        Value::Integer(7.into()),
+        Value::Bytes(vec![0; 48]),
+    ]));
+    assert_eq!(
+        err(edited("pubkey-hash", Some(Value::Bytes(sha384)))).code(),
+        "malformed-claims"
+    );
+    let short = encode(&Value::Array(vec![
+        Value::Integer(1.into()),
+        Value::Bytes(vec![0; 31]),
+    ]));
+    assert_eq!(
+        err(edited("pubkey-hash", Some(Value::Bytes(short)))).code(),
+        "malformed-claims"
+    );
+    let bad_model = Value::Array(vec![Value::Map(vec![(
+        Value::Text("name".into()),
+        Value::Text("m".into()),
+    )])]);
+    assert_eq!(
+        err(edited("models", Some(bad_model))),
+        ClaimsError::Missing("models.bytes")
+    );
+    // A duplicated key.
+    let Value::Map(mut entries) = ciborium::from_reader(&claims().to_cbor()[..]).unwrap() else {
+        panic!()
+    };
+    entries.push((
+        Value::Text("platform".into()),
+        Value::Text("gramine".into()),
+    ));
+    assert_eq!(err(encode(&Value::Map(entries))).code(), "malformed-claims");
+    assert_eq!(err(b"\xff".to_vec()).code(), "malformed-claims");
+    assert_eq!(
+        err(encode(&Value::Array(vec![]))).code(),
+        "malformed-claims"
+    );
+    assert_eq!(
+        err(vec![0; MAX_CLAIMS_LEN + 1]),
+        ClaimsError::TooLarge(MAX_CLAIMS_LEN + 1)
+    );
+}
+
+#[test]
+fn unknown_claims_are_ignored() {
+    let bytes = edited("future-claim", Some(Value::Text("x".into())));
+    let mut expected = claims();
+    expected.models.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(IdentityClaims::from_cbor(&bytes).unwrap(), expected);
+}

@@ -1,0 +1,242 @@
+//! The server's identity: keys made inside the enclave at start, the claims that describe them,
+//! and the evidence that binds those claims to the enclave.
+//!
+//! At start the server generates a TLS key (ECDSA P-256), an HPKE key (X25519, HKDF-SHA256,
+//! AES-256-GCM, as an RFC 9458 key configuration) and a receipt-signing key (ECDSA P-256). The
+//! identity claims ([`cloak_proto::identity`]) name their public halves and every loaded model;
+//! the platform quotes `SHA-512(claims)`; and the TLS certificate carries quote and claims in the
+//! TCG DICE tagged-evidence extension, so a client appraises the enclave before it sends a byte.
+//! `GET /v1/attestation?nonce=` answers with a fresh quote over the same claims plus the nonce.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ciborium::Value;
+use cloak_proto::attestation::AttestationDocument;
+use cloak_proto::identity::{IdentityClaims, ModelClaim};
+use cloak_tee::{Platform, TeeError};
+use rcgen::{
+    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use zeroize::Zeroizing;
+
+/// The TCG DICE tagged-evidence extension, 2.23.133.5.4.9.
+const OID_DICE_TAGGED_EVIDENCE: &[u64] = &[2, 23, 133, 5, 4, 9];
+/// CBOR tag for an Intel TEE quote in DICE tagged evidence (Interoperable RA-TLS).
+const CBOR_TAG_INTEL_QUOTE: u64 = 60_000;
+/// The HPKE key's id in its key configuration.
+const HPKE_KEY_ID: u8 = 1;
+/// HPKE identifiers (RFC 9180 §7): DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM.
+const HPKE_KEM_X25519_SHA256: u16 = 0x0020;
+const HPKE_KDF_HKDF_SHA256: u16 = 0x0001;
+const HPKE_AEAD_AES_256_GCM: u16 = 0x0002;
+
+/// The server's HPKE private key.
+pub type HpkePrivateKey = <hpke::kem::X25519HkdfSha256 as hpke::Kem>::PrivateKey;
+
+/// Where relayed collateral comes from.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub enum CollateralSource {
+    /// The platform's evidence carries it (the simulated platform).
+    Platform,
+    /// A file the host keeps fresh (dcap-qvl `QuoteCollateralV3` JSON), read on each request.
+    /// It needs no trust: it is signed by Intel's PKI and the client verifies it.
+    File(PathBuf),
+    /// None: clients bring their own.
+    None,
+}
+
+/// The server's keys, claims and certificate.
+pub struct ServerIdentity {
+    platform: Arc<dyn Platform>,
+    collateral: CollateralSource,
+    claims: IdentityClaims,
+    certificate: CertificateDer<'static>,
+    tls_key_pkcs8: Zeroizing<Vec<u8>>,
+    hpke_key: HpkePrivateKey,
+    receipt_key_pkcs8: Zeroizing<Vec<u8>>,
+}
+
+impl ServerIdentity {
+    /// Generates the keys, quotes the claims and issues the attested TLS certificate.
+    pub fn create(
+        platform: Arc<dyn Platform>,
+        collateral: CollateralSource,
+        models: Vec<ModelClaim>,
+        hostnames: &[String],
+    ) -> Result<Self, IdentityError> {
+        let tls_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let receipt_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let (hpke_key, hpke_public) = <hpke::kem::X25519HkdfSha256 as hpke::Kem>::gen_keypair();
+        let hpke_key_config = key_config(&hpke::Serializable::to_bytes(&hpke_public));
+        let claims = IdentityClaims {
+            tls_spki_sha256: cloak_crypto::hash::sha256(&tls_key.subject_public_key_info()),
+            hpke_key_config,
+            receipt_public_key: receipt_key.subject_public_key_info(),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            platform: platform.kind().name().to_owned(),
+            models,
+            nonce: None,
+        };
+        let claims_cbor = claims.to_cbor();
+        let evidence = platform.evidence(&IdentityClaims::report_data(&claims_cbor))?;
+        let certificate = certificate(&tls_key, hostnames, &evidence.quote, &claims_cbor)?;
+        Ok(Self {
+            platform,
+            collateral,
+            claims,
+            certificate,
+            tls_key_pkcs8: Zeroizing::new(tls_key.serialize_der()),
+            hpke_key,
+            receipt_key_pkcs8: Zeroizing::new(receipt_key.serialize_der()),
+        })
+    }
+
+    /// The claims (without a nonce).
+    pub fn claims(&self) -> &IdentityClaims {
+        &self.claims
+    }
+
+    /// The attested TLS certificate (DER).
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.certificate
+    }
+
+    /// The HPKE private key whose public half the claims' key configuration carries (for
+    /// encrypted requests).
+    pub fn hpke_private_key(&self) -> &HpkePrivateKey {
+        &self.hpke_key
+    }
+
+    /// The receipt-signing key (PKCS#8), for signing receipts.
+    pub fn receipt_key_pkcs8(&self) -> &[u8] {
+        &self.receipt_key_pkcs8
+    }
+
+    /// A rustls server configuration serving the attested certificate: TLS 1.3 only, HTTP/2
+    /// and HTTP/1.1 by ALPN.
+    pub fn tls_config(&self) -> Result<Arc<rustls::ServerConfig>, IdentityError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.tls_key_pkcs8.to_vec()));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(vec![self.certificate.clone()], key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// A fresh attestation over the claims and `nonce` (blocking: the platform signs a quote).
+    pub fn attest(&self, nonce: &[u8]) -> Result<AttestationDocument, IdentityError> {
+        let mut claims = self.claims.clone();
+        claims.nonce = Some(nonce.to_vec());
+        let claims_cbor = claims.to_cbor();
+        let evidence = self
+            .platform
+            .evidence(&IdentityClaims::report_data(&claims_cbor))?;
+        let collateral = match &self.collateral {
+            CollateralSource::Platform => evidence.collateral,
+            CollateralSource::File(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| IdentityError::Collateral(format!("{}: {e}", path.display())))?,
+            ),
+            CollateralSource::None => None,
+        };
+        AttestationDocument::new(
+            self.platform.kind().name(),
+            evidence.quote,
+            claims_cbor,
+            collateral.as_deref(),
+        )
+        .map_err(|e| IdentityError::Collateral(format!("not JSON: {e}")))
+    }
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentity")
+            .field("claims", &self.claims)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An RFC 9458 §3 key configuration: key id, KEM, public key, and the one symmetric suite
+/// offered (HKDF-SHA256 with AES-256-GCM).
+fn key_config(public_key: &[u8]) -> Vec<u8> {
+    let mut config = Vec::with_capacity(public_key.len().saturating_add(9));
+    config.push(HPKE_KEY_ID);
+    config.extend_from_slice(&HPKE_KEM_X25519_SHA256.to_be_bytes());
+    config.extend_from_slice(public_key);
+    config.extend_from_slice(&4u16.to_be_bytes());
+    config.extend_from_slice(&HPKE_KDF_HKDF_SHA256.to_be_bytes());
+    config.extend_from_slice(&HPKE_AEAD_AES_256_GCM.to_be_bytes());
+    config
+}
+
+/// A self-signed certificate for `key` carrying `tag(60000)([quote, claims])` in the DICE
+/// tagged-evidence extension (non-critical: rustls and webpki refuse unknown critical ones).
+fn certificate(
+    key: &KeyPair,
+    hostnames: &[String],
+    quote: &[u8],
+    claims_cbor: &[u8],
+) -> Result<CertificateDer<'static>, IdentityError> {
+    let mut names = hostnames.to_vec();
+    if names.is_empty() {
+        names.push("localhost".to_owned());
+    }
+    let mut params = CertificateParams::new(names)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Cloak");
+    dn.push(DnType::CommonName, "Cloak attested inference server");
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(365);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let evidence = Value::Tag(
+        CBOR_TAG_INTEL_QUOTE,
+        Box::new(Value::Array(vec![
+            Value::Bytes(quote.to_vec()),
+            Value::Bytes(claims_cbor.to_vec()),
+        ])),
+    );
+    let mut encoded = Vec::new();
+    ciborium::into_writer(&evidence, &mut encoded)
+        .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+    let mut extension = CustomExtension::from_oid_content(OID_DICE_TAGGED_EVIDENCE, encoded);
+    extension.set_criticality(false);
+    params.custom_extensions.push(extension);
+    Ok(params.self_signed(key)?.der().clone())
+}
+
+/// Why the server's identity could not be made.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The certificate could not be made.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// Relayed collateral could not be read.
+    #[error("collateral: {0}")]
+    Collateral(String),
+    /// Key generation failed.
+    #[error("key generation: {0}")]
+    Keys(String),
+    /// The platform refused to produce evidence.
+    #[error(transparent)]
+    Platform(#[from] TeeError),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl From<rcgen::Error> for IdentityError {
+    fn from(e: rcgen::Error) -> Self {
+        Self::Certificate(e.to_string())
+    }
+}

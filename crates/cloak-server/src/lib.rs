@@ -1,0 +1,218 @@
+//! The Cloak inference server: the service that runs inside the TEE.
+//!
+//! At start it decrypts the sealed models it has keys for into enclave memory ([`store`]),
+//! generates its keys and binds them, with the digest of every loaded model, into attestation
+//! evidence ([`identity`]), and then serves:
+//!
+//! - the KServe v2 / Triton HTTP protocol (`/v2/...`, with the binary tensor extension), so
+//!   `tritonclient` and other KServe clients work unchanged;
+//! - `GET /v1/attestation?nonce=HEX`: fresh evidence over the identity claims and the nonce,
+//!   with the collateral relayed;
+//! - `GET /metrics`: Prometheus text, on the main listener and optionally on a plain-HTTP one;
+//!
+//! all over TLS 1.3 with the attested certificate. Requests are bounded in size and element
+//! count, inference runs on a bounded set of workers with a bounded queue, and a failure in one
+//! request never takes the server down. Neither logs nor metrics ever contain inputs, outputs or
+//! key material.
+
+pub mod api;
+pub mod identity;
+pub mod limits;
+mod metrics;
+pub mod store;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cloak_crypto::key::ModelKey;
+use cloak_engine::Engine;
+use cloak_tee::Platform;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use identity::{CollateralSource, ServerIdentity};
+pub use limits::Limits;
+pub use store::ModelStore;
+
+/// What to serve, where, and within which limits.
+#[non_exhaustive]
+#[derive(Debug)]
+pub struct ServerConfig {
+    /// The directory of `.cloak` containers.
+    pub model_dir: PathBuf,
+    /// The key of each model, by model name.
+    pub model_keys: HashMap<String, ModelKey>,
+    /// The attested-TLS listener.
+    pub listen: SocketAddr,
+    /// An optional plain-HTTP listener serving only `/metrics` (for scrapers that cannot
+    /// attest).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Names for the certificate's subjectAltName (clients trust the attestation, not the
+    /// name; this only keeps stock TLS clients' name checks quiet) [default: localhost].
+    pub hostnames: Vec<String>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Where relayed collateral comes from.
+    pub collateral: CollateralSource,
+}
+
+impl ServerConfig {
+    /// A configuration with default limits, no metrics listener, and collateral from the
+    /// platform.
+    pub fn new(model_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            model_dir,
+            model_keys: HashMap::new(),
+            listen,
+            metrics_listen: None,
+            hostnames: Vec::new(),
+            limits: Limits::default(),
+            collateral: CollateralSource::Platform,
+        }
+    }
+}
+
+/// A server with its models loaded and its identity made, not yet listening.
+#[derive(Debug)]
+pub struct PreparedServer {
+    state: Arc<api::AppState>,
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl PreparedServer {
+    /// Loads the models and makes the identity (blocking: decryption, model optimization and
+    /// quoting take a while).
+    pub fn prepare(config: ServerConfig, platform: Arc<dyn Platform>) -> Result<Self, ServerError> {
+        let engine = Engine::new();
+        let store = ModelStore::load_dir(
+            &config.model_dir,
+            &config.model_keys,
+            &engine,
+            &config.limits,
+        )
+        .map_err(|e| ServerError::ModelDir(format!("{}: {e}", config.model_dir.display())))?;
+        let identity = ServerIdentity::create(
+            platform,
+            config.collateral,
+            store.claims(),
+            &config.hostnames,
+        )?;
+        tracing::info!(
+            spki_sha256 = %hex::encode(identity.claims().tls_spki_sha256),
+            platform = %identity.claims().platform,
+            models = store.ready().count(),
+            failed = store.failed().len(),
+            "identity made"
+        );
+        Ok(Self {
+            state: Arc::new(api::AppState::new(store, identity, config.limits)),
+            listen: config.listen,
+            metrics_listen: config.metrics_listen,
+        })
+    }
+
+    /// The identity (claims, certificate).
+    pub fn identity(&self) -> &ServerIdentity {
+        self.state.identity()
+    }
+
+    /// The loaded and failed models.
+    pub fn store(&self) -> &ModelStore {
+        self.state.store()
+    }
+
+    /// Binds the listeners and starts serving.
+    pub async fn start(self) -> Result<RunningServer, ServerError> {
+        let tls = self.state.identity().tls_config()?;
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .map_err(|e| ServerError::Bind(format!("{}: {e}", self.listen)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::Bind(e.to_string()))?;
+        let (shutdown, watcher) = watch::channel(false);
+        let limits = self.state.limits().clone();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(tls::serve(
+            listener,
+            Some(tls),
+            api::router(Arc::clone(&self.state)),
+            limits.max_connections,
+            limits.handshake_timeout,
+            watcher.clone(),
+        ));
+        let mut metrics_addr = None;
+        if let Some(addr) = self.metrics_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServerError::Bind(format!("{addr}: {e}")))?;
+            metrics_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| ServerError::Bind(e.to_string()))?,
+            );
+            tasks.spawn(tls::serve(
+                listener,
+                None,
+                api::metrics_router(Arc::clone(&self.state)),
+                64,
+                limits.handshake_timeout,
+                watcher,
+            ));
+        }
+        self.state.set_ready();
+        Ok(RunningServer {
+            local_addr,
+            metrics_addr,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+/// A listening server.
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningServer {
+    /// The attested-TLS address (with the port the OS chose, if it was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The plain-HTTP metrics address, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Stops accepting, lets open connections finish their requests, and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Why the server could not start.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {0}")]
+    Bind(String),
+    /// The identity could not be made.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// The model directory could not be read.
+    #[error("cannot read the model directory {0}")]
+    ModelDir(String),
+}

@@ -1,0 +1,185 @@
+//! Prometheus metrics (text exposition format at `/metrics`).
+//!
+//! Labels are model names and outcome classes only: no request ids, no tensor shapes or values,
+//! nothing a client sent.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// How an inference request ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum Outcome {
+    /// Answered.
+    success,
+    /// Refused for the request's own fault (4xx).
+    client_error,
+    /// Turned away by admission control (429/503).
+    rejected,
+    /// Failed inside the server (5xx).
+    server_error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    model: String,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
+}
+
+/// The server's metrics.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<ModelLabel, Histogram>,
+    compute_seconds: Family<ModelLabel, Histogram>,
+    queue_seconds: Histogram,
+    in_flight: Gauge,
+    queue_depth: Gauge,
+    models_loaded: Gauge,
+    models_failed: Gauge,
+    attestations: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~8 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("cloak");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds =
+            Family::<ModelLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let compute_seconds =
+            Family::<ModelLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let queue_seconds = latency_histogram();
+        let in_flight = Gauge::default();
+        let queue_depth = Gauge::default();
+        let models_loaded = Gauge::default();
+        let models_failed = Gauge::default();
+        let attestations = Counter::default();
+        registry.register(
+            "inference_requests",
+            "Inference requests by model and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "inference_request_duration_seconds",
+            "Inference request latency, from admission to response, by model",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "inference_compute_duration_seconds",
+            "Time spent in the inference engine, by model",
+            compute_seconds.clone(),
+        );
+        registry.register(
+            "inference_queue_duration_seconds",
+            "Time requests waited for a worker",
+            queue_seconds.clone(),
+        );
+        registry.register(
+            "inference_in_flight",
+            "Inference requests running now",
+            in_flight.clone(),
+        );
+        registry.register(
+            "inference_queue_depth",
+            "Inference requests waiting for a worker now",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "models_loaded",
+            "Models ready to serve",
+            models_loaded.clone(),
+        );
+        registry.register(
+            "models_failed",
+            "Models that failed to load",
+            models_failed.clone(),
+        );
+        registry.register(
+            "attestations",
+            "Fresh attestations served",
+            attestations.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            compute_seconds,
+            queue_seconds,
+            in_flight,
+            queue_depth,
+            models_loaded,
+            models_failed,
+            attestations,
+        }
+    }
+
+    pub(crate) fn request(&self, model: &str, outcome: Outcome, seconds: Option<f64>) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model.to_owned(),
+                outcome,
+            })
+            .inc();
+        if let Some(seconds) = seconds {
+            self.request_seconds
+                .get_or_create(&ModelLabel {
+                    model: model.to_owned(),
+                })
+                .observe(seconds);
+        }
+    }
+
+    pub(crate) fn compute(&self, model: &str, seconds: f64) {
+        self.compute_seconds
+            .get_or_create(&ModelLabel {
+                model: model.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub(crate) fn queued(&self, seconds: f64) {
+        self.queue_seconds.observe(seconds);
+    }
+
+    pub(crate) fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    pub(crate) fn attestation(&self) {
+        self.attestations.inc();
+    }
+
+    pub(crate) fn set_models(&self, loaded: usize, failed: usize) {
+        self.models_loaded
+            .set(i64::try_from(loaded).unwrap_or(i64::MAX));
+        self.models_failed
+            .set(i64::try_from(failed).unwrap_or(i64::MAX));
+    }
+
+    /// The text exposition, with the queue depth sampled now.
+    pub(crate) fn render(&self, queue_depth: usize) -> String {
+        self.queue_depth
+            .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        // Encoding into a String cannot fail.
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}

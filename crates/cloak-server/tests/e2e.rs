@@ -1,0 +1,571 @@
+//! End to end on the simulated platform: a model owner seals models, the server loads the ones
+//! it has keys for and attests, a client appraises it under a policy before sending anything,
+//! and inference over attested TLS matches in-process inference and onnxruntime.
+
+#[path = "../../cloak-engine/tests/support/reference.rs"]
+mod reference;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use cloak_attest::collateral::Collateral;
+use cloak_attest::policy::{AppraisalPolicy, DebugPolicy, SgxIdentityPolicy, TrustRootPolicy};
+use cloak_attest::quote::Measurements;
+use cloak_attest::types::Measurement;
+use cloak_client::{Client, ClientError};
+use cloak_crypto::container::{self, ModelName, SealOptions};
+use cloak_crypto::key::ModelKey;
+use cloak_engine::Engine;
+use cloak_proto::kserve::{
+    InferRequest, InferResponse, Limits as KserveLimits, NamedTensor, RequestedOutput,
+    TensorEncoding,
+};
+use cloak_proto::tensor::Tensor;
+use cloak_server::{Limits, PreparedServer, RunningServer, ServerConfig};
+use cloak_tee::Platform;
+use cloak_tee::sim::{SimConfig, SimPlatform, executable_measurement};
+
+const DEMO_MODEL: &[u8] = include_bytes!("../../cloak-cli/assets/demo-mlp.onnx");
+
+/// Seals `onnx` as `name` into `dir/<file>.cloak` under a new key.
+fn seal_model(dir: &Path, file: &str, name: &str, onnx: &[u8]) -> ModelKey {
+    let key = ModelKey::generate().unwrap();
+    let out = std::fs::File::create(dir.join(format!("{file}.cloak"))).unwrap();
+    let options = SealOptions::new(ModelName::new(name).unwrap());
+    container::seal(&key, &options, onnx, out).unwrap();
+    key
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    sim: SimPlatform,
+    server: RunningServer,
+    real_model: Option<reference::Reference>,
+}
+
+impl Fixture {
+    fn url(&self) -> String {
+        format!("https://{}", self.server.local_addr())
+    }
+
+    fn collateral(&self) -> Collateral {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        Collateral::from_json(&self.sim.collateral(now).unwrap()).unwrap()
+    }
+
+    /// What a data owner who trusts this sim root and pins this enclave accepts.
+    fn policy(&self) -> AppraisalPolicy {
+        AppraisalPolicy::strict()
+            .with_trust_root(TrustRootPolicy::Der(self.sim.root_der().to_vec()))
+            .with_sgx_identity(SgxIdentityPolicy {
+                mrenclave: Some(vec![Measurement::from_bytes(
+                    executable_measurement().unwrap(),
+                )]),
+                ..SgxIdentityPolicy::default()
+            })
+    }
+
+    async fn metrics(&self) -> String {
+        let client = Client::bootstrap(&self.url(), self.policy(), None)
+            .await
+            .unwrap();
+        let response = client.get("/metrics").await.unwrap();
+        assert_eq!(response.status, 200);
+        String::from_utf8(response.body).unwrap()
+    }
+}
+
+/// A server with the demo model, the real PP-OCR direction classifier (when cached), a
+/// tampered container and a container with no key.
+async fn start(debug: bool, limits: Limits) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let mut keys = HashMap::new();
+    keys.insert(
+        "demo".to_owned(),
+        seal_model(&models, "demo", "demo", DEMO_MODEL),
+    );
+    let real_model = reference::load("ppocr-cls");
+    if let Some(real) = &real_model {
+        keys.insert(
+            "ppocr-cls".to_owned(),
+            seal_model(&models, "ppocr-cls", "ppocr-cls", &real.onnx),
+        );
+    }
+    // One flipped bit in the encrypted body of an otherwise good container.
+    keys.insert(
+        "broken".to_owned(),
+        seal_model(&models, "broken", "broken", DEMO_MODEL),
+    );
+    let path = models.join("broken.cloak");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 40;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    // A model whose key this host was never given.
+    let _ = seal_model(&models, "orphan", "orphan", DEMO_MODEL);
+
+    let sim_dir = dir.path().join("sim");
+    let sim = SimPlatform::init(&sim_dir, &SimConfig::up_to_date()).unwrap();
+    let mut identity = sim.identity().unwrap();
+    identity.debug = debug;
+    let platform: Arc<dyn Platform> =
+        Arc::new(SimPlatform::open(&sim_dir).unwrap().with_enclave(identity));
+
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut config = ServerConfig::new(models, listen);
+    config.model_keys = keys;
+    config.limits = limits;
+    config.metrics_listen = Some(listen);
+    let prepared = tokio::task::spawn_blocking(move || PreparedServer::prepare(config, platform))
+        .await
+        .unwrap()
+        .unwrap();
+    let server = prepared.start().await.unwrap();
+    Fixture {
+        _dir: dir,
+        sim,
+        server,
+        real_model,
+    }
+}
+
+fn demo_request() -> InferRequest {
+    let features =
+        Tensor::from_values(vec![2, 4], &[0.5f32, -1.0, 2.0, 7.77, 1.0, 1.0, 1.0, 1.0]).unwrap();
+    InferRequest::new(vec![NamedTensor::new("features", features)]).with_id("q-1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attested_inference_matches_in_process_and_onnxruntime() {
+    let fixture = start(false, Limits::default()).await;
+    let client = Client::bootstrap(&fixture.url(), fixture.policy(), None)
+        .await
+        .unwrap();
+
+    // The attested claims name exactly the models that loaded, with their plaintext digests.
+    let claims = client.server().claims();
+    let demo = claims.models.iter().find(|m| m.name == "demo").unwrap();
+    assert_eq!(demo.sha256, cloak_crypto::hash::sha256(DEMO_MODEL));
+    assert_eq!(demo.bytes, DEMO_MODEL.len() as u64);
+    assert!(
+        claims
+            .models
+            .iter()
+            .all(|m| m.name != "broken" && m.name != "orphan")
+    );
+    assert_eq!(claims.platform, "sim");
+    // RFC 9458 key configuration: id 1, DHKEM(X25519), 32-byte key, HKDF-SHA256 + AES-256-GCM.
+    let config = &claims.hpke_key_config;
+    assert_eq!(config.len(), 1 + 2 + 32 + 2 + 4);
+    assert_eq!(config[..3], [1, 0x00, 0x20]);
+    assert_eq!(config[35..], [0, 4, 0, 1, 0, 2]);
+    assert!(client.attestation().is_some());
+
+    // KServe metadata and health.
+    let server_meta = client.get("/v2").await.unwrap();
+    assert_eq!(server_meta.status, 200);
+    let server_meta: serde_json::Value = serde_json::from_slice(&server_meta.body).unwrap();
+    assert_eq!(server_meta["name"], "cloak");
+    assert!(
+        server_meta["extensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "binary_tensor_data")
+    );
+    assert_eq!(client.get("/v2/health/live").await.unwrap().status, 200);
+    assert_eq!(client.get("/v2/health/ready").await.unwrap().status, 200);
+    let meta = client.get("/v2/models/demo").await.unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&meta.body).unwrap();
+    assert_eq!(meta["inputs"][0]["name"], "features");
+    assert_eq!(meta["inputs"][0]["datatype"], "FP32");
+    assert_eq!(meta["inputs"][0]["shape"], serde_json::json!([-1, 4]));
+    assert_eq!(meta["outputs"][0]["name"], "probabilities");
+    let ready = client.get("/v2/models/demo/ready").await.unwrap();
+    assert_eq!(ready.status, 200);
+    assert_eq!(
+        client
+            .get("/v2/models/demo/versions/1/ready")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        client
+            .get("/v2/models/demo/versions/2/ready")
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(client.get("/v2/models/nope").await.unwrap().status, 404);
+
+    // JSON in, JSON out, equal to the engine run in-process on the same bytes.
+    let request = demo_request();
+    let body = request.encode(|_| TensorEncoding::Json).unwrap();
+    let response = client
+        .post(
+            "/v2/models/demo/infer",
+            body.body().to_vec(),
+            body.header_len(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let response = InferResponse::parse(
+        &response.body,
+        response.header_len,
+        &KserveLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(response.model_name(), "demo");
+    assert_eq!(response.id(), Some("q-1"));
+    let local = Engine::new().load("demo", DEMO_MODEL).unwrap();
+    let expected = local
+        .session()
+        .run(
+            request
+                .clone()
+                .into_inputs()
+                .into_iter()
+                .map(NamedTensor::into_parts)
+                .collect(),
+        )
+        .unwrap();
+    let (name, tensor) = &expected[0];
+    assert_eq!(response.output(name).unwrap(), tensor);
+
+    // Binary in, binary out (as tritonclient sends with binary_data=True).
+    let binary = request
+        .clone()
+        .with_output(RequestedOutput::new("probabilities").with_encoding(TensorEncoding::Binary));
+    let body = binary.encode(|_| TensorEncoding::Binary).unwrap();
+    let response = client
+        .post(
+            "/v2/models/demo/versions/1/infer",
+            body.body().to_vec(),
+            body.header_len(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert!(response.header_len.is_some());
+    let response = InferResponse::parse(
+        &response.body,
+        response.header_len,
+        &KserveLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(response.output("probabilities").unwrap(), tensor);
+
+    // A real pretrained CNN, sealed, served and compared with onnxruntime.
+    if let Some(real) = &fixture.real_model {
+        let inputs = real
+            .inputs
+            .iter()
+            .map(|(name, tensor)| NamedTensor::new(name, tensor.clone()))
+            .collect();
+        let body = InferRequest::new(inputs)
+            .with_binary_data_output(true)
+            .encode(|_| TensorEncoding::Binary)
+            .unwrap();
+        let response = client
+            .post(
+                "/v2/models/ppocr-cls/infer",
+                body.body().to_vec(),
+                body.header_len(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let response = InferResponse::parse(
+            &response.body,
+            response.header_len,
+            &KserveLimits::default(),
+        )
+        .unwrap();
+        for (name, expected) in &real.outputs {
+            let worst =
+                reference::worst_error(response.output(name).unwrap(), expected, 1e-4, 1e-3);
+            assert!(worst <= 1.0, "{name}: {worst}");
+        }
+    }
+
+    // The tampered model is reported, with why; the one without a key too; the rest serve.
+    let index = client
+        .post("/v2/repository/index", b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(index.status, 200);
+    let index: serde_json::Value = serde_json::from_slice(&index.body).unwrap();
+    let entry = |name: &str| {
+        index
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {index}"))
+            .clone()
+    };
+    assert_eq!(entry("demo")["state"], "READY");
+    assert_eq!(entry("broken")["state"], "UNAVAILABLE");
+    assert!(
+        entry("broken")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("chunk-authentication"),
+        "{index}"
+    );
+    assert_eq!(entry("orphan")["state"], "UNAVAILABLE");
+    assert!(
+        entry("orphan")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no-key"),
+        "{index}"
+    );
+    let broken = client.get("/v2/models/broken/ready").await.unwrap();
+    assert_ne!(broken.status, 200);
+    let infer_broken = client
+        .post("/v2/models/broken/infer", b"{\"inputs\":[]}".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(infer_broken.status, 503);
+    assert!(String::from_utf8_lossy(&infer_broken.body).contains("is not available"));
+
+    // Metrics count what happened, and never carry a data value.
+    let metrics = fixture.metrics().await;
+    // The plain-HTTP metrics listener serves the same text, and nothing else.
+    let plain = plain_http_get(fixture.server.metrics_addr().unwrap(), "/metrics").await;
+    assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
+    assert!(plain.contains("cloak_inference_requests_total"), "{plain}");
+    let other = plain_http_get(fixture.server.metrics_addr().unwrap(), "/v2/models").await;
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    assert!(
+        metrics.contains("cloak_inference_requests_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("model=\"demo\""), "{metrics}");
+    assert!(
+        metrics.contains("cloak_inference_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("7.77"),
+        "metrics carry an input value?\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_triton_errors_and_the_server_keeps_serving() {
+    let mut limits = Limits::default();
+    limits.max_request_bytes = 4096;
+    limits.max_elements = 64;
+    let fixture = start(false, limits).await;
+    let client = Client::bootstrap(&fixture.url(), fixture.policy(), None)
+        .await
+        .unwrap();
+    let post = |body: Vec<u8>, header_len: Option<usize>| {
+        let client = client.clone();
+        async move {
+            client
+                .post("/v2/models/demo/infer", body, header_len)
+                .await
+                .unwrap()
+        }
+    };
+    let error_of = |body: &[u8]| -> String {
+        let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+        value["error"].as_str().unwrap().to_owned()
+    };
+
+    let too_big = post(vec![b' '; 5000], None).await;
+    assert_eq!(too_big.status, 413);
+    assert!(error_of(&too_big.body).contains("4096"));
+
+    let too_many = post(
+        br#"{"inputs":[{"name":"features","datatype":"FP32","shape":[100,4],"data":[]}]}"#.to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(too_many.status, 400);
+    assert!(
+        error_of(&too_many.body).contains("64 elements"),
+        "{}",
+        error_of(&too_many.body)
+    );
+
+    let wrong_type = post(
+        br#"{"inputs":[{"name":"features","datatype":"INT32","shape":[1,4],"data":[1,2,3,4]}]}"#
+            .to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(wrong_type.status, 400);
+    assert!(error_of(&wrong_type.body).contains("FP32"));
+
+    let wrong_shape = post(
+        br#"{"inputs":[{"name":"features","datatype":"FP32","shape":[1,5],"data":[1,2,3,4,5]}]}"#
+            .to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(wrong_shape.status, 400);
+
+    let not_json = post(b"{\"inputs\": [".to_vec(), None).await;
+    assert_eq!(not_json.status, 400);
+
+    let bad_header_len = post(b"{}".to_vec(), Some(10)).await;
+    assert_eq!(bad_header_len.status, 400);
+
+    let secret = "7.123456";
+    let leaky = post(
+        format!(r#"{{"inputs":[{{"name":"features","datatype":"FP32","shape":[1,4],"data":[{secret},"x",1,1]}}]}}"#)
+            .into_bytes(),
+        None,
+    )
+    .await;
+    assert_eq!(leaky.status, 400);
+    assert!(!error_of(&leaky.body).contains(secret));
+
+    // Still serving.
+    let body = demo_request().encode(|_| TensorEncoding::Json).unwrap();
+    assert_eq!(post(body.body().to_vec(), None).await.status, 200);
+    let metrics = fixture.metrics().await;
+    assert!(!metrics.contains(secret));
+    assert!(metrics.contains("outcome=\"client_error\""), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_measurement_is_refused_before_any_request_byte() {
+    let fixture = start(false, Limits::default()).await;
+    let mut policy = fixture.policy();
+    policy.sgx_identity_mut().mrenclave = Some(vec![Measurement::from_bytes([0x5a; 32])]);
+    // With the collateral at hand the very first handshake appraises the quote in full and
+    // fails, so not one HTTP request reaches the server.
+    let err = Client::bootstrap(&fixture.url(), policy.clone(), Some(fixture.collateral()))
+        .await
+        .unwrap_err();
+    assert!(err.is_rejection(), "{err}");
+    assert_eq!(err.code(), "measurement-mismatch", "{err}");
+    // The only attestation served is the one the metrics reader below asks for itself.
+    let metrics = fixture.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "cloak_attestations_total 1"),
+        "{metrics}"
+    );
+    // Without collateral the only bytes before appraisal are a GET with a random nonce.
+    let err = Client::bootstrap(&fixture.url(), policy, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "measurement-mismatch", "{err}");
+    assert_no_inference(&fixture).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulation_root_is_refused_unless_named() {
+    let fixture = start(false, Limits::default()).await;
+    let intel_only = AppraisalPolicy::strict();
+    for collateral in [Some(fixture.collateral()), None] {
+        let err = Client::bootstrap(&fixture.url(), intel_only.clone(), collateral)
+            .await
+            .unwrap_err();
+        assert!(err.is_rejection(), "{err}");
+        assert_eq!(err.code(), "untrusted-root", "{err}");
+    }
+    // Another simulation root (another "vendor") is not this one either.
+    let other = tempfile::tempdir().unwrap();
+    let other = SimPlatform::init(other.path(), &SimConfig::up_to_date()).unwrap();
+    let mut policy = fixture.policy();
+    policy = policy.with_trust_root(TrustRootPolicy::Der(other.root_der().to_vec()));
+    let err = Client::bootstrap(&fixture.url(), policy, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "untrusted-root", "{err}");
+    assert_no_inference(&fixture).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debug_enclave_is_refused_unless_allowed() {
+    let fixture = start(true, Limits::default()).await;
+    let err = Client::bootstrap(&fixture.url(), fixture.policy(), None)
+        .await
+        .unwrap_err();
+    assert!(err.is_rejection(), "{err}");
+    assert_eq!(err.code(), "debug-enclave", "{err}");
+    let err = Client::bootstrap(&fixture.url(), fixture.policy(), Some(fixture.collateral()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "debug-enclave", "{err}");
+    // The positive control: the same server passes when debug is allowed.
+    let client = Client::bootstrap(
+        &fixture.url(),
+        fixture.policy().with_debug(DebugPolicy::Allow),
+        None,
+    )
+    .await
+    .unwrap();
+    let Measurements::Sgx(measurements) = client.server().measurements() else {
+        panic!("not SGX")
+    };
+    assert!(measurements.debug);
+}
+
+/// No inference request reached the server.
+async fn assert_no_inference(fixture: &Fixture) {
+    let metrics = fixture.metrics().await;
+    assert!(
+        !metrics.lines().any(
+            |line| line.starts_with("cloak_inference_requests_total{") && !line.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_platform_is_refused() {
+    let fixture = start(false, Limits::default()).await;
+    let mut sim = SimPlatform::open(fixture.sim.dir()).unwrap();
+    sim.revoke().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let revoked = Collateral::from_json(&sim.collateral(now).unwrap()).unwrap();
+    let err = Client::bootstrap(&fixture.url(), fixture.policy(), Some(revoked))
+        .await
+        .unwrap_err();
+    assert!(err.is_rejection(), "{err}");
+    assert!(matches!(err, ClientError::Quote(..)), "{err}");
+}
+
+/// A bare HTTP/1.1 GET over plain TCP.
+async fn plain_http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
