@@ -95,10 +95,15 @@ def main() -> int:
         onnx, ref_dir = cache / f"{stem}.onnx", cache / f"{stem}.ref"
         feeds = load_inputs(ref_dir)
         tract_times, ort_times, load_ms = [], [], 0.0
-        for _ in range(args.rounds):
-            times, load_ms = time_tract(binary, onnx, ref_dir, args.warmup, args.runs)
-            tract_times += times
-            ort_times += time_ort(onnx, feeds, args.warmup, args.runs)
+        try:
+            for _ in range(args.rounds):
+                times, load_ms = time_tract(binary, onnx, ref_dir, args.warmup, args.runs)
+                tract_times += times
+                ort_times += time_ort(onnx, feeds, args.warmup, args.runs)
+        except subprocess.CalledProcessError as error:
+            reason = (error.stderr or "").strip().splitlines()[-1:] or ["failed"]
+            rows.append({"model": stem, "error": reason[0][:160]})
+            continue
         tract_ms, ort_ms = statistics.median(tract_times), statistics.median(ort_times)
         rows.append({"model": stem, "tract_ms_p50": round(tract_ms, 3), "ort_ms_p50": round(ort_ms, 3),
                      "ratio": round(tract_ms / ort_ms, 2), "tract_load_ms": round(load_ms, 1),
@@ -112,6 +117,9 @@ def main() -> int:
     print("| model | tract p50 ms | onnxruntime p50 ms | tract / ort | tract load ms |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
+        if "error" in row:
+            print(f"| {row['model']} | does not run: {row['error']} | | | |")
+            continue
         print(f"| {row['model']} | {row['tract_ms_p50']} | {row['ort_ms_p50']} | {row['ratio']} | "
               f"{row['tract_load_ms']} |")
     return 0

@@ -46,17 +46,19 @@ fn main() {
         })
         .collect();
     let loading = Instant::now();
-    let model = Engine::new().load("bench", &onnx).expect("load");
+    let model = Engine::new()
+        .load("bench", &onnx)
+        .unwrap_or_else(|e| fail(&e));
     let load_ms = loading.elapsed().as_secs_f64() * 1e3;
     let mut session = model.session();
     for _ in 0..warmup {
-        session.run(inputs.clone()).expect("run");
+        session.run(inputs.clone()).unwrap_or_else(|e| fail(&e));
     }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let batch = inputs.clone();
         let started = Instant::now();
-        let outputs = session.run(batch).expect("run");
+        let outputs = session.run(batch).unwrap_or_else(|e| fail(&e));
         times.push(started.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(outputs);
     }
@@ -64,4 +66,9 @@ fn main() {
         "{}",
         serde_json::json!({"engine": "tract", "load_ms": load_ms, "runs_ms": times})
     );
+}
+
+fn fail(error: &cloak_engine::EngineError) -> ! {
+    eprintln!("{error}");
+    std::process::exit(1)
 }

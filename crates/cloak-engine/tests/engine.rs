@@ -338,3 +338,41 @@ fn plans_compiled_per_shape_stay_correct_past_the_cache_bound() {
         assert_eq!(out[0].1.to_values::<f32>().unwrap(), expected);
     }
 }
+
+/// A client-chosen index past the end of a `Gather`: whatever tract does with it (an error or
+/// a panic inside the kernel), the request fails with a typed error that names no value, and
+/// the same prepared model keeps serving.
+#[test]
+fn an_out_of_range_index_fails_only_its_request() {
+    let onnx = model(
+        vec![node("Gather", &["data", "index"], &["y"])],
+        vec![
+            value("data", Elem::Float, &[D::Fixed(3)]),
+            value("index", Elem::Int64, &[D::Fixed(1)]),
+        ],
+        vec![value("y", Elem::Float, &[D::Fixed(1)])],
+    );
+    let model = Engine::new().load("gather", &onnx).unwrap();
+    let data = Tensor::from_values(vec![3], &[10.5f32, 20.5, 30.5]).unwrap();
+    let run = |index: i64| {
+        model.session().run(vec![
+            ("data".to_owned(), data.clone()),
+            (
+                "index".to_owned(),
+                Tensor::from_values(vec![1], &[index]).unwrap(),
+            ),
+        ])
+    };
+    let err = run(1_000_000).unwrap_err();
+    assert!(
+        matches!(err.code(), "engine-panicked" | "inference-failed"),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        !message.contains("1000000") && !message.contains("10.5"),
+        "{message}"
+    );
+    let out = run(2).unwrap();
+    assert_eq!(out[0].1.to_values::<f32>().unwrap(), [30.5]);
+}

@@ -569,3 +569,57 @@ async fn plain_http_get(addr: SocketAddr, path: &str) -> String {
     stream.read_to_end(&mut response).await.unwrap();
     String::from_utf8_lossy(&response).into_owned()
 }
+
+/// The model count and total-memory limits, and two containers naming the same model: the
+/// models over a limit stay unloaded with their reason, the rest load.
+#[test]
+fn model_limits_leave_models_unloaded_with_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let mut keys = HashMap::new();
+    for name in ["a", "b", "c"] {
+        keys.insert(name.to_owned(), seal_model(&models, name, name, DEMO_MODEL));
+    }
+    // A second container for model `a`, under the same key.
+    let duplicate = SealOptions::new(ModelName::new("a").unwrap());
+    let out = std::fs::File::create(models.join("z-copy.cloak")).unwrap();
+    container::seal(&keys["a"], &duplicate, DEMO_MODEL, out).unwrap();
+    let store = |limits: Limits| {
+        cloak_server::ModelStore::load_dir(&models, &keys, &Engine::new(), &limits).unwrap()
+    };
+    let codes = |store: &cloak_server::ModelStore| -> Vec<(String, String)> {
+        store
+            .failed()
+            .iter()
+            .map(|f| (f.name.clone(), f.code.clone()))
+            .collect()
+    };
+
+    let all = store(Limits::default());
+    assert_eq!(all.ready().count(), 3);
+    assert_eq!(
+        codes(&all),
+        [("a".to_owned(), "duplicate-model".to_owned())]
+    );
+
+    let mut limits = Limits::default();
+    limits.max_models = 2;
+    let two = store(limits);
+    assert_eq!(two.ready().count(), 2);
+    assert!(
+        codes(&two).contains(&("c".to_owned(), "too-many-models".to_owned())),
+        "{:?}",
+        codes(&two)
+    );
+
+    let mut limits = Limits::default();
+    limits.max_model_bytes = DEMO_MODEL.len() as u64 * 2;
+    let bounded = store(limits);
+    assert_eq!(bounded.ready().count(), 2);
+    assert!(
+        codes(&bounded).contains(&("c".to_owned(), "model-memory-limit".to_owned())),
+        "{:?}",
+        codes(&bounded)
+    );
+}
