@@ -12,7 +12,7 @@
 use cloak_attest::collateral::Collateral;
 use cloak_attest::policy::{AcceptedQuote, AppraisalPolicy};
 use cloak_attest::quote::{Measurements, Quote};
-use cloak_attest::ratls::{Carrier, RaTlsCertificate};
+use cloak_attest::ratls::{Carrier, Evidence, RaTlsCertificate};
 use cloak_attest::types::ReportData;
 use cloak_attest::verify::Verifier;
 use cloak_proto::attestation::AttestationDocument;
@@ -44,6 +44,22 @@ impl VerifiedServer {
     }
 }
 
+/// Parses an RA-TLS certificate.
+pub(crate) fn parse_certificate(der: &[u8]) -> Result<RaTlsCertificate, ClientError> {
+    RaTlsCertificate::parse(der).map_err(|e| ClientError::Certificate(e.to_string()))
+}
+
+/// The TCG DICE tagged evidence every Cloak server certificate carries.
+pub(crate) fn dice_evidence(certificate: &RaTlsCertificate) -> Result<&Evidence, ClientError> {
+    certificate
+        .evidence()
+        .iter()
+        .find(|e| e.carrier() == Carrier::TcgDiceTaggedEvidence)
+        .ok_or_else(|| {
+            ClientError::Certificate("no TCG DICE tagged evidence (not a Cloak server)".into())
+        })
+}
+
 /// Appraises an RA-TLS certificate from a Cloak server.
 pub fn appraise_certificate(
     certificate_der: &[u8],
@@ -51,15 +67,8 @@ pub fn appraise_certificate(
     policy: &AppraisalPolicy,
     now: u64,
 ) -> Result<VerifiedServer, ClientError> {
-    let certificate = RaTlsCertificate::parse(certificate_der)
-        .map_err(|e| ClientError::Certificate(e.to_string()))?;
-    let evidence = certificate
-        .evidence()
-        .iter()
-        .find(|e| e.carrier() == Carrier::TcgDiceTaggedEvidence)
-        .ok_or_else(|| {
-            ClientError::Certificate("no TCG DICE tagged evidence (not a Cloak server)".into())
-        })?;
+    let certificate = parse_certificate(certificate_der)?;
+    let evidence = dice_evidence(&certificate)?;
     let claims_bytes = evidence
         .claims()
         .ok_or_else(|| ClientError::Certificate("the evidence has no claims".into()))?

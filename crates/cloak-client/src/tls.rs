@@ -13,7 +13,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cloak_attest::collateral::Collateral;
 use cloak_attest::policy::AppraisalPolicy;
-use cloak_attest::ratls::{Carrier, RaTlsCertificate};
 use cloak_proto::identity::IdentityClaims;
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -197,15 +196,8 @@ impl ServerCertVerifier for Verifier {
 /// The certificate's key is bound by its quote to claims that parse (the quote itself is not
 /// yet appraised).
 fn probe(certificate: &[u8]) -> Result<(), ClientError> {
-    let certificate = RaTlsCertificate::parse(certificate)
-        .map_err(|e| ClientError::Certificate(e.to_string()))?;
-    let evidence = certificate
-        .evidence()
-        .iter()
-        .find(|e| e.carrier() == Carrier::TcgDiceTaggedEvidence)
-        .ok_or_else(|| {
-            ClientError::Certificate("no TCG DICE tagged evidence (not a Cloak server)".into())
-        })?;
+    let certificate = crate::appraise::parse_certificate(certificate)?;
+    let evidence = crate::appraise::dice_evidence(&certificate)?;
     if !evidence.binding().holds() {
         return Err(ClientError::Binding(format!("{:?}", evidence.binding())));
     }
