@@ -116,15 +116,17 @@ async fn serve(config: ServerConfig, platform: Arc<dyn Platform>) -> Result<(), 
         .start()
         .await
         .map_err(|e| Failure::usage("startup", e.to_string()))?;
-    say!("cloak serve: listening on https://{}", running.local_addr())?;
+    // Standard output is informational: a server keeps serving when nobody reads it any more
+    // (a closed pipe), so these writes may fail silently.
+    let _ = say!("cloak serve: listening on https://{}", running.local_addr());
     if let Some(addr) = running.metrics_addr() {
-        say!("cloak serve: metrics on http://{addr}/metrics")?;
+        let _ = say!("cloak serve: metrics on http://{addr}/metrics");
     }
     for line in summary {
-        say!("  {line}")?;
+        let _ = say!("  {line}");
     }
     shutdown_signal().await;
-    say!("cloak serve: shutting down")?;
+    let _ = say!("cloak serve: shutting down");
     tokio::time::timeout(Duration::from_secs(30), running.shutdown())
         .await
         .ok();

@@ -185,12 +185,16 @@ fn serve_with(extra: &[&str], model: Option<(&str, &[u8])>) -> Server {
             break url.to_owned();
         }
     };
-    // The summary lines follow the listening line.
-    for _ in 0..4 {
-        if let Some(Ok(line)) = lines.next() {
-            stdout.push(line);
+    // The summary follows the listening line: platform, key hash, then one line per model.
+    let models = 2 + usize::from(model.is_some());
+    while stdout.iter().filter(|l| l.starts_with("  model ")).count() < models {
+        match lines.next() {
+            Some(Ok(line)) => stdout.push(line),
+            _ => break,
         }
     }
+    // Keep reading whatever else the server prints, so its stdout never hits a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     Server {
         child,
         url,
