@@ -203,6 +203,16 @@ fn serve_with(extra: &[&str], model: Option<(&str, &[u8])>) -> Server {
     }
 }
 
+/// `cloak infer URL --model MODEL --input REQUEST [--json] POLICY...`.
+fn cloak_infer(url: &str, model: &str, request: &Path, policy: &[&str], json: bool) -> Output {
+    let mut args = vec!["infer", url, "--model", model, "--input", s(request)];
+    if json {
+        args.push("--json");
+    }
+    args.extend_from_slice(policy);
+    cloak(&args)
+}
+
 fn write_request(dir: &Path) -> PathBuf {
     let request = dir.join("request.json");
     std::fs::write(
@@ -253,17 +263,7 @@ fn attest_and_infer_against_a_served_model() {
 
     // Inference: exactly the KServe v2 response body with --json.
     let request = write_request(server.dir.path());
-    let mut args = vec![
-        "infer",
-        &server.url,
-        "--model",
-        "demo",
-        "--input",
-        s(&request),
-        "--json",
-    ];
-    args.extend_from_slice(&policy);
-    let out = cloak(&args);
+    let out = cloak_infer(&server.url, "demo", &request, &policy, true);
     ok(&out);
     let response: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(response["model_name"], "demo");
@@ -274,46 +274,19 @@ fn attest_and_infer_against_a_served_model() {
     assert!((row - 1.0).abs() < 1e-5, "softmax rows sum to 1: {row}");
 
     // Without --json: the verdict line, then the response.
-    let mut args = vec![
-        "infer",
-        &server.url,
-        "--model",
-        "demo",
-        "--input",
-        s(&request),
-    ];
-    args.extend_from_slice(&policy);
-    let out = cloak(&args);
+    let out = cloak_infer(&server.url, "demo", &request, &policy, false);
     ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("server accepted: MRENCLAVE"), "{text}");
     assert!(text.contains("SIMULATED"), "{text}");
 
     // An unknown model is the server's error, exit 2.
-    let mut args = vec![
-        "infer",
-        &server.url,
-        "--model",
-        "nope",
-        "--input",
-        s(&request),
-    ];
-    args.extend_from_slice(&policy);
-    let out = cloak(&args);
+    let out = cloak_infer(&server.url, "nope", &request, &policy, false);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
 
     // The tampered model: the server says why, over the protocol.
-    let mut args = vec![
-        "infer",
-        &server.url,
-        "--model",
-        "tampered",
-        "--input",
-        s(&request),
-    ];
-    args.extend_from_slice(&policy);
-    let out = cloak(&args);
+    let out = cloak_infer(&server.url, "tampered", &request, &policy, false);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -355,17 +328,7 @@ fn a_rejected_server_gets_nothing() {
         assert_eq!(verdict["verdict"], "rejected");
         assert_eq!(verdict["reason"], reason);
 
-        let mut args = vec![
-            "infer",
-            &server.url,
-            "--model",
-            "demo",
-            "--input",
-            s(&request),
-            "--json",
-        ];
-        args.extend_from_slice(&policy);
-        let out = cloak(&args);
+        let out = cloak_infer(&server.url, "demo", &request, &policy, true);
         assert_eq!(out.status.code(), Some(1));
         assert!(
             out.stdout.is_empty(),
@@ -494,17 +457,13 @@ fn tritonclient_works_unmodified() {
     )
     .unwrap();
     let policy = server.policy(&cloak_mrenclave());
-    let mut args = vec![
-        "infer",
-        server.url.as_str(),
-        "--model",
+    let out = cloak_infer(
+        &server.url,
         "demo",
-        "--input",
-        s(&request),
-        "--json",
-    ];
-    args.extend(policy.iter().map(String::as_str));
-    let out = cloak(&args);
+        &request,
+        &policy.iter().map(String::as_str).collect::<Vec<_>>(),
+        true,
+    );
     ok(&out);
     let ours: Value = serde_json::from_slice(&out.stdout).unwrap();
     // numpy widens the FP32 values to Python floats; both sides are the same FP32 numbers.

@@ -549,12 +549,9 @@ async fn infer_inner(
     if let Some(len) = encoded.header_len() {
         response_headers.insert(kserve::HEADER_CONTENT_LENGTH, HeaderValue::from(len));
     }
-    Ok((
-        StatusCode::OK,
-        response_headers,
-        Body::from(encoded.body().to_vec()),
-    )
-        .into_response())
+    // Moved, not copied, into the response body.
+    let body = std::mem::take(&mut *encoded.into_body());
+    Ok((StatusCode::OK, response_headers, Body::from(body)).into_response())
 }
 
 /// Counts a running inference in the in-flight gauge while alive.

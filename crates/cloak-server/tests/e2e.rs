@@ -19,7 +19,7 @@ use cloak_crypto::container::{self, ModelName, SealOptions};
 use cloak_crypto::key::ModelKey;
 use cloak_engine::Engine;
 use cloak_proto::kserve::{
-    InferRequest, InferResponse, Limits as KserveLimits, NamedTensor, RequestedOutput,
+    EncodedBody, InferRequest, InferResponse, Limits as KserveLimits, NamedTensor, RequestedOutput,
     TensorEncoding,
 };
 use cloak_proto::tensor::Tensor;
@@ -136,6 +136,26 @@ async fn start(debug: bool, limits: Limits) -> Fixture {
     }
 }
 
+/// Posts an encoded request, requires 200, and parses the response.
+async fn infer_ok(client: &Client, path: &str, body: &EncodedBody) -> InferResponse {
+    let response = client
+        .post(path, body.body().to_vec(), body.header_len())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    InferResponse::parse(
+        &response.body,
+        response.header_len,
+        &KserveLimits::default(),
+    )
+    .unwrap()
+}
+
 fn demo_request() -> InferRequest {
     let features =
         Tensor::from_values(vec![2, 4], &[0.5f32, -1.0, 2.0, 7.77, 1.0, 1.0, 1.0, 1.0]).unwrap();
@@ -211,26 +231,7 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
     // JSON in, JSON out, equal to the engine run in-process on the same bytes.
     let request = demo_request();
     let body = request.encode(|_| TensorEncoding::Json).unwrap();
-    let response = client
-        .post(
-            "/v2/models/demo/infer",
-            body.body().to_vec(),
-            body.header_len(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
-    let response = InferResponse::parse(
-        &response.body,
-        response.header_len,
-        &KserveLimits::default(),
-    )
-    .unwrap();
+    let response = infer_ok(&client, "/v2/models/demo/infer", &body).await;
     assert_eq!(response.model_name(), "demo");
     assert_eq!(response.id(), Some("q-1"));
     let local = Engine::new().load("demo", DEMO_MODEL).unwrap();
@@ -282,26 +283,7 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
             .with_binary_data_output(true)
             .encode(|_| TensorEncoding::Binary)
             .unwrap();
-        let response = client
-            .post(
-                "/v2/models/ppocr-cls/infer",
-                body.body().to_vec(),
-                body.header_len(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&response.body)
-        );
-        let response = InferResponse::parse(
-            &response.body,
-            response.header_len,
-            &KserveLimits::default(),
-        )
-        .unwrap();
+        let response = infer_ok(&client, "/v2/models/ppocr-cls/infer", &body).await;
         for (name, expected) in &real.outputs {
             let worst =
                 reference::worst_error(response.output(name).unwrap(), expected, 1e-4, 1e-3);
