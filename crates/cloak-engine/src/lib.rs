@@ -118,10 +118,10 @@ impl Engine {
             let declared = fact_declared(&name, fact);
             inputs.push(declared.into_spec(name)?);
         }
-        // Output types the model does not declare come from type inference over the graph
-        // (best effort: with dynamic inputs some shapes stay unknown, which is fine here).
-        let mut analysed = model.clone();
-        let _ = analysed.analyse(false);
+        // Output types and ranks the model does not declare come from type inference over
+        // the graph (best effort: with dynamic inputs some shapes stay unknown, which is fine
+        // here), run only when some output needs it.
+        let mut analysed: Option<InferenceModel> = None;
         let mut outputs = Vec::new();
         for (ix, outlet) in model
             .output_outlets()
@@ -133,9 +133,16 @@ impl Engine {
                 .outlet_label(*outlet)
                 .map_or_else(|| model.node(outlet.node).name.clone(), str::to_owned);
             let mut declared = declared_outputs.get(&name).cloned().unwrap_or_default();
-            let inferred = fact_declared(&name, analysed.output_fact(ix).map_err(load_error)?);
-            declared.datum = declared.datum.or(inferred.datum);
-            declared.shape = declared.shape.or(inferred.shape);
+            if declared.datum.is_none() || declared.shape.is_none() {
+                let analysed = analysed.get_or_insert_with(|| {
+                    let mut analysed = model.clone();
+                    let _ = analysed.analyse(false);
+                    analysed
+                });
+                let inferred = fact_declared(&name, analysed.output_fact(ix).map_err(load_error)?);
+                declared.datum = declared.datum.or(inferred.datum);
+                declared.shape = declared.shape.or(inferred.shape);
+            }
             outputs.push(declared.into_spec(name)?);
         }
         let prepared = Prepared {
