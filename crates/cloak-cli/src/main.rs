@@ -14,6 +14,8 @@ mod attest;
 mod demo;
 mod failure;
 mod files;
+#[cfg(feature = "kbs")]
+mod kbs;
 mod model;
 mod remote;
 mod serve;
@@ -49,6 +51,11 @@ enum Command {
     /// Serve sealed models from inside the TEE: attested TLS, fresh attestation, the KServe v2 /
     /// Triton protocol, metrics
     Serve(Box<serve::ServeArgs>),
+    #[cfg(feature = "kbs")]
+    /// Run the model owner's key broker, which releases model keys only to attested enclaves,
+    /// and administer it
+    #[command(subcommand)]
+    Kbs(kbs::KbsCommand),
     /// Appraise a Cloak server, then run one KServe v2 inference request on it; the request is
     /// never sent to a server the policy rejects (exit 1)
     Infer(Box<remote::InferArgs>),
@@ -67,6 +74,8 @@ fn main() -> ExitCode {
         Command::Model(command) => model::run(command),
         Command::Attest(command) => attest::run(command),
         Command::Serve(args) => serve::run(&args),
+        #[cfg(feature = "kbs")]
+        Command::Kbs(command) => kbs::run(command),
         Command::Infer(args) => remote::infer(&args),
         #[cfg(feature = "sim")]
         Command::Sim(command) => sim::run(command),

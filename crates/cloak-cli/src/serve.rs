@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use cloak_crypto::key::ModelKey;
-use cloak_server::{CollateralSource, Limits, PreparedServer, ServerConfig};
+use cloak_server::{CollateralSource, KbsConfig, Limits, PreparedServer, ServerConfig};
 use cloak_tee::Platform;
 
 use crate::Reported;
@@ -20,7 +20,8 @@ use crate::files::read_key_file;
 /// Arguments of `cloak serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Directory of sealed models (`*.cloak`); each loads if a key is given for its model name
+    /// Directory of sealed models (`*.cloak`); each loads with a key given by --model-key, a key
+    /// sealed here by an earlier run (NAME.cloak.sealed-key), or one the --kbs broker releases
     #[arg(long, value_name = "DIR")]
     model_dir: PathBuf,
     /// Address for the attested-TLS listener (KServe v2, /v1/attestation, /metrics)
@@ -39,6 +40,20 @@ pub(crate) struct ServeArgs {
     /// The key for a model: NAME=KEYFILE (the model name in its container header); repeatable
     #[arg(long = "model-key", value_name = "NAME=KEYFILE")]
     model_keys: Vec<String>,
+    /// The model owner's key broker (`cloak kbs serve`): models without a given or sealed key
+    /// are loaded when it releases their keys to this enclave's evidence; released keys are
+    /// sealed to this build's measurement so a restart serves without the broker
+    #[arg(long, value_name = "URL")]
+    kbs: Option<String>,
+    /// PEM certificates that sign an https broker's certificate [default: the Mozilla roots]
+    #[arg(long, value_name = "FILE", requires = "kbs")]
+    kbs_ca: Option<PathBuf>,
+    /// Longest pause, in seconds, between attempts while the broker is unreachable
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "kbs")]
+    kbs_max_backoff: u64,
+    /// Seconds before asking the broker again after it refused a release
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "kbs")]
+    kbs_denied_retry: u64,
     /// Collateral to relay to clients (dcap-qvl QuoteCollateralV3 JSON, kept fresh by the
     /// host) [default: the platform's own, for sim]
     #[arg(long, value_name = "FILE")]
@@ -148,8 +163,13 @@ fn summary(prepared: &PreparedServer) -> Vec<String> {
         ));
     }
     for failed in prepared.store().failed() {
+        let label = if failed.code == "key-pending" {
+            "model WAITING   "
+        } else {
+            "model FAILED    "
+        };
         lines.push(format!(
-            "model FAILED     {} ({}): {}",
+            "{label} {} ({}): {}",
             failed.name, failed.code, failed.reason
         ));
     }
@@ -252,6 +272,21 @@ fn config(args: &ServeArgs) -> Result<ServerConfig, Failure> {
     }
     let mut config = ServerConfig::new(args.model_dir.clone(), args.listen);
     config.model_keys = keys;
+    if let Some(url) = &args.kbs {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Failure::usage(
+                "invalid-argument",
+                format!("--kbs {url}: expected an http:// or https:// URL"),
+            ));
+        }
+        let mut kbs = KbsConfig::new(url.clone());
+        if let Some(path) = &args.kbs_ca {
+            kbs.ca_pem = Some(std::fs::read(path).map_err(|e| Failure::io("read", path, &e))?);
+        }
+        kbs.max_backoff = Duration::from_secs(args.kbs_max_backoff.max(1));
+        kbs.denied_retry = Duration::from_secs(args.kbs_denied_retry.max(1));
+        config.kbs = Some(kbs);
+    }
     config.metrics_listen = args.metrics_listen;
     config.hostnames = args.hostnames.clone();
     config.limits = limits;

@@ -109,6 +109,12 @@ impl ModelKey {
     pub(crate) fn expose(&self) -> &[u8; KEY_LEN] {
         &self.bytes
     }
+
+    /// The raw key bytes, for code that must seal, wrap or HPKE-encrypt the key itself (the key
+    /// broker, the server's sealed key store). Never log or persist them in plaintext.
+    pub fn secret_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.bytes
+    }
 }
 
 impl fmt::Debug for ModelKey {

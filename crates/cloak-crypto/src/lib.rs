@@ -18,5 +18,7 @@
 pub mod aead;
 pub mod container;
 pub mod hash;
+pub mod hpke;
 pub mod kdf;
 pub mod key;
+pub mod mac;

@@ -22,5 +22,6 @@
 
 pub mod attestation;
 pub mod identity;
+pub mod kbs;
 pub mod kserve;
 pub mod tensor;

@@ -15,7 +15,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cloak_engine::{Dim, EngineError};
+use cloak_engine::{Dim, Engine, EngineError};
 use cloak_proto::kserve::{
     self, Dimension, ErrorBody, InferRequest, InferResponse, ModelMetadata, ModelReady,
     NamedTensor, ServerLive, ServerMetadata, ServerReady, TensorMetadata,
@@ -37,23 +37,33 @@ const PLATFORM: &str = "tract_onnx";
 pub struct AppState {
     store: ModelStore,
     identity: ServerIdentity,
+    engine: Engine,
     limits: Limits,
     admission: Admission,
     metrics: Metrics,
     ready: AtomicBool,
+    reattest: std::sync::Mutex<()>,
 }
 
 impl AppState {
-    pub(crate) fn new(store: ModelStore, identity: ServerIdentity, limits: Limits) -> Self {
+    pub(crate) fn new(
+        store: ModelStore,
+        identity: ServerIdentity,
+        limits: Limits,
+        engine: Engine,
+    ) -> Self {
         let metrics = Metrics::new();
-        metrics.set_models(store.ready().count(), store.failed().len());
+        let (ready, failed) = store.counts();
+        metrics.set_models(ready, failed);
         Self {
             admission: Admission::new(&limits),
             store,
             identity,
+            engine,
             limits,
             metrics,
             ready: AtomicBool::new(false),
+            reattest: std::sync::Mutex::new(()),
         }
     }
 
@@ -67,6 +77,34 @@ impl AppState {
 
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// After a model became ready: updates the model gauges and re-attests the claims, so that
+    /// new connections and attestations name the model (blocking: the platform signs a quote).
+    pub(crate) fn models_changed(&self) {
+        // One re-attestation at a time, each reading the store under the lock: two models
+        // arriving together must not leave the older claims in place.
+        let _serial = self
+            .reattest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (ready, failed) = self.store.counts();
+        self.metrics.set_models(ready, failed);
+        match self.identity.update_models(self.store.claims()) {
+            Ok(()) => tracing::info!(
+                models = ready,
+                spki_sha256 = %hex::encode(self.identity.claims().tls_spki_sha256),
+                "identity re-attested with the ready models"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "re-attesting the identity failed; clients keep seeing the previous models"
+            ),
+        }
     }
 
     pub(crate) fn set_ready(&self) {
@@ -216,7 +254,7 @@ async fn live() -> Response {
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let ready = state.ready.load(Ordering::SeqCst) && state.store.ready().next().is_some();
+    let ready = state.ready.load(Ordering::SeqCst) && state.store.counts().0 > 0;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -231,16 +269,17 @@ struct ModelList {
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Response {
-    let models = state.store.ready().map(|m| m.claim.name.clone()).collect();
+    let models = state
+        .store
+        .ready()
+        .into_iter()
+        .map(|m| m.claim.name)
+        .collect();
     json(StatusCode::OK, &ModelList { models })
 }
 
 /// The ready model `name` at `version` (`None`: unversioned path).
-fn model<'a>(
-    state: &'a AppState,
-    name: &str,
-    version: Option<&str>,
-) -> Result<&'a LoadedModel, ApiError> {
+fn model(state: &AppState, name: &str, version: Option<&str>) -> Result<LoadedModel, ApiError> {
     if let Some(version) = version
         && version != VERSION
     {
@@ -299,7 +338,7 @@ async fn model_metadata(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let model = model(&state, &name, None)?;
-    Ok(json(StatusCode::OK, &metadata(model)))
+    Ok(json(StatusCode::OK, &metadata(&model)))
 }
 
 async fn model_metadata_at(
@@ -307,7 +346,7 @@ async fn model_metadata_at(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let model = model(&state, &name, Some(&version))?;
-    Ok(json(StatusCode::OK, &metadata(model)))
+    Ok(json(StatusCode::OK, &metadata(&model)))
 }
 
 fn readiness(state: &AppState, name: &str, version: Option<&str>) -> Response {
@@ -341,15 +380,16 @@ async fn repository_index(State(state): State<Arc<AppState>>) -> Response {
     let mut entries: Vec<IndexEntry> = state
         .store
         .ready()
+        .into_iter()
         .map(|m| IndexEntry {
-            name: m.claim.name.clone(),
+            name: m.claim.name,
             version: VERSION,
             state: "READY",
             reason: String::new(),
         })
         .collect();
-    entries.extend(state.store.failed().iter().map(|f| IndexEntry {
-        name: f.name.clone(),
+    entries.extend(state.store.failed().into_iter().map(|f| IndexEntry {
+        name: f.name,
         version: VERSION,
         state: "UNAVAILABLE",
         reason: format!("{} ({})", f.reason, f.code),
@@ -386,7 +426,7 @@ async fn run_infer(
     let result = infer_inner(&state, &name, version.as_deref(), &headers, body).await;
     let seconds = started.elapsed().as_secs_f64();
     // Only served models get a metrics label: a client cannot grow the label set.
-    let label = if state.store.get(&name).is_some() {
+    let label = if state.store.is_ready(&name) {
         name.as_str()
     } else {
         "(unknown)"
@@ -418,7 +458,7 @@ async fn infer_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let model = model(state, name, version)?.clone();
+    let model = model(state, name, version)?;
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
         && encoding.as_bytes() != b"identity"
     {

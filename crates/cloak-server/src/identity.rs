@@ -9,7 +9,7 @@
 //! `GET /v1/attestation?nonce=` answers with a fresh quote over the same claims plus the nonce.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use ciborium::Value;
 use cloak_proto::attestation::AttestationDocument;
@@ -20,6 +20,8 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::{CertifiedKey, SigningKey};
 use zeroize::Zeroizing;
 
 /// The TCG DICE tagged-evidence extension, 2.23.133.5.4.9.
@@ -50,14 +52,26 @@ pub enum CollateralSource {
 }
 
 /// The server's keys, claims and certificate.
+///
+/// The keys live as long as the process; the claims and the certificate are replaced when the
+/// set of ready models changes ([`ServerIdentity::update_models`]), so new connections and fresh
+/// attestations always describe what the server serves now.
 pub struct ServerIdentity {
     platform: Arc<dyn Platform>,
     collateral: CollateralSource,
-    claims: IdentityClaims,
-    certificate: CertificateDer<'static>,
-    tls_key_pkcs8: Zeroizing<Vec<u8>>,
+    hostnames: Vec<String>,
+    current: Arc<RwLock<Arc<Attested>>>,
+    tls_key: KeyPair,
+    tls_signer: Arc<dyn SigningKey>,
     hpke_key: HpkePrivateKey,
     receipt_key_pkcs8: Zeroizing<Vec<u8>>,
+}
+
+/// Claims and the certificate that carries evidence over them.
+#[derive(Debug)]
+struct Attested {
+    claims: Arc<IdentityClaims>,
+    certified: Arc<CertifiedKey>,
 }
 
 impl ServerIdentity {
@@ -81,28 +95,53 @@ impl ServerIdentity {
             models,
             nonce: None,
         };
-        let claims_cbor = claims.to_cbor();
-        let evidence = platform.evidence(&IdentityClaims::report_data(&claims_cbor))?;
-        let certificate = certificate(&tls_key, hostnames, &evidence.quote, &claims_cbor)?;
+        let tls_key_der = Zeroizing::new(tls_key.serialize_der());
+        let tls_signer = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&PrivateKeyDer::Pkcs8(
+            PrivatePkcs8KeyDer::from(tls_key_der.as_slice()),
+        ))?;
+        let attested = attest_claims(platform.as_ref(), claims, &tls_key, &tls_signer, hostnames)?;
         Ok(Self {
             platform,
             collateral,
-            claims,
-            certificate,
-            tls_key_pkcs8: Zeroizing::new(tls_key.serialize_der()),
+            hostnames: hostnames.to_vec(),
+            current: Arc::new(RwLock::new(Arc::new(attested))),
+            tls_key,
+            tls_signer,
             hpke_key,
             receipt_key_pkcs8: Zeroizing::new(receipt_key.serialize_der()),
         })
     }
 
-    /// The claims (without a nonce).
-    pub fn claims(&self) -> &IdentityClaims {
-        &self.claims
+    /// The current claims (without a nonce).
+    pub fn claims(&self) -> Arc<IdentityClaims> {
+        Arc::clone(&self.current().claims)
     }
 
-    /// The attested TLS certificate (DER).
-    pub fn certificate(&self) -> &CertificateDer<'static> {
-        &self.certificate
+    /// The current attested TLS certificate (DER).
+    pub fn certificate(&self) -> CertificateDer<'static> {
+        self.current()
+            .certified
+            .cert
+            .first()
+            .cloned()
+            .unwrap_or_else(|| CertificateDer::from(Vec::new()))
+    }
+
+    /// Replaces the models in the claims, quotes the new claims and issues a new certificate
+    /// for the same TLS key (blocking: the platform signs a quote). Connections made from now on
+    /// see the new certificate.
+    pub fn update_models(&self, models: Vec<ModelClaim>) -> Result<(), IdentityError> {
+        let mut claims = IdentityClaims::clone(&self.claims());
+        claims.models = models;
+        let attested = attest_claims(
+            self.platform.as_ref(),
+            claims,
+            &self.tls_key,
+            &self.tls_signer,
+            &self.hostnames,
+        )?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(attested);
+        Ok(())
     }
 
     /// The HPKE private key whose public half the claims' key configuration carries (for
@@ -116,35 +155,38 @@ impl ServerIdentity {
         &self.receipt_key_pkcs8
     }
 
-    /// A rustls server configuration serving the attested certificate: TLS 1.3 only, HTTP/2
-    /// and HTTP/1.1 by ALPN.
+    /// The platform the server runs on.
+    pub fn platform(&self) -> &Arc<dyn Platform> {
+        &self.platform
+    }
+
+    /// Where relayed collateral comes from.
+    pub fn collateral_source(&self) -> &CollateralSource {
+        &self.collateral
+    }
+
+    /// A rustls server configuration serving the current attested certificate: TLS 1.3 only,
+    /// HTTP/2 and HTTP/1.1 by ALPN.
     pub fn tls_config(&self) -> Result<Arc<rustls::ServerConfig>, IdentityError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.tls_key_pkcs8.to_vec()));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
-            .with_single_cert(vec![self.certificate.clone()], key)?;
+            .with_cert_resolver(Arc::new(CurrentCertificate(Arc::clone(&self.current))));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 
-    /// A fresh attestation over the claims and `nonce` (blocking: the platform signs a quote).
+    /// A fresh attestation over the current claims and `nonce` (blocking: the platform signs a
+    /// quote).
     pub fn attest(&self, nonce: &[u8]) -> Result<AttestationDocument, IdentityError> {
-        let mut claims = self.claims.clone();
+        let mut claims = IdentityClaims::clone(&self.claims());
         claims.nonce = Some(nonce.to_vec());
         let claims_cbor = claims.to_cbor();
         let evidence = self
             .platform
             .evidence(&IdentityClaims::report_data(&claims_cbor))?;
-        let collateral = match &self.collateral {
-            CollateralSource::Platform => evidence.collateral,
-            CollateralSource::File(path) => Some(
-                std::fs::read(path)
-                    .map_err(|e| IdentityError::Collateral(format!("{}: {e}", path.display())))?,
-            ),
-            CollateralSource::None => None,
-        };
+        let collateral = self.collateral.resolve(evidence.collateral)?;
         AttestationDocument::new(
             self.platform.kind().name(),
             evidence.quote,
@@ -153,12 +195,61 @@ impl ServerIdentity {
         )
         .map_err(|e| IdentityError::Collateral(format!("not JSON: {e}")))
     }
+
+    fn current(&self) -> Arc<Attested> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl CollateralSource {
+    /// The collateral to send with evidence: the platform's own (`from_evidence`), the host's
+    /// file, or none.
+    pub fn resolve(
+        &self,
+        from_evidence: Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, IdentityError> {
+        match self {
+            Self::Platform => Ok(from_evidence),
+            Self::File(path) => std::fs::read(path)
+                .map(Some)
+                .map_err(|e| IdentityError::Collateral(format!("{}: {e}", path.display()))),
+            Self::None => Ok(None),
+        }
+    }
+}
+
+/// Serves whichever certificate is current when a client connects.
+#[derive(Debug)]
+struct CurrentCertificate(Arc<RwLock<Arc<Attested>>>);
+
+impl ResolvesServerCert for CurrentCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        Some(Arc::clone(&current.certified))
+    }
+}
+
+/// Quotes `claims` and issues the certificate carrying the quote.
+fn attest_claims(
+    platform: &dyn Platform,
+    claims: IdentityClaims,
+    tls_key: &KeyPair,
+    signer: &Arc<dyn SigningKey>,
+    hostnames: &[String],
+) -> Result<Attested, IdentityError> {
+    let claims_cbor = claims.to_cbor();
+    let evidence = platform.evidence(&IdentityClaims::report_data(&claims_cbor))?;
+    let certificate = certificate(tls_key, hostnames, &evidence.quote, &claims_cbor)?;
+    Ok(Attested {
+        claims: Arc::new(claims),
+        certified: Arc::new(CertifiedKey::new(vec![certificate], Arc::clone(signer))),
+    })
 }
 
 impl std::fmt::Debug for ServerIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerIdentity")
-            .field("claims", &self.claims)
+            .field("claims", &self.claims())
             .finish_non_exhaustive()
     }
 }

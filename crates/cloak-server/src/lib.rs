@@ -17,6 +17,8 @@
 
 pub mod api;
 pub mod identity;
+pub mod kbs;
+pub mod keys;
 pub mod limits;
 mod metrics;
 pub mod store;
@@ -35,6 +37,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use identity::{CollateralSource, ServerIdentity};
+pub use kbs::KbsConfig;
 pub use limits::Limits;
 pub use store::ModelStore;
 
@@ -44,8 +47,10 @@ pub use store::ModelStore;
 pub struct ServerConfig {
     /// The directory of `.cloak` containers.
     pub model_dir: PathBuf,
-    /// The key of each model, by model name.
+    /// The key of each model, by model name (given by the operator; takes precedence).
     pub model_keys: HashMap<String, ModelKey>,
+    /// The model owner's key broker, for models with neither a given nor a sealed key.
+    pub kbs: Option<KbsConfig>,
     /// The attested-TLS listener.
     pub listen: SocketAddr,
     /// An optional plain-HTTP listener serving only `/metrics` (for scrapers that cannot
@@ -67,6 +72,7 @@ impl ServerConfig {
         Self {
             model_dir,
             model_keys: HashMap::new(),
+            kbs: None,
             listen,
             metrics_listen: None,
             hostnames: Vec::new(),
@@ -82,37 +88,79 @@ pub struct PreparedServer {
     state: Arc<api::AppState>,
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
+    kbs: Option<(KbsConfig, Vec<kbs::Waiting>)>,
+}
+
+/// Where a model's key came from at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeySource {
+    Given,
+    Sealed,
 }
 
 impl PreparedServer {
-    /// Loads the models and makes the identity (blocking: decryption, model optimization and
-    /// quoting take a while).
+    /// Loads the models whose keys are given or sealed here, and makes the identity (blocking:
+    /// decryption, model optimization and quoting take a while). Models left without a key wait
+    /// for the key broker, which [`start`](Self::start) contacts.
     pub fn prepare(config: ServerConfig, platform: Arc<dyn Platform>) -> Result<Self, ServerError> {
         let engine = Engine::new();
-        let store = ModelStore::load_dir(
-            &config.model_dir,
-            &config.model_keys,
-            &engine,
-            &config.limits,
-        )
-        .map_err(|e| ServerError::ModelDir(format!("{}: {e}", config.model_dir.display())))?;
+        let store = ModelStore::new();
+        let found = store
+            .scan(&config.model_dir)
+            .map_err(|e| ServerError::ModelDir(format!("{}: {e}", config.model_dir.display())))?;
+        let mut waiting = Vec::new();
+        for item in found {
+            match initial_key(&config, platform.as_ref(), &item) {
+                Start::Key(key, source) => {
+                    if let Err(failed) = store.load(&item, &key, &engine, &config.limits)
+                        && source == KeySource::Sealed
+                        && failed.code == "wrong-key"
+                        && config.kbs.is_some()
+                    {
+                        waiting.push((item, Some(failed.reason)));
+                    }
+                }
+                Start::NoKey(note) if config.kbs.is_some() => waiting.push((item, note)),
+                Start::NoKey(_) => store.set_failed(store::FailedModel::no_key(item)),
+            }
+        }
+        let waiting: Vec<kbs::Waiting> = waiting
+            .into_iter()
+            .map(|(item, note)| kbs::Waiting { item, note })
+            .collect();
+        for kbs::Waiting { item, note } in &waiting {
+            store.set_failed(store::FailedModel {
+                name: item.name.clone(),
+                path: item.path.clone(),
+                code: "key-pending".to_owned(),
+                reason: kbs::pending_reason(note.as_deref(), "waiting for the key broker"),
+            });
+        }
         let identity = ServerIdentity::create(
             platform,
             config.collateral,
             store.claims(),
             &config.hostnames,
         )?;
+        let claims = identity.claims();
+        let (ready, failed) = store.counts();
         tracing::info!(
-            spki_sha256 = %hex::encode(identity.claims().tls_spki_sha256),
-            platform = %identity.claims().platform,
-            models = store.ready().count(),
-            failed = store.failed().len(),
+            spki_sha256 = %hex::encode(claims.tls_spki_sha256),
+            platform = %claims.platform,
+            models = ready,
+            failed,
+            waiting_for_broker = waiting.len(),
             "identity made"
         );
+        let kbs = match (config.kbs, waiting.is_empty()) {
+            (Some(kbs), false) => Some((kbs, waiting)),
+            _ => None,
+        };
         Ok(Self {
-            state: Arc::new(api::AppState::new(store, identity, config.limits)),
+            state: Arc::new(api::AppState::new(store, identity, config.limits, engine)),
             listen: config.listen,
             metrics_listen: config.metrics_listen,
+            kbs,
         })
     }
 
@@ -165,6 +213,16 @@ impl PreparedServer {
                 watcher,
             ));
         }
+        if let Some((config, waiting)) = self.kbs {
+            let client = kbs::BrokerClient::new(&config).map_err(ServerError::Kbs)?;
+            tasks.spawn(kbs::obtain_keys(
+                Arc::clone(&self.state),
+                Arc::new(client),
+                config,
+                waiting,
+                shutdown.subscribe(),
+            ));
+        }
         self.state.set_ready();
         Ok(RunningServer {
             local_addr,
@@ -215,4 +273,51 @@ pub enum ServerError {
     /// The model directory could not be read.
     #[error("cannot read the model directory {0}")]
     ModelDir(String),
+    /// The key broker configuration is unusable.
+    #[error(transparent)]
+    Kbs(kbs::ReleaseError),
+}
+
+/// The key a model starts with, if any.
+enum Start {
+    Key(ModelKey, KeySource),
+    /// No usable key; why a sealed one was not used, if there was one.
+    NoKey(Option<String>),
+}
+
+/// The key a model starts with: given by the operator, or sealed here by an earlier run. A
+/// sealed key that does not unseal, or that is not the container's key, is reported and
+/// ignored.
+fn initial_key(config: &ServerConfig, platform: &dyn Platform, item: &store::Found) -> Start {
+    if let Some(key) = config.model_keys.get(&item.name) {
+        return Start::Key(key.clone(), KeySource::Given);
+    }
+    match keys::unseal_key(platform, &item.path, &item.name) {
+        Ok(Some(key)) if key.id() == item.key_id => {
+            tracing::info!(model = %item.name, "model key unsealed");
+            Start::Key(key, KeySource::Sealed)
+        }
+        Ok(Some(_)) => {
+            tracing::warn!(
+                model = %item.name,
+                "the sealed key is not this container's key; ignored"
+            );
+            Start::NoKey(Some(
+                "the sealed key is not this container's key (sealed-key-mismatch)".to_owned(),
+            ))
+        }
+        Ok(None) => Start::NoKey(None),
+        Err(failure) => {
+            tracing::warn!(
+                model = %item.name,
+                code = failure.code,
+                reason = %failure.reason,
+                "the sealed key does not unseal here; ignored"
+            );
+            Start::NoKey(Some(format!(
+                "the sealed key does not unseal here ({})",
+                failure.code
+            )))
+        }
+    }
 }

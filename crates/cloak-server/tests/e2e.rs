@@ -573,13 +573,13 @@ fn model_limits_leave_models_unloaded_with_their_reasons() {
     let codes = |store: &cloak_server::ModelStore| -> Vec<(String, String)> {
         store
             .failed()
-            .iter()
-            .map(|f| (f.name.clone(), f.code.clone()))
+            .into_iter()
+            .map(|f| (f.name, f.code))
             .collect()
     };
 
     let all = store(Limits::default());
-    assert_eq!(all.ready().count(), 3);
+    assert_eq!(all.ready().len(), 3);
     assert_eq!(
         codes(&all),
         [("a".to_owned(), "duplicate-model".to_owned())]
@@ -588,7 +588,7 @@ fn model_limits_leave_models_unloaded_with_their_reasons() {
     let mut limits = Limits::default();
     limits.max_models = 2;
     let two = store(limits);
-    assert_eq!(two.ready().count(), 2);
+    assert_eq!(two.ready().len(), 2);
     assert!(
         codes(&two).contains(&("c".to_owned(), "too-many-models".to_owned())),
         "{:?}",
@@ -598,7 +598,7 @@ fn model_limits_leave_models_unloaded_with_their_reasons() {
     let mut limits = Limits::default();
     limits.max_model_bytes = DEMO_MODEL.len() as u64 * 2;
     let bounded = store(limits);
-    assert_eq!(bounded.ready().count(), 2);
+    assert_eq!(bounded.ready().len(), 2);
     assert!(
         codes(&bounded).contains(&("c".to_owned(), "model-memory-limit".to_owned())),
         "{:?}",

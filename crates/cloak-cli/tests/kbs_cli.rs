@@ -1,0 +1,753 @@
+//! The key broker end to end, as separate processes on loopback: the model owner runs
+//! `cloak kbs`, the host runs `cloak serve --kbs` on the simulated platform, and keys reach the
+//! enclave only when its evidence satisfies each model's policy. Restarts use the sealed keys;
+//! tampered sealed keys and rebuilt binaries go back to the broker; the audit log records every
+//! decision and detects edits.
+#![cfg(all(feature = "sim", feature = "kbs"))]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn cloak(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cloak"))
+        .args(args)
+        .output()
+        .expect("run cloak")
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// The MRENCLAVE the simulated platform gives a process: the SHA-256 of its executable.
+fn mrenclave_of(exe: &Path) -> String {
+    hex(&cloak_crypto::hash::sha256(&std::fs::read(exe).unwrap()))
+}
+
+fn cloak_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cloak"))
+}
+
+/// A child process killed on drop, with its stdout drained by a thread.
+struct Running {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `exe args`, logging to `log`, and waits for the line starting with `marker` on
+/// stdout (the URL follows it).
+fn spawn(exe: &Path, args: &[&str], log: &Path, marker: &str) -> Running {
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("CLOAK_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = Vec::new();
+    let url = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{} stopped: {stdout:?}\n{}",
+                exe.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        };
+        stdout.push(line.clone());
+        if let Some(url) = line.strip_prefix(marker) {
+            break url.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Running { child, url }
+}
+
+/// The model owner's side: a broker database, its admin token, and the running broker.
+struct Owner {
+    dir: PathBuf,
+    db: PathBuf,
+    token: PathBuf,
+}
+
+impl Owner {
+    fn init(dir: &Path) -> Self {
+        let db = dir.join("kbs.db");
+        let token = dir.join("admin.token");
+        ok(&cloak(&[
+            "kbs",
+            "init",
+            "--db",
+            s(&db),
+            "--admin-token-out",
+            s(&token),
+        ]));
+        Self {
+            dir: dir.to_path_buf(),
+            db,
+            token,
+        }
+    }
+
+    /// `cloak kbs serve` on `listen` (`127.0.0.1:0` for any port).
+    fn serve(&self, listen: &str, extra: &[&str]) -> Running {
+        let mut args = vec!["kbs", "serve", "--db", s(&self.db), "--listen", listen];
+        args.extend_from_slice(extra);
+        let log = self.dir.join(format!(
+            "kbs-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        spawn(&cloak_exe(), &args, &log, "cloak kbs: listening on ")
+    }
+
+    fn admin(&self, url: &str, command: &str, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "kbs",
+            command,
+            "--url",
+            url,
+            "--admin-token-file",
+            s(&self.token),
+        ];
+        args.extend_from_slice(extra);
+        cloak(&args)
+    }
+
+    /// Registers `model` with its key file and a policy (TOML text).
+    fn add_model(&self, url: &str, model: &str, key: &Path, policy: &str) {
+        let path = self.dir.join(format!("{model}.policy.toml"));
+        std::fs::write(&path, policy).unwrap();
+        ok(&self.admin(
+            url,
+            "add-model",
+            &["--name", model, "--key", s(key), "--policy", s(&path)],
+        ));
+    }
+
+    fn set_policy(&self, url: &str, model: &str, policy: &str) {
+        let path = self.dir.join(format!("{model}.policy2.toml"));
+        std::fs::write(&path, policy).unwrap();
+        ok(&self.admin(url, "set-policy", &["--name", model, "--policy", s(&path)]));
+    }
+
+    /// The audit records (JSON).
+    fn audit(&self, url: &str) -> Vec<Value> {
+        let out = self.admin(url, "audit", &["--json"]);
+        ok(&out);
+        let response: Value = serde_json::from_slice(&out.stdout).unwrap();
+        response["records"].as_array().unwrap().clone()
+    }
+}
+
+/// The release decisions for `model` in the audit: (decision, reason, mrenclave).
+fn releases(records: &[Value], model: &str) -> Vec<(String, String, String)> {
+    records
+        .iter()
+        .filter(|r| r["event"] == "release" && r["model"] == model)
+        .map(|r| {
+            (
+                r["decision"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap().to_owned(),
+                r["measurements"]["mrenclave"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Seals the demo model under `name` into `models`; returns its key file.
+fn seal_demo(dir: &Path, models: &Path, name: &str) -> PathBuf {
+    let onnx = dir.join("demo.onnx");
+    if !onnx.exists() {
+        std::fs::write(&onnx, include_bytes!("../assets/demo-mlp.onnx")).unwrap();
+    }
+    let key = dir.join(format!("{name}.key"));
+    ok(&cloak(&[
+        "model",
+        "encrypt",
+        s(&onnx),
+        "--out",
+        s(&models.join(format!("{name}.cloak"))),
+        "--key-out",
+        s(&key),
+        "--name",
+        name,
+    ]));
+    key
+}
+
+/// A release policy trusting the simulation root at `root`, pinning `mrenclaves`, plus `extra`
+/// lines at the top level.
+fn policy(root: &Path, mrenclaves: &[&str], extra: &str) -> String {
+    let list = mrenclaves
+        .iter()
+        .map(|m| format!("\"{m}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "trust_root = \"{}\"\n{extra}\n[sgx]\nmrenclave = [{list}]\n",
+        s(root)
+    )
+}
+
+/// `cloak serve --kbs URL` (run from `exe`) on `models`, with extra flags.
+fn serve(exe: &Path, dir: &Path, models: &Path, sim: &Path, kbs: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "serve",
+        "--model-dir",
+        s(models),
+        "--listen",
+        "127.0.0.1:0",
+        "--platform",
+        "sim",
+        "--sim-dir",
+        s(sim),
+        "--kbs",
+        kbs,
+        "--kbs-max-backoff",
+        "1",
+        "--kbs-denied-retry",
+        "3600",
+    ];
+    args.extend_from_slice(extra);
+    let log = dir.join("server.log");
+    spawn(exe, &args, &log, "cloak serve: listening on ")
+}
+
+/// A policy that trusts the simulation root at `root` and tolerates any status and debug (the
+/// tests observe servers with it; they do not appraise).
+fn observer_policy(root: &Path) -> cloak_attest::policy::AppraisalPolicy {
+    let root = std::fs::read(root).unwrap();
+    let mut policy = cloak_attest::policy::AppraisalPolicy::strict()
+        .with_trust_root(cloak_attest::policy::TrustRootPolicy::Der(root))
+        .with_debug(cloak_attest::policy::DebugPolicy::Allow);
+    for status in ["OutOfDate", "SWHardeningNeeded"] {
+        policy = policy.allow_tcb_status(status.parse().unwrap());
+    }
+    policy
+}
+
+/// Connects to the server at `url` over attested TLS; returns the model names its claims bind
+/// and the body of `POST path`.
+fn fetch(url: &str, root: &Path, path: &str) -> (Vec<String>, Vec<u8>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = cloak_client::Client::bootstrap(url, observer_policy(root), None)
+            .await
+            .unwrap();
+        let claimed = client
+            .server()
+            .claims()
+            .models
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        let body = client.post(path, b"{}".to_vec(), None).await.unwrap().body;
+        (claimed, body)
+    })
+}
+
+/// The repository index of the server at `url`: name → (state, reason).
+fn index(url: &str, root: &Path) -> BTreeMap<String, (String, String)> {
+    let (_, body) = fetch(url, root, "/v2/repository/index");
+    let entries: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    entries
+        .into_iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                (
+                    e["state"].as_str().unwrap().to_owned(),
+                    e["reason"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Polls the index until `model` satisfies `done` (30 s at most); returns (state, reason).
+fn wait_for(
+    server: &Running,
+    root: &Path,
+    model: &str,
+    done: impl Fn(&str, &str) -> bool,
+) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states = index(&server.url, root);
+        if let Some((state, reason)) = states.get(model)
+            && done(state, reason)
+        {
+            return (state.clone(), reason.clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "model {model} never reached the expected state: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn is_ready(state: &str, _: &str) -> bool {
+    state == "READY"
+}
+
+/// The broker refused the release (the index reason ends with the status code).
+fn is_denied(_: &str, reason: &str) -> bool {
+    reason.ends_with("(key-release-denied)")
+}
+
+/// The server is retrying a broker it cannot reach.
+fn is_waiting(_: &str, reason: &str) -> bool {
+    reason.ends_with("(key-pending)") && reason.contains("unreachable")
+}
+
+fn infer_demo(server: &Running, dir: &Path, root: &Path, model: &str) -> Value {
+    let request = dir.join("request.json");
+    std::fs::write(
+        &request,
+        r#"{"inputs":[{"name":"features","datatype":"FP32","shape":[1,4],"data":[0.5,-1.0,2.0,3.0]}]}"#,
+    )
+    .unwrap();
+    let out = cloak(&[
+        "infer",
+        &server.url,
+        "--model",
+        model,
+        "--input",
+        s(&request),
+        "--trust-root",
+        s(root),
+        "--allow-status",
+        "OutOfDate",
+        "--json",
+    ]);
+    ok(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The released key opens the model, a policy for another measurement gets nothing; restarts
+/// serve from the sealed key while the broker is down; a tampered sealed key and a rebuilt
+/// binary (a new MRENCLAVE) cannot unseal and go back to the broker once it is up.
+#[test]
+fn release_seal_restart_and_rebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sim = dir.join("sim");
+    ok(&cloak(&["sim", "init", "--dir", s(&sim)]));
+    let root = sim.join("root.der");
+    let models = dir.join("models");
+    std::fs::create_dir(&models).unwrap();
+    let demo_key = seal_demo(dir, &models, "demo");
+    let other_key = seal_demo(dir, &models, "other");
+
+    let owner = Owner::init(dir);
+    let broker = owner.serve("127.0.0.1:0", &[]);
+    let kbs = broker.url.clone();
+    let port = kbs.rsplit(':').next().unwrap().to_owned();
+    let ours = mrenclave_of(&cloak_exe());
+    owner.add_model(&kbs, "demo", &demo_key, &policy(&root, &[&ours], ""));
+    owner.add_model(
+        &kbs,
+        "other",
+        &other_key,
+        &policy(&root, &["00".repeat(32).as_str()], ""),
+    );
+
+    // First start: the broker releases demo's key, and refuses other's. Once demo is ready the
+    // server re-attests: new connections see it in the claims.
+    let server = serve(&cloak_exe(), dir, &models, &sim, &kbs, &[]);
+    wait_for(&server, &root, "demo", is_ready);
+    assert_eq!(
+        fetch(&server.url, &root, "/v2/repository/index").0,
+        ["demo"]
+    );
+    let (state, reason) = wait_for(&server, &root, "other", is_denied);
+    assert_eq!(state, "UNAVAILABLE");
+    assert!(reason.contains("measurement-mismatch"), "{reason}");
+    let output = infer_demo(&server, dir, &root, "demo");
+    assert_eq!(output["model_name"], "demo");
+    let sealed = models.join("demo.cloak.sealed-key");
+    assert!(sealed.exists());
+    assert!(!models.join("other.cloak.sealed-key").exists());
+    let records = owner.audit(&kbs);
+    assert_eq!(
+        releases(&records, "demo"),
+        [("granted".into(), "granted".into(), ours.clone())]
+    );
+    assert_eq!(
+        releases(&records, "other"),
+        [("denied".into(), "measurement-mismatch".into(), ours.clone())]
+    );
+    // The key never reaches the host's disk in plaintext.
+    let key_hex = std::fs::read_to_string(&demo_key).unwrap();
+    let key_hex = key_hex.lines().last().unwrap().rsplit(':').next().unwrap();
+    let key_bytes: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&key_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let sealed_bytes = std::fs::read(&sealed).unwrap();
+    assert!(!sealed_bytes.windows(32).any(|w| w == key_bytes.as_slice()));
+    drop(server);
+
+    // Restart with the broker stopped: demo is served from its sealed key.
+    drop(broker);
+    let server = serve(&cloak_exe(), dir, &models, &sim, &kbs, &[]);
+    assert_eq!(index(&server.url, &root)["demo"].0, "READY");
+    let (_, reason) = wait_for(&server, &root, "other", is_waiting);
+    assert!(reason.contains("waiting for the key broker"), "{reason}");
+    infer_demo(&server, dir, &root, "demo");
+    drop(server);
+
+    // A tampered sealed key does not unseal: demo waits for the broker, and gets its key
+    // again as soon as the broker is back (on the same address).
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&sealed, &bytes).unwrap();
+    let server = serve(&cloak_exe(), dir, &models, &sim, &kbs, &[]);
+    let (state, reason) = wait_for(&server, &root, "demo", is_waiting);
+    assert_eq!(state, "UNAVAILABLE");
+    assert!(reason.contains("sealed key does not unseal"), "{reason}");
+    let broker = owner.serve(&format!("127.0.0.1:{port}"), &[]);
+    wait_for(&server, &root, "demo", is_ready);
+    infer_demo(&server, dir, &root, "demo");
+    assert_eq!(releases(&owner.audit(&kbs), "demo").len(), 2);
+    drop(server);
+    drop(broker);
+
+    // A rebuilt server binary has another MRENCLAVE: the sealed key (bound to the old
+    // measurement) does not unseal, and the broker releases the key only once the owner's
+    // policy names the new measurement.
+    let rebuilt = dir.join("cloak-rebuilt");
+    let mut exe = std::fs::read(cloak_exe()).unwrap();
+    exe.extend_from_slice(b"\0rebuilt");
+    std::fs::write(&rebuilt, exe).unwrap();
+    std::fs::set_permissions(
+        &rebuilt,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let theirs = mrenclave_of(&rebuilt);
+    let server = serve(&rebuilt, dir, &models, &sim, &kbs, &[]);
+    let (_, reason) = wait_for(&server, &root, "demo", is_waiting);
+    assert!(reason.contains("measurement-mismatch"), "{reason}");
+    let broker = owner.serve(&format!("127.0.0.1:{port}"), &[]);
+    let (_, reason) = wait_for(&server, &root, "demo", is_denied);
+    assert!(reason.contains("measurement-mismatch"), "{reason}");
+    drop(server);
+    owner.set_policy(&kbs, "demo", &policy(&root, &[&ours, &theirs], ""));
+    let server = serve(&rebuilt, dir, &models, &sim, &kbs, &[]);
+    wait_for(&server, &root, "demo", is_ready);
+    let demo = releases(&owner.audit(&kbs), "demo");
+    assert_eq!(
+        demo.last().unwrap(),
+        &("granted".to_owned(), "granted".to_owned(), theirs.clone())
+    );
+    assert!(
+        demo.contains(&(
+            "denied".into(),
+            "measurement-mismatch".into(),
+            theirs.clone()
+        )),
+        "{demo:?} {theirs}"
+    );
+    drop(broker);
+}
+
+/// Each kind of policy refusal keeps the key, leaves the model unavailable with the matching
+/// reason, and is audited with it; the server keeps serving its other models.
+#[test]
+fn refusals_name_their_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let owner = Owner::init(dir);
+    let broker = owner.serve("127.0.0.1:0", &[]);
+    let kbs = broker.url.clone();
+    let ours = mrenclave_of(&cloak_exe());
+
+    // An OutOfDate platform: a policy requiring UpToDate, one naming only Intel's root, one
+    // pinning another enclave (while tolerating OutOfDate); and a model with a given key.
+    let out_of_date = dir.join("sim-ood");
+    ok(&cloak(&[
+        "sim",
+        "init",
+        "--dir",
+        s(&out_of_date),
+        "--tcb-status",
+        "OutOfDate",
+    ]));
+    let root = out_of_date.join("root.der");
+    let models = dir.join("models-ood");
+    std::fs::create_dir(&models).unwrap();
+    let tolerant = "allowed_tcb_statuses = [\"UpToDate\", \"OutOfDate\"]";
+    for (name, policy_text) in [
+        ("needs-uptodate", policy(&root, &[&ours], "")),
+        ("intel-only", {
+            let text = policy(&root, &[&ours], tolerant);
+            text.replace(
+                &format!("trust_root = \"{}\"", s(&root)),
+                "trust_root = \"intel\"",
+            )
+        }),
+        (
+            "other-enclave",
+            policy(&root, &["11".repeat(32).as_str()], tolerant),
+        ),
+    ] {
+        let key = seal_demo(dir, &models, name);
+        owner.add_model(&kbs, name, &key, &policy_text);
+    }
+    let given = seal_demo(dir, &models, "given");
+    let given_flag = format!("given={}", s(&given));
+    let server = serve(
+        &cloak_exe(),
+        dir,
+        &models,
+        &out_of_date,
+        &kbs,
+        &["--model-key", &given_flag],
+    );
+    for (model, code) in [
+        ("needs-uptodate", "tcb-status-not-allowed"),
+        ("intel-only", "untrusted-root"),
+        ("other-enclave", "measurement-mismatch"),
+    ] {
+        let (state, reason) = wait_for(&server, &root, model, is_denied);
+        assert_eq!(state, "UNAVAILABLE", "{model}");
+        assert!(reason.contains(code), "{model}: {reason}");
+        assert_eq!(
+            releases(&owner.audit(&kbs), model),
+            [("denied".into(), code.into(), ours.clone())],
+            "{model}"
+        );
+    }
+    assert_eq!(index(&server.url, &root)["given"].0, "READY");
+    infer_demo(&server, dir, &root, "given");
+    drop(server);
+
+    // A debug enclave on an up-to-date platform: refused unless the policy allows debug.
+    let sim = dir.join("sim");
+    ok(&cloak(&["sim", "init", "--dir", s(&sim)]));
+    let root = sim.join("root.der");
+    let models = dir.join("models-debug");
+    std::fs::create_dir(&models).unwrap();
+    let key = seal_demo(dir, &models, "no-debug");
+    owner.add_model(&kbs, "no-debug", &key, &policy(&root, &[&ours], ""));
+    let server = serve(&cloak_exe(), dir, &models, &sim, &kbs, &["--sim-debug"]);
+    let (_, reason) = wait_for(&server, &root, "no-debug", is_denied);
+    assert!(reason.contains("debug-enclave"), "{reason}");
+    let records = owner.audit(&kbs);
+    let decision = releases(&records, "no-debug");
+    assert_eq!(
+        decision,
+        [("denied".into(), "debug-enclave".into(), ours.clone())]
+    );
+    let record = records
+        .iter()
+        .find(|r| r["model"] == "no-debug" && r["event"] == "release")
+        .unwrap();
+    assert_eq!(record["measurements"]["debug"], "true");
+    assert!(record["client"].as_str().unwrap().starts_with("127.0.0.1"));
+    drop(server);
+    drop(broker);
+}
+
+/// A minimal HTTP/1.1 JSON POST over plain TCP (the broker on loopback); returns status and
+/// body.
+fn post(url: &str, path: &str, body: &str) -> (u16, Value) {
+    let addr = url.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Replayed and late release requests, wrong admin tokens, and an edited audit log.
+#[test]
+fn replay_expiry_tokens_and_audit_edits() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sim = dir.join("sim");
+    ok(&cloak(&["sim", "init", "--dir", s(&sim)]));
+    let root = sim.join("root.der");
+    let models = dir.join("models");
+    std::fs::create_dir(&models).unwrap();
+    let key = seal_demo(dir, &models, "demo");
+    let owner = Owner::init(dir);
+    let broker = owner.serve("127.0.0.1:0", &["--nonce-ttl", "2"]);
+    let kbs = broker.url.clone();
+    let mrenclave = "22".repeat(32);
+    owner.add_model(&kbs, "demo", &key, &policy(&root, &[&mrenclave], ""));
+
+    // An enclave that satisfies the policy, speaking the protocol by hand.
+    let platform = cloak_tee::sim::SimPlatform::open(&sim).unwrap();
+    let mut identity = cloak_tee::Platform::identity(&platform).unwrap();
+    identity.mrenclave = [0x22; 32];
+    let platform = platform.with_enclave(identity);
+    let release_body = |nonce: &[u8], ephemeral: &[u8; 32]| {
+        let report_data = cloak_proto::kbs::release_report_data(nonce, ephemeral);
+        let evidence = cloak_tee::Platform::evidence(&platform, &report_data).unwrap();
+        let collateral = String::from_utf8(evidence.collateral.unwrap()).unwrap();
+        format!(
+            r#"{{"nonce":"{}","evidence":"{}","collateral":{collateral},"ephemeral_key":"{}"}}"#,
+            b64.encode(nonce),
+            b64.encode(&evidence.quote),
+            b64.encode(ephemeral)
+        )
+    };
+    let challenge = || {
+        let (status, body) = post(&kbs, "/kbs/v1/challenge", r#"{"model":"demo"}"#);
+        assert_eq!(status, 200, "{body}");
+        b64.decode(body["nonce"].as_str().unwrap()).unwrap()
+    };
+
+    let ephemeral = cloak_crypto::hpke::HpkeKeyPair::generate();
+    let nonce = challenge();
+    let request = release_body(&nonce, ephemeral.public_key());
+    let (status, released) = post(&kbs, "/kbs/v1/release", &request);
+    assert_eq!(status, 200, "{released}");
+    let sealed = cloak_crypto::hpke::HpkeSealed {
+        enc: b64
+            .decode(released["enc"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        ciphertext: b64
+            .decode(released["sealed_key"].as_str().unwrap())
+            .unwrap(),
+    };
+    let opened = ephemeral
+        .open(&sealed, &cloak_proto::kbs::release_info("demo"), &nonce)
+        .unwrap();
+    let expected =
+        cloak_crypto::key::ModelKey::from_key_file(&std::fs::read_to_string(&key).unwrap())
+            .unwrap();
+    assert_eq!(opened.as_slice(), expected.secret_bytes());
+
+    // The same request again: the nonce was used.
+    let (status, body) = post(&kbs, "/kbs/v1/release", &request);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "nonce-unknown");
+
+    // Evidence bound to another ephemeral key than the one sent.
+    let nonce = challenge();
+    let other = cloak_crypto::hpke::HpkeKeyPair::generate();
+    let mut swapped: Value =
+        serde_json::from_str(&release_body(&nonce, ephemeral.public_key())).unwrap();
+    swapped["ephemeral_key"] = Value::String(b64.encode(other.public_key()));
+    let (status, body) = post(&kbs, "/kbs/v1/release", &swapped.to_string());
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "report-data-mismatch");
+
+    // A nonce used after it expired (the broker runs with --nonce-ttl 2).
+    let nonce = challenge();
+    std::thread::sleep(Duration::from_millis(3100));
+    let (status, body) = post(
+        &kbs,
+        "/kbs/v1/release",
+        &release_body(&nonce, ephemeral.public_key()),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "nonce-expired");
+
+    // A wrong admin token changes nothing and is audited.
+    let wrong = dir.join("wrong.token");
+    std::fs::write(&wrong, "0".repeat(64)).unwrap();
+    let policy_path = dir.join("lax.toml");
+    std::fs::write(&policy_path, policy(&root, &[&"33".repeat(32)], "")).unwrap();
+    let out = cloak(&[
+        "kbs",
+        "set-policy",
+        "--url",
+        &kbs,
+        "--admin-token-file",
+        s(&wrong),
+        "--name",
+        "demo",
+        "--policy",
+        s(&policy_path),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
+    let records = owner.audit(&kbs);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["decision"] == "denied" && r["reason"] == "unauthorized")
+    );
+    let decisions = releases(&records, "demo");
+    assert_eq!(decisions.len(), 4, "{decisions:?}");
+    assert_eq!(decisions[0].0, "granted");
+
+    // The chain verifies; an edited record (a denial turned into a grant) is detected.
+    let verify = owner.admin(&kbs, "audit", &["--verify"]);
+    ok(&verify);
+    drop(broker);
+    let connection = rusqlite::Connection::open(&owner.db).unwrap();
+    let changed = connection
+        .execute(
+            "UPDATE audit_log SET decision = 'granted', reason = 'granted' \
+             WHERE seq = (SELECT MAX(seq) FROM audit_log WHERE event = 'release')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(connection);
+    let broker = owner.serve("127.0.0.1:0", &[]);
+    let verify = owner.admin(&broker.url, "audit", &["--verify", "--json"]);
+    assert_eq!(verify.status.code(), Some(1), "{verify:?}");
+    let response: Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(response["verification"]["intact"], false);
+    assert!(response["verification"]["first_bad_seq"].as_u64().is_some());
+}

@@ -1,0 +1,483 @@
+//! The broker service: challenge, release and administration, transport-free. Every method
+//! blocks (the store is synchronous); the HTTP layer calls them on blocking threads.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cloak_attest::collateral::Collateral;
+use cloak_attest::policy::AcceptedQuote;
+use cloak_attest::quote::{Measurements, Quote};
+use cloak_attest::types::ReportData;
+use cloak_attest::verify::Verifier;
+use cloak_crypto::key::{KEY_LEN, ModelKey};
+use cloak_proto::kbs::{
+    AddModelRequest, AuditResponse, ChallengeRequest, ChallengeResponse, EPHEMERAL_KEY_LEN,
+    NONCE_LEN, ReleaseRequest, ReleaseResponse, SetPolicyRequest, release_info,
+    release_report_data,
+};
+use zeroize::Zeroize as _;
+
+use crate::master::{DerivedKeys, MasterKey};
+use crate::policy::parse_release_policy;
+use crate::store::{ModelRecord, NewAuditRecord, Store};
+use crate::token::AdminToken;
+use crate::{BrokerError, Clock};
+
+/// How long a nonce is accepted by default (seconds).
+pub const DEFAULT_NONCE_TTL: u64 = 60;
+/// Longest model name.
+pub const MAX_MODEL_NAME_LEN: usize = 128;
+/// Expired nonces are kept this long (seconds) so that a late release is told `nonce-expired`
+/// rather than `nonce-unknown`; then they are purged.
+const EXPIRED_NONCE_RETENTION: u64 = 3600;
+
+const META_KEY_CHECK: &str = "key_check";
+const META_ADMIN_TOKEN: &str = "admin_token_sha256";
+const META_CREATED: &str = "created";
+
+/// Audit events.
+const EVENT_RELEASE: &str = "release";
+const EVENT_ADD: &str = "add-model";
+const EVENT_SET_POLICY: &str = "set-policy";
+const EVENT_REMOVE: &str = "remove-model";
+const EVENT_READ_AUDIT: &str = "read-audit";
+
+/// Audit decisions.
+const GRANTED: &str = "granted";
+const DENIED: &str = "denied";
+const DONE: &str = "done";
+
+/// Settings of a broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// How long a nonce is accepted (seconds).
+    pub nonce_ttl: u64,
+}
+
+impl BrokerConfig {
+    /// The defaults: nonces live [`DEFAULT_NONCE_TTL`] seconds.
+    pub fn new() -> Self {
+        Self {
+            nonce_ttl: DEFAULT_NONCE_TTL,
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Writes a new broker's settings into `store`: the master key's check value and the admin
+/// token's SHA-256. Fails with [`BrokerError::AlreadyInitialised`] if the store has them.
+pub fn initialise(
+    store: &dyn Store,
+    master: &MasterKey,
+    token: &AdminToken,
+    now: u64,
+) -> Result<(), BrokerError> {
+    let keys = master.derived();
+    let created = now.to_string();
+    let inserted = store.insert_meta(&[
+        (META_KEY_CHECK, &keys.check_value()),
+        (META_ADMIN_TOKEN, &token.sha256_hex()),
+        (META_CREATED, &created),
+    ])?;
+    if inserted {
+        Ok(())
+    } else {
+        Err(BrokerError::AlreadyInitialised)
+    }
+}
+
+/// Checks a model name: 1 to 128 characters of `A-Z a-z 0-9 . _ -`.
+pub fn validate_model_name(name: &str) -> Result<(), BrokerError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_MODEL_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(BrokerError::InvalidModelName)
+    }
+}
+
+/// The key broker.
+pub struct Broker {
+    store: Arc<dyn Store>,
+    keys: DerivedKeys,
+    clock: Arc<dyn Clock>,
+    config: BrokerConfig,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens a broker over an initialised store; fails with [`BrokerError::WrongMasterKey`]
+    /// if `master` is not the key the store was initialised with.
+    pub fn open(
+        store: Arc<dyn Store>,
+        master: &MasterKey,
+        clock: Arc<dyn Clock>,
+        config: BrokerConfig,
+    ) -> Result<Self, BrokerError> {
+        let keys = master.derived();
+        let stored = store
+            .meta(META_KEY_CHECK)?
+            .ok_or(BrokerError::NotInitialised)?;
+        if !keys.matches_check_value(&stored) {
+            return Err(BrokerError::WrongMasterKey);
+        }
+        Ok(Self {
+            store,
+            keys,
+            clock,
+            config,
+        })
+    }
+
+    /// Issues a nonce for `request.model`.
+    pub fn challenge(&self, request: &ChallengeRequest) -> Result<ChallengeResponse, BrokerError> {
+        validate_model_name(&request.model)?;
+        if self.store.model(&request.model)?.is_none() {
+            return Err(BrokerError::UnknownModel);
+        }
+        let now = self.clock.now();
+        let mut nonce = vec![0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| BrokerError::Random(e.to_string()))?;
+        let expires = now.saturating_add(self.config.nonce_ttl);
+        let purged = self
+            .store
+            .purge_nonces(now.saturating_sub(EXPIRED_NONCE_RETENTION))?;
+        if purged > 0 {
+            tracing::debug!(purged, "purged expired nonces");
+        }
+        self.store
+            .insert_nonce(&hex::encode(&nonce), &request.model, expires)?;
+        tracing::debug!(model = %request.model, nonce = %hex::encode(&nonce), expires, "challenge issued");
+        Ok(ChallengeResponse { nonce, expires })
+    }
+
+    /// Releases a model key to the enclave whose evidence `request` carries, or refuses; either
+    /// way the decision is audited. The nonce is used up first, whatever happens next; a
+    /// replayed nonce is refused as `nonce-unknown` and audited under its model.
+    pub fn release(
+        &self,
+        request: &ReleaseRequest,
+        client: &str,
+    ) -> Result<ReleaseResponse, BrokerError> {
+        let now = self.clock.now();
+        let mut seen = BTreeMap::new();
+        let taken = if request.nonce.len() == NONCE_LEN {
+            self.store.take_nonce(&hex::encode(&request.nonce))?
+        } else {
+            None
+        };
+        let Some(nonce) = taken else {
+            let error = BrokerError::denied("nonce-unknown", "the nonce is unknown");
+            return Err(self.refuse(EVENT_RELEASE, "", client, now, seen, error));
+        };
+        let model = nonce.model;
+        if nonce.uses != 1 {
+            let error = BrokerError::denied("nonce-unknown", "the nonce was used already");
+            return Err(self.refuse(EVENT_RELEASE, &model, client, now, seen, error));
+        }
+        if now >= nonce.expires {
+            let error = BrokerError::denied("nonce-expired", "the nonce has expired");
+            return Err(self.refuse(EVENT_RELEASE, &model, client, now, seen, error));
+        }
+        match self.appraise(&model, request, now, &mut seen) {
+            Ok(response) => {
+                // The key leaves only once its release is on record.
+                self.record(EVENT_RELEASE, &model, GRANTED, GRANTED, client, now, seen)?;
+                tracing::info!(model = %model, %client, "key released");
+                Ok(response)
+            }
+            Err(error) => Err(self.refuse(EVENT_RELEASE, &model, client, now, seen, error)),
+        }
+    }
+
+    fn appraise(
+        &self,
+        model: &str,
+        request: &ReleaseRequest,
+        now: u64,
+        seen: &mut BTreeMap<String, String>,
+    ) -> Result<ReleaseResponse, BrokerError> {
+        let record = self.store.model(model)?.ok_or(BrokerError::UnknownModel)?;
+        let ephemeral: [u8; EPHEMERAL_KEY_LEN] =
+            request.ephemeral_key.as_slice().try_into().map_err(|_| {
+                BrokerError::MalformedRequest(format!(
+                    "ephemeral_key must be {EPHEMERAL_KEY_LEN} bytes"
+                ))
+            })?;
+        let policy = parse_release_policy(&record.policy)?;
+        let quote = &request.evidence;
+        if let Ok(parsed) = Quote::parse(quote) {
+            note_measurements(&parsed, seen);
+        }
+        let collateral = Collateral::from_json(request.collateral.get().as_bytes())
+            .map_err(|e| BrokerError::denied(e.code(), e.to_string()))?;
+        let anchor = policy
+            .trust_root()
+            .anchor(quote, &collateral)
+            .map_err(|e| BrokerError::denied(e.code(), e.to_string()))?;
+        let verified = Verifier::new(anchor)
+            .verify(quote, &collateral, now)
+            .map_err(|e| BrokerError::denied(e.code(), e.to_string()))?;
+        seen.insert("tcb_status".into(), verified.tcb_status().as_str().into());
+        seen.insert(
+            "trust_root".into(),
+            hex::encode(verified.trust_root().sha256()),
+        );
+        let expected = ReportData::from_bytes(release_report_data(&request.nonce, &ephemeral));
+        let accepted = policy
+            .with_report_data(expected)
+            .appraise(verified)
+            .map_err(|e| BrokerError::denied(e.code(), e.to_string()))?;
+        let key = self.keys.unwrap(model, &record.wrapped_key)?;
+        seal_key(&accepted, model, &key, &request.nonce, &ephemeral)
+    }
+
+    /// Registers a model (administrator).
+    pub fn add_model(
+        &self,
+        token: Option<&str>,
+        client: &str,
+        name: &str,
+        mut request: AddModelRequest,
+    ) -> Result<(), BrokerError> {
+        let now = self.clock.now();
+        let result = self
+            .authorize(token)
+            .and_then(|()| self.add_model_inner(name, &request, now));
+        request.key.zeroize();
+        self.administered(EVENT_ADD, name, client, now, result)
+    }
+
+    fn add_model_inner(
+        &self,
+        name: &str,
+        request: &AddModelRequest,
+        now: u64,
+    ) -> Result<(), BrokerError> {
+        validate_model_name(name)?;
+        let mut bytes: [u8; KEY_LEN] = request
+            .key
+            .as_slice()
+            .try_into()
+            .map_err(|_| BrokerError::InvalidKey(format!("a model key is {KEY_LEN} bytes")))?;
+        let key = ModelKey::from_bytes(bytes);
+        bytes.zeroize();
+        parse_release_policy(&request.policy)?;
+        let record = ModelRecord {
+            name: name.to_owned(),
+            key_id: key.id().to_string(),
+            wrapped_key: self.keys.wrap(name, &key)?,
+            policy: request.policy.clone(),
+            created: now,
+            updated: now,
+        };
+        if self.store.insert_model(&record)? {
+            tracing::info!(model = %name, key_id = %record.key_id, "model added");
+            Ok(())
+        } else {
+            Err(BrokerError::ModelExists)
+        }
+    }
+
+    /// Replaces a model's policy (administrator).
+    pub fn set_policy(
+        &self,
+        token: Option<&str>,
+        client: &str,
+        name: &str,
+        request: &SetPolicyRequest,
+    ) -> Result<(), BrokerError> {
+        let now = self.clock.now();
+        let result = self.authorize(token).and_then(|()| {
+            validate_model_name(name)?;
+            parse_release_policy(&request.policy)?;
+            if self.store.update_policy(name, &request.policy, now)? {
+                tracing::info!(model = %name, "policy replaced");
+                Ok(())
+            } else {
+                Err(BrokerError::UnknownModel)
+            }
+        });
+        self.administered(EVENT_SET_POLICY, name, client, now, result)
+    }
+
+    /// Removes a model and its key (administrator).
+    pub fn remove_model(
+        &self,
+        token: Option<&str>,
+        client: &str,
+        name: &str,
+    ) -> Result<(), BrokerError> {
+        let now = self.clock.now();
+        let result = self.authorize(token).and_then(|()| {
+            validate_model_name(name)?;
+            if self.store.delete_model(name)? {
+                tracing::info!(model = %name, "model removed");
+                Ok(())
+            } else {
+                Err(BrokerError::UnknownModel)
+            }
+        });
+        self.administered(EVENT_REMOVE, name, client, now, result)
+    }
+
+    /// The audit log, and with `verify` the broker's check of its chain (administrator).
+    /// Refused reads are audited; successful ones are not.
+    pub fn audit(
+        &self,
+        token: Option<&str>,
+        client: &str,
+        verify: bool,
+    ) -> Result<AuditResponse, BrokerError> {
+        let now = self.clock.now();
+        if let Err(error) = self.authorize(token) {
+            return Err(self.refuse(EVENT_READ_AUDIT, "", client, now, BTreeMap::new(), error));
+        }
+        let records = self.store.audit_records()?;
+        let verification = verify.then(|| crate::audit::verify(self.keys.audit(), &records));
+        Ok(AuditResponse {
+            records,
+            verification,
+        })
+    }
+
+    /// Checks the bearer token against the stored SHA-256, in constant time.
+    fn authorize(&self, token: Option<&str>) -> Result<(), BrokerError> {
+        let Some(stored) = self.store.meta(META_ADMIN_TOKEN)? else {
+            return Err(BrokerError::Unauthorized);
+        };
+        let Ok(stored) = hex::decode(stored) else {
+            return Err(BrokerError::Unauthorized);
+        };
+        let presented = cloak_crypto::hash::sha256(token.unwrap_or_default().as_bytes());
+        let equal: bool = subtle::ConstantTimeEq::ct_eq(stored.as_slice(), &presented[..]).into();
+        if equal && token.is_some() {
+            Ok(())
+        } else {
+            Err(BrokerError::Unauthorized)
+        }
+    }
+
+    /// Audits an administrative call's outcome and passes it on.
+    fn administered(
+        &self,
+        event: &str,
+        name: &str,
+        client: &str,
+        now: u64,
+        result: Result<(), BrokerError>,
+    ) -> Result<(), BrokerError> {
+        match result {
+            Ok(()) => self.record(event, name, DONE, DONE, client, now, BTreeMap::new()),
+            Err(error) => Err(self.refuse(event, name, client, now, BTreeMap::new(), error)),
+        }
+    }
+
+    /// Audits a refusal and returns its error. A failure to write the record is logged; the
+    /// refusal stands either way.
+    fn refuse(
+        &self,
+        event: &str,
+        model: &str,
+        client: &str,
+        now: u64,
+        seen: BTreeMap<String, String>,
+        error: BrokerError,
+    ) -> BrokerError {
+        tracing::info!(event, model = %audit_name(model), %client, reason = error.code(), "refused: {error}");
+        if let Err(e) = self.record(event, model, DENIED, error.code(), client, now, seen) {
+            tracing::error!(error = %e, "cannot append to the audit log");
+        }
+        error
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        event: &str,
+        model: &str,
+        decision: &str,
+        reason: &str,
+        client: &str,
+        now: u64,
+        measurements: BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        let record = NewAuditRecord {
+            time: now,
+            event: event.to_owned(),
+            model: audit_name(model),
+            decision: decision.to_owned(),
+            reason: reason.to_owned(),
+            client: client.to_owned(),
+            measurements,
+        };
+        let key = self.keys.audit();
+        self.store.append_audit(&record, &|record, seq, prev| {
+            crate::audit::chain_hash(key, record, seq, prev)
+        })?;
+        Ok(())
+    }
+}
+
+/// Seals the model key to the ephemeral key; only an accepted quote gets here.
+fn seal_key(
+    _accepted: &AcceptedQuote,
+    model: &str,
+    key: &ModelKey,
+    nonce: &[u8],
+    ephemeral: &[u8; EPHEMERAL_KEY_LEN],
+) -> Result<ReleaseResponse, BrokerError> {
+    let sealed =
+        cloak_crypto::hpke::seal(ephemeral, &release_info(model), nonce, key.secret_bytes())
+            .map_err(|e| match e {
+                cloak_crypto::hpke::HpkeError::Malformed => BrokerError::MalformedRequest(
+                    "ephemeral_key is not an X25519 public key".into(),
+                ),
+                other => BrokerError::Seal(other.code()),
+            })?;
+    Ok(ReleaseResponse {
+        model: model.to_owned(),
+        key_id: key.id().to_string(),
+        enc: sealed.enc.to_vec(),
+        sealed_key: sealed.ciphertext,
+    })
+}
+
+/// A model name as recorded: an invalid one is cut to [`MAX_MODEL_NAME_LEN`] characters.
+fn audit_name(name: &str) -> String {
+    name.chars().take(MAX_MODEL_NAME_LEN).collect()
+}
+
+/// Records what a parsed quote says about the enclave or TD.
+fn note_measurements(quote: &Quote, seen: &mut BTreeMap<String, String>) {
+    seen.insert("tee".into(), quote.tee().as_str().into());
+    seen.insert("debug".into(), quote.is_debug().to_string());
+    match quote.measurements() {
+        Measurements::Sgx(m) => {
+            seen.insert("mrenclave".into(), m.mrenclave.to_string());
+            seen.insert("mrsigner".into(), m.mrsigner.to_string());
+            seen.insert("isv_prod_id".into(), m.isv_prod_id.to_string());
+            seen.insert("isv_svn".into(), m.isv_svn.to_string());
+        }
+        Measurements::Tdx(m) => {
+            seen.insert("mrtd".into(), m.mrtd.to_string());
+        }
+        _ => {}
+    }
+}

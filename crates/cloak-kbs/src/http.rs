@@ -1,0 +1,474 @@
+//! The broker over HTTP: an axum router that extracts, calls the [`Broker`] on a blocking
+//! thread and maps the result, and a server loop for plain TCP (loopback only, enforced by the
+//! CLI) or TLS 1.2/1.3 with the aws-lc-rs provider.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use cloak_proto::kbs::{
+    AddModelRequest, ChallengeRequest, ErrorBody, ReleaseRequest, SetPolicyRequest,
+};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{Broker, BrokerError};
+
+/// Largest request body (a quote and its collateral are a few tens of KiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default sustained rate of challenge and release requests per client address.
+pub const DEFAULT_RATE_PER_SECOND: u32 = 10;
+/// Default burst of challenge and release requests per client address.
+pub const DEFAULT_RATE_BURST: u32 = 20;
+
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP/1 client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long open connections may take to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Forget idle rate-limit entries after this many checks.
+const RETAIN_EVERY: u64 = 4096;
+
+/// Per-client-address limits on `/kbs/v1/challenge` and `/kbs/v1/release` together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: NonZeroU32,
+    /// Requests allowed in a burst.
+    pub burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// [`DEFAULT_RATE_PER_SECOND`] per second, bursts of [`DEFAULT_RATE_BURST`].
+    pub fn new() -> Self {
+        Self {
+            per_second: NonZeroU32::new(DEFAULT_RATE_PER_SECOND).unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(DEFAULT_RATE_BURST).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether plain HTTP may be served on `addr`: only on loopback addresses.
+pub fn plain_http_allowed(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+struct AppState {
+    broker: Arc<Broker>,
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    checks: AtomicU64,
+}
+
+impl AppState {
+    /// `Some(429 response)` when `ip` is over its rate.
+    fn limit(&self, ip: IpAddr) -> Option<Response> {
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(RETAIN_EVERY)
+        {
+            self.limiter.retain_recent();
+        }
+        let not_until = self.limiter.check_key(&ip).err()?;
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let seconds = wait
+            .as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0));
+        tracing::debug!(%ip, "rate limited");
+        let mut response = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "too many requests from this address; retry later",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        Some(response)
+    }
+}
+
+/// The broker's routes (see the crate README).
+pub fn router(broker: Arc<Broker>, rate: RateLimit) -> Router {
+    let state = Arc::new(AppState {
+        broker,
+        limiter: DefaultKeyedRateLimiter::keyed(
+            Quota::per_second(rate.per_second).allow_burst(rate.burst),
+        ),
+        checks: AtomicU64::new(0),
+    });
+    Router::new()
+        .route("/kbs/v1/challenge", post(challenge))
+        .route("/kbs/v1/release", post(release))
+        .route(
+            "/kbs/v1/admin/models/{name}",
+            put(add_model).delete(remove_model),
+        )
+        .route("/kbs/v1/admin/models/{name}/policy", put(set_policy))
+        .route("/kbs/v1/admin/audit", get(audit))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn challenge(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = state.limit(peer.ip()) {
+        return refused;
+    }
+    let request: ChallengeRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
+    let broker = Arc::clone(&state.broker);
+    respond(blocking(move || broker.challenge(&request)).await)
+}
+
+async fn release(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = state.limit(peer.ip()) {
+        return refused;
+    }
+    let request: ReleaseRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
+    let broker = Arc::clone(&state.broker);
+    respond(blocking(move || broker.release(&request, &peer.to_string())).await)
+}
+
+async fn add_model(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = bearer(&headers);
+    let broker = Arc::clone(&state.broker);
+    let parsed = parse::<AddModelRequest>(&body);
+    respond_empty(
+        blocking(move || match parsed {
+            Ok(request) => broker.add_model(
+                token.as_ref().map(|t| t.as_str()),
+                &peer.to_string(),
+                &name,
+                request,
+            ),
+            Err(ApiError(e)) => Err(e),
+        })
+        .await,
+        StatusCode::CREATED,
+    )
+}
+
+async fn set_policy(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = bearer(&headers);
+    let broker = Arc::clone(&state.broker);
+    let parsed = parse::<SetPolicyRequest>(&body);
+    respond_empty(
+        blocking(move || match parsed {
+            Ok(request) => broker.set_policy(
+                token.as_ref().map(|t| t.as_str()),
+                &peer.to_string(),
+                &name,
+                &request,
+            ),
+            Err(ApiError(e)) => Err(e),
+        })
+        .await,
+        StatusCode::NO_CONTENT,
+    )
+}
+
+async fn remove_model(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let token = bearer(&headers);
+    let broker = Arc::clone(&state.broker);
+    respond_empty(
+        blocking(move || {
+            broker.remove_model(token.as_ref().map(|t| t.as_str()), &peer.to_string(), &name)
+        })
+        .await,
+        StatusCode::NO_CONTENT,
+    )
+}
+
+/// The query of `GET /kbs/v1/admin/audit`.
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    verify: Option<bool>,
+}
+
+async fn audit(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<AuditQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let token = bearer(&headers);
+    let broker = Arc::clone(&state.broker);
+    let verify = query.verify.unwrap_or(false);
+    respond(
+        blocking(move || {
+            broker.audit(
+                token.as_ref().map(|t| t.as_str()),
+                &peer.to_string(),
+                verify,
+            )
+        })
+        .await,
+    )
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not-found", "no such route")
+}
+
+/// The bearer token of an `Authorization` header, if any.
+fn bearer(headers: &HeaderMap) -> Option<zeroize::Zeroizing<String>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| zeroize::Zeroizing::new(token.trim().to_owned()))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError(BrokerError::MalformedRequest(format!(
+            "invalid JSON body: {e}"
+        )))
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError),
+        Err(e) => {
+            tracing::error!(error = %e, "broker task failed");
+            Err(ApiError(BrokerError::Io("internal failure".into())))
+        }
+    }
+}
+
+fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn respond_empty(result: Result<(), ApiError>, status: StatusCode) -> Response {
+    match result {
+        Ok(()) => status.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The one mapping from broker errors to HTTP. Refusal details (which measurement, expected
+/// values) stay in the broker's log and audit; the caller gets the stable code.
+struct ApiError(BrokerError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        let code = error.code();
+        let (status, message) = match &error {
+            BrokerError::Denied { .. } => (
+                StatusCode::FORBIDDEN,
+                format!("key release refused ({code})"),
+            ),
+            BrokerError::Unauthorized => (StatusCode::UNAUTHORIZED, error.to_string()),
+            BrokerError::UnknownModel => (StatusCode::NOT_FOUND, error.to_string()),
+            BrokerError::ModelExists => (StatusCode::CONFLICT, error.to_string()),
+            BrokerError::InvalidKey(_)
+            | BrokerError::InvalidModelName
+            | BrokerError::InvalidPolicy(_)
+            | BrokerError::MalformedRequest(_) => (StatusCode::BAD_REQUEST, error.to_string()),
+            _ => {
+                tracing::error!(code, error = %error, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error ({code})"),
+                )
+            }
+        };
+        let mut response = error_response(status, code, &message);
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: code.to_owned(),
+            message: message.to_owned(),
+        }),
+    )
+        .into_response()
+}
+
+/// Reads a PEM certificate chain and private key and builds a TLS 1.2/1.3 server
+/// configuration on the aws-lc-rs provider, offering HTTP/2 and HTTP/1.1.
+pub fn tls_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, BrokerError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BrokerError::Tls(format!("certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(BrokerError::Tls("no certificate in the PEM file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| BrokerError::Tls(format!("private key PEM: {e}")))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| BrokerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| BrokerError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves `router` on `listener` — over TLS when `tls` is set — until `shutdown` completes;
+/// then stops accepting, lets open connections finish their requests (for up to 10 s), and
+/// returns. Handlers see the peer address as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let acceptor = tls.map(TlsAcceptor::from);
+    let (stop, stopped) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().layer(Extension(ConnectInfo(peer)));
+        let acceptor = acceptor.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => connection(TokioIo::new(tls), service, peer, stopped).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => connection(TokioIo::new(stream), service, peer, stopped).await,
+            }
+        });
+    }
+    tracing::info!("shutting down: no new connections");
+    let _ = stop.send(true);
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain timeout; closing them");
+    }
+}
+
+async fn connection<I>(io: I, service: Router, peer: SocketAddr, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder.serve_connection(io, TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = async {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

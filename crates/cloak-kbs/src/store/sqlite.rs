@@ -1,0 +1,484 @@
+//! The SQLite store: one file, write-ahead log, foreign keys on, a busy timeout so that
+//! concurrent processes wait instead of failing, and numbered migrations recorded in
+//! `schema_migrations`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cloak_proto::kbs::AuditRecord;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::audit::GENESIS;
+
+use super::{ModelRecord, NewAuditRecord, NonceRecord, Store, StoreError};
+
+/// How long a statement waits for another writer before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, as numbered migrations; each runs once, in order, in its own transaction.
+/// Types are TEXT and BIGINT (PostgreSQL's INTEGER is 32 bits; SQLite treats BIGINT as
+/// INTEGER).
+const MIGRATIONS: &[(u64, &str)] = &[(
+    1,
+    "CREATE TABLE meta (
+         key TEXT PRIMARY KEY,
+         value TEXT NOT NULL
+     );
+     CREATE TABLE models (
+         name TEXT PRIMARY KEY,
+         key_id TEXT NOT NULL,
+         wrapped_key TEXT NOT NULL,
+         policy TEXT NOT NULL,
+         created BIGINT NOT NULL,
+         updated BIGINT NOT NULL
+     );
+     CREATE TABLE nonces (
+         nonce TEXT PRIMARY KEY,
+         model TEXT NOT NULL REFERENCES models (name) ON DELETE CASCADE,
+         expires BIGINT NOT NULL,
+         uses BIGINT NOT NULL DEFAULT 0
+     );
+     CREATE INDEX nonces_expires ON nonces (expires);
+     CREATE TABLE audit_log (
+         seq BIGINT PRIMARY KEY,
+         time BIGINT NOT NULL,
+         event TEXT NOT NULL,
+         model TEXT NOT NULL,
+         decision TEXT NOT NULL,
+         reason TEXT NOT NULL,
+         client TEXT NOT NULL,
+         measurements TEXT NOT NULL,
+         prev TEXT NOT NULL,
+         hash TEXT NOT NULL
+     );",
+)];
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let connection = Connection::open(path).map_err(db)?;
+        Self::configure(connection)
+    }
+
+    /// An in-memory database (for tests).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::configure(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn configure(mut connection: Connection) -> Result<Self, StoreError> {
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        let _mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db)?;
+        connection
+            .pragma_update(None, "foreign_keys", true)
+            .map_err(db)?;
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        migrate(&mut connection)?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while the lock was held leaves no transaction open (rusqlite rolls back on
+        // drop), so the connection is still usable.
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs the migrations the database has not seen.
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    connection
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version BIGINT PRIMARY KEY,
+                 applied BIGINT NOT NULL
+             )",
+        )
+        .map_err(db)?;
+    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+    for (version, sql) in MIGRATIONS {
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let current: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(db)?;
+        let current = u64::try_from(current).unwrap_or(0);
+        if current > known {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known,
+            });
+        }
+        if current >= *version {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(db)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied) VALUES (?1, ?2)",
+            params![int(*version)?, int(unix_now())?],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        tracing::info!(version, "applied broker schema migration");
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.lock()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(db)
+    }
+
+    fn insert_meta(&self, entries: &[(&str, &str)]) -> Result<bool, StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        for (key, value) in entries {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    [key, value],
+                )
+                .map_err(db)?;
+            if inserted == 0 {
+                // Dropping the transaction rolls back what was inserted so far.
+                return Ok(false);
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(true)
+    }
+
+    fn insert_nonce(&self, nonce: &str, model: &str, expires: u64) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO nonces (nonce, model, expires) VALUES (?1, ?2, ?3)",
+                params![nonce, model, int(expires)?],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn take_nonce(&self, nonce: &str) -> Result<Option<NonceRecord>, StoreError> {
+        // One statement: the increment and the read are atomic, so of concurrent callers
+        // exactly one sees `uses = 1`.
+        self.lock()
+            .query_row(
+                "UPDATE nonces SET uses = uses + 1 WHERE nonce = ?1 RETURNING model, expires, uses",
+                [nonce],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db)?
+            .map(|(model, expires, uses)| {
+                Ok(NonceRecord {
+                    model,
+                    expires: uint(expires)?,
+                    uses: uint(uses)?,
+                })
+            })
+            .transpose()
+    }
+
+    fn purge_nonces(&self, time: u64) -> Result<u64, StoreError> {
+        let deleted = self
+            .lock()
+            .execute("DELETE FROM nonces WHERE expires < ?1", [int(time)?])
+            .map_err(db)?;
+        Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    }
+
+    fn model(&self, name: &str) -> Result<Option<ModelRecord>, StoreError> {
+        let row = self
+            .lock()
+            .query_row(
+                "SELECT name, key_id, wrapped_key, policy, created, updated
+                 FROM models WHERE name = ?1",
+                [name],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, i64>(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db)?;
+        row.map(|(name, key_id, wrapped_key, policy, created, updated)| {
+            Ok(ModelRecord {
+                name,
+                key_id,
+                wrapped_key,
+                policy,
+                created: uint(created)?,
+                updated: uint(updated)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn insert_model(&self, model: &ModelRecord) -> Result<bool, StoreError> {
+        let inserted = self
+            .lock()
+            .execute(
+                "INSERT INTO models (name, key_id, wrapped_key, policy, created, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                params![
+                    model.name,
+                    model.key_id,
+                    model.wrapped_key,
+                    model.policy,
+                    int(model.created)?,
+                    int(model.updated)?
+                ],
+            )
+            .map_err(db)?;
+        Ok(inserted == 1)
+    }
+
+    fn update_policy(&self, name: &str, policy: &str, updated: u64) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE models SET policy = ?2, updated = ?3 WHERE name = ?1",
+                params![name, policy, int(updated)?],
+            )
+            .map_err(db)?;
+        Ok(changed == 1)
+    }
+
+    fn delete_model(&self, name: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .lock()
+            .execute("DELETE FROM models WHERE name = ?1", [name])
+            .map_err(db)?;
+        Ok(deleted == 1)
+    }
+
+    fn append_audit(
+        &self,
+        record: &NewAuditRecord,
+        chain: &dyn Fn(&NewAuditRecord, u64, &str) -> String,
+    ) -> Result<AuditRecord, StoreError> {
+        let mut connection = self.lock();
+        // IMMEDIATE takes the write lock before reading the head, so two writers (even in two
+        // processes) cannot both chain onto the same record.
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let head = tx
+            .query_row(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let (seq, prev) = match head {
+            Some((seq, hash)) => (
+                uint(seq)?
+                    .checked_add(1)
+                    .ok_or_else(|| StoreError::Corrupt("audit sequence overflow".into()))?,
+                hash,
+            ),
+            None => (1, GENESIS.to_owned()),
+        };
+        let hash = chain(record, seq, &prev);
+        let measurements = serde_json::to_string(&record.measurements)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO audit_log
+                 (seq, time, event, model, decision, reason, client, measurements, prev, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                int(seq)?,
+                int(record.time)?,
+                record.event,
+                record.model,
+                record.decision,
+                record.reason,
+                record.client,
+                measurements,
+                prev,
+                hash
+            ],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(AuditRecord {
+            seq,
+            time: record.time,
+            event: record.event.clone(),
+            model: record.model.clone(),
+            decision: record.decision.clone(),
+            reason: record.reason.clone(),
+            client: record.client.clone(),
+            measurements: record.measurements.clone(),
+            prev,
+            hash,
+        })
+    }
+
+    fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(
+                "SELECT seq, time, event, model, decision, reason, client, measurements, prev, hash
+                 FROM audit_log ORDER BY seq",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                let measurements: String = row.get(7)?;
+                Ok(AuditRecord {
+                    // Out-of-range values cannot verify; they are shown as 0 rather than hidden.
+                    seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                    time: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                    event: row.get(2)?,
+                    model: row.get(3)?,
+                    decision: row.get(4)?,
+                    reason: row.get(5)?,
+                    client: row.get(6)?,
+                    // An edited, unreadable map is kept visible (and fails verification).
+                    measurements: serde_json::from_str(&measurements).unwrap_or_else(|_| {
+                        BTreeMap::from([("unreadable".to_owned(), measurements)])
+                    }),
+                    prev: row.get(8)?,
+                    hash: row.get(9)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+}
+
+fn db(error: rusqlite::Error) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+fn int(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is out of range")))
+}
+
+fn uint(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is out of range")))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kbs.db");
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.insert_meta(&[("a", "1")]).unwrap());
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.meta("a").unwrap().as_deref(), Some("1"));
+        let versions: i64 = store
+            .lock()
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(versions, 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kbs.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .lock()
+            .execute(
+                "INSERT INTO schema_migrations (version, applied) VALUES (99, 0)",
+                [],
+            )
+            .unwrap();
+        drop(store);
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::SchemaTooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn insert_meta_is_all_or_nothing() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        assert!(store.insert_meta(&[("a", "1")]).unwrap());
+        assert!(!store.insert_meta(&[("b", "2"), ("a", "3")]).unwrap());
+        assert_eq!(store.meta("b").unwrap(), None);
+        assert_eq!(store.meta("a").unwrap().as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_nonce_is_taken_once() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let model = ModelRecord {
+            name: "m".into(),
+            key_id: "00".into(),
+            wrapped_key: "00".into(),
+            policy: String::new(),
+            created: 1,
+            updated: 1,
+        };
+        assert!(store.insert_model(&model).unwrap());
+        assert!(!store.insert_model(&model).unwrap());
+        store.insert_nonce("aa", "m", 100).unwrap();
+        assert_eq!(
+            store.take_nonce("aa").unwrap(),
+            Some(NonceRecord {
+                model: "m".into(),
+                expires: 100,
+                uses: 1,
+            })
+        );
+        assert_eq!(store.take_nonce("aa").unwrap().unwrap().uses, 2);
+        assert_eq!(store.take_nonce("zz").unwrap(), None);
+        store.insert_nonce("bb", "m", 100).unwrap();
+        assert_eq!(store.purge_nonces(101).unwrap(), 2);
+        assert!(store.insert_nonce("cc", "unknown", 100).is_err());
+    }
+}

@@ -1,0 +1,808 @@
+//! The broker end to end, in process: a real router on 127.0.0.1:0, real (simulated-platform)
+//! quotes and collateral, an injected clock, and the admin client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cloak_crypto::hpke::{HpkeKeyPair, HpkeSealed};
+use cloak_crypto::key::ModelKey;
+use cloak_kbs::admin::{AdminClient, AdminError};
+use cloak_kbs::http::RateLimit;
+use cloak_kbs::store::Store as _;
+use cloak_kbs::{
+    AdminToken, Broker, BrokerConfig, BrokerError, Clock, MasterKey, MasterKeySource, SqliteStore,
+};
+use cloak_proto::kbs::{
+    AuditRecord, ChallengeResponse, ReleaseRequest, ReleaseResponse, release_info,
+    release_report_data,
+};
+use cloak_tee::Identity;
+use cloak_tee::sim::{SimConfig, SimPlatform, TcbStatusName};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+const MODEL: &str = "resnet-50.v1";
+
+fn identity() -> Identity {
+    Identity {
+        mrenclave: [0x11; 32],
+        mrsigner: [0x22; 32],
+        isv_prod_id: 1,
+        isv_svn: 2,
+        debug: false,
+    }
+}
+
+/// A clock the test moves.
+struct TestClock(AtomicU64);
+
+impl Clock for TestClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    url: String,
+    token: String,
+    clock: Arc<TestClock>,
+    platform: SimPlatform,
+    agent: ureq::Agent,
+    runtime: tokio::runtime::Runtime,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn system_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn start(sim: &SimConfig, enclave: Identity) -> Harness {
+    start_with(sim, enclave, RateLimit::new())
+}
+
+fn start_with(sim: &SimConfig, enclave: Identity, rate: RateLimit) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let platform = SimPlatform::init(&dir.path().join("sim"), sim)
+        .unwrap()
+        .with_enclave(enclave);
+    let db = dir.path().join("kbs.db");
+    let token_path = dir.path().join("admin.token");
+    let master_path = cloak_kbs::default_master_key_path(&db);
+    let now = system_now();
+    cloak_kbs::init(
+        &db,
+        &token_path,
+        MasterKeySource::CreateFile(master_path.clone()),
+        now,
+    )
+    .unwrap();
+    let token = std::fs::read_to_string(&token_path)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let clock = Arc::new(TestClock(AtomicU64::new(now)));
+    let broker = Broker::open(
+        Arc::new(SqliteStore::open(&db).unwrap()),
+        &MasterKey::read_file(&master_path).unwrap(),
+        clock.clone(),
+        BrokerConfig::new(),
+    )
+    .unwrap();
+    let router = cloak_kbs::http::router(Arc::new(broker), rate);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    runtime.spawn(cloak_kbs::http::serve(listener, None, router, async {
+        let _ = stopped.await;
+    }));
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    Harness {
+        dir,
+        db,
+        url,
+        token,
+        clock,
+        platform,
+        agent,
+        runtime,
+        _stop: stop,
+    }
+}
+
+impl Harness {
+    fn admin(&self) -> AdminClient {
+        AdminClient::new(&self.url, AdminToken::from_text(&self.token), None).unwrap()
+    }
+
+    fn root_pin(&self) -> String {
+        format!(
+            "sha256:{}",
+            hex::encode(cloak_crypto::hash::sha256(self.platform.root_der()))
+        )
+    }
+
+    /// The policy a model owner would write for the test enclave on this platform.
+    fn policy(&self, extra: &str) -> String {
+        format!(
+            "trust_root = \"{}\"\n{extra}\n[sgx]\nmrenclave = [\"{}\"]\n",
+            self.root_pin(),
+            hex::encode(identity().mrenclave)
+        )
+    }
+
+    fn add_model(&self, policy: &str) -> ModelKey {
+        let key = ModelKey::generate().unwrap();
+        self.admin().add_model(MODEL, &key, policy).unwrap();
+        key
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .send_json(body)
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .read_json::<Value>()
+            .unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    fn challenge(&self) -> ChallengeResponse {
+        let (status, body) = self.post("/kbs/v1/challenge", &serde_json::json!({"model": MODEL}));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// A release request from the test enclave: a quote over the report data binding `nonce`
+    /// and `bound_key`, sent with `ephemeral`.
+    fn request(&self, nonce: &[u8], bound_key: &[u8; 32], ephemeral: &[u8; 32]) -> ReleaseRequest {
+        let quote = self
+            .platform
+            .quote(&release_report_data(nonce, bound_key))
+            .unwrap();
+        let collateral = self.platform.collateral(self.clock.now()).unwrap();
+        ReleaseRequest {
+            nonce: nonce.to_vec(),
+            evidence: quote,
+            collateral: RawValue::from_string(String::from_utf8(collateral).unwrap()).unwrap(),
+            ephemeral_key: ephemeral.to_vec(),
+        }
+    }
+
+    fn release(&self, request: &ReleaseRequest) -> (u16, Value) {
+        self.post("/kbs/v1/release", &serde_json::to_value(request).unwrap())
+    }
+
+    /// Challenge, then release with a fresh ephemeral key.
+    fn attempt(&self) -> (u16, Value, HpkeKeyPair, Vec<u8>) {
+        let nonce = self.challenge().nonce;
+        let ephemeral = HpkeKeyPair::generate();
+        let request = self.request(&nonce, ephemeral.public_key(), ephemeral.public_key());
+        let (status, body) = self.release(&request);
+        (status, body, ephemeral, nonce)
+    }
+
+    fn audit(&self) -> Vec<AuditRecord> {
+        self.admin().audit(false).unwrap().records
+    }
+
+    fn last_audit(&self) -> AuditRecord {
+        self.audit().pop().unwrap()
+    }
+
+    fn sql(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db).unwrap()
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_default()
+}
+
+fn assert_denied(h: &Harness, status: u16, body: &Value, code: &str) {
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(error_code(body), code, "{body}");
+    // The caller learns the code, never the details.
+    assert!(!body["message"].as_str().unwrap().contains("expected"));
+    let record = h.last_audit();
+    assert_eq!(record.event, "release");
+    assert_eq!(record.decision, "denied");
+    assert_eq!(record.reason, code);
+}
+
+#[test]
+fn granted_release_opens_with_the_ephemeral_key_to_the_model_key() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    let key = h.add_model(&h.policy(""));
+    let (status, body, ephemeral, nonce) = h.attempt();
+    assert_eq!(status, 200, "{body}");
+    let response: ReleaseResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(response.model, MODEL);
+    assert_eq!(response.key_id, key.id().to_string());
+    let sealed = HpkeSealed {
+        enc: response.enc.as_slice().try_into().unwrap(),
+        ciphertext: response.sealed_key.clone(),
+    };
+    let opened = ephemeral
+        .open(&sealed, &release_info(MODEL), &nonce)
+        .unwrap();
+    assert_eq!(opened.as_slice(), key.secret_bytes());
+    // Another key pair cannot open it.
+    assert!(
+        HpkeKeyPair::generate()
+            .open(&sealed, &release_info(MODEL), &nonce)
+            .is_err()
+    );
+
+    let record = h.last_audit();
+    assert_eq!(
+        (
+            record.event.as_str(),
+            record.decision.as_str(),
+            record.reason.as_str()
+        ),
+        ("release", "granted", "granted")
+    );
+    assert_eq!(record.model, MODEL);
+    assert!(record.client.starts_with("127.0.0.1:"));
+    assert_eq!(record.measurements["tee"], "sgx");
+    assert_eq!(
+        record.measurements["mrenclave"],
+        hex::encode(identity().mrenclave)
+    );
+    assert_eq!(
+        record.measurements["mrsigner"],
+        hex::encode(identity().mrsigner)
+    );
+    assert_eq!(record.measurements["isv_prod_id"], "1");
+    assert_eq!(record.measurements["isv_svn"], "2");
+    assert_eq!(record.measurements["debug"], "false");
+    assert_eq!(record.measurements["tcb_status"], "UpToDate");
+    assert_eq!(
+        format!("sha256:{}", record.measurements["trust_root"]),
+        h.root_pin()
+    );
+    let verification = h.admin().audit(true).unwrap().verification.unwrap();
+    assert!(verification.intact, "{verification:?}");
+    assert_eq!(verification.head, record.hash);
+}
+
+#[test]
+fn wrong_mrenclave_is_denied_and_audited() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    let other = format!(
+        "trust_root = \"{}\"\n[sgx]\nmrenclave = [\"{}\"]\n",
+        h.root_pin(),
+        "33".repeat(32)
+    );
+    h.add_model(&other);
+    let (status, body, ..) = h.attempt();
+    assert_denied(&h, status, &body, "measurement-mismatch");
+    // What the quote said is on record.
+    assert_eq!(
+        h.last_audit().measurements["mrenclave"],
+        hex::encode(identity().mrenclave)
+    );
+}
+
+#[test]
+fn debug_enclave_is_denied() {
+    let h = start(
+        &SimConfig::up_to_date(),
+        Identity {
+            debug: true,
+            ..identity()
+        },
+    );
+    h.add_model(&h.policy(""));
+    let (status, body, ..) = h.attempt();
+    assert_denied(&h, status, &body, "debug-enclave");
+    assert_eq!(h.last_audit().measurements["debug"], "true");
+}
+
+#[test]
+fn out_of_date_platform_is_denied_unless_the_policy_allows_it() {
+    let h = start(
+        &SimConfig {
+            tcb_status: TcbStatusName::OutOfDate,
+            ..SimConfig::up_to_date()
+        },
+        identity(),
+    );
+    h.add_model(&h.policy(""));
+    let (status, body, ..) = h.attempt();
+    assert_denied(&h, status, &body, "tcb-status-not-allowed");
+    assert_eq!(h.last_audit().measurements["tcb_status"], "OutOfDate");
+
+    h.admin()
+        .set_policy(
+            MODEL,
+            &h.policy("allowed_tcb_statuses = [\"UpToDate\", \"OutOfDate\"]"),
+        )
+        .unwrap();
+    let record = h.last_audit();
+    assert_eq!(
+        (record.event.as_str(), record.decision.as_str()),
+        ("set-policy", "done")
+    );
+    let (status, body, ..) = h.attempt();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_root_the_policy_does_not_name_is_untrusted() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    let intel = format!(
+        "trust_root = \"intel\"\n[sgx]\nmrenclave = [\"{}\"]\n",
+        hex::encode(identity().mrenclave)
+    );
+    h.add_model(&intel);
+    let (status, body, ..) = h.attempt();
+    assert_denied(&h, status, &body, "untrusted-root");
+}
+
+#[test]
+fn report_data_bound_to_another_ephemeral_key_is_denied() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    h.add_model(&h.policy(""));
+    let nonce = h.challenge().nonce;
+    let enclave_key = HpkeKeyPair::generate();
+    let attacker_key = HpkeKeyPair::generate();
+    // A genuine quote for the enclave's key, replayed with the attacker's key.
+    let request = h.request(&nonce, enclave_key.public_key(), attacker_key.public_key());
+    let (status, body) = h.release(&request);
+    assert_denied(&h, status, &body, "report-data-mismatch");
+}
+
+#[test]
+fn report_data_over_another_nonce_is_denied() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    h.add_model(&h.policy(""));
+    let old = h.challenge().nonce;
+    let fresh = h.challenge().nonce;
+    let ephemeral = HpkeKeyPair::generate();
+    let mut request = h.request(&old, ephemeral.public_key(), ephemeral.public_key());
+    request.nonce = fresh;
+    let (status, body) = h.release(&request);
+    assert_denied(&h, status, &body, "report-data-mismatch");
+}
+
+#[test]
+fn a_replayed_release_finds_no_nonce() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    h.add_model(&h.policy(""));
+    let nonce = h.challenge().nonce;
+    let ephemeral = HpkeKeyPair::generate();
+    let request = h.request(&nonce, ephemeral.public_key(), ephemeral.public_key());
+    assert_eq!(h.release(&request).0, 200);
+    let (status, body) = h.release(&request);
+    assert_denied(&h, status, &body, "nonce-unknown");
+    assert_eq!(h.last_audit().model, MODEL);
+    // A made-up nonce is just as unknown (and names no model).
+    let mut made_up = request.clone();
+    made_up.nonce = vec![7; 32];
+    let (status, body) = h.release(&made_up);
+    assert_denied(&h, status, &body, "nonce-unknown");
+    assert_eq!(h.last_audit().model, "");
+}
+
+#[test]
+fn an_expired_nonce_is_refused_and_consumed() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    h.add_model(&h.policy(""));
+    let challenge = h.challenge();
+    assert_eq!(challenge.expires, h.clock.now() + 60);
+    let ephemeral = HpkeKeyPair::generate();
+    let request = h.request(
+        &challenge.nonce,
+        ephemeral.public_key(),
+        ephemeral.public_key(),
+    );
+    h.clock.0.fetch_add(60, Ordering::SeqCst);
+    let (status, body) = h.release(&request);
+    assert_denied(&h, status, &body, "nonce-expired");
+    assert_eq!(h.last_audit().model, MODEL);
+    h.clock.0.fetch_sub(60, Ordering::SeqCst);
+    let (status, body) = h.release(&request);
+    assert_denied(&h, status, &body, "nonce-unknown");
+}
+
+#[test]
+fn wrong_or_missing_admin_token_is_401_and_audited() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    let wrong = AdminClient::new(&h.url, AdminToken::from_text(&"00".repeat(32)), None).unwrap();
+    let key = ModelKey::generate().unwrap();
+    let error = wrong.add_model(MODEL, &key, &h.policy("")).unwrap_err();
+    assert!(error.is_unauthorized(), "{error}");
+    assert!(wrong.audit(false).unwrap_err().is_unauthorized());
+    assert!(wrong.remove_model(MODEL).unwrap_err().is_unauthorized());
+    let response = h
+        .agent
+        .get(format!("{}/kbs/v1/admin/audit", h.url))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+
+    let records = h.audit();
+    let refused: Vec<_> = records
+        .iter()
+        .map(|r| (r.event.as_str(), r.decision.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("add-model", "denied", "unauthorized"),
+            ("read-audit", "denied", "unauthorized"),
+            ("remove-model", "denied", "unauthorized"),
+            ("read-audit", "denied", "unauthorized"),
+        ]
+    );
+    // Nothing was added.
+    let (status, body) = h.post("/kbs/v1/challenge", &serde_json::json!({"model": MODEL}));
+    assert_eq!((status, error_code(&body)), (404, "unknown-model"));
+}
+
+#[test]
+fn admin_calls_are_checked_and_audited() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    let admin = h.admin();
+    let key = h.add_model(&h.policy(""));
+    let refused = |e: AdminError| match e {
+        AdminError::Refused { status, code, .. } => (status, code),
+        other => panic!("{other}"),
+    };
+    assert_eq!(
+        refused(admin.add_model(MODEL, &key, &h.policy("")).unwrap_err()),
+        (409, "model-exists".to_owned())
+    );
+    assert_eq!(
+        refused(admin.set_policy("nope", &h.policy("")).unwrap_err()),
+        (404, "unknown-model".to_owned())
+    );
+    assert_eq!(
+        refused(
+            admin
+                .set_policy(MODEL, "trust_root = \"root.der\"")
+                .unwrap_err()
+        ),
+        (400, "invalid-policy".to_owned())
+    );
+    let with_report_data = format!("report_data = \"{}\"", "00".repeat(64));
+    assert_eq!(
+        refused(admin.set_policy(MODEL, &with_report_data).unwrap_err()),
+        (400, "invalid-policy".to_owned())
+    );
+    assert!(matches!(
+        admin.add_model("bad/name", &key, &h.policy("")),
+        Err(AdminError::Usage(_))
+    ));
+    admin.remove_model(MODEL).unwrap();
+    assert_eq!(
+        refused(admin.remove_model(MODEL).unwrap_err()),
+        (404, "unknown-model".to_owned())
+    );
+    let events: Vec<_> = h
+        .audit()
+        .iter()
+        .map(|r| format!("{} {} {}", r.event, r.decision, r.reason))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "add-model done done",
+            "add-model denied model-exists",
+            "set-policy denied unknown-model",
+            "set-policy denied invalid-policy",
+            "set-policy denied invalid-policy",
+            "remove-model done done",
+            "remove-model denied unknown-model",
+        ]
+    );
+    assert!(h.admin().audit(true).unwrap().verification.unwrap().intact);
+}
+
+#[test]
+fn a_wrong_master_key_does_not_open_the_broker() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    let store = Arc::new(SqliteStore::open(&h.db).unwrap());
+    let result = Broker::open(
+        store,
+        &MasterKey::generate().unwrap(),
+        h.clock.clone(),
+        BrokerConfig::new(),
+    );
+    assert!(matches!(result, Err(BrokerError::WrongMasterKey)));
+}
+
+#[test]
+fn the_model_key_is_not_in_plaintext_in_the_database() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    let key = h.add_model(&h.policy(""));
+    assert_eq!(h.attempt().0, 200);
+    let needles = [
+        key.secret_bytes().to_vec(),
+        hex::encode(key.secret_bytes()).into_bytes(),
+        hex::encode_upper(key.secret_bytes()).into_bytes(),
+    ];
+    let mut searched = 0;
+    for entry in std::fs::read_dir(h.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("kbs.db") || name.ends_with(".master-key") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        searched += bytes.len();
+        for needle in &needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "{name} holds the model key"
+            );
+        }
+    }
+    assert!(searched > 0);
+}
+
+#[test]
+fn a_key_moved_to_another_models_row_does_not_unwrap() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    h.add_model(&h.policy(""));
+    let other_key = ModelKey::generate().unwrap();
+    h.admin()
+        .add_model("other", &other_key, &h.policy(""))
+        .unwrap();
+    h.sql()
+        .execute(
+            "UPDATE models SET wrapped_key = (SELECT wrapped_key FROM models WHERE name = 'other')
+             WHERE name = ?1",
+            [MODEL],
+        )
+        .unwrap();
+    let (status, body, ..) = h.attempt();
+    assert_eq!((status, error_code(&body)), (500, "key-unwrap-failed"));
+    let record = h.last_audit();
+    assert_eq!(
+        (record.decision.as_str(), record.reason.as_str()),
+        ("denied", "key-unwrap-failed")
+    );
+}
+
+/// Four records: add-model, a granted release, a denied one, and a refused admin call.
+fn audited_harness() -> Harness {
+    let h = start(&SimConfig::up_to_date(), identity());
+    h.add_model(&h.policy(""));
+    assert_eq!(h.attempt().0, 200);
+    let mut request = h.request(&[9; 32], &[1; 32], &[1; 32]);
+    request.nonce = vec![9; 32];
+    assert_eq!(h.release(&request).0, 403);
+    let wrong = AdminClient::new(&h.url, AdminToken::from_text("wrong"), None).unwrap();
+    assert!(wrong.remove_model(MODEL).is_err());
+    assert_eq!(h.audit().len(), 4);
+    h
+}
+
+fn verification(h: &Harness) -> (bool, Option<u64>, Option<String>) {
+    let v = h.admin().audit(true).unwrap().verification.unwrap();
+    (v.intact, v.first_bad_seq, v.problem)
+}
+
+#[test]
+fn an_edited_audit_record_is_detected() {
+    let h = audited_harness();
+    assert_eq!(verification(&h), (true, None, None));
+    h.sql()
+        .execute("UPDATE audit_log SET reason = 'granted' WHERE seq = 3", [])
+        .unwrap();
+    assert_eq!(verification(&h), (false, Some(3), Some("edited".into())));
+    h.sql()
+        .execute(
+            "UPDATE audit_log SET reason = 'nonce-unknown' WHERE seq = 3",
+            [],
+        )
+        .unwrap();
+    assert!(verification(&h).0);
+    h.sql()
+        .execute(
+            "UPDATE audit_log SET measurements = '{\"debug\":\"false\"}' WHERE seq = 2",
+            [],
+        )
+        .unwrap();
+    assert_eq!(verification(&h), (false, Some(2), Some("edited".into())));
+}
+
+#[test]
+fn a_deleted_audit_record_is_detected() {
+    let h = audited_harness();
+    h.sql()
+        .execute("DELETE FROM audit_log WHERE seq = 2", [])
+        .unwrap();
+    assert_eq!(verification(&h), (false, Some(2), Some("missing".into())));
+    // Renumbering to hide the gap does not help.
+    h.sql()
+        .execute("UPDATE audit_log SET seq = seq - 1 WHERE seq > 2", [])
+        .unwrap();
+    assert!(!verification(&h).0);
+}
+
+#[test]
+fn reordered_audit_records_are_detected() {
+    let h = audited_harness();
+    let sql = h.sql();
+    sql.execute_batch(
+        "UPDATE audit_log SET seq = 100 WHERE seq = 2;
+         UPDATE audit_log SET seq = 2 WHERE seq = 3;
+         UPDATE audit_log SET seq = 3 WHERE seq = 100;",
+    )
+    .unwrap();
+    assert_eq!(verification(&h), (false, Some(2), Some("reordered".into())));
+}
+
+#[test]
+fn appends_continue_the_chain_after_a_restart() {
+    let h = audited_harness();
+    let records = h.audit();
+    // A second broker on the same database (a restart, or a replica) chains onto the head.
+    let broker = Broker::open(
+        Arc::new(SqliteStore::open(&h.db).unwrap()),
+        &MasterKey::read_file(&cloak_kbs::default_master_key_path(&h.db)).unwrap(),
+        h.clock.clone(),
+        BrokerConfig::new(),
+    )
+    .unwrap();
+    assert!(broker.remove_model(Some("wrong"), "test", MODEL).is_err());
+    let response = broker.audit(Some(&h.token), "test", true).unwrap();
+    assert_eq!(response.records.len(), records.len() + 1);
+    assert_eq!(
+        response.records.last().unwrap().prev,
+        records.last().unwrap().hash
+    );
+    assert!(response.verification.unwrap().intact);
+}
+
+#[test]
+fn challenges_and_releases_are_rate_limited_per_address() {
+    let h = start_with(
+        &SimConfig::up_to_date(),
+        identity(),
+        RateLimit {
+            per_second: NonZeroU32::new(1).unwrap(),
+            burst: NonZeroU32::new(2).unwrap(),
+        },
+    );
+    h.add_model(&h.policy(""));
+    h.challenge();
+    h.challenge();
+    let response = h
+        .agent
+        .post(format!("{}/kbs/v1/challenge", h.url))
+        .send_json(serde_json::json!({"model": MODEL}))
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after));
+    let body: Value = response.into_body().read_json().unwrap();
+    assert_eq!(error_code(&body), "rate-limited");
+    // Release shares the budget; administration does not.
+    let (status, _) = h.post("/kbs/v1/release", &serde_json::json!({}));
+    assert_eq!(status, 429);
+    assert!(h.admin().audit(false).is_ok());
+}
+
+#[test]
+fn migrations_are_idempotent_and_init_refuses_to_repeat() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    h.add_model(&h.policy(""));
+    for _ in 0..2 {
+        let store = SqliteStore::open(&h.db).unwrap();
+        assert!(store.model(MODEL).unwrap().is_some());
+    }
+    let again = cloak_kbs::init(
+        &h.db,
+        &h.dir.path().join("token2"),
+        MasterKeySource::Given(MasterKey::generate().unwrap()),
+        0,
+    );
+    assert!(matches!(again, Err(BrokerError::AlreadyInitialised)));
+    let clobber = cloak_kbs::init(
+        &h.dir.path().join("other.db"),
+        &h.dir.path().join("admin.token"),
+        MasterKeySource::Given(MasterKey::generate().unwrap()),
+        0,
+    );
+    assert!(matches!(clobber, Err(BrokerError::FileExists(_))));
+}
+
+#[test]
+fn secret_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let h = start(&SimConfig::up_to_date(), identity());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let master = cloak_kbs::default_master_key_path(&h.db);
+    assert_eq!(mode(&master), 0o600);
+    assert_eq!(mode(&h.dir.path().join("admin.token")), 0o600);
+    assert_eq!(mode(&h.db), 0o600);
+    std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(matches!(
+        MasterKey::read_file(&master),
+        Err(BrokerError::MasterKey(_))
+    ));
+}
+
+#[test]
+fn unknown_models_and_malformed_requests_are_refused() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    let (status, body) = h.post("/kbs/v1/challenge", &serde_json::json!({"model": "nope"}));
+    assert_eq!((status, error_code(&body)), (404, "unknown-model"));
+    let (status, body) = h.post("/kbs/v1/challenge", &serde_json::json!({"model": "a/b"}));
+    assert_eq!((status, error_code(&body)), (400, "invalid-model-name"));
+    let (status, body) = h.post("/kbs/v1/release", &serde_json::json!({"nonce": 1}));
+    assert_eq!((status, error_code(&body)), (400, "malformed-request"));
+    let (status, body) = h.post("/kbs/v1/nothing", &serde_json::json!({}));
+    assert_eq!((status, error_code(&body)), (404, "not-found"));
+}
+
+#[test]
+fn the_admin_client_trusts_only_the_given_ca_over_tls() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let key_pem = certified.signing_key.serialize_pem();
+    let tls = cloak_kbs::http::tls_config(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+    let broker = Broker::open(
+        Arc::new(SqliteStore::open(&h.db).unwrap()),
+        &MasterKey::read_file(&cloak_kbs::default_master_key_path(&h.db)).unwrap(),
+        h.clock.clone(),
+        BrokerConfig::new(),
+    )
+    .unwrap();
+    let router = cloak_kbs::http::router(Arc::new(broker), RateLimit::new());
+    let listener = h
+        .runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    h.runtime.spawn(cloak_kbs::http::serve(
+        listener,
+        Some(tls),
+        router,
+        std::future::pending(),
+    ));
+    let trusting = AdminClient::new(
+        &url,
+        AdminToken::from_text(&h.token),
+        Some(cert_pem.as_bytes()),
+    )
+    .unwrap();
+    assert!(trusting.audit(true).unwrap().verification.unwrap().intact);
+    let default_roots = AdminClient::new(&url, AdminToken::from_text(&h.token), None).unwrap();
+    assert!(matches!(
+        default_roots.audit(false),
+        Err(AdminError::Unreachable(_))
+    ));
+}
