@@ -751,3 +751,66 @@ fn replay_expiry_tokens_and_audit_edits() {
     assert_eq!(response["verification"]["intact"], false);
     assert!(response["verification"]["first_bad_seq"].as_u64().is_some());
 }
+
+/// A broker serving TLS: `cloak serve --kbs https://... --kbs-ca CA` obtains the key; without
+/// the CA (the Mozilla roots do not know this certificate) the server keeps retrying and says
+/// why.
+#[test]
+fn an_https_broker_is_trusted_through_kbs_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sim = dir.join("sim");
+    ok(&cloak(&["sim", "init", "--dir", s(&sim)]));
+    let root = sim.join("root.der");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.join("kbs-cert.pem");
+    let key = dir.join("kbs-key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let owner = Owner::init(dir);
+    let broker = owner.serve(
+        "127.0.0.1:0",
+        &["--tls-cert", s(&cert), "--tls-key", s(&key)],
+    );
+    let port = broker.url.rsplit(':').next().unwrap();
+    assert!(broker.url.starts_with("https://"), "{}", broker.url);
+    let kbs = format!("https://localhost:{port}");
+    let models = dir.join("models");
+    std::fs::create_dir(&models).unwrap();
+    let model_key = seal_demo(dir, &models, "demo");
+    let policy_path = dir.join("demo.policy.toml");
+    std::fs::write(
+        &policy_path,
+        policy(&root, &[&mrenclave_of(&cloak_exe())], ""),
+    )
+    .unwrap();
+    ok(&owner.admin(
+        &kbs,
+        "add-model",
+        &[
+            "--name",
+            "demo",
+            "--key",
+            s(&model_key),
+            "--policy",
+            s(&policy_path),
+            "--ca",
+            s(&cert),
+        ],
+    ));
+
+    let untrusting = serve(&cloak_exe(), dir, &models, &sim, &kbs, &[]);
+    let (_, reason) = wait_for(&untrusting, &root, "demo", is_waiting);
+    assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+    drop(untrusting);
+    let trusting = serve(
+        &cloak_exe(),
+        dir,
+        &models,
+        &sim,
+        &kbs,
+        &["--kbs-ca", s(&cert)],
+    );
+    wait_for(&trusting, &root, "demo", is_ready);
+    infer_demo(&trusting, dir, &root, "demo");
+}
