@@ -70,7 +70,8 @@ pub enum ReleaseError {
     Unreachable(String),
     /// The broker refused: the evidence does not satisfy the model's policy, the model is
     /// unknown to it, or the exchange was refused (its stable code and message).
-    #[error("the key broker refused the release: {message} ({code})")]
+    // The broker's message adds nothing to its code (it says no more, by design).
+    #[error("the key broker refused the release: {code}")]
     Denied {
         /// The broker's code (`measurement-mismatch`, `debug-enclave`, ...).
         code: String,
