@@ -507,6 +507,8 @@ fn percentile(sorted: &[std::time::Duration], p: f64) -> f64 {
 /// throughput printed, and the server's RSS stable after warm-up.
 #[test]
 fn load_64_clients() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
     let seconds: u64 = std::env::var("CLOAK_LOAD_SECONDS")
         .ok()
@@ -556,30 +558,29 @@ fn load_64_clients() {
         let client = cloak_client::Client::bootstrap(&server.url, policy, None)
             .await
             .unwrap();
+        // Warm-up ends when every client has finished two requests (connections made, plans
+        // compiled, per-thread arenas touched), however long that takes on a busy machine;
+        // the measured run of `seconds` starts there.
+        let warmed = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
-        let deadline = started + Duration::from_secs(seconds);
-        let warm = started + Duration::from_secs(seconds) / 5;
-        let sampler = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            tokio::time::sleep_until(warm.into()).await;
-            while Instant::now() < deadline {
-                samples.push(rss_kib(pid));
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            samples
-        });
         let mut tasks = Vec::new();
         for _ in 0..clients {
             let client = client.clone();
             let (body, path) = (body.clone(), path.clone());
+            let (warmed, stop) = (Arc::clone(&warmed), Arc::clone(&stop));
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = Vec::new();
                 let mut session = match client.session().await {
                     Ok(session) => session,
-                    Err(e) => return (Vec::new(), vec![format!("connect: {e}")]),
+                    Err(e) => {
+                        warmed.fetch_add(1, Ordering::SeqCst);
+                        return (Vec::new(), vec![format!("connect: {e}")]);
+                    }
                 };
-                while Instant::now() < deadline {
+                let mut done = 0usize;
+                while !stop.load(Ordering::SeqCst) {
                     let sent = Instant::now();
                     match session.post(&path, body.clone(), header_len).await {
                         Ok(r) if r.status == 200 => latencies.push(sent.elapsed()),
@@ -590,10 +591,25 @@ fn load_64_clients() {
                         )),
                         Err(e) => errors.push(e.to_string()),
                     }
+                    done += 1;
+                    if done == 2 {
+                        warmed.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 (latencies, errors)
             }));
         }
+        let warm_deadline = Instant::now() + Duration::from_secs(120);
+        while warmed.load(Ordering::SeqCst) < clients && Instant::now() < warm_deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut rss = Vec::new();
+        while Instant::now() < deadline {
+            rss.push(rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
         let mut latencies = Vec::new();
         let mut errors = Vec::new();
         for task in tasks {
@@ -602,7 +618,7 @@ fn load_64_clients() {
             errors.extend(e);
         }
         let elapsed = started.elapsed();
-        (latencies, errors, elapsed, sampler.await.unwrap())
+        (latencies, errors, elapsed, rss)
     });
     assert!(
         errors.is_empty(),
@@ -625,7 +641,7 @@ fn load_64_clients() {
     let last = *rss.last().unwrap();
     println!(
         "load: model {model}, {clients} clients, {:.1} s: {} requests, 0 errors, {:.1} req/s, \
-         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; server RSS at {:.0}% of the run {:.1} MiB, \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; server RSS after warm-up {:.1} MiB, \
          at half time {:.1} MiB, max {:.1} MiB, at the end {:.1} MiB",
         elapsed.as_secs_f64(),
         sorted.len(),
@@ -633,7 +649,6 @@ fn load_64_clients() {
         percentile(&sorted, 0.5),
         percentile(&sorted, 0.99),
         percentile(&sorted, 1.0),
-        20.0,
         rss[0] as f64 / 1024.0,
         mid as f64 / 1024.0,
         max as f64 / 1024.0,

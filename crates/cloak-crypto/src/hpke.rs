@@ -35,6 +35,23 @@ impl HpkeKeyPair {
         }
     }
 
+    pub(crate) fn private_key(&self) -> &<Kem as hpke::Kem>::PrivateKey {
+        &self.private
+    }
+
+    /// Wraps an existing private key (for test vectors and keys restored from sealed state).
+    pub fn from_private_bytes(private: &[u8]) -> Result<Self, HpkeError> {
+        let private = <Kem as hpke::Kem>::PrivateKey::from_bytes(private)
+            .map_err(|_| HpkeError::Malformed)?;
+        let public = <Kem as hpke::Kem>::sk_to_pk(&private);
+        let mut bytes = [0u8; PUBLIC_KEY_LEN];
+        bytes.copy_from_slice(&public.to_bytes());
+        Ok(Self {
+            private,
+            public: bytes,
+        })
+    }
+
     /// The public key, as published.
     pub fn public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
         &self.public

@@ -22,3 +22,4 @@ pub mod hpke;
 pub mod kdf;
 pub mod key;
 pub mod mac;
+pub mod ohttp;

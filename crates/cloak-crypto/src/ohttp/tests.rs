@@ -1,0 +1,166 @@
+use super::*;
+
+const REQUEST: &[u8] = b"\x00\x03GET\x05https\x0bexample.com\x01/";
+const RESPONSE: &[u8] = &[0x01, 0x40, 0xc8];
+
+fn gateway(aeads: Vec<AeadId>) -> Gateway {
+    Gateway::new(7, HpkeKeyPair::generate(), aeads)
+}
+
+#[test]
+fn round_trips_with_each_aead() {
+    for aead in [AeadId::Aes256Gcm, AeadId::Aes128Gcm] {
+        let gateway = gateway(vec![AeadId::Aes256Gcm, AeadId::Aes128Gcm]);
+        let config = KeyConfig::parse(&gateway.config().encode()).unwrap();
+        let (enc_request, client) = encapsulate_request(&config, aead, REQUEST).unwrap();
+        assert_eq!(
+            enc_request.len(),
+            HEADER_LEN + ENC_LEN + REQUEST.len() + TAG_LEN
+        );
+        assert_eq!(&enc_request[..3], &[7, 0x00, 0x20]);
+        let (request, server) = gateway.decapsulate(&enc_request).unwrap();
+        assert_eq!(request.as_slice(), REQUEST);
+        let enc_response = server.encapsulate(RESPONSE).unwrap();
+        assert_eq!(
+            enc_response.len(),
+            aead.secret_len() + RESPONSE.len() + TAG_LEN
+        );
+        assert_eq!(
+            client.decapsulate(&enc_response).unwrap().as_slice(),
+            RESPONSE
+        );
+    }
+}
+
+#[test]
+fn every_changed_byte_is_refused() {
+    let gateway = gateway(vec![AeadId::Aes256Gcm]);
+    let (enc_request, client) =
+        encapsulate_request(gateway.config(), AeadId::Aes256Gcm, REQUEST).unwrap();
+    for i in 0..enc_request.len() {
+        let mut tampered = enc_request.clone();
+        tampered[i] ^= 0x01;
+        assert!(gateway.decapsulate(&tampered).is_err(), "byte {i}");
+    }
+    assert!(
+        gateway
+            .decapsulate(&enc_request[..enc_request.len() - 1])
+            .is_err()
+    );
+    let (_, server) = gateway.decapsulate(&enc_request).unwrap();
+    let enc_response = server.encapsulate(RESPONSE).unwrap();
+    for i in 0..enc_response.len() {
+        let mut tampered = enc_response.clone();
+        tampered[i] ^= 0x01;
+        let (_, client) =
+            encapsulate_request(gateway.config(), AeadId::Aes256Gcm, REQUEST).unwrap();
+        assert_eq!(
+            client.decapsulate(&tampered).unwrap_err(),
+            OhttpError::Crypto,
+            "byte {i}"
+        );
+    }
+    // A response answers only the request it was made for.
+    let (other_request, _) =
+        encapsulate_request(gateway.config(), AeadId::Aes256Gcm, REQUEST).unwrap();
+    let (_, other_server) = gateway.decapsulate(&other_request).unwrap();
+    let other_response = other_server.encapsulate(RESPONSE).unwrap();
+    assert!(client.decapsulate(&other_response).is_err());
+}
+
+#[test]
+fn unknown_keys_and_suites_are_refused() {
+    let gateway = gateway(vec![AeadId::Aes256Gcm]);
+    let other = Gateway::new(8, HpkeKeyPair::generate(), vec![AeadId::Aes256Gcm]);
+    let (to_other, _) = encapsulate_request(other.config(), AeadId::Aes256Gcm, REQUEST).unwrap();
+    assert_eq!(
+        gateway.decapsulate(&to_other).unwrap_err(),
+        OhttpError::Unsupported
+    );
+    // A suite the gateway does not offer, even with its own key.
+    let mut lax = gateway.config().clone();
+    lax.aeads = vec![AeadId::Aes128Gcm];
+    let (weaker, _) = encapsulate_request(&lax, AeadId::Aes128Gcm, REQUEST).unwrap();
+    assert_eq!(
+        gateway.decapsulate(&weaker).unwrap_err(),
+        OhttpError::Unsupported
+    );
+    assert_eq!(
+        encapsulate_request(gateway.config(), AeadId::Aes128Gcm, REQUEST).unwrap_err(),
+        OhttpError::Unsupported
+    );
+}
+
+#[test]
+fn key_configs_encode_as_rfc_9458_says() {
+    let config = KeyConfig {
+        key_id: 1,
+        public_key: [0xAB; 32],
+        aeads: vec![AeadId::Aes256Gcm],
+    };
+    let encoded = config.encode();
+    let mut expected = vec![1, 0x00, 0x20];
+    expected.extend_from_slice(&[0xAB; 32]);
+    expected.extend_from_slice(&[0, 4, 0, 1, 0, 2]);
+    assert_eq!(encoded, expected);
+    assert_eq!(KeyConfig::parse(&encoded).unwrap(), config);
+    let list = KeyConfig::encode_list(&[config.clone(), config.clone()]);
+    assert_eq!(&list[..2], &[0, 41]);
+    assert_eq!(
+        KeyConfig::parse_list(&list).unwrap(),
+        [config.clone(), config]
+    );
+    // Malformed: trailing bytes, odd suite lengths, truncation; other KEMs are unsupported.
+    let mut trailing = encoded.clone();
+    trailing.push(0);
+    assert_eq!(
+        KeyConfig::parse(&trailing).unwrap_err(),
+        OhttpError::Malformed
+    );
+    for len in 0..encoded.len() {
+        assert!(KeyConfig::parse(&encoded[..len]).is_err(), "{len}");
+    }
+    let mut odd = encoded.clone();
+    odd[36] = 3;
+    assert_eq!(KeyConfig::parse(&odd).unwrap_err(), OhttpError::Malformed);
+    let mut p256 = encoded;
+    p256[2] = 0x10;
+    assert_eq!(
+        KeyConfig::parse(&p256).unwrap_err(),
+        OhttpError::Unsupported
+    );
+}
+
+/// Byte compatibility with the `ohttp` crate (martinthomson/ohttp), in the suite both speak
+/// (AES-128-GCM): its client to our gateway, and our client to its gateway.
+#[test]
+fn interoperates_with_the_ohttp_crate() {
+    ohttp::init();
+    let ours = gateway(vec![AeadId::Aes128Gcm]);
+    let client = ohttp::ClientRequest::from_encoded_config(&ours.config().encode()).unwrap();
+    let (enc_request, their_response) = client.encapsulate(REQUEST).unwrap();
+    let (request, server) = ours.decapsulate(&enc_request).unwrap();
+    assert_eq!(request.as_slice(), REQUEST);
+    let enc_response = server.encapsulate(RESPONSE).unwrap();
+    assert_eq!(their_response.decapsulate(&enc_response).unwrap(), RESPONSE);
+
+    let their_config = ohttp::KeyConfig::new(
+        3,
+        ohttp::hpke::Kem::X25519Sha256,
+        vec![ohttp::SymmetricSuite::new(
+            ohttp::hpke::Kdf::HkdfSha256,
+            ohttp::hpke::Aead::Aes128Gcm,
+        )],
+    )
+    .unwrap();
+    let config = KeyConfig::parse(&their_config.encode().unwrap()).unwrap();
+    let theirs = ohttp::Server::new(their_config).unwrap();
+    let (enc_request, client) = encapsulate_request(&config, AeadId::Aes128Gcm, REQUEST).unwrap();
+    let (request, server) = theirs.decapsulate(&enc_request).unwrap();
+    assert_eq!(request, REQUEST);
+    let enc_response = server.encapsulate(RESPONSE).unwrap();
+    assert_eq!(
+        client.decapsulate(&enc_response).unwrap().as_slice(),
+        RESPONSE
+    );
+}
