@@ -272,14 +272,18 @@ async fn list_models(State(state): State<Arc<AppState>>) -> Response {
     let models = state
         .store
         .ready()
-        .into_iter()
-        .map(|m| m.claim.name)
+        .iter()
+        .map(|m| m.claim.name.clone())
         .collect();
     json(StatusCode::OK, &ModelList { models })
 }
 
 /// The ready model `name` at `version` (`None`: unversioned path).
-fn model(state: &AppState, name: &str, version: Option<&str>) -> Result<LoadedModel, ApiError> {
+fn model(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Arc<LoadedModel>, ApiError> {
     if let Some(version) = version
         && version != VERSION
     {
@@ -380,9 +384,9 @@ async fn repository_index(State(state): State<Arc<AppState>>) -> Response {
     let mut entries: Vec<IndexEntry> = state
         .store
         .ready()
-        .into_iter()
+        .iter()
         .map(|m| IndexEntry {
-            name: m.claim.name,
+            name: m.claim.name.clone(),
             version: VERSION,
             state: "READY",
             reason: String::new(),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use cloak_crypto::container;
 use cloak_crypto::key::{KeyId, ModelKey};
@@ -80,7 +80,8 @@ pub struct ModelStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    ready: BTreeMap<String, LoadedModel>,
+    // Shared: a request takes its model with a reference-count increment, not a copy.
+    ready: BTreeMap<String, Arc<LoadedModel>>,
     failed: Vec<FailedModel>,
 }
 
@@ -170,7 +171,9 @@ impl ModelStore {
                 );
                 let mut inner = self.write();
                 inner.failed.retain(|f| f.name != loaded.claim.name);
-                inner.ready.insert(loaded.claim.name.clone(), loaded);
+                inner
+                    .ready
+                    .insert(loaded.claim.name.clone(), Arc::new(loaded));
                 Ok(())
             }
             Err((code, reason)) => {
@@ -209,7 +212,7 @@ impl ModelStore {
     }
 
     /// The model ready under `name`.
-    pub fn get(&self, name: &str) -> Option<LoadedModel> {
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
         self.read().ready.get(name).cloned()
     }
 
@@ -219,7 +222,7 @@ impl ModelStore {
     }
 
     /// Every ready model, by name.
-    pub fn ready(&self) -> Vec<LoadedModel> {
+    pub fn ready(&self) -> Vec<Arc<LoadedModel>> {
         self.read().ready.values().cloned().collect()
     }
 
