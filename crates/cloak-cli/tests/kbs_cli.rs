@@ -14,25 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn cloak(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cloak"))
-        .args(args)
-        .output()
-        .expect("run cloak")
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{cloak, ok, s};
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;

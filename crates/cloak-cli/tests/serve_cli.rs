@@ -11,25 +11,9 @@ use serde_json::Value;
 #[path = "../../cloak-engine/tests/support/reference.rs"]
 mod reference;
 
-fn cloak(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cloak"))
-        .args(args)
-        .output()
-        .expect("run cloak")
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{cloak, ok, s};
 
 /// A running `cloak serve`, killed on drop.
 struct Server {

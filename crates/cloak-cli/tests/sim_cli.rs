@@ -2,29 +2,12 @@
 #![cfg(feature = "sim")]
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn cloak(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cloak"))
-        .args(args)
-        .output()
-        .expect("run cloak")
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{cloak, ok, s};
 
 /// A platform in a fresh directory, initialised with `extra` flags.
 fn init(extra: &[&str]) -> tempfile::TempDir {
