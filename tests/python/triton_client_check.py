@@ -1,10 +1,11 @@
 """Drives a running `cloak serve` with the unmodified `tritonclient` HTTP client (PyPI), the way
 ML users do, and prints what it got as one JSON object for the Rust test to check.
 
-Usage: triton_client_check.py HOST:PORT MODEL INPUT_NAME ROWS COLS
-The server's certificate is an attested RA-TLS certificate that stock TLS clients cannot
-appraise; this check is about protocol compatibility, so it connects without certificate
-verification (a real deployment puts `cloak proxy` in front of tritonclient instead).
+Usage: triton_client_check.py HOST:PORT|http://HOST:PORT MODEL INPUT_NAME ROWS COLS
+With HOST:PORT it talks TLS to `cloak serve` directly: the server's certificate is an attested
+RA-TLS certificate that stock TLS clients cannot appraise, and this check is about protocol
+compatibility, so it connects without certificate verification. With http://HOST:PORT it talks
+to `cloak proxy`, which appraises the server and checks receipts: the way to deploy it.
 """
 import json
 import ssl
@@ -24,8 +25,11 @@ def main() -> None:
         context.verify_mode = ssl.CERT_NONE
         return context
 
-    client = httpclient.InferenceServerClient(
-        url=url, ssl=True, insecure=True, ssl_context_factory=unverified_context)
+    if url.startswith("http://"):
+        client = httpclient.InferenceServerClient(url=url[len("http://"):])
+    else:
+        client = httpclient.InferenceServerClient(
+            url=url, ssl=True, insecure=True, ssl_context_factory=unverified_context)
     report = {
         "live": client.is_server_live(),
         "ready": client.is_server_ready(),

@@ -17,6 +17,8 @@ mod files;
 #[cfg(feature = "kbs")]
 mod kbs;
 mod model;
+mod proxy;
+mod receipt;
 mod remote;
 mod serve;
 #[cfg(feature = "sim")]
@@ -59,6 +61,12 @@ enum Command {
     /// Appraise a Cloak server, then run one KServe v2 inference request on it; the request is
     /// never sent to a server the policy rejects (exit 1)
     Infer(Box<remote::InferArgs>),
+    /// Serve plain KServe v2 on a loopback address and forward it to an appraised Cloak
+    /// server over attested TLS or encapsulated requests, checking every receipt
+    Proxy(Box<proxy::ProxyArgs>),
+    /// Check inference receipts offline
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
     /// Create and drive a simulated SGX platform (for machines without SGX)
     #[cfg(feature = "sim")]
     #[command(subcommand)]
@@ -77,6 +85,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "kbs")]
         Command::Kbs(command) => kbs::run(command),
         Command::Infer(args) => remote::infer(&args),
+        Command::Receipt(command) => receipt::run(command),
+        Command::Proxy(args) => proxy::run(&args),
         #[cfg(feature = "sim")]
         Command::Sim(command) => sim::run(command),
         Command::Demo(args) => demo::run(&args),

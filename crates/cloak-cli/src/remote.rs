@@ -3,11 +3,13 @@
 //! Both appraise the server first (its attested TLS certificate and a fresh attestation for a
 //! nonce) and refuse — exit 1, the inference request never sent — when the policy rejects it.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use cloak_attest::collateral::Collateral;
-use cloak_client::{Client, ClientError, VerifiedServer};
+use cloak_client::{Client, ClientError, Method, Remote, Transport, VerifiedServer};
+use cloak_fs::AtomicFile;
 use cloak_proto::kserve::{self, InferRequest, InferResponse, TensorEncoding};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -15,6 +17,7 @@ use serde_json::{Value, json};
 use crate::Reported;
 use crate::attest::{PolicyArgs, build_policy, print_fields};
 use crate::failure::{EXIT_VERIFICATION, Failure};
+use crate::files::{self, Existing};
 
 /// Largest request file read.
 const MAX_REQUEST_FILE: u64 = 256 << 20;
@@ -33,6 +36,9 @@ pub(crate) struct ServerArgs {
     collateral: Option<PathBuf>,
     #[command(flatten)]
     policy: PolicyArgs,
+    /// Also save the accepted attestation (JSON) here, for checking receipts offline
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
@@ -41,8 +47,22 @@ pub(crate) struct ServerArgs {
 /// Arguments of `cloak infer`.
 #[derive(Debug, Args)]
 pub(crate) struct InferArgs {
-    /// The server (https://host:port)
+    /// The server (https://host:port), or with --mode ohttp the proxy or load balancer in
+    /// front of it (https:// or http://)
     url: String,
+    /// How the request reaches the enclave: attested TLS, or encapsulated (Oblivious HTTP) to
+    /// the attested HPKE key through whatever is in between
+    #[arg(long, value_enum, default_value = "atls")]
+    mode: crate::proxy::ModeArg,
+    /// With --mode ohttp over https: trust these CA certificates (PEM) for the transport's TLS
+    #[arg(long, value_name = "FILE.pem")]
+    ca: Option<PathBuf>,
+    /// Save the response's receipt (the Cloak-Receipt header value) here
+    #[arg(long, value_name = "FILE")]
+    receipt_out: Option<PathBuf>,
+    /// Save the attestation the server was accepted on (JSON) here
+    #[arg(long, value_name = "FILE")]
+    attestation_out: Option<PathBuf>,
     /// The model to run
     #[arg(long, value_name = "NAME")]
     model: String,
@@ -77,6 +97,9 @@ pub(crate) fn attest_server(args: &ServerArgs) -> Result<(), Reported> {
     ));
     match outcome {
         Ok(client) => {
+            if let (Some(path), Some(document)) = (&args.out, client.attestation()) {
+                write_json(path, document, "attestation")?;
+            }
             print_accepted(client.server(), &nonce, args.json)?;
             Ok(())
         }
@@ -100,14 +123,28 @@ pub(crate) fn infer(args: &InferArgs) -> Result<(), Reported> {
     let body = read_request(&args.input)?;
     let policy = build_policy(&args.policy)?;
     let collateral = read_collateral(args.collateral.as_ref())?;
+    let transport = transport(args.ca.as_ref())?;
     let runtime = runtime()?;
-    let client = match runtime.block_on(Client::bootstrap(&args.url, policy, collateral)) {
-        Ok(client) => client,
+    let connect = Remote::connect(&args.url, args.mode.into(), policy, collateral, transport);
+    let remote = match runtime.block_on(connect) {
+        Ok(remote) => remote,
         Err(e) => return Err(refused(&e, false)?),
     };
+    if let (Some(path), Some(document)) = (&args.attestation_out, remote.attestation()) {
+        write_json(path, document, "attestation")?;
+    }
     let path = format!("/v2/models/{}/infer", args.model);
-    let response = runtime
-        .block_on(client.post(&path, body, None))
+    let exchange = async {
+        let mut session = remote.session().await?;
+        let response = session
+            .send(Method::POST, &path, body.clone(), None)
+            .await?;
+        // The claims of the connection that answered (attested TLS appraises each one).
+        let claims = session.server().claims().clone();
+        Ok::<_, ClientError>((response, claims))
+    };
+    let (response, claims) = runtime
+        .block_on(exchange)
         .map_err(|e| Failure::usage(e.code(), e.to_string()))?;
     if !response.status.is_success() {
         let message = serde_json::from_slice::<Value>(&response.body)
@@ -119,6 +156,21 @@ pub(crate) fn infer(args: &InferArgs) -> Result<(), Reported> {
             format!("the server answered {}: {message}", response.status),
         )
         .into());
+    }
+    // The answer counts only with a receipt from the appraised enclave for exactly this
+    // request and this response.
+    let receipt = match response.verify_receipt(&claims, &body) {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            eprintln!(
+                "error: the response's receipt is INVALID ({}): {e}",
+                e.code()
+            );
+            return Err(Reported(std::process::ExitCode::from(EXIT_VERIFICATION)));
+        }
+    };
+    if let (Some(path), Some(text)) = (&args.receipt_out, &response.receipt) {
+        write_text(path, text.as_bytes(), "receipt")?;
     }
     // A request that asked for binary outputs gets them; show them as JSON.
     let body = match response.header_len {
@@ -140,7 +192,7 @@ pub(crate) fn infer(args: &InferArgs) -> Result<(), Reported> {
         say!("{text}")?;
         return Ok(());
     }
-    let server = client.server();
+    let server = remote.server();
     say!(
         "server accepted: {} (TCB {}{})",
         measurement_line(server),
@@ -151,12 +203,47 @@ pub(crate) fn infer(args: &InferArgs) -> Result<(), Reported> {
             ""
         }
     )?;
+    say!(
+        "receipt verified: request {} on model {} (sha256 {})",
+        receipt.request_id,
+        receipt.model,
+        hex::encode(receipt.model_sha256)
+    )?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| Failure::usage("protocol-error", format!("the response: {e}")))?;
     let text =
         serde_json::to_string_pretty(&value).map_err(|e| Failure::usage("json", e.to_string()))?;
     say!("{text}")?;
     Ok(())
+}
+
+/// The transport trust for encapsulated requests over https.
+pub(crate) fn transport(ca: Option<&PathBuf>) -> Result<Transport, Failure> {
+    match ca {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| Failure::io("read", path, &e))?;
+            Transport::with_ca_pem(&pem)
+                .map_err(|e| Failure::usage("unreadable-input", format!("{}: {e}", path.display())))
+        }
+        None => Ok(Transport::default()),
+    }
+}
+
+/// Writes `value` as pretty JSON to a new file (never over an existing one).
+fn write_json<T: Serialize>(path: &Path, value: &T, what: &str) -> Result<(), Failure> {
+    let text =
+        serde_json::to_vec_pretty(value).map_err(|e| Failure::usage("json", e.to_string()))?;
+    write_text(path, &text, what)
+}
+
+/// Writes `bytes` to a new file atomically (never over an existing one).
+pub(crate) fn write_text(path: &Path, bytes: &[u8], what: &str) -> Result<(), Failure> {
+    files::check_output(path, what, Existing::Keep)?;
+    let mut file = AtomicFile::create(path, 0o644).map_err(|e| Failure::io("create", path, &e))?;
+    file.file()
+        .write_all(bytes)
+        .map_err(|e| Failure::io("write", path, &e))?;
+    files::commit_output(file, path, what, Existing::Keep).map_err(|e| e.failure)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -166,7 +253,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::usage("runtime", format!("cannot start the runtime: {e}")))
 }
 
-fn read_collateral(path: Option<&PathBuf>) -> Result<Option<Collateral>, Failure> {
+pub(crate) fn read_collateral(path: Option<&PathBuf>) -> Result<Option<Collateral>, Failure> {
     let Some(path) = path else { return Ok(None) };
     let bytes = std::fs::read(path).map_err(|e| Failure::io("read", path, &e))?;
     Collateral::from_json(&bytes)

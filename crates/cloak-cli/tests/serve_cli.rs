@@ -21,6 +21,8 @@ struct Server {
     url: String,
     dir: tempfile::TempDir,
     stdout: Vec<String>,
+    args: Vec<String>,
+    models: usize,
 }
 
 impl Drop for Server {
@@ -144,10 +146,30 @@ fn serve_with(extra: &[&str], model: Option<(&str, &[u8])>) -> Server {
         args.extend_from_slice(&["--model-key", &extra_key]);
     }
     args.extend_from_slice(extra);
+    let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+    let models = 2 + usize::from(model.is_some());
+    let (child, url, stdout) = spawn(dir.path(), &args, models);
+    Server {
+        child,
+        url,
+        dir,
+        stdout,
+        args,
+        models,
+    }
+}
+
+/// Starts `cloak ARGS` (a `cloak serve`) and reads its summary: the URL and `models` model
+/// lines.
+fn spawn(dir: &Path, args: &[String], models: usize) -> (Child, String, Vec<String>) {
     // Logs go to a file (a pipe nobody reads would fill and stall the server).
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cloak"))
-        .args(&args)
+        .args(args)
         .env("CLOAK_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(log)
@@ -161,7 +183,7 @@ fn serve_with(extra: &[&str], model: Option<(&str, &[u8])>) -> Server {
             let _ = child.wait();
             panic!(
                 "cloak serve stopped: {stdout:?} {}",
-                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
             );
         };
         stdout.push(line.clone());
@@ -170,7 +192,6 @@ fn serve_with(extra: &[&str], model: Option<(&str, &[u8])>) -> Server {
         }
     };
     // The summary follows the listening line: platform, key hash, then one line per model.
-    let models = 2 + usize::from(model.is_some());
     while stdout.iter().filter(|l| l.starts_with("  model ")).count() < models {
         match lines.next() {
             Some(Ok(line)) => stdout.push(line),
@@ -179,11 +200,31 @@ fn serve_with(extra: &[&str], model: Option<(&str, &[u8])>) -> Server {
     }
     // Keep reading whatever else the server prints, so its stdout never hits a closed pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Server {
-        child,
-        url,
-        dir,
-        stdout,
+    (child, url, stdout)
+}
+
+impl Server {
+    /// Stops the server and starts it again on the same address, with the same models and
+    /// platform: a new process, so new keys and a new identity.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let addr = self.url.strip_prefix("https://").unwrap().to_owned();
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| {
+                if a == "127.0.0.1:0" {
+                    addr.clone()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let (child, url, stdout) = spawn(self.dir.path(), &args, self.models);
+        assert_eq!(url, self.url);
+        self.child = child;
+        self.stdout = stdout;
     }
 }
 
@@ -408,16 +449,27 @@ fn python() -> Option<PathBuf> {
 fn tritonclient_works_unmodified() {
     let Some(python) = python() else { return };
     let server = serve(&[]);
-    let host_port = server.url.strip_prefix("https://").unwrap();
+    let report = triton_check(&python, server.url.strip_prefix("https://").unwrap());
+    assert_triton_report(&server, &report);
+}
+
+/// Runs the unmodified `tritonclient` against `target` (`HOST:PORT` for the server's TLS,
+/// `http://HOST:PORT` for a proxy) and returns its report.
+fn triton_check(python: &Path, target: &str) -> Value {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/triton_client_check.py");
-    let out = Command::new(&python)
+    let out = Command::new(python)
         .arg(&script)
-        .args([host_port, "demo", "features", "3", "4"])
+        .args([target, "demo", "features", "3", "4"])
         .output()
         .unwrap();
     ok(&out);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What tritonclient must have seen: health, metadata, errors with Triton's statuses, and the
+/// same numbers in binary and JSON tensors as `cloak infer` gets for the same input.
+fn assert_triton_report(server: &Server, report: &Value) {
     assert_eq!(report["live"], true);
     assert_eq!(report["ready"], true);
     assert_eq!(report["model_ready"], true);
@@ -645,4 +697,427 @@ fn load_64_clients() {
         max <= mid + mid / 10 + 8 * 1024,
         "server RSS grew from {mid} KiB at half time to {max} KiB"
     );
+}
+
+/// A running `cloak proxy`, killed on drop.
+struct Proxy {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cloak proxy --upstream UPSTREAM --listen 127.0.0.1:0 ARGS`; `Err` with its output
+/// when it exits instead of listening.
+fn proxy(dir: &Path, upstream: &str, args: &[&str]) -> Result<Proxy, (Option<i32>, String)> {
+    let log = dir.join(format!("proxy-{}.log", std::process::id() ^ rand_u32()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloak"))
+        .args(["proxy", "--upstream", upstream, "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("CLOAK_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = match lines.next() {
+        Some(Ok(line)) => line
+            .strip_prefix("proxy listening on ")
+            .and_then(|rest| rest.split(' ').next())
+            .map(str::to_owned),
+        _ => None,
+    };
+    let Some(url) = url else {
+        let status = child.wait().unwrap();
+        return Err((status.code(), std::fs::read_to_string(&log).unwrap()));
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(Proxy { child, url, log })
+}
+
+fn rand_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).unwrap();
+    u32::from_le_bytes(bytes)
+}
+
+#[test]
+fn tritonclient_through_the_verifying_proxy() {
+    let Some(python) = python() else { return };
+    let server = serve(&[]);
+    let policy = server.policy(&cloak_mrenclave());
+    let policy: Vec<&str> = policy.iter().map(String::as_str).collect();
+    for mode in ["atls", "ohttp"] {
+        let mut args = vec!["--mode", mode];
+        args.extend_from_slice(&policy);
+        let proxy = proxy(server.dir.path(), &server.url, &args).unwrap();
+        let report = triton_check(&python, &proxy.url);
+        assert_triton_report(&server, &report);
+        // Every inference answer was checked against its receipt on the way.
+        let log = std::fs::read_to_string(&proxy.log).unwrap();
+        assert!(log.contains("upstream accepted"), "{log}");
+        assert!(!log.contains("request not forwarded"), "{log}");
+    }
+
+    // A proxy whose policy rejects the upstream never listens.
+    let zeros = "00".repeat(32);
+    let args = [
+        "--mode",
+        "ohttp",
+        "--trust-root",
+        policy[1],
+        "--expect-mrenclave",
+        &zeros,
+    ];
+    let (code, log) = proxy(server.dir.path(), &server.url, &args)
+        .err()
+        .expect("a rejected upstream");
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("REJECTED (measurement-mismatch)"), "{log}");
+    // And it listens on loopback only: it serves plaintext.
+    let out = cloak(&["proxy", "--upstream", &server.url, "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+/// nginx from the distribution as an untrusted TLS-terminating load balancer on loopback, which
+/// logs every request body it forwards. Killed on drop.
+struct Nginx {
+    child: Child,
+    url: String,
+    access_log: PathBuf,
+    ca: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    fn access_log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.access_log).unwrap_or_default()).into_owned()
+    }
+}
+
+/// Starts nginx in front of `upstream` (host:port), or `None` where there is no nginx (CI
+/// installs it and sets `CLOAK_REQUIRE_NGINX=1`).
+fn nginx(dir: &Path, upstream: &str) -> Option<Nginx> {
+    let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    let Some(binary) = binary else {
+        assert!(
+            std::env::var("CLOAK_REQUIRE_NGINX").as_deref() != Ok("1"),
+            "CLOAK_REQUIRE_NGINX=1 but there is no nginx (apt-get install nginx-light)"
+        );
+        eprintln!("skipping: no nginx");
+        return None;
+    };
+    let root = dir.join("nginx");
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ca = root.join("lb.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    std::fs::write(root.join("lb.key"), certified.signing_key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = s(&root);
+    // One process, no user switch, everything under `root`; the access log records each
+    // request body as nginx forwards it (non-printable bytes escaped as \xHH).
+    let config = format!(
+        r#"daemon off;
+master_process off;
+pid {r}/nginx.pid;
+error_log {r}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    log_format bodies '$remote_addr "$request" $status "$http_content_type" "$request_body"';
+    access_log {r}/access.log bodies;
+    client_body_temp_path {r}/tmp/body;
+    proxy_temp_path {r}/tmp/proxy;
+    fastcgi_temp_path {r}/tmp/fastcgi;
+    uwsgi_temp_path {r}/tmp/uwsgi;
+    scgi_temp_path {r}/tmp/scgi;
+    client_body_buffer_size 1m;
+    client_max_body_size 16m;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {r}/lb.pem;
+        ssl_certificate_key {r}/lb.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{
+            proxy_pass https://{upstream};
+            proxy_ssl_verify off;
+            proxy_ssl_protocols TLSv1.3;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"#
+    );
+    std::fs::write(root.join("nginx.conf"), config).unwrap();
+    let child = Command::new(binary)
+        .args(["-p", r, "-c", s(&root.join("nginx.conf"))])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx did not start: {}",
+            std::fs::read_to_string(root.join("stderr.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some(Nginx {
+        child,
+        url: format!("https://localhost:{port}"),
+        access_log: root.join("access.log"),
+        ca,
+    })
+}
+
+/// `curl` with `args`; returns the status code and the body.
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.trim().parse().unwrap(), body.to_owned())
+}
+
+#[test]
+fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
+    let server = serve(&[]);
+    let upstream = server.url.strip_prefix("https://").unwrap().to_owned();
+    let Some(lb) = nginx(server.dir.path(), &upstream) else {
+        return;
+    };
+    let dir = server.dir.path();
+    let policy = server.policy(&cloak_mrenclave());
+    let policy: Vec<&str> = policy.iter().map(String::as_str).collect();
+    // Values no log could contain by chance.
+    let request = dir.join("secret-request.json");
+    std::fs::write(
+        &request,
+        r#"{"inputs":[{"name":"features","datatype":"FP32","shape":[2,4],
+            "data":[0.1234567,-0.7654321,0.3141593,0.2718282,-0.4242424,0.9999125,0.0123457,0.7777771]}]}"#,
+    )
+    .unwrap();
+    let secrets = [
+        "1234.5678",
+        "8765.4321",
+        "0.31415926",
+        "2718.2818",
+        "4242.4242",
+    ];
+
+    // A data owner through the load balancer: encapsulated to the enclave's attested key.
+    let receipt = dir.join("receipt.txt");
+    let attestation = dir.join("attestation.json");
+    let mut args = vec![
+        "infer",
+        &lb.url,
+        "--mode",
+        "ohttp",
+        "--ca",
+        s(&lb.ca),
+        "--model",
+        "demo",
+        "--input",
+        s(&request),
+        "--json",
+        "--receipt-out",
+        s(&receipt),
+        "--attestation-out",
+        s(&attestation),
+    ];
+    args.extend_from_slice(&policy);
+    let out = cloak(&args);
+    ok(&out);
+    let response: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outputs: Vec<String> = response["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(outputs.len(), 6);
+    // The output values distinctive enough to look for (not 0.0 or 1.0).
+    let outputs: Vec<String> = outputs.into_iter().filter(|v| v.len() >= 8).collect();
+    assert!(!outputs.is_empty(), "{response}");
+    // The same request over attested TLS straight to the server gives the same numbers.
+    let direct = cloak_infer(&server.url, "demo", &request, &policy, true);
+    ok(&direct);
+    let direct: Value = serde_json::from_slice(&direct.stdout).unwrap();
+    assert_eq!(direct["outputs"], response["outputs"]);
+
+    // nginx forwarded ciphertext: its log has the encapsulated request, no input or output
+    // value; neither has the server's debug log.
+    let log = lb.access_log();
+    assert!(
+        log.contains("\"POST /v1/ohttp HTTP/1.1\" 200 \"message/ohttp-req\""),
+        "{log}"
+    );
+    let server_log = std::fs::read_to_string(dir.join("server.log")).unwrap();
+    for value in secrets
+        .iter()
+        .copied()
+        .chain(outputs.iter().map(String::as_str))
+    {
+        assert!(!log.contains(value), "nginx logged {value}: {log}");
+        assert!(!server_log.contains(value), "the server logged {value}");
+    }
+
+    // The receipt verifies offline against the saved attestation, for exactly this request.
+    let mut verify = vec![
+        "receipt",
+        "verify",
+        s(&receipt),
+        "--attestation",
+        s(&attestation),
+        "--request",
+        s(&request),
+        "--json",
+    ];
+    verify.extend_from_slice(&policy);
+    let out = cloak(&verify);
+    ok(&out);
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["verdict"], "valid");
+    assert_eq!(verdict["model"], "demo");
+    // Another request body, a changed receipt byte, or a policy that rejects the enclave: exit 1.
+    let other = dir.join("other-request.json");
+    std::fs::write(&other, b"{}").unwrap();
+    let mut wrong_body = verify.clone();
+    wrong_body[6] = s(&other);
+    let out = cloak(&wrong_body);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("receipt-input-mismatch"));
+    let text = std::fs::read_to_string(&receipt).unwrap();
+    let mut bytes = text.trim().as_bytes().to_vec();
+    let at = bytes.len() / 2;
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    let tampered = dir.join("tampered-receipt.txt");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let mut changed = verify.clone();
+    changed[2] = s(&tampered);
+    let out = cloak(&changed);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let zeros = "00".repeat(32);
+    let mut rejecting = verify.clone();
+    let pin = rejecting
+        .iter()
+        .position(|a| *a == "--expect-mrenclave")
+        .unwrap();
+    rejecting[pin + 1] = &zeros;
+    let out = cloak(&rejecting);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("measurement-mismatch"));
+
+    // Attested TLS cannot pass a TLS-terminating proxy: the client sees nginx's certificate,
+    // which carries no evidence, and sends nothing.
+    let mut atls = vec!["infer", &lb.url, "--model", "demo", "--input", s(&request)];
+    atls.extend_from_slice(&policy);
+    let out = cloak(&atls);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The gateway's own refusals, in the clear and without content.
+    let ca = s(&lb.ca);
+    let gateway = format!("{}/v1/ohttp", lb.url);
+    let (status, body) = curl(&[
+        "--cacert",
+        ca,
+        "-H",
+        "content-type: message/ohttp-req",
+        "--data-binary",
+        "not an encapsulated request",
+        &gateway,
+    ]);
+    // Its first byte is not the attested key's id.
+    assert_eq!(status, 400);
+    assert!(body.contains("ohttp-key"), "{body}");
+    assert!(!body.contains("encapsulated request"), "{body}");
+    let (status, _) = curl(&[
+        "--cacert",
+        ca,
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        "{}",
+        &gateway,
+    ]);
+    assert_eq!(status, 415);
+
+    // The control: a plaintext request through the same nginx lands in its log, so the
+    // checks above could have failed.
+    let (status, _) = curl(&[
+        "--cacert",
+        ca,
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &format!("@{}", s(&request)),
+        &format!("{}/v2/models/demo/infer", lb.url),
+    ]);
+    assert_eq!(status, 200);
+    assert!(lb.access_log().contains("0.1234567"));
+
+    // `cloak proxy --mode ohttp` through nginx; the server restarts behind it (new keys, new
+    // identity) and the proxy appraises it again instead of failing.
+    let mut args = vec!["--mode", "ohttp", "--ca", ca];
+    args.extend_from_slice(&policy);
+    let proxy = proxy(dir, &lb.url, &args).unwrap();
+    let infer_url = format!("{}/v2/models/demo/infer", proxy.url);
+    let post = [
+        "-D",
+        "-",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &format!("@{}", s(&request)),
+        &infer_url,
+    ];
+    let (status, body) = curl(&post);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.to_ascii_lowercase().contains("cloak-receipt: "),
+        "{body}"
+    );
+    let mut server = server;
+    server.restart();
+    let (status, body) = curl(&post);
+    assert_eq!(status, 200, "{body}");
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    assert!(log.contains("identity changed; re-appraising"), "{log}");
 }

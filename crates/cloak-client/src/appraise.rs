@@ -105,6 +105,43 @@ pub fn appraise_attestation(
     spki_sha256: &[u8; 32],
     now: u64,
 ) -> Result<VerifiedServer, ClientError> {
+    let server = appraise_fresh_attestation(document, collateral, policy, nonce, now)?;
+    if server.claims.tls_spki_sha256 != *spki_sha256 {
+        return Err(ClientError::Binding(
+            "the attestation comes from another server instance than this connection".into(),
+        ));
+    }
+    Ok(server)
+}
+
+/// Appraises a fresh attestation that must answer `nonce`, whatever connection carried it: for
+/// encrypted requests, whose keys (HPKE and receipt) the claims themselves bind, so the
+/// transport (a load balancer's TLS) needs no trust.
+pub fn appraise_fresh_attestation(
+    document: &AttestationDocument,
+    collateral: &Collateral,
+    policy: &AppraisalPolicy,
+    nonce: &[u8],
+    now: u64,
+) -> Result<VerifiedServer, ClientError> {
+    let server = appraise_recorded_attestation(document, collateral, policy, now)?;
+    if server.claims.nonce.as_deref() != Some(nonce) {
+        return Err(ClientError::Binding(
+            "the attestation does not answer this nonce (a replay?)".into(),
+        ));
+    }
+    Ok(server)
+}
+
+/// Appraises an attestation recorded earlier, without freshness (its nonce is not checked):
+/// for checking offline what a server signed, such as receipts, against the claims its quote
+/// binds.
+pub fn appraise_recorded_attestation(
+    document: &AttestationDocument,
+    collateral: &Collateral,
+    policy: &AppraisalPolicy,
+    now: u64,
+) -> Result<VerifiedServer, ClientError> {
     if document.format != cloak_proto::attestation::FORMAT {
         return Err(ClientError::Protocol(format!(
             "unknown attestation format {:?}",
@@ -112,16 +149,6 @@ pub fn appraise_attestation(
         )));
     }
     let claims = IdentityClaims::from_cbor(&document.claims)?;
-    if claims.nonce.as_deref() != Some(nonce) {
-        return Err(ClientError::Binding(
-            "the attestation does not answer this nonce (a replay?)".into(),
-        ));
-    }
-    if claims.tls_spki_sha256 != *spki_sha256 {
-        return Err(ClientError::Binding(
-            "the attestation comes from another server instance than this connection".into(),
-        ));
-    }
     let accepted = appraise_quote(&document.quote, &document.claims, collateral, policy, now)?;
     Ok(VerifiedServer { claims, accepted })
 }

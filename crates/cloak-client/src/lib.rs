@@ -20,6 +20,8 @@
 //! ```
 
 pub mod appraise;
+pub mod encrypted;
+mod remote;
 mod tls;
 
 use std::sync::Arc;
@@ -28,16 +30,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cloak_attest::collateral::Collateral;
 use cloak_attest::policy::AppraisalPolicy;
 use cloak_proto::attestation::AttestationDocument;
-use cloak_proto::identity::ClaimsError;
+use cloak_proto::identity::{ClaimsError, IdentityClaims};
+use cloak_proto::receipt::{Receipt, ReceiptError};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-pub use appraise::{VerifiedServer, appraise_attestation, appraise_certificate};
+pub use appraise::{
+    VerifiedServer, appraise_attestation, appraise_certificate, appraise_fresh_attestation,
+    appraise_recorded_attestation,
+};
+pub use encrypted::{EncryptedClient, EncryptedSession, Transport};
+pub use hyper::Method;
+pub use remote::{Mode, Remote, RemoteSession};
 pub use tls::AttestedTls;
 
 /// How long connecting (TCP and TLS) may take.
@@ -222,7 +231,8 @@ impl Session {
         self.send(Method::POST, path, body, header_len).await
     }
 
-    async fn send(
+    /// Sends `method path` with `body` (`header_len` as for [`Client::post`]).
+    pub async fn send(
         &mut self,
         method: Method,
         path: &str,
@@ -241,15 +251,41 @@ impl Session {
     }
 }
 
-/// A response: status, the KServe header length (if binary tensors follow), and the body.
+/// A response: status, the KServe header length (if binary tensors follow), the receipt (on a
+/// successful inference), and the body.
 #[derive(Clone, Debug)]
 pub struct HttpResponse {
     /// The HTTP status.
     pub status: StatusCode,
     /// `Inference-Header-Content-Length`, when present.
     pub header_len: Option<usize>,
+    /// The `Cloak-Receipt` header, when present (every successful inference).
+    pub receipt: Option<String>,
+    /// The `Retry-After` header, when present.
+    pub retry_after: Option<String>,
     /// The body.
     pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// Verifies this response's receipt against the appraised server's `claims` and the
+    /// request body that was sent: signed by the attested receipt key, over the evidence and the
+    /// model the claims state, for exactly this request and this response.
+    pub fn verify_receipt(
+        &self,
+        claims: &IdentityClaims,
+        request_body: &[u8],
+    ) -> Result<Receipt, ClientError> {
+        let text = self
+            .receipt
+            .as_deref()
+            .ok_or(ClientError::Receipt(ReceiptError::Malformed(
+                "the response carries no receipt".into(),
+            )))?;
+        let receipt = Receipt::verify(text, claims)?;
+        receipt.check_bodies(request_body, &self.body)?;
+        Ok(receipt)
+    }
 }
 
 /// `host:port` of an `https://` URL.
@@ -258,25 +294,42 @@ struct Endpoint {
     host: String,
     port: u16,
     authority: String,
+    secure: bool,
 }
 
 impl Endpoint {
+    /// An `https://` URL (attested TLS).
     fn parse(url: &str) -> Result<Self, ClientError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| ClientError::Url(format!("{url}: {e}")))?;
-        if uri.scheme_str() != Some("https") {
+        let endpoint = Self::parse_any(url)?;
+        if !endpoint.secure {
             return Err(ClientError::Url(format!(
                 "{url}: Cloak servers speak attested TLS; use an https:// URL"
             )));
         }
+        Ok(endpoint)
+    }
+
+    /// An `https://` or `http://` URL.
+    fn parse_any(url: &str) -> Result<Self, ClientError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| ClientError::Url(format!("{url}: {e}")))?;
+        let secure = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(ClientError::Url(format!(
+                    "{url}: use an https:// or http:// URL"
+                )));
+            }
+        };
         let host = uri
             .host()
             .ok_or_else(|| ClientError::Url(format!("{url}: no host")))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = uri.port_u16().unwrap_or(443);
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let authority = uri
             .authority()
             .map_or_else(|| host.clone(), ToString::to_string);
@@ -284,21 +337,32 @@ impl Endpoint {
             host,
             port,
             authority,
+            secure,
         })
     }
 }
 
 type Connection = SendRequest<Full<Bytes>>;
 
-async fn tls_stream(
-    endpoint: &Endpoint,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+async fn tcp_stream(endpoint: &Endpoint) -> Result<TcpStream, ClientError> {
     let connecting = async {
         let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
             .map_err(|e| ClientError::Io(format!("connect to {}: {e}", endpoint.authority)))?;
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| ClientError::Io(format!("connecting to {} timed out", endpoint.authority)))?
+}
+
+async fn tls_stream(
+    endpoint: &Endpoint,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    let connecting = async {
+        let tcp = tcp_stream(endpoint).await?;
         let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
             .map_err(|e| ClientError::Url(format!("{}: {e}", endpoint.host)))?;
         TlsConnector::from(config)
@@ -311,9 +375,10 @@ async fn tls_stream(
         .map_err(|_| ClientError::Io(format!("connecting to {} timed out", endpoint.authority)))?
 }
 
-async fn http1(
-    stream: tokio_rustls::client::TlsStream<TcpStream>,
-) -> Result<Connection, ClientError> {
+async fn http1<S>(stream: S) -> Result<Connection, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ClientError::Io(e.to_string()))?;
@@ -387,26 +452,51 @@ async fn request(
     body: Vec<u8>,
     header_len: Option<usize>,
 ) -> Result<HttpResponse, ClientError> {
+    let content_type = match (body.is_empty(), header_len) {
+        (true, _) => None,
+        (false, Some(_)) => Some(cloak_proto::kserve::CONTENT_TYPE_BINARY),
+        (false, None) => Some(cloak_proto::kserve::CONTENT_TYPE_JSON),
+    };
+    let request = build_request(
+        &endpoint.authority,
+        method,
+        path,
+        content_type,
+        header_len,
+        body,
+    )?;
+    exchange(connection, request).await
+}
+
+/// A request with the headers Cloak's protocol uses.
+fn build_request(
+    authority: &str,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    header_len: Option<usize>,
+    body: Vec<u8>,
+) -> Result<Request<Full<Bytes>>, ClientError> {
     let mut builder = Request::builder()
         .method(method)
         .uri(path)
-        .header(hyper::header::HOST, &endpoint.authority);
-    if !body.is_empty() {
-        builder = builder.header(
-            hyper::header::CONTENT_TYPE,
-            if header_len.is_some() {
-                cloak_proto::kserve::CONTENT_TYPE_BINARY
-            } else {
-                cloak_proto::kserve::CONTENT_TYPE_JSON
-            },
-        );
+        .header(hyper::header::HOST, authority);
+    if let Some(content_type) = content_type {
+        builder = builder.header(hyper::header::CONTENT_TYPE, content_type);
     }
     if let Some(len) = header_len {
         builder = builder.header(cloak_proto::kserve::HEADER_CONTENT_LENGTH, len);
     }
-    let request = builder
+    builder
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| ClientError::Url(e.to_string()))?;
+        .map_err(|e| ClientError::Url(e.to_string()))
+}
+
+/// Sends `request` on `connection` and reads the whole response.
+async fn exchange(
+    connection: &mut Connection,
+    request: Request<Full<Bytes>>,
+) -> Result<HttpResponse, ClientError> {
     let exchange = async {
         connection
             .ready()
@@ -417,11 +507,17 @@ async fn request(
             .await
             .map_err(|e| ClientError::Io(e.to_string()))?;
         let status = response.status();
-        let header_len = response
-            .headers()
-            .get(cloak_proto::kserve::HEADER_CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let header_len =
+            header(cloak_proto::kserve::HEADER_CONTENT_LENGTH).and_then(|v| v.parse().ok());
+        let receipt = header(cloak_proto::receipt::HEADER);
+        let retry_after = header("retry-after");
         let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
@@ -431,6 +527,8 @@ async fn request(
         Ok(HttpResponse {
             status,
             header_len,
+            receipt,
+            retry_after,
             body,
         })
     };
@@ -470,6 +568,13 @@ pub enum ClientError {
     /// The quote did not verify (code, message).
     #[error("attestation rejected ({0}): {1}")]
     Quote(&'static str, String),
+    /// A response's receipt did not verify.
+    #[error("receipt: {0}")]
+    Receipt(#[from] ReceiptError),
+    /// The server no longer holds the key the request was encapsulated to (it restarted):
+    /// appraise it again.
+    #[error("the server's identity changed: {0}")]
+    Stale(String),
     /// The server answered an error (status, body).
     #[error("the server answered {0}: {1}")]
     Server(u16, String),
@@ -487,6 +592,8 @@ impl ClientError {
             Self::Claims(e) => e.code(),
             Self::Io(_) => "connection-failed",
             Self::Policy(code, _) | Self::Quote(code, _) => code,
+            Self::Receipt(e) => e.code(),
+            Self::Stale(_) => "server-identity-changed",
             Self::Protocol(_) => "protocol-error",
             Self::Server(..) => "server-error",
             Self::Url(_) => "invalid-url",
@@ -503,6 +610,7 @@ impl ClientError {
                 | Self::Claims(_)
                 | Self::Policy(..)
                 | Self::Quote(..)
+                | Self::Receipt(_)
         )
     }
 }

@@ -218,3 +218,82 @@ impl fmt::Display for Refused {
 }
 
 impl std::error::Error for Refused {}
+
+/// The transport of encapsulated requests: a certificate chain to `roots` (a load balancer's
+/// certificate), or else a Cloak server's own certificate, whose key its quote binds (the quote
+/// is appraised through the fresh attestation, not here). Either way nothing confidential
+/// depends on this TLS: it only keeps the transport's metadata from bystanders.
+pub(crate) fn transport_config(
+    roots: rustls::RootCertStore,
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .map_err(|e| ClientError::Url(format!("CA certificates: {e}")))?;
+    let verifier = Arc::new(TransportVerifier {
+        webpki,
+        cloak: Verifier {
+            mode: Mode::Probe,
+            provider: Arc::clone(&provider),
+            verdict: Verdict::default(),
+        },
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Url(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct TransportVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    cloak: Verifier,
+}
+
+impl ServerCertVerifier for TransportVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .or_else(|webpki_error| {
+                // Not a Cloak server's certificate either: report the chain's error.
+                self.cloak
+                    .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                    .map_err(|_| webpki_error)
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}

@@ -23,3 +23,4 @@ pub mod kdf;
 pub mod key;
 pub mod mac;
 pub mod ohttp;
+pub mod sig;

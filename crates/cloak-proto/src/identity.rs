@@ -125,6 +125,15 @@ impl IdentityClaims {
         fields.finish()
     }
 
+    /// SHA-256 of these claims' encoding without a nonce: the claims a server's certificate
+    /// carries, which its receipts name. Fresh attestations of the same server with the same
+    /// models give the same digest whatever their nonce.
+    pub fn evidence_digest(&self) -> [u8; 32] {
+        let mut claims = self.clone();
+        claims.nonce = None;
+        cloak_crypto::hash::sha256(&claims.to_cbor())
+    }
+
     /// The report data that binds these claims: SHA-512 of their encoding.
     pub fn report_data(claims_cbor: &[u8]) -> [u8; 64] {
         cloak_crypto::hash::sha512(claims_cbor)
@@ -311,6 +320,11 @@ fn canonical_map(entries: Vec<(&str, Value)>) -> Value {
             .map(|(_, key, value)| (Value::Text(key.to_owned()), value))
             .collect(),
     )
+}
+
+/// The deterministic CBOR encoding of a map with text keys (RFC 8949 §4.2.1 order).
+pub(crate) fn encode_canonical(entries: Vec<(&str, Value)>) -> Vec<u8> {
+    encode(&canonical_map(entries))
 }
 
 fn encode(value: &Value) -> Vec<u8> {

@@ -24,4 +24,5 @@ pub mod attestation;
 pub mod identity;
 pub mod kbs;
 pub mod kserve;
+pub mod receipt;
 pub mod tensor;

@@ -20,6 +20,7 @@ use cloak_proto::kserve::{
     self, Dimension, ErrorBody, InferRequest, InferResponse, ModelMetadata, ModelReady,
     NamedTensor, ServerLive, ServerMetadata, ServerReady, TensorMetadata,
 };
+use cloak_proto::receipt;
 use serde::Serialize;
 
 use crate::identity::ServerIdentity;
@@ -119,8 +120,8 @@ impl AppState {
     }
 }
 
-/// The main router.
-pub(crate) fn router(state: Arc<AppState>) -> Router {
+/// The KServe v2 routes (also the target of encrypted requests).
+fn kserve_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
@@ -142,11 +143,25 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             post(infer_at),
         )
         .route("/v2/repository/index", post(repository_index))
+}
+
+/// The main router: KServe v2, fresh attestation, encrypted requests and metrics.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let inner = kserve_routes()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Arc::clone(&state));
+    let gateway = crate::ohttp::router(crate::ohttp::Gateway {
+        app: Arc::clone(&state),
+        inner,
+    });
+    kserve_routes()
         .route("/v1/attestation", get(attestation))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .merge(gateway)
 }
 
 /// The plain-HTTP metrics-only router.
@@ -497,6 +512,7 @@ async fn infer_inner(
             )
         })?;
     let request = InferRequest::parse(&body, header_len, &state.codec_limits())?;
+    let input_sha256 = cloak_crypto::hash::sha256(&body);
     drop(body);
     for output in request.outputs() {
         if !model
@@ -573,9 +589,25 @@ async fn infer_inner(
                 .find(|(name, _)| name == output)
                 .map_or(kserve::TensorEncoding::Json, |(_, encoding)| *encoding)
         })?;
-        Ok::<_, ApiError>(encoded)
+        let request_id = request_id();
+        let receipt = worker_state
+            .identity
+            .receipt(
+                &model.claim,
+                request_id.clone(),
+                input_sha256,
+                cloak_crypto::hash::sha256(encoded.body()),
+            )
+            .map_err(|e| {
+                tracing::error!(error = %e, "a receipt could not be signed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the receipt could not be signed",
+                )
+            })?;
+        Ok::<_, ApiError>((encoded, request_id, receipt))
     });
-    let encoded = match job.await {
+    let (encoded, request_id, receipt) = match job.await {
         Ok(result) => result?,
         Err(_) => {
             tracing::error!(model = name, "an inference worker failed");
@@ -593,9 +625,26 @@ async fn infer_inner(
     if let Some(len) = encoded.header_len() {
         response_headers.insert(kserve::HEADER_CONTENT_LENGTH, HeaderValue::from(len));
     }
+    // Both are ASCII (hex and base64url) by construction.
+    if let (Ok(id), Ok(receipt)) = (
+        HeaderValue::from_str(&request_id),
+        HeaderValue::from_str(&receipt),
+    ) {
+        response_headers.insert(receipt::REQUEST_ID_HEADER, id);
+        response_headers.insert(receipt::HEADER, receipt);
+    }
     // Moved, not copied, into the response body.
     let body = std::mem::take(&mut *encoded.into_body());
     Ok((StatusCode::OK, response_headers, Body::from(body)).into_response())
+}
+
+/// A fresh request id: 128 random bits, hex.
+fn request_id() -> String {
+    let mut id = [0u8; 16];
+    // The OS random source does not fail on Linux; were it to, the id would be all zeros,
+    // which loses its uniqueness but nothing the signature covers.
+    let _ = getrandom::fill(&mut id);
+    hex::encode(id)
 }
 
 /// Counts a running inference in the in-flight gauge while alive.

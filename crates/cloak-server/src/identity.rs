@@ -12,8 +12,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use ciborium::Value;
+use cloak_crypto::hpke::HpkeKeyPair;
+use cloak_crypto::ohttp::{AeadId, Gateway};
+use cloak_crypto::sig::SigningKey as ReceiptKey;
 use cloak_proto::attestation::AttestationDocument;
 use cloak_proto::identity::{IdentityClaims, ModelClaim};
+use cloak_proto::receipt::Receipt;
 use cloak_tee::{Platform, TeeError};
 use rcgen::{
     CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
@@ -30,13 +34,6 @@ const OID_DICE_TAGGED_EVIDENCE: &[u64] = &[2, 23, 133, 5, 4, 9];
 const CBOR_TAG_INTEL_QUOTE: u64 = 60_000;
 /// The HPKE key's id in its key configuration.
 const HPKE_KEY_ID: u8 = 1;
-/// HPKE identifiers (RFC 9180 §7): DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM.
-const HPKE_KEM_X25519_SHA256: u16 = 0x0020;
-const HPKE_KDF_HKDF_SHA256: u16 = 0x0001;
-const HPKE_AEAD_AES_256_GCM: u16 = 0x0002;
-
-/// The server's HPKE private key.
-pub type HpkePrivateKey = <hpke::kem::X25519HkdfSha256 as hpke::Kem>::PrivateKey;
 
 /// Where relayed collateral comes from.
 #[non_exhaustive]
@@ -63,14 +60,15 @@ pub struct ServerIdentity {
     current: Arc<RwLock<Arc<Attested>>>,
     tls_key: KeyPair,
     tls_signer: Arc<dyn SigningKey>,
-    hpke_key: HpkePrivateKey,
-    receipt_key_pkcs8: Zeroizing<Vec<u8>>,
+    gateway: Gateway,
+    receipt_key: ReceiptKey,
 }
 
 /// Claims and the certificate that carries evidence over them.
 #[derive(Debug)]
 struct Attested {
     claims: Arc<IdentityClaims>,
+    evidence_sha256: [u8; 32],
     certified: Arc<CertifiedKey>,
 }
 
@@ -83,13 +81,18 @@ impl ServerIdentity {
         hostnames: &[String],
     ) -> Result<Self, IdentityError> {
         let tls_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let receipt_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let (hpke_key, hpke_public) = <hpke::kem::X25519HkdfSha256 as hpke::Kem>::gen_keypair();
-        let hpke_key_config = key_config(&hpke::Serializable::to_bytes(&hpke_public));
+        let receipt_key = ReceiptKey::generate().map_err(|e| IdentityError::Keys(e.to_string()))?;
+        // AES-256-GCM is Cloak's suite; AES-128-GCM is what other RFC 9458 clients (the `ohttp`
+        // crate's pure-Rust backend) can speak.
+        let gateway = Gateway::new(
+            HPKE_KEY_ID,
+            HpkeKeyPair::generate(),
+            vec![AeadId::Aes256Gcm, AeadId::Aes128Gcm],
+        );
         let claims = IdentityClaims {
             tls_spki_sha256: cloak_crypto::hash::sha256(&tls_key.subject_public_key_info()),
-            hpke_key_config,
-            receipt_public_key: receipt_key.subject_public_key_info(),
+            hpke_key_config: gateway.config().encode(),
+            receipt_public_key: receipt_key.public_key_spki().to_vec(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             platform: platform.kind().name().to_owned(),
             models,
@@ -107,8 +110,8 @@ impl ServerIdentity {
             current: Arc::new(RwLock::new(Arc::new(attested))),
             tls_key,
             tls_signer,
-            hpke_key,
-            receipt_key_pkcs8: Zeroizing::new(receipt_key.serialize_der()),
+            gateway,
+            receipt_key,
         })
     }
 
@@ -144,15 +147,34 @@ impl ServerIdentity {
         Ok(())
     }
 
-    /// The HPKE private key whose public half the claims' key configuration carries (for
-    /// encrypted requests).
-    pub fn hpke_private_key(&self) -> &HpkePrivateKey {
-        &self.hpke_key
+    /// The Oblivious HTTP gateway whose key configuration the claims carry (for encrypted
+    /// requests).
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
     }
 
-    /// The receipt-signing key (PKCS#8), for signing receipts.
-    pub fn receipt_key_pkcs8(&self) -> &[u8] {
-        &self.receipt_key_pkcs8
+    /// Signs a receipt for an inference over `model`, naming the evidence in force now.
+    pub fn receipt(
+        &self,
+        model: &ModelClaim,
+        request_id: String,
+        input_sha256: [u8; 32],
+        output_sha256: [u8; 32],
+    ) -> Result<String, IdentityError> {
+        let receipt = Receipt {
+            model: model.name.clone(),
+            model_sha256: model.sha256,
+            input_sha256,
+            output_sha256,
+            time_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            request_id,
+            evidence_sha256: self.current().evidence_sha256,
+        };
+        receipt
+            .sign(&self.receipt_key)
+            .map_err(|e| IdentityError::Keys(e.to_string()))
     }
 
     /// The platform the server runs on.
@@ -241,6 +263,7 @@ fn attest_claims(
     let evidence = platform.evidence(&IdentityClaims::report_data(&claims_cbor))?;
     let certificate = certificate(tls_key, hostnames, &evidence.quote, &claims_cbor)?;
     Ok(Attested {
+        evidence_sha256: claims.evidence_digest(),
         claims: Arc::new(claims),
         certified: Arc::new(CertifiedKey::new(vec![certificate], Arc::clone(signer))),
     })
@@ -252,19 +275,6 @@ impl std::fmt::Debug for ServerIdentity {
             .field("claims", &self.claims())
             .finish_non_exhaustive()
     }
-}
-
-/// An RFC 9458 §3 key configuration: key id, KEM, public key, and the one symmetric suite
-/// offered (HKDF-SHA256 with AES-256-GCM).
-fn key_config(public_key: &[u8]) -> Vec<u8> {
-    let mut config = Vec::with_capacity(public_key.len().saturating_add(9));
-    config.push(HPKE_KEY_ID);
-    config.extend_from_slice(&HPKE_KEM_X25519_SHA256.to_be_bytes());
-    config.extend_from_slice(public_key);
-    config.extend_from_slice(&4u16.to_be_bytes());
-    config.extend_from_slice(&HPKE_KDF_HKDF_SHA256.to_be_bytes());
-    config.extend_from_slice(&HPKE_AEAD_AES_256_GCM.to_be_bytes());
-    config
 }
 
 /// A self-signed certificate for `key` carrying `tag(60000)([quote, claims])` in the DICE

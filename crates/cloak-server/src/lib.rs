@@ -21,6 +21,7 @@ pub mod kbs;
 pub mod keys;
 pub mod limits;
 mod metrics;
+mod ohttp;
 pub mod store;
 mod tls;
 
@@ -229,6 +230,7 @@ impl PreparedServer {
             metrics_addr,
             shutdown,
             tasks,
+            state: self.state,
         })
     }
 }
@@ -240,9 +242,15 @@ pub struct RunningServer {
     metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    state: Arc<api::AppState>,
 }
 
 impl RunningServer {
+    /// The attested TLS certificate new connections get now (DER).
+    pub fn certificate(&self) -> rustls::pki_types::CertificateDer<'static> {
+        self.state.identity().certificate()
+    }
+
     /// The attested-TLS address (with the port the OS chose, if it was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

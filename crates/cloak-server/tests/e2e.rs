@@ -183,9 +183,9 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
     assert_eq!(claims.platform, "sim");
     // RFC 9458 key configuration: id 1, DHKEM(X25519), 32-byte key, HKDF-SHA256 + AES-256-GCM.
     let config = &claims.hpke_key_config;
-    assert_eq!(config.len(), 1 + 2 + 32 + 2 + 4);
+    assert_eq!(config.len(), 1 + 2 + 32 + 2 + 8);
     assert_eq!(config[..3], [1, 0x00, 0x20]);
-    assert_eq!(config[35..], [0, 4, 0, 1, 0, 2]);
+    assert_eq!(config[35..], [0, 8, 0, 1, 0, 2, 0, 1, 0, 1]);
     assert!(client.attestation().is_some());
 
     // KServe metadata and health.
@@ -604,4 +604,157 @@ fn model_limits_leave_models_unloaded_with_their_reasons() {
         "{:?}",
         codes(&bounded)
     );
+}
+
+/// The encrypted path and receipts: a client that sees only a transport it does not trust
+/// appraises a fresh attestation, encapsulates KServe requests to the attested HPKE key, and
+/// gets the same answers as over attested TLS, each with a receipt that verifies against the
+/// attested claims and refuses any change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
+    use cloak_client::{EncryptedClient, Transport};
+    use cloak_proto::receipt::{Receipt, ReceiptError};
+
+    let fixture = start(false, Limits::default()).await;
+    let attested = Client::bootstrap(&fixture.url(), fixture.policy(), None)
+        .await
+        .unwrap();
+    // The transport here is the server's own TLS, trusted as a plain certificate: nothing in
+    // the encrypted path relies on it being the enclave.
+    let certificate = fixture.server.certificate();
+    let url = format!("https://localhost:{}", fixture.server.local_addr().port());
+    let encrypted = EncryptedClient::bootstrap(
+        &url,
+        fixture.policy(),
+        None,
+        Transport::with_roots(vec![certificate]),
+    )
+    .await
+    .unwrap();
+    let claims = encrypted.server().claims();
+    assert_eq!(
+        claims.evidence_digest(),
+        attested.server().claims().evidence_digest(),
+        "both paths appraise the same server"
+    );
+    assert!(claims.nonce.is_some());
+
+    for encoding in [TensorEncoding::Json, TensorEncoding::Binary] {
+        let request = demo_request()
+            .with_output(RequestedOutput::new("probabilities").with_encoding(encoding));
+        let body = request.encode(|_| encoding).unwrap();
+        let direct = attested
+            .post(
+                "/v2/models/demo/infer",
+                body.body().to_vec(),
+                body.header_len(),
+            )
+            .await
+            .unwrap();
+        let sealed = encrypted
+            .post(
+                "/v2/models/demo/infer",
+                body.body().to_vec(),
+                body.header_len(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            sealed.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&sealed.body)
+        );
+        assert_eq!(sealed.header_len, direct.header_len);
+        assert_eq!(
+            sealed.header_len.is_some(),
+            encoding == TensorEncoding::Binary,
+            "binary outputs say where their JSON header ends"
+        );
+        let parse = |r: &cloak_client::HttpResponse| {
+            InferResponse::parse(&r.body, r.header_len, &KserveLimits::default()).unwrap()
+        };
+        assert_eq!(
+            parse(&sealed).outputs()[0].tensor(),
+            parse(&direct).outputs()[0].tensor()
+        );
+
+        // Both receipts verify against the claims each path appraised, for exactly these
+        // bodies, and name the model's plaintext digest.
+        let receipt = sealed.verify_receipt(claims, body.body()).unwrap();
+        assert_eq!(receipt.model, "demo");
+        assert_eq!(receipt.model_sha256, cloak_crypto::hash::sha256(DEMO_MODEL));
+        let direct_receipt = direct
+            .verify_receipt(attested.server().claims(), body.body())
+            .unwrap();
+        assert_ne!(receipt.request_id, direct_receipt.request_id);
+        assert_eq!(receipt.evidence_sha256, direct_receipt.evidence_sha256);
+        // Another request body, another response body, a changed receipt: refused.
+        assert_eq!(
+            sealed.verify_receipt(claims, b"{}").unwrap_err().code(),
+            "receipt-input-mismatch"
+        );
+        let mut other = sealed.clone();
+        other.body = direct.body.clone();
+        other.body.push(b' ');
+        assert_eq!(
+            other
+                .verify_receipt(claims, body.body())
+                .unwrap_err()
+                .code(),
+            "receipt-output-mismatch"
+        );
+        let text = sealed.receipt.clone().unwrap();
+        let mut flipped = text.into_bytes();
+        flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert!(Receipt::verify(&flipped, claims).is_err());
+        // A receipt is not valid under another server's claims.
+        let other_server = start(false, Limits::default()).await;
+        let other_client = Client::bootstrap(&other_server.url(), other_server.policy(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            Receipt::verify(
+                sealed.receipt.as_deref().unwrap(),
+                other_client.server().claims()
+            ),
+            Err(ReceiptError::Signature)
+        );
+        other_server.server.shutdown().await;
+    }
+
+    // Errors travel inside the encapsulation with their KServe status; they carry no receipt.
+    let missing = encrypted
+        .post("/v2/models/nope/infer", b"{\"inputs\":[]}".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
+    assert!(missing.receipt.is_none());
+    // Only the KServe API is reachable inside: not metrics, attestation, or the gateway itself.
+    for path in ["/metrics", "/v1/attestation?nonce=00", "/v1/ohttp"] {
+        assert_eq!(encrypted.get(path).await.unwrap().status, 404, "{path}");
+    }
+    let ready = encrypted.get("/v2/models/demo/ready").await.unwrap();
+    assert_eq!(ready.status, 200);
+
+    // Many requests on one transport connection.
+    let request = demo_request();
+    let mut session = encrypted.session().await.unwrap();
+    for _ in 0..3 {
+        let body = request.encode(|_| TensorEncoding::Binary).unwrap();
+        let response = session
+            .post(
+                "/v2/models/demo/infer",
+                body.body().to_vec(),
+                body.header_len(),
+            )
+            .await
+            .unwrap();
+        response.verify_receipt(claims, body.body()).unwrap();
+    }
+
+    // (A restarted server's refusal of requests sealed to its old key is tested through nginx
+    // in the CLI tests: a transport that outlives the server.)
+    fixture.server.shutdown().await;
 }

@@ -1,0 +1,147 @@
+use super::*;
+use crate::identity::ModelClaim;
+
+fn claims(key: &SigningKey) -> IdentityClaims {
+    IdentityClaims {
+        tls_spki_sha256: [0x11; 32],
+        hpke_key_config: vec![0x01, 0x00, 0x20],
+        receipt_public_key: key.public_key_spki().to_vec(),
+        server_version: "0.1.0".to_owned(),
+        platform: "sim".to_owned(),
+        models: vec![ModelClaim {
+            name: "mlp".to_owned(),
+            bytes: 42,
+            sha256: [0xAA; 32],
+        }],
+        nonce: None,
+    }
+}
+
+fn receipt(claims: &IdentityClaims) -> Receipt {
+    Receipt {
+        model: "mlp".to_owned(),
+        model_sha256: [0xAA; 32],
+        input_sha256: cloak_crypto::hash::sha256(b"request"),
+        output_sha256: cloak_crypto::hash::sha256(b"response"),
+        time_ms: 1_795_000_000_000,
+        request_id: "00112233445566778899aabbccddeeff".to_owned(),
+        evidence_sha256: claims.evidence_digest(),
+    }
+}
+
+#[test]
+fn a_signed_receipt_verifies_against_its_claims_and_bodies() {
+    let key = SigningKey::generate().unwrap();
+    let claims = claims(&key);
+    let text = receipt(&claims).sign(&key).unwrap();
+    let opened = Receipt::verify(&text, &claims).unwrap();
+    assert_eq!(opened, receipt(&claims));
+    opened.check_bodies(b"request", b"response").unwrap();
+    assert_eq!(
+        opened.check_bodies(b"requesT", b"response"),
+        Err(ReceiptError::Input)
+    );
+    assert_eq!(
+        opened.check_bodies(b"request", b"responsE"),
+        Err(ReceiptError::Output)
+    );
+    // A fresh attestation's claims (with a nonce) name the same evidence.
+    let mut fresh = claims.clone();
+    fresh.nonce = Some(vec![7; 32]);
+    Receipt::verify(&text, &fresh).unwrap();
+}
+
+#[test]
+fn every_changed_byte_is_refused() {
+    let key = SigningKey::generate().unwrap();
+    let claims = claims(&key);
+    let text = receipt(&claims).sign(&key).unwrap();
+    let raw = URL_SAFE_NO_PAD.decode(&text).unwrap();
+    for i in 0..raw.len() {
+        for flip in [0x01u8, 0x80] {
+            let mut changed = raw.clone();
+            changed[i] ^= flip;
+            let changed = URL_SAFE_NO_PAD.encode(&changed);
+            assert!(
+                Receipt::verify(&changed, &claims).is_err(),
+                "byte {i} ^ {flip:#x} accepted"
+            );
+        }
+    }
+}
+
+#[test]
+fn another_key_other_evidence_or_another_model_is_refused() {
+    let key = SigningKey::generate().unwrap();
+    let claims = claims(&key);
+    let text = receipt(&claims).sign(&key).unwrap();
+
+    let other = SigningKey::generate().unwrap();
+    let forged = receipt(&claims).sign(&other).unwrap();
+    assert_eq!(
+        Receipt::verify(&forged, &claims),
+        Err(ReceiptError::Signature)
+    );
+
+    let mut changed = claims.clone();
+    changed.models[0].bytes = 43;
+    assert_eq!(
+        Receipt::verify(&text, &changed),
+        Err(ReceiptError::Evidence)
+    );
+
+    // Signed with the right key over the right evidence, but naming a model digest the claims
+    // do not list.
+    let mut wrong_model = receipt(&claims);
+    wrong_model.model_sha256 = [0xBB; 32];
+    let text = wrong_model.sign(&key).unwrap();
+    assert_eq!(
+        Receipt::verify(&text, &claims),
+        Err(ReceiptError::Model("mlp".to_owned()))
+    );
+}
+
+#[test]
+fn non_canonical_or_extended_payloads_are_refused() {
+    let key = SigningKey::generate().unwrap();
+    let claims = claims(&key);
+    let sign_payload = |payload: Vec<u8>| {
+        let signature = key.sign(&signed_message(&payload)).unwrap();
+        let mut out = Vec::new();
+        ciborium::into_writer(
+            &Value::Array(vec![Value::Bytes(payload), Value::Bytes(signature)]),
+            &mut out,
+        )
+        .unwrap();
+        URL_SAFE_NO_PAD.encode(out)
+    };
+    let Value::Map(mut entries) =
+        ciborium::from_reader(receipt(&claims).payload().as_slice()).unwrap()
+    else {
+        panic!("not a map")
+    };
+    // Signed, but with keys out of canonical order.
+    entries.reverse();
+    let mut reordered = Vec::new();
+    ciborium::into_writer(&Value::Map(entries.clone()), &mut reordered).unwrap();
+    assert!(matches!(
+        Receipt::verify(&sign_payload(reordered), &claims),
+        Err(ReceiptError::Malformed(_))
+    ));
+    // Signed, with a key this version does not know.
+    entries.push((Value::Text("extra".into()), Value::Bool(true)));
+    let mut extended = Vec::new();
+    ciborium::into_writer(&Value::Map(entries), &mut extended).unwrap();
+    assert!(matches!(
+        Receipt::verify(&sign_payload(extended), &claims),
+        Err(ReceiptError::Malformed(_))
+    ));
+    assert!(matches!(
+        Receipt::verify("not base64!", &claims),
+        Err(ReceiptError::Malformed(_))
+    ));
+    assert!(matches!(
+        Receipt::verify(&"A".repeat(MAX_RECEIPT_LEN + 1), &claims),
+        Err(ReceiptError::Malformed(_))
+    ));
+}
