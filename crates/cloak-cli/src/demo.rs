@@ -1,27 +1,45 @@
-//! `cloak demo`: Cloak end to end on embedded defaults, through the same code paths as the real
-//! commands.
+//! `cloak demo`: the whole multi-party flow on embedded defaults, in one process, through the
+//! same libraries as the real commands.
 //!
-//! Today it covers what Cloak can do so far: a model owner seals a model; the untrusted host
-//! stores the container and can read only its header; tampering and a wrong key are detected;
-//! the owner opens it again bit for bit.
+//! A simulated SGX platform stands in for the hardware. The model owner seals a small ONNX
+//! classifier, runs a key broker and registers the model's key with a release policy that pins
+//! the server's measurement; a second model's policy pins another build, so its release is
+//! refused. The host runs the inference server, which obtains the first key from the broker by
+//! remote attestation. A data owner appraises the server, sends encrypted (Oblivious HTTP)
+//! requests, and checks each answer's signed receipt, online and again offline against the
+//! recorded attestation. Everything is stopped and, unless `--dir` is given, removed at the end.
 
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use cloak_crypto::container::{ChunkSize, DigestCheck, HEADER_LEN};
+use cloak_attest::collateral::Collateral;
+use cloak_attest::policy::{AppraisalPolicy, SgxIdentityPolicy, TrustRootPolicy};
+use cloak_attest::types::Measurement;
+use cloak_client::{Client, EncryptedClient, Transport, appraise_recorded_attestation};
+use cloak_crypto::container::{self, ModelName, SealOptions};
 use cloak_crypto::key::ModelKey;
+use cloak_kbs::http::RateLimit;
+use cloak_kbs::{Broker, BrokerConfig, MasterKey, MasterKeySource, SqliteStore, SystemClock};
+use cloak_proto::kserve::{InferRequest, InferResponse, Limits, NamedTensor, TensorEncoding};
+use cloak_proto::receipt::Receipt;
+use cloak_proto::tensor::Tensor;
+use cloak_server::{KbsConfig, PreparedServer, ServerConfig};
+use cloak_tee::Platform;
+use cloak_tee::sim::{SimConfig, SimPlatform, executable_measurement};
 
 use crate::Reported;
-use crate::failure::{EXIT_VERIFICATION, Failure};
-use crate::files::write_key_file;
-use crate::model::{self, DecryptArgs, EncryptArgs};
+use crate::failure::Failure;
 
-/// The model the demo seals: a small ONNX classifier (see `scripts/make-demo-model.py`).
+/// The model the demo serves: a small ONNX classifier (see `scripts/make-demo-model.py`).
 const DEMO_MODEL: &[u8] = include_bytes!("../assets/demo-mlp.onnx");
-const DEMO_MODEL_NAME: &str = "demo-mlp";
+/// The model whose release policy pins another build.
+const REFUSED_MODEL: &str = "demo-mlp-next";
+/// How long the demo waits for the broker to release the key.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Arguments of `cloak demo`.
 #[derive(Debug, Args)]
@@ -34,135 +52,426 @@ pub(crate) struct DemoArgs {
 
 /// Runs the demo.
 pub(crate) fn run(args: &DemoArgs) -> Result<(), Reported> {
+    let started = Instant::now();
     let workspace = Workspace::new(args.dir.as_deref())?;
     say!("Cloak demo — working in {}\n", workspace.root.display())?;
-    let result = steps(&workspace.root);
-    if let Err(failure) = &result {
-        eprintln!("\ndemo failed: {failure}");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::usage("runtime", format!("cannot start the runtime: {e}")))?;
+    let result = runtime.block_on(steps(&workspace.root));
+    // Nothing keeps running: the server and broker stopped inside `steps`; the runtime's
+    // remaining tasks end here.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => {
+            say!(
+                "\nDone in {:.1} s; the server and the broker are stopped.",
+                started.elapsed().as_secs_f64()
+            )?;
+            Ok(())
+        }
+        Err(failure) => {
+            eprintln!("\ndemo failed: {failure}");
+            Err(Reported(failure.exit_code()))
+        }
     }
-    result.map_err(|f| Reported(f.exit_code()))
 }
 
-fn steps(root: &Path) -> Result<(), Failure> {
+/// What the demo shows, in order.
+async fn steps(root: &Path) -> Result<(), Failure> {
     let owner = root.join("model-owner");
     let host = root.join("host");
-    for dir in [&owner, &host] {
+    let models = host.join("models");
+    let sim_dir = root.join("sim");
+    for dir in [&owner, &host, &models] {
         fs::create_dir(dir).map_err(|e| Failure::io("create directory", dir, &e))?;
     }
-    let model_path = owner.join("demo-mlp.onnx");
-    let key_path = owner.join("demo-mlp.key");
-    let container = host.join("demo-mlp.cloak");
-    fs::write(&model_path, DEMO_MODEL).map_err(|e| Failure::io("write", &model_path, &e))?;
 
-    say!("1. The model owner seals {DEMO_MODEL_NAME} with a fresh 256-bit key")?;
-    let sealed = model::encrypt(&EncryptArgs {
-        model: model_path.clone(),
-        out: container.clone(),
-        key_out: Some(key_path.clone()),
-        key: None,
-        name: None,
-        chunk_size: ChunkSize::DEFAULT.get(),
-        force: false,
-    })?;
+    say!("1. A simulated SGX platform stands in for the hardware (same quote format, own root)")?;
+    let sim = SimPlatform::init(&sim_dir, &SimConfig::up_to_date()).map_err(demo_error)?;
+    let mrenclave = executable_measurement().map_err(demo_error)?;
+    let mut other_build = mrenclave;
+    other_build[0] ^= 0xff;
     say!(
-        "   model-owner/demo-mlp.onnx ({} bytes) -> host/demo-mlp.cloak\n   \
-         key -> model-owner/demo-mlp.key (mode 0600, key id {})\n",
-        DEMO_MODEL.len(),
-        sealed.header.key_id(),
+        "   the server enclave (this build of cloak) measures MRENCLAVE {}\n",
+        hex::encode(mrenclave)
     )?;
 
-    say!("2. The host stores the container. Without the key it can read only the header:")?;
-    let (header, file_len) = model::inspect(&container)?;
-    let shown = Path::new("host/demo-mlp.cloak");
-    for line in model::describe_header(shown, &header, file_len).lines() {
-        say!("   {line}")?;
-    }
-    let stored = fs::read(&container).map_err(|e| Failure::io("read", &container, &e))?;
-    if let Some(window) = DEMO_MODEL
+    say!("2. The model owner seals the model: keys never leave the owner except to an enclave")?;
+    let key = seal(&models, "demo-mlp")?;
+    let refused_key = seal(&models, REFUSED_MODEL)?;
+    let stored = fs::read(models.join("demo-mlp.cloak"))
+        .map_err(|e| Failure::io("read", &models.join("demo-mlp.cloak"), &e))?;
+    if DEMO_MODEL
         .windows(16)
-        .find(|w| stored.windows(16).any(|s| s == *w))
+        .any(|w| stored.windows(16).any(|s| s == w))
     {
-        return Err(Failure::verification_in_demo(format!(
-            "the container holds a run of the model's bytes in clear: {}",
-            hex::encode(window)
-        )));
-    }
-    say!("   (no 16-byte run of the model appears anywhere in the container)\n")?;
-
-    say!("3. The owner verifies the stored container with the key:")?;
-    let verified = model::verify(&container, &key_path, DigestCheck::Recompute)?;
-    say!(
-        "   OK: header and all {} chunk(s) authenticated; plaintext sha256 recomputed and matches\n",
-        verified.header().chunk_count()
-    )?;
-
-    say!("4. The host flips one bit of the ciphertext:")?;
-    let tampered = host.join("tampered.cloak");
-    let mut bytes = stored.clone();
-    let target = HEADER_LEN + 64;
-    if let Some(byte) = bytes.get_mut(target) {
-        *byte ^= 0x01;
-    }
-    fs::write(&tampered, &bytes).map_err(|e| Failure::io("write", &tampered, &e))?;
-    expect_rejection(&tampered, &key_path, "chunk-authentication")?;
-
-    say!("5. Someone tries another key:")?;
-    let other_key = owner.join("other.key");
-    let key = ModelKey::generate().map_err(|e| Failure::usage(e.code(), e.to_string()))?;
-    write_key_file(&other_key, &key)?;
-    expect_rejection(&container, &other_key, "wrong-key")?;
-
-    say!("6. The owner decrypts the container again:")?;
-    let roundtrip = owner.join("roundtrip.onnx");
-    model::decrypt(&DecryptArgs {
-        container: container.clone(),
-        key: key_path.clone(),
-        out: roundtrip.clone(),
-        force: false,
-    })?;
-    let back = fs::read(&roundtrip).map_err(|e| Failure::io("read", &roundtrip, &e))?;
-    if back != DEMO_MODEL {
         return Err(Failure::verification_in_demo(
-            "the decrypted model differs from the original",
+            "the container holds a run of the model's bytes in clear",
         ));
     }
     say!(
-        "   model-owner/roundtrip.onnx is identical to the original ({} bytes)\n",
-        back.len()
+        "   demo-mlp ({} bytes) and {REFUSED_MODEL} sealed into host/models/ (AES-256-GCM; no \
+         16-byte run of the model in the container)\n",
+        DEMO_MODEL.len()
     )?;
+
+    say!("3. The model owner runs a key broker and registers both keys with release policies")?;
+    let broker = start_broker(&owner).await?;
+    let root_sha256 = hex::encode(cloak_crypto::hash::sha256(sim.root_der()));
+    let policy = |mrenclave: &[u8; 32]| {
+        format!(
+            "trust_root = \"sha256:{root_sha256}\"\n[sgx]\nmrenclave = [\"{}\"]\n",
+            hex::encode(mrenclave)
+        )
+    };
+    broker
+        .add_model("demo-mlp", &key, &policy(&mrenclave))
+        .await?;
+    broker
+        .add_model(REFUSED_MODEL, &refused_key, &policy(&other_build))
+        .await?;
+    say!(
+        "   broker at {}: demo-mlp released only to MRENCLAVE {}…, {REFUSED_MODEL} only to \
+         {}… (the next build)\n",
+        broker.url,
+        &hex::encode(mrenclave)[..16],
+        &hex::encode(other_build)[..16]
+    )?;
+
+    say!("4. The untrusted host starts the server; it has containers but no keys")?;
+    let platform: Arc<dyn Platform> = Arc::new(SimPlatform::open(&sim_dir).map_err(demo_error)?);
+    let mut config = ServerConfig::new(models.clone(), loopback());
+    let mut kbs = KbsConfig::new(&broker.url);
+    kbs.max_backoff = Duration::from_millis(500);
+    config.kbs = Some(kbs);
+    let prepared = tokio::task::spawn_blocking(move || PreparedServer::prepare(config, platform))
+        .await
+        .map_err(|e| Failure::usage("demo", e.to_string()))?
+        .map_err(demo_error)?;
+    let server = prepared.start().await.map_err(demo_error)?;
+    let url = format!("https://{}", server.local_addr());
+    say!("   listening on {url}; the enclave asks the broker for keys with fresh quotes\n")?;
+
+    say!("5. The data owner appraises the server before sending anything")?;
+    let collateral = Collateral::from_json(&sim.collateral(unix_now()).map_err(demo_error)?)
+        .map_err(demo_error)?;
+    let data_owner_policy = AppraisalPolicy::strict()
+        .with_trust_root(TrustRootPolicy::Der(sim.root_der().to_vec()))
+        .with_sgx_identity(SgxIdentityPolicy {
+            mrenclave: Some(vec![Measurement::from_bytes(mrenclave)]),
+            ..SgxIdentityPolicy::default()
+        });
+    let client = wait_for_release(&url, &data_owner_policy, &collateral).await?;
+    let claims = client.server().claims();
+    let verified = client.server().accepted().verified();
+    say!(
+        "   ACCEPTED: SIMULATED SGX enclave, MRENCLAVE pinned, TCB {}, fresh quote for a nonce",
+        verified.tcb_status().as_str()
+    )?;
+    for model in &claims.models {
+        say!(
+            "   serves {} (plaintext sha256 {}…) — the key came from the broker",
+            model.name,
+            &hex::encode(model.sha256)[..16]
+        )?;
+    }
+    let index = client
+        .post("/v2/repository/index", b"{}".to_vec(), None)
+        .await
+        .map_err(demo_error)?;
+    let index: serde_json::Value = serde_json::from_slice(&index.body).map_err(demo_error)?;
+    let refused = index
+        .as_array()
+        .and_then(|a| a.iter().find(|m| m["name"] == REFUSED_MODEL))
+        .cloned()
+        .unwrap_or_default();
+    let reason = refused["reason"].as_str().unwrap_or_default();
+    if !reason.contains("measurement-mismatch") {
+        return Err(Failure::verification_in_demo(format!(
+            "{REFUSED_MODEL} should be refused for its measurement, the index says {refused}"
+        )));
+    }
+    say!(
+        "   {REFUSED_MODEL}: {} — {reason}\n",
+        refused["state"].as_str().unwrap_or("?")
+    )?;
+
+    say!("6. The data owner sends encrypted requests (Oblivious HTTP to the attested HPKE key)")?;
+    let encrypted = EncryptedClient::bootstrap(
+        &url,
+        data_owner_policy.clone(),
+        Some(collateral.clone()),
+        Transport::default(),
+    )
+    .await
+    .map_err(demo_error)?;
+    let rows = [
+        [0.5f32, -1.0, 2.0, 0.25],
+        [1.5, 0.5, -0.5, 1.0],
+        [-2.0, 0.75, 0.1, -0.3],
+    ];
+    let mut last = None;
+    for (i, row) in rows.iter().enumerate() {
+        let tensor = Tensor::from_values(vec![1, 4], row).map_err(demo_error)?;
+        let request = InferRequest::new(vec![NamedTensor::new("features", tensor)])
+            .with_id(format!("demo-{}", i + 1));
+        let body = request
+            .encode(|_| TensorEncoding::Json)
+            .map_err(demo_error)?;
+        let response = encrypted
+            .post("/v2/models/demo-mlp/infer", body.body().to_vec(), None)
+            .await
+            .map_err(demo_error)?;
+        if !response.status.is_success() {
+            return Err(Failure::usage(
+                "demo",
+                format!("the server answered {}", response.status),
+            ));
+        }
+        let receipt = response
+            .verify_receipt(encrypted.server().claims(), body.body())
+            .map_err(demo_error)?;
+        let parsed = InferResponse::parse(&response.body, response.header_len, &Limits::default())
+            .map_err(demo_error)?;
+        let probabilities = parsed
+            .outputs()
+            .first()
+            .and_then(|o| o.tensor().to_values::<f32>().ok())
+            .unwrap_or_default();
+        say!(
+            "   {:?} -> {} (receipt {}… verified)",
+            row,
+            probabilities
+                .iter()
+                .map(|p| format!("{p:.3}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            &receipt.request_id[..12]
+        )?;
+        last = Some((response, body.body().to_vec()));
+    }
+    say!("")?;
+
+    say!("7. Later, anyone with the attestation checks a receipt offline")?;
+    let (response, request_body) = last.ok_or_else(|| Failure::usage("demo", "no inference"))?;
+    let text = response.receipt.clone().unwrap_or_default();
+    let recorded = appraise_recorded_attestation(
+        encrypted.attestation(),
+        &collateral,
+        &data_owner_policy,
+        unix_now(),
+    )
+    .map_err(demo_error)?;
+    let receipt = Receipt::verify(&text, recorded.claims()).map_err(demo_error)?;
+    receipt
+        .check_bodies(&request_body, &response.body)
+        .map_err(demo_error)?;
+    say!(
+        "   VALID: model {} answered request {} (input sha256 {}…, output sha256 {}…)",
+        receipt.model,
+        receipt.request_id,
+        &hex::encode(receipt.input_sha256)[..16],
+        &hex::encode(receipt.output_sha256)[..16]
+    )?;
+    let mut forged = response.body.clone();
+    if let Some(byte) = forged.iter_mut().rev().find(|b| b.is_ascii_digit()) {
+        *byte = if *byte == b'9' { b'8' } else { *byte + 1 };
+    }
+    match receipt.check_response(&forged) {
+        Err(e) => say!(
+            "   a response with one digit changed: rejected ({})\n",
+            e.code()
+        )?,
+        Ok(()) => {
+            return Err(Failure::verification_in_demo(
+                "a changed response passed its receipt",
+            ));
+        }
+    }
+
+    server.shutdown().await;
+    let audit = broker.audit().await?;
+    broker.stop().await;
 
     say!("What each party saw:")?;
     say!(
-        "   model owner: the model and its key (key id {})",
-        sealed.header.key_id()
+        "   model owner: its keys and policies, and the broker's audit log ({} records, chain \
+         intact):",
+        audit.records.len()
+    )?;
+    for record in audit.records.iter().filter(|r| r.event == "release") {
+        say!(
+            "     release {:<14} {:<8} {} MRENCLAVE {}…",
+            record.model,
+            record.decision,
+            if record.reason.is_empty() || record.reason == record.decision {
+                "-"
+            } else {
+                record.reason.as_str()
+            },
+            record
+                .measurements
+                .get("mrenclave")
+                .map_or("?", |m| m.get(..16).unwrap_or(m))
+        )?;
+    }
+    say!(
+        "   host:        ciphertext containers, a sealed key file only this enclave can open, \
+         request sizes; no key, model byte, input or output"
     )?;
     say!(
-        "   host:        {} bytes of container; in clear only the name {:?}, the size, the \
-         sha256 and the key id",
-        stored.len(),
-        DEMO_MODEL_NAME
+        "   broker:      quotes and measurements of the enclaves asking; released a key only to \
+         the pinned build"
     )?;
-    say!("   attacker:    a flipped bit and a wrong key, both rejected before any plaintext")?;
+    say!(
+        "   data owner:  an appraised enclave (MRENCLAVE, TCB, models by digest), its outputs, \
+         and a signed receipt for each"
+    )?;
+    let sealed = models.join("demo-mlp.cloak.sealed-key");
+    if sealed.exists() {
+        say!("   (host/models/demo-mlp.cloak.sealed-key lets a restart skip the broker)")?;
+    }
     Ok(())
 }
 
-/// Verifies `container` with `key` and requires the failure `code`.
-fn expect_rejection(container: &Path, key: &Path, code: &str) -> Result<(), Failure> {
-    match model::verify(container, key, DigestCheck::Skip) {
-        Err(failure) if failure.code() == code && failure.exit_status() == EXIT_VERIFICATION => {
-            let reason = failure.to_string();
-            let reason = reason.split_once(": ").map_or(reason.as_str(), |(_, r)| r);
-            say!("   rejected ({}): {reason}\n", failure.code())?;
-            Ok(())
+/// Seals the demo model as `name` into `dir/NAME.cloak`; returns its key.
+fn seal(dir: &Path, name: &str) -> Result<ModelKey, Failure> {
+    let key = ModelKey::generate().map_err(demo_error)?;
+    let path = dir.join(format!("{name}.cloak"));
+    let out = fs::File::create(&path).map_err(|e| Failure::io("create", &path, &e))?;
+    let options = SealOptions::new(ModelName::new(name).map_err(demo_error)?);
+    container::seal(&key, &options, DEMO_MODEL, out).map_err(demo_error)?;
+    Ok(key)
+}
+
+/// Appraises the server until the broker's key has arrived (the claims name `demo-mlp`).
+async fn wait_for_release(
+    url: &str,
+    policy: &AppraisalPolicy,
+    collateral: &Collateral,
+) -> Result<Client, Failure> {
+    let deadline = Instant::now() + RELEASE_TIMEOUT;
+    loop {
+        let client = Client::bootstrap(url, policy.clone(), Some(collateral.clone()))
+            .await
+            .map_err(demo_error)?;
+        if client
+            .server()
+            .claims()
+            .models
+            .iter()
+            .any(|m| m.name == "demo-mlp")
+        {
+            return Ok(client);
         }
-        Err(failure) => Err(Failure::verification_in_demo(format!(
-            "expected a `{code}` rejection, got: {failure}"
-        ))),
-        Ok(_) => Err(Failure::verification_in_demo(format!(
-            "{} verified, but it must fail with `{code}`",
-            container.display()
-        ))),
+        if Instant::now() > deadline {
+            return Err(Failure::usage(
+                "demo",
+                "the broker did not release demo-mlp's key in time",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The model owner's broker, served on loopback in this process.
+struct RunningBroker {
+    url: String,
+    broker: Arc<Broker>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    token: String,
+}
+
+async fn start_broker(owner: &Path) -> Result<RunningBroker, Failure> {
+    let db = owner.join("kbs.db");
+    let token_path = owner.join("kbs-admin.token");
+    let master = cloak_kbs::default_master_key_path(&db);
+    cloak_kbs::init(
+        &db,
+        &token_path,
+        MasterKeySource::CreateFile(master.clone()),
+        unix_now(),
+    )
+    .map_err(demo_error)?;
+    let token = fs::read_to_string(&token_path)
+        .map_err(|e| Failure::io("read", &token_path, &e))?
+        .trim()
+        .to_owned();
+    let master = MasterKey::read_file(&master).map_err(demo_error)?;
+    let store = SqliteStore::open(&db).map_err(demo_error)?;
+    let broker = Arc::new(
+        Broker::open(
+            Arc::new(store),
+            &master,
+            Arc::new(SystemClock),
+            BrokerConfig::new(),
+        )
+        .map_err(demo_error)?,
+    );
+    let router = cloak_kbs::http::router(Arc::clone(&broker), RateLimit::new());
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .map_err(demo_error)?;
+    let url = format!("http://{}", listener.local_addr().map_err(demo_error)?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(cloak_kbs::http::serve(listener, None, router, async {
+        let _ = stopped.await;
+    }));
+    Ok(RunningBroker {
+        url,
+        broker,
+        stop,
+        task,
+        token,
+    })
+}
+
+impl RunningBroker {
+    async fn add_model(&self, name: &str, key: &ModelKey, policy: &str) -> Result<(), Failure> {
+        let request = cloak_proto::kbs::AddModelRequest {
+            key: key.secret_bytes().to_vec(),
+            policy: policy.to_owned(),
+        };
+        self.broker
+            .add_model(Some(&self.token), "model-owner", name, request)
+            .map_err(demo_error)
+    }
+
+    async fn audit(&self) -> Result<cloak_proto::kbs::AuditResponse, Failure> {
+        let audit = self
+            .broker
+            .audit(Some(&self.token), "model-owner", true)
+            .map_err(demo_error)?;
+        if audit.verification.as_ref().is_some_and(|v| !v.intact) {
+            return Err(Failure::verification_in_demo(
+                "the broker's audit chain does not verify",
+            ));
+        }
+        Ok(audit)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+fn loopback() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Any library error met while running the demo (exit status 2: the demo could not run).
+fn demo_error(e: impl std::fmt::Display) -> Failure {
+    Failure::usage("demo", e.to_string())
 }
 
 /// The directory the demo works in; a temporary one is removed on drop.

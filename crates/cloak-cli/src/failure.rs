@@ -42,6 +42,7 @@ impl Failure {
     }
 
     /// A demonstration step that did not behave as Cloak must (exit status 1).
+    #[cfg(all(feature = "sim", feature = "kbs"))]
     pub(crate) fn verification_in_demo(message: impl Into<String>) -> Self {
         Self {
             kind: Kind::Verification,

@@ -11,6 +11,7 @@ macro_rules! say {
 }
 
 mod attest;
+#[cfg(all(feature = "sim", feature = "kbs"))]
 mod demo;
 mod failure;
 mod files;
@@ -71,8 +72,10 @@ enum Command {
     #[cfg(feature = "sim")]
     #[command(subcommand)]
     Sim(sim::SimCommand),
-    /// Walk through Cloak on embedded defaults: seal a model, inspect and verify it, show that
-    /// tampering and a wrong key are detected, and open it again
+    /// Run the whole flow on embedded defaults: a simulated platform, a model owner with a
+    /// key broker, a server that gets its key by attestation, a data owner sending encrypted
+    /// requests and checking receipts, and a release refused for a wrong measurement
+    #[cfg(all(feature = "sim", feature = "kbs"))]
     Demo(demo::DemoArgs),
 }
 
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy::run(&args),
         #[cfg(feature = "sim")]
         Command::Sim(command) => sim::run(command),
+        #[cfg(all(feature = "sim", feature = "kbs"))]
         Command::Demo(args) => demo::run(&args),
     };
     match result {

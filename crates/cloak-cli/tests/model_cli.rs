@@ -748,14 +748,31 @@ fn progress_is_shown_for_large_files_only_on_a_terminal() {
     assert!(terminal.contains("OK "), "{terminal}");
 }
 
+#[cfg(all(feature = "sim", feature = "kbs"))]
 #[test]
 fn demo_runs_on_embedded_defaults_and_cleans_up() {
+    let started = std::time::Instant::now();
     let out = cloak(&["demo"]);
     assert_eq!(status(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("rejected (chunk-authentication)"), "{text}");
-    assert!(text.contains("rejected (wrong-key)"), "{text}");
-    assert!(text.contains("identical to the original"), "{text}");
+    // The broker released the key to the pinned build and refused the other model.
+    assert!(text.contains("ACCEPTED: SIMULATED SGX enclave"), "{text}");
+    assert!(text.contains("serves demo-mlp"), "{text}");
+    assert!(
+        text.contains("demo-mlp-next: UNAVAILABLE") && text.contains("measurement-mismatch"),
+        "{text}"
+    );
+    assert!(text.contains("release demo-mlp       granted"), "{text}");
+    assert!(text.contains("release demo-mlp-next  denied"), "{text}");
+    // Three encrypted inferences, each with a verified receipt; one checked offline, and a
+    // changed response refused.
+    assert_eq!(text.matches("verified)").count(), 3, "{text}");
+    assert!(text.contains("VALID: model demo-mlp"), "{text}");
+    assert!(
+        text.contains("rejected (receipt-output-mismatch)"),
+        "{text}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
     let root = text
         .lines()
         .next()
@@ -767,15 +784,27 @@ fn demo_runs_on_embedded_defaults_and_cleans_up() {
     );
 }
 
+#[cfg(all(feature = "sim", feature = "kbs"))]
 #[test]
 fn demo_keeps_its_files_in_a_given_directory() {
     let dir = tempfile::tempdir().unwrap();
     let out = cloak(&["demo", "--dir", path(dir.path())]);
     assert_eq!(status(&out), 0, "{}", stderr(&out));
-    assert!(dir.path().join("host/demo-mlp.cloak").exists());
-    let key = dir.path().join("model-owner/demo-mlp.key");
+    assert!(dir.path().join("host/models/demo-mlp.cloak").exists());
+    // The released key, sealed to the enclave beside its container.
+    assert!(
+        dir.path()
+            .join("host/models/demo-mlp.cloak.sealed-key")
+            .exists()
+    );
+    assert!(
+        !dir.path()
+            .join("host/models/demo-mlp-next.cloak.sealed-key")
+            .exists()
+    );
+    let token = dir.path().join("model-owner/kbs-admin.token");
     assert_eq!(
-        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        fs::metadata(&token).unwrap().permissions().mode() & 0o777,
         0o600
     );
     // A second run refuses to mix with the first one's files.
