@@ -1,5 +1,6 @@
-//! `cloak`: confidential AI inference — seal models, and (as Cloak grows) attest, serve and use
-//! them. See the repository README for the whole picture.
+//! `cloak`: confidential AI inference — seal models, broker their keys, attest, serve and use
+//! them (directly, encrypted through proxies, or through the local verifying proxy), check
+//! receipts and measure the cost. See the repository README for the whole picture.
 
 /// `println!` that reports a failed write to stdout (a closed pipe, a full disk) as a
 /// [`failure::Failure`] instead of panicking.
@@ -11,6 +12,8 @@ macro_rules! say {
 }
 
 mod attest;
+#[cfg(feature = "sim")]
+mod bench;
 #[cfg(all(feature = "sim", feature = "kbs"))]
 mod demo;
 mod failure;
@@ -72,6 +75,10 @@ enum Command {
     #[cfg(feature = "sim")]
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Measure the confidentiality tax: in-process engine latency against end-to-end latency
+    /// over attested TLS and encrypted requests, and throughput at several concurrencies
+    #[cfg(feature = "sim")]
+    Bench(Box<bench::BenchArgs>),
     /// Run the whole flow on embedded defaults: a simulated platform, a model owner with a
     /// key broker, a server that gets its key by attestation, a data owner sending encrypted
     /// requests and checking receipts, and a release refused for a wrong measurement
@@ -94,6 +101,8 @@ fn main() -> ExitCode {
         Command::Sim(command) => sim::run(command),
         #[cfg(all(feature = "sim", feature = "kbs"))]
         Command::Demo(args) => demo::run(&args),
+        #[cfg(feature = "sim")]
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

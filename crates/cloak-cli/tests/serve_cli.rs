@@ -15,21 +15,24 @@ mod reference;
 mod cli;
 use cli::{cloak, ok, s};
 
+/// A child process, killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `cloak serve`, killed on drop.
 struct Server {
-    child: Child,
+    child: Killed,
     url: String,
     dir: tempfile::TempDir,
     stdout: Vec<String>,
     args: Vec<String>,
     models: usize,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -150,7 +153,7 @@ fn serve_with(extra: &[&str], model: Option<(&str, &[u8])>) -> Server {
     let models = 2 + usize::from(model.is_some());
     let (child, url, stdout) = spawn(dir.path(), &args, models);
     Server {
-        child,
+        child: Killed(child),
         url,
         dir,
         stdout,
@@ -207,8 +210,8 @@ impl Server {
     /// Stops the server and starts it again on the same address, with the same models and
     /// platform: a new process, so new keys and a new identity.
     fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
         let addr = self.url.strip_prefix("https://").unwrap().to_owned();
         let args: Vec<String> = self
             .args
@@ -223,7 +226,7 @@ impl Server {
             .collect();
         let (child, url, stdout) = spawn(self.dir.path(), &args, self.models);
         assert_eq!(url, self.url);
-        self.child = child;
+        self.child = Killed(child);
         self.stdout = stdout;
     }
 }
@@ -570,7 +573,7 @@ fn load_64_clients() {
         &["--max-queue", "256"],
         real.as_ref().map(|r| ("ppocr-cls", r.onnx.as_slice())),
     );
-    let pid = server.child.id();
+    let pid = server.child.0.id();
     let request = cloak_proto::kserve::InferRequest::new(
         inputs
             .into_iter()
@@ -701,16 +704,9 @@ fn load_64_clients() {
 
 /// A running `cloak proxy`, killed on drop.
 struct Proxy {
-    child: Child,
+    _child: Killed,
     url: String,
     log: PathBuf,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `cloak proxy --upstream UPSTREAM --listen 127.0.0.1:0 ARGS`; `Err` with its output
@@ -738,7 +734,11 @@ fn proxy(dir: &Path, upstream: &str, args: &[&str]) -> Result<Proxy, (Option<i32
         return Err((status.code(), std::fs::read_to_string(&log).unwrap()));
     };
     std::thread::spawn(move || lines.for_each(drop));
-    Ok(Proxy { child, url, log })
+    Ok(Proxy {
+        _child: Killed(child),
+        url,
+        log,
+    })
 }
 
 fn rand_u32() -> u32 {
@@ -789,17 +789,10 @@ fn tritonclient_through_the_verifying_proxy() {
 /// nginx from the distribution as an untrusted TLS-terminating load balancer on loopback, which
 /// logs every request body it forwards. Killed on drop.
 struct Nginx {
-    child: Child,
+    _child: Killed,
     url: String,
     access_log: PathBuf,
     ca: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Nginx {
@@ -886,7 +879,7 @@ http {{
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Some(Nginx {
-        child,
+        _child: Killed(child),
         url: format!("https://localhost:{port}"),
         access_log: root.join("access.log"),
         ca,
@@ -1120,4 +1113,64 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
     assert_eq!(status, 200, "{body}");
     let log = std::fs::read_to_string(&proxy.log).unwrap();
     assert!(log.contains("identity changed; re-appraising"), "{log}");
+}
+
+#[test]
+fn bench_reports_the_confidentiality_tax() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo-mlp.onnx");
+    let out = cloak(&[
+        "bench",
+        "--model",
+        s(&model),
+        "--iterations",
+        "4",
+        "--warmup",
+        "1",
+        "--seconds",
+        "0.2",
+        "--concurrency",
+        "1,3",
+        "--json",
+    ]);
+    ok(&out);
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &reports.as_array().unwrap()[0];
+    assert_eq!(report["model"], "demo-mlp.onnx");
+    let field = |name: &str| report[name].as_f64().unwrap_or(f64::NAN);
+    for name in [
+        "engine_ms_p50",
+        "atls_ms_p50",
+        "ohttp_ms_p50",
+        "tax_atls",
+        "tax_ohttp",
+    ] {
+        assert!(field(name) > 0.0, "{name}: {report}");
+    }
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    assert!(close(
+        field("tax_atls"),
+        field("atls_ms_p50") / field("engine_ms_p50")
+    ));
+    assert!(close(
+        field("tax_ohttp"),
+        field("ohttp_ms_p50") / field("engine_ms_p50")
+    ));
+    let throughput = report["throughput"].as_array().unwrap();
+    assert_eq!(throughput.len(), 2);
+    assert_eq!(throughput[1]["clients"], 3);
+    for point in throughput {
+        for mode in ["engine_rps", "atls_rps", "ohttp_rps"] {
+            assert!(point[mode].as_f64().unwrap() > 0.0, "{point}");
+        }
+    }
+
+    // Without models and without the model cache it says where they come from.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloak"))
+        .arg("bench")
+        .env("CLOAK_MODEL_CACHE", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/fetch-models.py"));
 }

@@ -1,21 +1,44 @@
-//! Cloak's client side: appraise a server before sending it anything, then talk KServe v2 over
-//! the attested connection.
+//! Cloak's client side: appraise a server before sending it anything, then talk KServe v2 to
+//! it over attested TLS or with encrypted (Oblivious HTTP) requests, and check the signed
+//! receipt of every answer.
 //!
-//! A Cloak server's TLS certificate carries its attestation evidence. [`AttestedTls`] builds a
-//! rustls client configuration whose certificate verifier appraises that evidence with the
-//! attestation verifier and an [`AppraisalPolicy`] during the handshake, so no request byte
-//! leaves the client unless the policy accepts the enclave. Appraisal needs the quote's
-//! collateral; [`Client::bootstrap`] obtains it from the server's fresh attestation
-//! (`GET /v1/attestation?nonce=`) over a connection on which nothing but a random nonce is
-//! sent, verifies that attestation (fresh, from the same server instance, accepted by the
-//! policy) and returns a [`Client`] that opens fully attested connections.
+//! Two ways to reach an enclave, one policy type ([`AppraisalPolicy`]) for both:
+//!
+//! - **Attested TLS** ([`Client`]): a Cloak server's TLS certificate carries its attestation
+//!   evidence. [`AttestedTls`] builds a rustls client configuration whose certificate verifier
+//!   appraises that evidence with the attestation verifier and the policy during the handshake,
+//!   so no request byte leaves the client unless the policy accepts the enclave. Appraisal needs
+//!   the quote's collateral; [`Client::bootstrap`] obtains it from the server's fresh
+//!   attestation (`GET /v1/attestation?nonce=`) over a connection on which nothing but a random
+//!   nonce is sent, verifies that attestation (fresh, from the same server instance, accepted by
+//!   the policy) and returns a [`Client`] that opens fully attested connections.
+//! - **Encrypted requests** ([`EncryptedClient`], module [`encrypted`]): for a path through a
+//!   TLS-terminating load balancer or any untrusted proxy. The client appraises a fresh
+//!   attestation and encapsulates each request to the HPKE key its claims carry; the transport
+//!   sees ciphertext.
+//!
+//! [`Remote`] is either, chosen by [`Mode`]. Every successful inference answer carries a
+//! receipt; [`HttpResponse::verify_receipt`] checks it against the appraised claims and the
+//! exact request and response bodies.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), cloak_client::ClientError> {
 //! use cloak_attest::policy::AppraisalPolicy;
-//! let client = cloak_client::Client::bootstrap("https://enclave.example:8443", AppraisalPolicy::strict(), None).await?;
-//! println!("models: {:?}", client.server().claims().models);
-//! let response = client.post("/v2/models/resnet/infer", br#"{"inputs":[]}"#.to_vec(), None).await?;
+//! use cloak_client::{Method, Mode, Remote, Transport};
+//! let remote = Remote::connect(
+//!     "https://enclave.example:8443",
+//!     Mode::Encapsulated,
+//!     AppraisalPolicy::strict(),
+//!     None,
+//!     Transport::default(),
+//! )
+//! .await?;
+//! println!("models: {:?}", remote.server().claims().models);
+//! let body = br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1.0]}]}"#.to_vec();
+//! let mut session = remote.session().await?;
+//! let response = session.send(Method::POST, "/v2/models/resnet/infer", body.clone(), None).await?;
+//! let receipt = response.verify_receipt(session.server().claims(), &body)?;
+//! println!("request {} answered by model {}", receipt.request_id, receipt.model);
 //! # Ok(()) }
 //! ```
 

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
-type Aead = hpke::aead::AesGcm256;
+type Aead = crate::hpke_aead::Aes256;
 
 /// Length of a public key and of an encapsulated key (X25519).
 pub const PUBLIC_KEY_LEN: usize = 32;

@@ -19,6 +19,7 @@ pub mod aead;
 pub mod container;
 pub mod hash;
 pub mod hpke;
+mod hpke_aead;
 pub mod kdf;
 pub mod key;
 pub mod mac;

@@ -223,10 +223,10 @@ pub fn encapsulate_request(
     let mut secret = Zeroizing::new(vec![0u8; aead.secret_len()]);
     let (enc, ciphertext) = match aead {
         AeadId::Aes128Gcm => {
-            seal_request::<hpke::aead::AesGcm128>(&public, &info, request, &mut secret)
+            seal_request::<crate::hpke_aead::Aes128>(&public, &info, request, &mut secret)
         }
         AeadId::Aes256Gcm => {
-            seal_request::<hpke::aead::AesGcm256>(&public, &info, request, &mut secret)
+            seal_request::<crate::hpke_aead::Aes256>(&public, &info, request, &mut secret)
         }
     }?;
     let mut out = Vec::with_capacity(
@@ -339,14 +339,14 @@ impl Gateway {
         let mut secret = Zeroizing::new(vec![0u8; aead.secret_len()]);
         let private = self.key.private_key();
         let request = match aead {
-            AeadId::Aes128Gcm => open_request::<hpke::aead::AesGcm128>(
+            AeadId::Aes128Gcm => open_request::<crate::hpke_aead::Aes128>(
                 private,
                 &encapped,
                 &info,
                 ciphertext,
                 &mut secret,
             ),
-            AeadId::Aes256Gcm => open_request::<hpke::aead::AesGcm256>(
+            AeadId::Aes256Gcm => open_request::<crate::hpke_aead::Aes256>(
                 private,
                 &encapped,
                 &info,

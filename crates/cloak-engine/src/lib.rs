@@ -43,6 +43,10 @@ const MAX_PLANS: usize = 16;
 
 /// A compiled plan and the input shapes it was compiled for.
 type CachedPlan = (Vec<Vec<usize>>, Arc<TypedSimplePlan>);
+/// A plan's run state (its buffers), kept for the next request of the same shapes.
+type IdleState = (Arc<TypedSimplePlan>, TypedSimpleState);
+/// The most run states kept idle per model: enough for every worker of a busy server.
+const MAX_IDLE_STATES: usize = 16;
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("cloak-engine copies little-endian tensor bytes straight into tract's memory");
@@ -152,6 +156,7 @@ impl Engine {
             outputs,
             model,
             plans: Mutex::new(Vec::new()),
+            idle: Mutex::new(Vec::new()),
         };
         let fixed: Option<Vec<Vec<usize>>> = prepared
             .inputs
@@ -365,6 +370,9 @@ struct Prepared {
     model: InferenceModel,
     /// Compiled plans by input shapes, most recently used last.
     plans: Mutex<Vec<CachedPlan>>,
+    /// Run states of finished sessions: a request reuses one of its plan instead of allocating
+    /// every intermediate buffer again.
+    idle: Mutex<Vec<IdleState>>,
 }
 
 impl Prepared {
@@ -491,15 +499,34 @@ impl Session {
         }
         let plan = prepared.plan(shapes)?;
         if !matches!(&self.state, Some((current, _)) if Arc::ptr_eq(current, &plan)) {
-            let state = plan.spawn().map_err(run_error)?;
-            self.state = Some((plan, state));
+            let reused = {
+                let mut idle = prepared
+                    .idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                idle.iter()
+                    .rposition(|(p, _)| Arc::ptr_eq(p, &plan))
+                    .map(|at| idle.swap_remove(at))
+            };
+            self.state = match reused {
+                Some(state) => Some(state),
+                None => {
+                    let state = plan.spawn().map_err(run_error)?;
+                    Some((plan, state))
+                }
+            };
         }
         let Some((_, state)) = self.state.as_mut() else {
             return Err(EngineError::Panicked);
         };
         let run = catch_unwind(AssertUnwindSafe(|| state.run(values)));
         let outputs = match run {
-            Ok(result) => result.map_err(run_error)?,
+            Ok(Ok(outputs)) => outputs,
+            // A state that failed or panicked mid-run is not reused.
+            Ok(Err(e)) => {
+                self.state = None;
+                return Err(run_error(e));
+            }
             Err(_) => {
                 self.state = None;
                 return Err(EngineError::Panicked);
@@ -511,6 +538,27 @@ impl Session {
             .zip(outputs)
             .map(|(spec, value)| Ok((spec.name.clone(), from_tract(spec, &value)?)))
             .collect()
+    }
+}
+
+impl Drop for Session {
+    /// Gives the run state back to the model for the next request — only when none of its
+    /// operators keeps state between runs (tract clears every intermediate value at the end of
+    /// a run), so nothing of one request can reach another.
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take()
+            && state.1.op_states.iter().all(Option::is_none)
+        {
+            let mut idle = self
+                .model
+                .inner
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if idle.len() < MAX_IDLE_STATES {
+                idle.push(state);
+            }
+        }
     }
 }
 

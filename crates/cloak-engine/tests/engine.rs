@@ -114,8 +114,12 @@ fn every_data_type_computes_with_its_own_type() {
 
 /// `sum = a + b`, `product = a * b` over `[batch, 4]` FP32.
 fn two_in_two_out() -> PreparedModel {
+    Engine::new().load("arith", &two_in_two_out_onnx()).unwrap()
+}
+
+fn two_in_two_out_onnx() -> Vec<u8> {
     let shape = [D::Named("batch"), D::Fixed(4)];
-    let onnx = model(
+    model(
         vec![
             node("Add", &["a", "b"], &["sum"]),
             node("Mul", &["a", "b"], &["product"]),
@@ -128,8 +132,7 @@ fn two_in_two_out() -> PreparedModel {
             value("sum", Elem::Float, &shape),
             value("product", Elem::Float, &shape),
         ],
-    );
-    Engine::new().load("arith", &onnx).unwrap()
+    )
 }
 
 fn rows(batch: usize, offset: f32) -> Tensor {
@@ -375,4 +378,31 @@ fn an_out_of_range_index_fails_only_its_request() {
     );
     let out = run(2).unwrap();
     assert_eq!(out[0].1.to_values::<f32>().unwrap(), [30.5]);
+}
+
+#[test]
+fn a_reused_run_state_answers_each_request_from_its_own_inputs() {
+    // Sessions come and go per request; their run states are reused. Each answer must still
+    // depend on its own request only, whatever ran before, at any batch size.
+    let model = two_in_two_out();
+    for (round, batch) in [2usize, 2, 5, 2, 5].into_iter().enumerate() {
+        let offset = 100.0 * round as f32;
+        let outputs = model
+            .session()
+            .run(vec![
+                ("a".to_owned(), rows(batch, offset)),
+                ("b".to_owned(), rows(batch, 1.0)),
+            ])
+            .unwrap();
+        let fresh = Engine::new()
+            .load("arith", &two_in_two_out_onnx())
+            .unwrap()
+            .session()
+            .run(vec![
+                ("a".to_owned(), rows(batch, offset)),
+                ("b".to_owned(), rows(batch, 1.0)),
+            ])
+            .unwrap();
+        assert_eq!(outputs, fresh, "round {round}");
+    }
 }
