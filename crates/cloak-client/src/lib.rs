@@ -25,6 +25,8 @@
 //! # async fn example() -> Result<(), cloak_client::ClientError> {
 //! use cloak_attest::policy::AppraisalPolicy;
 //! use cloak_client::{Method, Mode, Remote, Transport};
+//! use cloak_proto::kserve::{InferRequest, NamedTensor};
+//! use cloak_proto::tensor::Tensor;
 //! let remote = Remote::connect(
 //!     "https://enclave.example:8443",
 //!     Mode::Encapsulated,
@@ -34,11 +36,16 @@
 //! )
 //! .await?;
 //! println!("models: {:?}", remote.server().claims().models);
-//! let body = br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1.0]}]}"#.to_vec();
 //! let mut session = remote.session().await?;
+//! // KServe v2 types in and out; the receipt is verified before the answer is returned.
+//! let input = Tensor::from_values(vec![1, 4], &[0.5f32, -1.0, 2.0, 0.25]).expect("shape");
+//! let request = InferRequest::new(vec![NamedTensor::new("features", input)]);
+//! let answer = session.infer("resnet", &request).await?;
+//! println!("{:?} (request {})", answer.response.outputs(), answer.receipt.request_id);
+//! // Or raw bodies, checking the receipt yourself.
+//! let body = br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1.0]}]}"#.to_vec();
 //! let response = session.send(Method::POST, "/v2/models/resnet/infer", body.clone(), None).await?;
 //! let receipt = response.verify_receipt(session.server().claims(), &body)?;
-//! println!("request {} answered by model {}", receipt.request_id, receipt.model);
 //! # Ok(()) }
 //! ```
 
@@ -69,7 +76,7 @@ pub use appraise::{
 };
 pub use encrypted::{EncryptedClient, EncryptedSession, Transport};
 pub use hyper::Method;
-pub use remote::{Mode, Remote, RemoteSession};
+pub use remote::{Inference, Mode, Remote, RemoteSession};
 pub use tls::AttestedTls;
 
 /// How long connecting (TCP and TLS) may take.

@@ -4,6 +4,8 @@
 use cloak_attest::collateral::Collateral;
 use cloak_attest::policy::AppraisalPolicy;
 use cloak_proto::attestation::AttestationDocument;
+use cloak_proto::kserve::{self, InferRequest, InferResponse, TensorEncoding};
+use cloak_proto::receipt::Receipt;
 use hyper::Method;
 
 use crate::{
@@ -95,6 +97,42 @@ impl RemoteSession {
         }
     }
 
+    /// Runs `request` on `model`: encodes it (binary tensors), sends it, requires success,
+    /// verifies the receipt against this session's appraised claims and the exact bodies, and
+    /// parses the response.
+    pub async fn infer(
+        &mut self,
+        model: &str,
+        request: &InferRequest,
+    ) -> Result<Inference, ClientError> {
+        let encoded = request
+            .encode(|_| TensorEncoding::Binary)
+            .map_err(|e| ClientError::Protocol(format!("the request: {e}")))?;
+        let body = encoded.body().to_vec();
+        let path = format!("/v2/models/{model}/infer");
+        let response = self
+            .send(Method::POST, &path, body.clone(), encoded.header_len())
+            .await?;
+        if !response.status.is_success() {
+            return Err(ClientError::Server(
+                response.status.as_u16(),
+                String::from_utf8_lossy(&response.body).into_owned(),
+            ));
+        }
+        let receipt = response.verify_receipt(self.server().claims(), &body)?;
+        let parsed = InferResponse::parse(
+            &response.body,
+            response.header_len,
+            &kserve::Limits::default(),
+        )
+        .map_err(|e| ClientError::Protocol(format!("the response: {e}")))?;
+        Ok(Inference {
+            response: parsed,
+            receipt,
+            receipt_text: response.receipt.unwrap_or_default(),
+        })
+    }
+
     /// Sends `method path` with `body` (`header_len` as for [`Client::post`]).
     pub async fn send(
         &mut self,
@@ -108,4 +146,15 @@ impl RemoteSession {
             Self::Encapsulated(session) => session.send(method, path, body, header_len).await,
         }
     }
+}
+
+/// A verified inference: the parsed response and its receipt.
+#[derive(Debug)]
+pub struct Inference {
+    /// The KServe v2 response.
+    pub response: InferResponse,
+    /// The receipt, verified against the appraised claims and the exact bodies.
+    pub receipt: Receipt,
+    /// The receipt as the server sent it (the `Cloak-Receipt` header value), for keeping.
+    pub receipt_text: String,
 }

@@ -606,13 +606,23 @@ fn model_limits_leave_models_unloaded_with_their_reasons() {
     );
 }
 
+/// The first output of `request` on the demo model over `client`.
+async fn parse_outputs(client: &Client, request: &InferRequest) -> Tensor {
+    let body = request.encode(|_| TensorEncoding::Json).unwrap();
+    infer_ok(client, "/v2/models/demo/infer", &body)
+        .await
+        .outputs()[0]
+        .tensor()
+        .clone()
+}
+
 /// The encrypted path and receipts: a client that sees only a transport it does not trust
 /// appraises a fresh attestation, encapsulates KServe requests to the attested HPKE key, and
 /// gets the same answers as over attested TLS, each with a receipt that verifies against the
 /// attested claims and refuses any change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
-    use cloak_client::{EncryptedClient, Transport};
+    use cloak_client::{EncryptedClient, Mode, Remote, Transport};
     use cloak_proto::receipt::{Receipt, ReceiptError};
 
     let fixture = start(false, Limits::default()).await;
@@ -752,6 +762,27 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
             .await
             .unwrap();
         response.verify_receipt(claims, body.body()).unwrap();
+    }
+
+    // The SDK's typed call, in both modes: KServe types in and out, receipt verified.
+    let expected = parse_outputs(&attested, &demo_request()).await;
+    for mode in [Mode::AttestedTls, Mode::Encapsulated] {
+        let remote = Remote::connect(
+            &url,
+            mode,
+            fixture.policy(),
+            None,
+            Transport::with_roots(vec![fixture.server.certificate()]),
+        )
+        .await
+        .unwrap();
+        let mut session = remote.session().await.unwrap();
+        let answer = session.infer("demo", &demo_request()).await.unwrap();
+        assert_eq!(answer.receipt.model, "demo", "{mode:?}");
+        assert_eq!(answer.response.outputs()[0].tensor(), &expected, "{mode:?}");
+        Receipt::verify(&answer.receipt_text, remote.server().claims()).unwrap();
+        let missing = session.infer("nope", &demo_request()).await.unwrap_err();
+        assert!(matches!(missing, ClientError::Server(404, _)), "{missing}");
     }
 
     // (A restarted server's refusal of requests sealed to its old key is tested through nginx
