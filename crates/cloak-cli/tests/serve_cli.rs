@@ -799,6 +799,19 @@ impl Nginx {
     fn access_log(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.access_log).unwrap_or_default()).into_owned()
     }
+
+    /// The access log once it has a line containing `needle`: nginx writes a request's line
+    /// after the response has gone out, so a client can be faster than the log.
+    fn access_log_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.access_log();
+            if log.contains(needle) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// Starts nginx in front of `upstream` (host:port), or `None` where there is no nginx (CI
@@ -967,11 +980,9 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
 
     // nginx forwarded ciphertext: its log has the encapsulated request, no input or output
     // value; neither has the server's debug log.
-    let log = lb.access_log();
-    assert!(
-        log.contains("\"POST /v1/ohttp HTTP/1.1\" 200 \"message/ohttp-req\""),
-        "{log}"
-    );
+    let ohttp_line = "\"POST /v1/ohttp HTTP/1.1\" 200 \"message/ohttp-req\"";
+    let log = lb.access_log_with(ohttp_line);
+    assert!(log.contains(ohttp_line), "{log}");
     let server_log = std::fs::read_to_string(dir.join("server.log")).unwrap();
     for value in secrets
         .iter()
@@ -1084,7 +1095,7 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
         &format!("{}/v2/models/demo/infer", lb.url),
     ]);
     assert_eq!(status, 200);
-    assert!(lb.access_log().contains("0.1234567"));
+    assert!(lb.access_log_with("0.1234567").contains("0.1234567"));
 
     // `cloak proxy --mode ohttp` through nginx; the server restarts behind it (new keys, new
     // identity) and the proxy appraises it again instead of failing.
