@@ -15,7 +15,7 @@ use clap::Args;
 use cloak_attest::collateral::Collateral;
 use cloak_attest::policy::{AppraisalPolicy, SgxIdentityPolicy, TrustRootPolicy};
 use cloak_attest::types::Measurement;
-use cloak_client::{Client, EncryptedClient, Method, Remote, RemoteSession, Transport};
+use cloak_client::{Bytes, Client, EncryptedClient, Remote, RemoteSession, Transport};
 use cloak_crypto::container::{self, ModelName, SealOptions};
 use cloak_crypto::key::ModelKey;
 use cloak_engine::{Dim, Engine, PreparedModel};
@@ -40,8 +40,9 @@ pub(crate) struct BenchArgs {
     /// from $CLOAK_MODEL_CACHE or .cache/models, as scripts/fetch-models.py leaves them]
     #[arg(long = "model", value_name = "FILE.onnx")]
     models: Vec<PathBuf>,
-    /// Timed requests per latency series (after warm-up)
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    /// Timed requests per latency series (after warm-up); the p50s of a CNN on a shared host
+    /// vary by a few percent at 50, about the size of the tax being measured
+    #[arg(long, value_name = "N", default_value_t = 100)]
     iterations: usize,
     /// Untimed requests per series first
     #[arg(long, value_name = "N", default_value_t = 5)]
@@ -52,6 +53,11 @@ pub(crate) struct BenchArgs {
     /// Seconds per throughput run
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
     seconds: f64,
+    /// Leave the machine idle this long before each end-to-end request, as a long inference
+    /// does: with a trivial model (`scripts/make-floor-model.py`) this shows how much of the tax
+    /// is the host waking idle CPUs rather than Cloak's own work
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    idle_ms: u64,
     /// The size given to dynamic dimensions other than the first (sequence length)
     #[arg(long, value_name = "N", default_value_t = 128)]
     seq_len: usize,
@@ -158,8 +164,8 @@ async fn bench_model(path: &Path, args: &BenchArgs) -> Result<ModelReport, Failu
     let encoded = request
         .encode(|_| TensorEncoding::Binary)
         .map_err(bench_error)?;
-    let body = encoded.body().to_vec();
     let header_len = encoded.header_len();
+    let body = Bytes::from(std::mem::take(&mut *encoded.into_body()));
     let infer_path = format!("/v2/models/{name}/infer");
 
     let fixture = Fixture::start(name, &onnx).await?;
@@ -199,7 +205,9 @@ async fn bench_model(path: &Path, args: &BenchArgs) -> Result<ModelReport, Failu
         let started = Instant::now();
         tokio::task::block_in_place(|| engine_session.run(inputs)).map_err(bench_error)?;
         let engine = started.elapsed();
+        idle(args.idle_ms).await;
         let atls_time = call.timed(&mut atls_session).await?;
+        idle(args.idle_ms).await;
         let ohttp_time = call.timed(&mut ohttp_session).await?;
         if i >= args.warmup {
             engine_ms.push(ms(engine));
@@ -247,9 +255,10 @@ async fn bench_model(path: &Path, args: &BenchArgs) -> Result<ModelReport, Failu
 }
 
 /// One inference request, sent as a client would and checked as a client must.
+#[derive(Clone)]
 struct Call {
     path: String,
-    body: Vec<u8>,
+    body: Bytes,
     header_len: Option<usize>,
 }
 
@@ -257,11 +266,11 @@ impl Call {
     /// Sends the request, requires success and a valid receipt, and returns the time taken.
     async fn timed(&self, session: &mut RemoteSession) -> Result<Duration, Failure> {
         let started = Instant::now();
-        let response = session
-            .send(Method::POST, &self.path, self.body.clone(), self.header_len)
+        let (response, receipt) = session
+            .send_inference(&self.path, self.body.clone(), self.header_len)
             .await
             .map_err(bench_error)?;
-        if !response.status.is_success() {
+        if receipt.is_none() {
             return Err(Failure::usage(
                 "bench",
                 format!(
@@ -271,10 +280,13 @@ impl Call {
                 ),
             ));
         }
-        response
-            .verify_receipt(session.server().claims(), &self.body)
-            .map_err(bench_error)?;
         Ok(started.elapsed())
+    }
+}
+
+async fn idle(ms: u64) {
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }
 
@@ -284,11 +296,7 @@ async fn remote_throughput(
     clients: usize,
     window: Duration,
 ) -> Result<f64, Failure> {
-    let call = Arc::new(Call {
-        path: call.path.clone(),
-        body: call.body.clone(),
-        header_len: call.header_len,
-    });
+    let call = Arc::new(call.clone());
     let mut sessions = Vec::with_capacity(clients);
     for _ in 0..clients {
         sessions.push(remote.session().await.map_err(bench_error)?);

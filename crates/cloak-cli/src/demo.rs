@@ -126,12 +126,8 @@ async fn steps(root: &Path) -> Result<(), Failure> {
             hex::encode(mrenclave)
         )
     };
-    broker
-        .add_model("demo-mlp", &key, &policy(&mrenclave))
-        .await?;
-    broker
-        .add_model(REFUSED_MODEL, &refused_key, &policy(&other_build))
-        .await?;
+    broker.add_model("demo-mlp", &key, &policy(&mrenclave))?;
+    broker.add_model(REFUSED_MODEL, &refused_key, &policy(&other_build))?;
     say!(
         "   broker at {}: demo-mlp released only to MRENCLAVE {}…, {REFUSED_MODEL} only to \
          {}… (the next build)\n",
@@ -292,7 +288,7 @@ async fn steps(root: &Path) -> Result<(), Failure> {
     }
 
     server.shutdown().await;
-    let audit = broker.audit().await?;
+    let audit = broker.audit()?;
     broker.stop().await;
 
     say!("What each party saw:")?;
@@ -430,7 +426,7 @@ async fn start_broker(owner: &Path) -> Result<RunningBroker, Failure> {
 }
 
 impl RunningBroker {
-    async fn add_model(&self, name: &str, key: &ModelKey, policy: &str) -> Result<(), Failure> {
+    fn add_model(&self, name: &str, key: &ModelKey, policy: &str) -> Result<(), Failure> {
         let request = cloak_proto::kbs::AddModelRequest {
             key: key.secret_bytes().to_vec(),
             policy: policy.to_owned(),
@@ -440,7 +436,7 @@ impl RunningBroker {
             .map_err(demo_error)
     }
 
-    async fn audit(&self) -> Result<cloak_proto::kbs::AuditResponse, Failure> {
+    fn audit(&self) -> Result<cloak_proto::kbs::AuditResponse, Failure> {
         let audit = self
             .broker
             .audit(Some(&self.token), "model-owner", true)

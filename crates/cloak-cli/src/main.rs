@@ -86,6 +86,13 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// mimalloc, not the system allocator: a request's buffers (hundreds of KB for an image) are
+/// reused from one request to the next, where glibc's allocator returns them to the kernel
+/// and page-faults them back in, a measurable part of each request's cost (see
+/// ARCHITECTURE.md, "Performance").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

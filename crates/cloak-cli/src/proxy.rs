@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use clap::{Args, ValueEnum};
 use cloak_attest::policy::AppraisalPolicy;
-use cloak_client::{ClientError, HttpResponse, Mode, Remote, RemoteSession, Transport};
+use cloak_client::{Bytes, ClientError, HttpResponse, Mode, Remote, RemoteSession, Transport};
 use cloak_proto::kserve::ErrorBody;
 use cloak_proto::receipt::ReceiptError;
 use tokio::sync::Mutex;
@@ -236,7 +236,7 @@ impl Upstream {
         &self,
         method: &Method,
         path: &str,
-        body: &[u8],
+        body: &Bytes,
         header_len: Option<usize>,
     ) -> Result<HttpResponse, ClientError> {
         let mut retried = false;
@@ -264,7 +264,7 @@ impl Upstream {
         remote: &Arc<Remote>,
         method: &Method,
         path: &str,
-        body: &[u8],
+        body: &Bytes,
         header_len: Option<usize>,
     ) -> Result<HttpResponse, ClientError> {
         let mut session = self.session(remote).await?;
@@ -276,22 +276,40 @@ impl Upstream {
                 "a new connection presented other claims".into(),
             ));
         }
-        let mut response = session
-            .send(method.clone(), path, body.to_vec(), header_len)
-            .await;
+        // An inference's receipt is verified (against the digest of the request, computed
+        // while it is in flight) before the answer goes back to the local client.
+        let inference = *method == Method::POST && path.ends_with("/infer");
+        let mut response = send(&mut session, inference, method, path, body, header_len).await;
         if let Err(ClientError::Io(_)) = &response {
             // An idle connection the server closed: one new connection, once.
             session = remote.session().await?;
-            response = session
-                .send(method.clone(), path, body.to_vec(), header_len)
-                .await;
+            response = send(&mut session, inference, method, path, body, header_len).await;
         }
         let response = response?;
-        if response.status.is_success() && path.ends_with("/infer") {
-            response.verify_receipt(session.server().claims(), body)?;
-        }
         self.give_back(Arc::clone(remote), session);
         Ok(response)
+    }
+}
+
+/// Sends one request on `session`; an inference goes through
+/// [`RemoteSession::send_inference`], which verifies a successful answer's receipt.
+async fn send(
+    session: &mut RemoteSession,
+    inference: bool,
+    method: &Method,
+    path: &str,
+    body: &Bytes,
+    header_len: Option<usize>,
+) -> Result<HttpResponse, ClientError> {
+    if inference {
+        let (response, _receipt) = session
+            .send_inference(path, body.clone(), header_len)
+            .await?;
+        Ok(response)
+    } else {
+        session
+            .send(method.clone(), path, body.clone(), header_len)
+            .await
     }
 }
 

@@ -1141,6 +1141,8 @@ fn bench_reports_the_confidentiality_tax() {
         "0.2",
         "--concurrency",
         "1,3",
+        "--idle-ms",
+        "1",
         "--json",
     ]);
     ok(&out);

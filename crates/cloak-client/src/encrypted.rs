@@ -34,8 +34,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::{
-    ClientError, Connection, Endpoint, HttpResponse, VerifiedServer, appraise_fresh_attestation,
-    build_request, exchange, fetch_attestation, http1, tcp_stream, unix_now,
+    Bytes, ClientError, Connection, Endpoint, HttpResponse, VerifiedServer,
+    appraise_fresh_attestation, build_request, exchange, fetch_attestation, http1, tcp_stream,
+    unix_now,
 };
 
 /// The path encapsulated requests are posted to.
@@ -163,7 +164,7 @@ impl EncryptedClient {
     pub async fn post(
         &self,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         header_len: Option<usize>,
     ) -> Result<HttpResponse, ClientError> {
         self.session().await?.post(path, body, header_len).await
@@ -200,7 +201,7 @@ impl EncryptedSession {
     pub async fn post(
         &mut self,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         header_len: Option<usize>,
     ) -> Result<HttpResponse, ClientError> {
         self.send(Method::POST, path, body, header_len).await
@@ -211,14 +212,14 @@ impl EncryptedSession {
         &mut self,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         header_len: Option<usize>,
     ) -> Result<HttpResponse, ClientError> {
         let inner = inner_request(
             &self.client.endpoint.authority,
             &method,
             path,
-            body,
+            &body.into(),
             header_len,
         )?;
         let (encapsulated, opener) =
@@ -231,7 +232,7 @@ impl EncryptedSession {
             PATH,
             Some(ohttp::REQUEST_MEDIA_TYPE),
             None,
-            encapsulated,
+            encapsulated.into(),
         )?;
         let outer = exchange(&mut self.connection, request).await?;
         if outer.status != StatusCode::OK {
@@ -266,7 +267,7 @@ fn inner_request(
     authority: &str,
     method: &Method,
     path: &str,
-    body: Vec<u8>,
+    body: &[u8],
     header_len: Option<usize>,
 ) -> Result<Vec<u8>, ClientError> {
     let mut message = bhttp::Message::request(
@@ -288,7 +289,7 @@ fn inner_request(
     if let Some(len) = header_len {
         message.put_header("inference-header-content-length", len.to_string());
     }
-    message.write_content(&body);
+    message.write_content(body);
     let mut out = Vec::with_capacity(body.len().saturating_add(256));
     message
         .write_bhttp(bhttp::Mode::KnownLength, &mut out)

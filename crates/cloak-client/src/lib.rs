@@ -19,7 +19,9 @@
 //!
 //! [`Remote`] is either, chosen by [`Mode`]. Every successful inference answer carries a
 //! receipt; [`HttpResponse::verify_receipt`] checks it against the appraised claims and the
-//! exact request and response bodies.
+//! exact request and response bodies. [`RemoteSession::infer`] and
+//! [`RemoteSession::send_inference`] do that for you, hashing the request body while it is in
+//! flight rather than after the answer.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), cloak_client::ClientError> {
@@ -42,8 +44,12 @@
 //! let request = InferRequest::new(vec![NamedTensor::new("features", input)]);
 //! let answer = session.infer("resnet", &request).await?;
 //! println!("{:?} (request {})", answer.response.outputs(), answer.receipt.request_id);
-//! // Or raw bodies, checking the receipt yourself.
+//! // Or raw bodies: the receipt of a success is verified (`None` for a refusal)...
 //! let body = br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1.0]}]}"#.to_vec();
+//! let (response, receipt) = session
+//!     .send_inference("/v2/models/resnet/infer", body.clone(), None)
+//!     .await?;
+//! // ...or checked by hand.
 //! let response = session.send(Method::POST, "/v2/models/resnet/infer", body.clone(), None).await?;
 //! let receipt = response.verify_receipt(session.server().claims(), &body)?;
 //! # Ok(()) }
@@ -63,7 +69,6 @@ use cloak_proto::attestation::AttestationDocument;
 use cloak_proto::identity::{ClaimsError, IdentityClaims};
 use cloak_proto::receipt::{Receipt, ReceiptError};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
@@ -76,6 +81,7 @@ pub use appraise::{
 };
 pub use encrypted::{EncryptedClient, EncryptedSession, Transport};
 pub use hyper::Method;
+pub use hyper::body::Bytes;
 pub use remote::{Inference, Mode, Remote, RemoteSession};
 pub use tls::AttestedTls;
 
@@ -197,7 +203,7 @@ impl Client {
     pub async fn post(
         &self,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         header_len: Option<usize>,
     ) -> Result<HttpResponse, ClientError> {
         self.send(Method::POST, path, body, header_len).await
@@ -222,7 +228,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         header_len: Option<usize>,
     ) -> Result<HttpResponse, ClientError> {
         self.session()
@@ -255,7 +261,7 @@ impl Session {
     pub async fn post(
         &mut self,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         header_len: Option<usize>,
     ) -> Result<HttpResponse, ClientError> {
         self.send(Method::POST, path, body, header_len).await
@@ -266,7 +272,7 @@ impl Session {
         &mut self,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         header_len: Option<usize>,
     ) -> Result<HttpResponse, ClientError> {
         request(
@@ -274,7 +280,7 @@ impl Session {
             &self.endpoint,
             method,
             path,
-            body,
+            body.into(),
             header_len,
         )
         .await
@@ -306,6 +312,16 @@ impl HttpResponse {
         claims: &IdentityClaims,
         request_body: &[u8],
     ) -> Result<Receipt, ClientError> {
+        self.verify_receipt_for_digest(claims, &cloak_crypto::hash::sha256(request_body))
+    }
+
+    /// [`HttpResponse::verify_receipt`] for a request body whose SHA-256 the caller already has
+    /// (computed while the request was in flight, as [`RemoteSession::send_inference`] does).
+    pub fn verify_receipt_for_digest(
+        &self,
+        claims: &IdentityClaims,
+        request_sha256: &[u8; 32],
+    ) -> Result<Receipt, ClientError> {
         let text = self
             .receipt
             .as_deref()
@@ -313,7 +329,8 @@ impl HttpResponse {
                 "the response carries no receipt".into(),
             )))?;
         let receipt = Receipt::verify(text, claims)?;
-        receipt.check_bodies(request_body, &self.body)?;
+        receipt.check_request_digest(request_sha256)?;
+        receipt.check_response(&self.body)?;
         Ok(receipt)
     }
 }
@@ -463,7 +480,7 @@ async fn fetch_attestation(
     nonce: &[u8],
 ) -> Result<AttestationDocument, ClientError> {
     let path = format!("/v1/attestation?nonce={}", hex::encode(nonce));
-    let response = request(connection, endpoint, Method::GET, &path, Vec::new(), None).await?;
+    let response = request(connection, endpoint, Method::GET, &path, Bytes::new(), None).await?;
     if response.status != StatusCode::OK {
         return Err(ClientError::Server(
             response.status.as_u16(),
@@ -479,7 +496,7 @@ async fn request(
     endpoint: &Endpoint,
     method: Method,
     path: &str,
-    body: Vec<u8>,
+    body: Bytes,
     header_len: Option<usize>,
 ) -> Result<HttpResponse, ClientError> {
     let content_type = match (body.is_empty(), header_len) {
@@ -505,7 +522,7 @@ fn build_request(
     path: &str,
     content_type: Option<&str>,
     header_len: Option<usize>,
-    body: Vec<u8>,
+    body: Bytes,
 ) -> Result<Request<Full<Bytes>>, ClientError> {
     let mut builder = Request::builder()
         .method(method)
@@ -518,7 +535,7 @@ fn build_request(
         builder = builder.header(cloak_proto::kserve::HEADER_CONTENT_LENGTH, len);
     }
     builder
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(body))
         .map_err(|e| ClientError::Url(e.to_string()))
 }
 

@@ -9,8 +9,8 @@ use cloak_proto::receipt::Receipt;
 use hyper::Method;
 
 use crate::{
-    Client, ClientError, EncryptedClient, EncryptedSession, HttpResponse, Session, Transport,
-    VerifiedServer,
+    Bytes, Client, ClientError, EncryptedClient, EncryptedSession, HttpResponse, Session,
+    Transport, VerifiedServer,
 };
 
 /// How requests reach the enclave.
@@ -108,18 +108,16 @@ impl RemoteSession {
         let encoded = request
             .encode(|_| TensorEncoding::Binary)
             .map_err(|e| ClientError::Protocol(format!("the request: {e}")))?;
-        let body = encoded.body().to_vec();
+        let header_len = encoded.header_len();
+        let body = std::mem::take(&mut *encoded.into_body());
         let path = format!("/v2/models/{model}/infer");
-        let response = self
-            .send(Method::POST, &path, body.clone(), encoded.header_len())
-            .await?;
-        if !response.status.is_success() {
+        let (response, receipt) = self.send_inference(&path, body, header_len).await?;
+        let Some(receipt) = receipt else {
             return Err(ClientError::Server(
                 response.status.as_u16(),
                 String::from_utf8_lossy(&response.body).into_owned(),
             ));
-        }
-        let receipt = response.verify_receipt(self.server().claims(), &body)?;
+        };
         let parsed = InferResponse::parse(
             &response.body,
             response.header_len,
@@ -133,12 +131,43 @@ impl RemoteSession {
         })
     }
 
+    /// Sends an inference request, `POST path` with `body` (`header_len` as for
+    /// [`Client::post`]), and verifies the receipt of a successful answer against this
+    /// session's appraised claims and the exact bodies: the receipt is `Some` for a success
+    /// and `None` otherwise, and a success without a valid receipt is an error.
+    ///
+    /// The request body's SHA-256 is computed on the blocking pool while the request is in
+    /// flight, so checking the receipt adds only the response's digest and one signature
+    /// verification to the latency.
+    pub async fn send_inference(
+        &mut self,
+        path: &str,
+        body: impl Into<Bytes>,
+        header_len: Option<usize>,
+    ) -> Result<(HttpResponse, Option<Receipt>), ClientError> {
+        let body = body.into();
+        let hashed = body.clone();
+        let digest = tokio::task::spawn_blocking(move || cloak_crypto::hash::sha256(&hashed));
+        let (response, digest) = tokio::join!(
+            self.send(Method::POST, path, body.clone(), header_len),
+            digest
+        );
+        let response = response?;
+        if !response.status.is_success() {
+            return Ok((response, None));
+        }
+        // The task cannot fail (hashing does not panic); if it somehow did, hash here.
+        let digest = digest.unwrap_or_else(|_| cloak_crypto::hash::sha256(&body));
+        let receipt = response.verify_receipt_for_digest(self.server().claims(), &digest)?;
+        Ok((response, Some(receipt)))
+    }
+
     /// Sends `method path` with `body` (`header_len` as for [`Client::post`]).
     pub async fn send(
         &mut self,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         header_len: Option<usize>,
     ) -> Result<HttpResponse, ClientError> {
         match self {

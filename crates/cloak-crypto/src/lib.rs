@@ -24,4 +24,5 @@ pub mod kdf;
 pub mod key;
 pub mod mac;
 pub mod ohttp;
+pub mod secret;
 pub mod sig;

@@ -24,6 +24,7 @@ use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use zeroize::Zeroizing;
 
 use crate::hpke::HpkeKeyPair;
+use crate::secret::SecretBytes;
 
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
@@ -242,14 +243,14 @@ pub fn encapsulate_request(
 
 impl ClientResponse {
     /// Opens the gateway's encapsulated response.
-    pub fn decapsulate(self, enc_response: &[u8]) -> Result<Zeroizing<Vec<u8>>, OhttpError> {
+    pub fn decapsulate(self, enc_response: &[u8]) -> Result<SecretBytes, OhttpError> {
         let nonce_len = self.aead.secret_len();
         if enc_response.len() < nonce_len.saturating_add(TAG_LEN) {
             return Err(OhttpError::Malformed);
         }
         let (response_nonce, sealed) = enc_response.split_at(nonce_len);
         let (key, nonce) = response_keys(self.aead, &self.enc, response_nonce, &self.secret)?;
-        let mut in_out = Zeroizing::new(sealed.to_vec());
+        let mut in_out = SecretBytes::new(sealed.to_vec());
         let len = key
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
@@ -316,7 +317,7 @@ impl Gateway {
     pub fn decapsulate(
         &self,
         enc_request: &[u8],
-    ) -> Result<(Zeroizing<Vec<u8>>, ServerResponse), OhttpError> {
+    ) -> Result<(SecretBytes, ServerResponse), OhttpError> {
         let mut reader = Reader(enc_request);
         let header: [u8; HEADER_LEN] = reader.array()?;
         let mut fields = Reader(&header);
@@ -460,10 +461,10 @@ fn open_request<A: hpke::aead::Aead>(
     info: &[u8],
     ciphertext: &[u8],
     secret: &mut [u8],
-) -> Result<Zeroizing<Vec<u8>>, OhttpError> {
+) -> Result<SecretBytes, OhttpError> {
     let mut context = hpke::setup_receiver::<A, Kdf, Kem>(&OpModeR::Base, private, encapped, info)
         .map_err(|_| OhttpError::Crypto)?;
-    let request = Zeroizing::new(
+    let request = SecretBytes::new(
         context
             .open(ciphertext, b"")
             .map_err(|_| OhttpError::Crypto)?,

@@ -21,12 +21,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io;
 
+use cloak_crypto::secret::SecretBytes;
 use half::f16;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
-use zeroize::Zeroizing;
 
 use crate::tensor::{self, DataType, MAX_RANK, Tensor, TensorError};
 
@@ -557,7 +557,7 @@ impl InferResponse {
 /// `Debug` shows only lengths.
 #[derive(Clone)]
 pub struct EncodedBody {
-    body: Zeroizing<Vec<u8>>,
+    body: SecretBytes,
     header_len: Option<usize>,
 }
 
@@ -583,7 +583,7 @@ impl EncodedBody {
     }
 
     /// The body, zeroized when the returned buffer drops.
-    pub fn into_body(self) -> Zeroizing<Vec<u8>> {
+    pub fn into_body(self) -> SecretBytes {
         self.body
     }
 }
@@ -2639,7 +2639,7 @@ fn encode_body(
         }
     }
     EncodedBody {
-        body: body.into_zeroizing(),
+        body: body.into_secret(),
         header_len: any_binary.then_some(header_len),
     }
 }
@@ -2779,11 +2779,11 @@ impl Serialize for JsonElements<'_> {
 
 /// A byte buffer that zeroizes every allocation it lets go of, including the ones it outgrows (a
 /// `Vec` frees its old allocation on growth without clearing it).
-struct SecretBuf(Zeroizing<Vec<u8>>);
+struct SecretBuf(SecretBytes);
 
 impl SecretBuf {
     fn with_capacity(capacity: usize) -> Self {
-        Self(Zeroizing::new(Vec::with_capacity(capacity)))
+        Self(SecretBytes::with_capacity(capacity))
     }
 
     fn len(&self) -> usize {
@@ -2794,7 +2794,7 @@ impl SecretBuf {
         let needed = self.0.len().saturating_add(bytes.len());
         if needed > self.0.capacity() {
             let capacity = needed.max(self.0.capacity().saturating_mul(2));
-            let mut grown = Zeroizing::new(Vec::with_capacity(capacity));
+            let mut grown = SecretBytes::with_capacity(capacity);
             grown.extend_from_slice(self.0.as_slice());
             // The old allocation is zeroized as it drops.
             self.0 = grown;
@@ -2808,7 +2808,7 @@ impl SecretBuf {
         std::mem::take(&mut *self.0)
     }
 
-    fn into_zeroizing(self) -> Zeroizing<Vec<u8>> {
+    fn into_secret(self) -> SecretBytes {
         self.0
     }
 }

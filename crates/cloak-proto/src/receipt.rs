@@ -143,7 +143,13 @@ impl Receipt {
 
     /// Checks that this receipt is for the request body given.
     pub fn check_request(&self, request: &[u8]) -> Result<(), ReceiptError> {
-        if cloak_crypto::hash::sha256(request) == self.input_sha256 {
+        self.check_request_digest(&cloak_crypto::hash::sha256(request))
+    }
+
+    /// Checks that this receipt is for a request body whose SHA-256 is `sha256` (computed by the
+    /// caller, for instance while the request was in flight).
+    pub fn check_request_digest(&self, sha256: &[u8; 32]) -> Result<(), ReceiptError> {
+        if *sha256 == self.input_sha256 {
             Ok(())
         } else {
             Err(ReceiptError::Input)

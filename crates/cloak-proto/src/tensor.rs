@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use zeroize::Zeroizing;
+use cloak_crypto::secret::SecretBytes;
 
 /// The most dimensions a tensor may have (ONNX models in practice use at most 8).
 pub const MAX_RANK: usize = 16;
@@ -117,13 +117,13 @@ pub struct Tensor {
     dtype: DataType,
     shape: Vec<usize>,
     elements: usize,
-    data: Zeroizing<Vec<u8>>,
+    data: SecretBytes,
 }
 
 impl Tensor {
     /// A tensor over `data`, checked against `dtype` and `shape`.
     pub fn new(dtype: DataType, shape: Vec<usize>, data: Vec<u8>) -> Result<Self, TensorError> {
-        let data = Zeroizing::new(data);
+        let data = SecretBytes::new(data);
         let elements = element_count(&shape)?;
         match dtype.element_size() {
             Some(size) => {
@@ -205,7 +205,7 @@ impl Tensor {
     }
 
     /// The element bytes, zeroized when the returned buffer drops.
-    pub fn into_data(self) -> Zeroizing<Vec<u8>> {
+    pub fn into_data(self) -> SecretBytes {
         self.data
     }
 

@@ -512,8 +512,9 @@ async fn infer_inner(
             )
         })?;
     let request = InferRequest::parse(&body, header_len, &state.codec_limits())?;
-    let input_sha256 = cloak_crypto::hash::sha256(&body);
-    drop(body);
+    // The receipt's input digest, computed on the blocking pool while the request waits for a
+    // worker and runs, instead of before it.
+    let input_sha256 = tokio::task::spawn_blocking(move || cloak_crypto::hash::sha256(&body));
     for output in request.outputs() {
         if !model
             .model
@@ -589,25 +590,10 @@ async fn infer_inner(
                 .find(|(name, _)| name == output)
                 .map_or(kserve::TensorEncoding::Json, |(_, encoding)| *encoding)
         })?;
-        let request_id = request_id();
-        let receipt = worker_state
-            .identity
-            .receipt(
-                &model.claim,
-                request_id.clone(),
-                input_sha256,
-                cloak_crypto::hash::sha256(encoded.body()),
-            )
-            .map_err(|e| {
-                tracing::error!(error = %e, "a receipt could not be signed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the receipt could not be signed",
-                )
-            })?;
-        Ok::<_, ApiError>((encoded, request_id, receipt))
+        let output_sha256 = cloak_crypto::hash::sha256(encoded.body());
+        Ok::<_, ApiError>((encoded, output_sha256, model))
     });
-    let (encoded, request_id, receipt) = match job.await {
+    let (encoded, output_sha256, model) = match job.await {
         Ok(result) => result?,
         Err(_) => {
             tracing::error!(model = name, "an inference worker failed");
@@ -617,6 +603,24 @@ async fn infer_inner(
             ));
         }
     };
+    let unsigned = |what: &dyn std::fmt::Display| {
+        tracing::error!(error = %what, "a receipt could not be signed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the receipt could not be signed",
+        )
+    };
+    let input_sha256 = input_sha256.await.map_err(|e| unsigned(&e))?;
+    let request_id = request_id();
+    let receipt = state
+        .identity
+        .receipt(
+            &model.claim,
+            request_id.clone(),
+            input_sha256,
+            output_sha256,
+        )
+        .map_err(|e| unsigned(&e))?;
     let mut response_headers = HeaderMap::new();
     response_headers.insert(
         header::CONTENT_TYPE,

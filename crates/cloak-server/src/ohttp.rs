@@ -147,8 +147,18 @@ fn inner_request(bhttp: &[u8]) -> Result<Request<Body>, String> {
         }
     }
     builder
-        .body(Body::from(message.content().to_vec()))
+        .body(Body::from(axum::body::Bytes::from_owner(Content(message))))
         .map_err(|_| "not a valid request".to_owned())
+}
+
+/// A decoded inner request whose content becomes the router's request body as it is, without
+/// a copy.
+struct Content(bhttp::Message);
+
+impl AsRef<[u8]> for Content {
+    fn as_ref(&self) -> &[u8] {
+        self.0.content()
+    }
 }
 
 /// The KServe router's answer as a known-length BHTTP response.

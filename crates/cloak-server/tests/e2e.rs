@@ -783,6 +783,26 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
         Receipt::verify(&answer.receipt_text, remote.server().claims()).unwrap();
         let missing = session.infer("nope", &demo_request()).await.unwrap_err();
         assert!(matches!(missing, ClientError::Server(404, _)), "{missing}");
+
+        // The raw call under it: a success comes with its receipt verified for these bytes, a
+        // refusal with none.
+        let body = demo_request().encode(|_| TensorEncoding::Binary).unwrap();
+        let (response, receipt) = session
+            .send_inference(
+                "/v2/models/demo/infer",
+                body.body().to_vec(),
+                body.header_len(),
+            )
+            .await
+            .unwrap();
+        let receipt = receipt.expect("a successful inference carries a verified receipt");
+        receipt.check_bodies(body.body(), &response.body).unwrap();
+        let (refused, none) = session
+            .send_inference("/v2/models/nope/infer", body.body().to_vec(), None)
+            .await
+            .unwrap();
+        assert_eq!(refused.status.as_u16(), 404, "{mode:?}");
+        assert!(none.is_none());
     }
 
     // (A restarted server's refusal of requests sealed to its old key is tested through nginx

@@ -45,6 +45,14 @@ fn a_signed_receipt_verifies_against_its_claims_and_bodies() {
         opened.check_bodies(b"request", b"responsE"),
         Err(ReceiptError::Output)
     );
+    // A digest computed beforehand is held to the same request.
+    opened
+        .check_request_digest(&cloak_crypto::hash::sha256(b"request"))
+        .unwrap();
+    assert_eq!(
+        opened.check_request_digest(&cloak_crypto::hash::sha256(b"requesT")),
+        Err(ReceiptError::Input)
+    );
     // A fresh attestation's claims (with a nonce) name the same evidence.
     let mut fresh = claims.clone();
     fresh.nonce = Some(vec![7; 32]);
