@@ -622,7 +622,13 @@ fn load_64_clients() {
                 while !stop.load(Ordering::SeqCst) {
                     let sent = Instant::now();
                     match session.post(&path, body.clone(), header_len).await {
-                        Ok(r) if r.status == 200 => latencies.push(sent.elapsed()),
+                        // Queued or not, every answer's receipt is for exactly this request.
+                        Ok(r) if r.status == 200 => {
+                            match r.verify_receipt(session.server().claims(), &body) {
+                                Ok(_) => latencies.push(sent.elapsed()),
+                                Err(e) => errors.push(format!("receipt: {e}")),
+                            }
+                        }
                         Ok(r) => errors.push(format!(
                             "{}: {}",
                             r.status,

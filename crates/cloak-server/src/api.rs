@@ -512,9 +512,6 @@ async fn infer_inner(
             )
         })?;
     let request = InferRequest::parse(&body, header_len, &state.codec_limits())?;
-    // The receipt's input digest, computed on the blocking pool while the request waits for a
-    // worker and runs, instead of before it.
-    let input_sha256 = tokio::task::spawn_blocking(move || cloak_crypto::hash::sha256(&body));
     for output in request.outputs() {
         if !model
             .model
@@ -529,22 +526,23 @@ async fn infer_inner(
         }
     }
 
-    let queued = Instant::now();
-    let permit = state.admission.admit().await.map_err(|refusal| {
-        let mut e = match refusal {
-            Refusal::QueueFull => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "the server is at capacity; retry shortly",
-            ),
-            Refusal::TimedOut => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no inference worker became free in time; retry shortly",
-            ),
-        };
-        e.retry_after = true;
-        e
-    })?;
-    state.metrics.queued(queued.elapsed().as_secs_f64());
+    // The receipt's input digest. With a worker free now, this thread computes it while the
+    // worker runs the inference, off the request's critical path. A request that has to queue is
+    // hashed first, so that it waits without holding its body as well as its tensors.
+    let (permit, input) = match state.admission.try_admit() {
+        Some(permit) => {
+            state.metrics.queued(0.0);
+            (permit, InputDigest::Pending(body))
+        }
+        None => {
+            let digest = cloak_crypto::hash::sha256(&body);
+            drop(body);
+            let queued = Instant::now();
+            let permit = state.admission.admit().await.map_err(refused)?;
+            state.metrics.queued(queued.elapsed().as_secs_f64());
+            (permit, InputDigest::Done(digest))
+        }
+    };
 
     // Everything the response needs from the request, so its tensors can move into the engine.
     let id = request.id().map(str::to_owned);
@@ -593,6 +591,7 @@ async fn infer_inner(
         let output_sha256 = cloak_crypto::hash::sha256(encoded.body());
         Ok::<_, ApiError>((encoded, output_sha256, model))
     });
+    let input_sha256 = input.finish();
     let (encoded, output_sha256, model) = match job.await {
         Ok(result) => result?,
         Err(_) => {
@@ -603,14 +602,6 @@ async fn infer_inner(
             ));
         }
     };
-    let unsigned = |what: &dyn std::fmt::Display| {
-        tracing::error!(error = %what, "a receipt could not be signed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the receipt could not be signed",
-        )
-    };
-    let input_sha256 = input_sha256.await.map_err(|e| unsigned(&e))?;
     let request_id = request_id();
     let receipt = state
         .identity
@@ -620,7 +611,13 @@ async fn infer_inner(
             input_sha256,
             output_sha256,
         )
-        .map_err(|e| unsigned(&e))?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "a receipt could not be signed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the receipt could not be signed",
+            )
+        })?;
     let mut response_headers = HeaderMap::new();
     response_headers.insert(
         header::CONTENT_TYPE,
@@ -640,6 +637,37 @@ async fn infer_inner(
     // Moved, not copied, into the response body.
     let body = std::mem::take(&mut *encoded.into_body());
     Ok((StatusCode::OK, response_headers, Body::from(body)).into_response())
+}
+
+/// The receipt's digest of the request body: computed, or still to compute from the body.
+enum InputDigest {
+    Done([u8; 32]),
+    Pending(axum::body::Bytes),
+}
+
+impl InputDigest {
+    fn finish(self) -> [u8; 32] {
+        match self {
+            Self::Done(digest) => digest,
+            Self::Pending(body) => cloak_crypto::hash::sha256(&body),
+        }
+    }
+}
+
+/// The answer to a request that was not admitted: retry later.
+fn refused(refusal: Refusal) -> ApiError {
+    let mut e = match refusal {
+        Refusal::QueueFull => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "the server is at capacity; retry shortly",
+        ),
+        Refusal::TimedOut => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no inference worker became free in time; retry shortly",
+        ),
+    };
+    e.retry_after = true;
+    e
 }
 
 /// A fresh request id: 128 random bits, hex.

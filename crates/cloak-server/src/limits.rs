@@ -80,9 +80,14 @@ impl Admission {
         }
     }
 
+    /// A worker if one is free now, without queueing.
+    pub(crate) fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.workers).try_acquire_owned().ok()
+    }
+
     /// Waits for a worker, or refuses at once when too many requests are already waiting.
     pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit, Refusal> {
-        if let Ok(permit) = Arc::clone(&self.workers).try_acquire_owned() {
+        if let Some(permit) = self.try_admit() {
             return Ok(permit);
         }
         let queued = self.waiting.fetch_add(1, Ordering::SeqCst);
