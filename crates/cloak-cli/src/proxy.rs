@@ -276,14 +276,11 @@ impl Upstream {
                 "a new connection presented other claims".into(),
             ));
         }
-        // An inference's receipt is verified (against the digest of the request, computed
-        // while it is in flight) before the answer goes back to the local client.
-        let inference = *method == Method::POST && path.ends_with("/infer");
-        let mut response = send(&mut session, inference, method, path, body, header_len).await;
+        let mut response = send(&mut session, method, path, body, header_len).await;
         if let Err(ClientError::Io(_)) = &response {
             // An idle connection the server closed: one new connection, once.
             session = remote.session().await?;
-            response = send(&mut session, inference, method, path, body, header_len).await;
+            response = send(&mut session, method, path, body, header_len).await;
         }
         let response = response?;
         self.give_back(Arc::clone(remote), session);
@@ -291,17 +288,17 @@ impl Upstream {
     }
 }
 
-/// Sends one request on `session`; an inference goes through
-/// [`RemoteSession::send_inference`], which verifies a successful answer's receipt.
+/// Sends one request on `session`. An inference goes through
+/// [`RemoteSession::send_inference`], so its receipt is verified (against the request's digest,
+/// computed while it is in flight) before the answer goes back to the local client.
 async fn send(
     session: &mut RemoteSession,
-    inference: bool,
     method: &Method,
     path: &str,
     body: &Bytes,
     header_len: Option<usize>,
 ) -> Result<HttpResponse, ClientError> {
-    if inference {
+    if *method == Method::POST && path.ends_with("/infer") {
         let (response, _receipt) = session
             .send_inference(path, body.clone(), header_len)
             .await?;
