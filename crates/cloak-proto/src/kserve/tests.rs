@@ -2,6 +2,7 @@ use half::f16;
 use proptest::prelude::*;
 
 use super::*;
+use crate::tensor::{DataType, Tensor};
 
 fn parse(json: &str) -> Result<InferRequest, KserveError> {
     InferRequest::parse(json.as_bytes(), None, &Limits::default())
