@@ -1,23 +1,19 @@
-//! Reading inputs and key files, writing key files, and progress on long operations.
+//! Files in and out: inputs read within a size limit, key files, outputs that appear complete or
+//! not at all and never replace what they must not, and progress on long operations.
 
 use std::fs::{self, File};
-use std::io::{IsTerminal, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use cloak_crypto::key::ModelKey;
+use cloak_crypto::key::{MAX_KEY_FILE_LEN, ModelKey};
 use indicatif::{ProgressBar, ProgressStyle};
 use rustix::fs::{Mode, OFlags};
-use zeroize::Zeroizing;
 
 use crate::failure::Failure;
 use cloak_fs::{AtomicFile, Commit};
 
 /// Files larger than this get a progress bar (when stderr is a terminal).
 const PROGRESS_THRESHOLD: u64 = 64 * 1024 * 1024;
-
-/// Key files are tiny; reading stops here, so a wrong path cannot exhaust memory.
-const KEY_FILE_READ_LIMIT: usize = 8 * 1024;
 
 /// An input file opened for reading, with its length.
 pub(crate) struct Input {
@@ -44,43 +40,65 @@ pub(crate) fn open_input(path: &Path) -> Result<Input, Failure> {
     })
 }
 
-/// Reads a model key file. Like ssh with private keys, refuses a key file that other users can
-/// access or that belongs to another user.
-pub(crate) fn read_key_file(path: &Path) -> Result<ModelKey, Failure> {
-    let Input { file, .. } = open_input(path)?;
-    let metadata = file
-        .metadata()
-        .map_err(|e| Failure::io("read key file", path, &e))?;
-    let mode = metadata.permissions().mode();
-    if mode & 0o077 != 0 {
+/// Reads a regular file of at most `limit` bytes: a `what` (quote, collateral, request, ...) is
+/// never larger, so a wrong path cannot exhaust memory.
+pub(crate) fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, Failure> {
+    let Input { mut file, len } = open_input(path)?;
+    if len > limit {
         return Err(Failure::usage(
-            "key-file-permissions",
+            "input-too-large",
             format!(
-                "key file {} is accessible to other users (mode {:04o}); run `chmod 600 {}`",
-                path.display(),
-                mode & 0o7777,
+                "{} is larger than {limit} bytes: too large to be a {what}",
                 path.display()
             ),
         ));
     }
-    let me = rustix::process::geteuid();
-    if metadata.uid() != me.as_raw() && metadata.uid() != 0 {
-        return Err(Failure::usage(
-            "key-file-owner",
-            format!(
-                "key file {} belongs to uid {}, not to you (uid {})",
-                path.display(),
-                metadata.uid(),
-                me.as_raw()
-            ),
-        ));
-    }
-    // Capacity for the whole read up front: the buffer never reallocates, so no copy of the key
-    // escapes zeroization.
-    let mut text = Zeroizing::new(String::with_capacity(KEY_FILE_READ_LIMIT + 1));
-    file.take(KEY_FILE_READ_LIMIT as u64 + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| Failure::io("read key file", path, &e))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|e| Failure::io(&format!("read {what}"), path, &e))?;
+    Ok(bytes)
+}
+
+/// Writes `bytes` to a new file atomically (mode 0644), never over an existing one.
+pub(crate) fn write_new(path: &Path, bytes: &[u8], what: &str) -> Result<(), Failure> {
+    write_output(path, bytes, what, Existing::Keep)
+}
+
+/// Writes `bytes` to `path` atomically (mode 0644), replacing a regular file there: for outputs
+/// a command keeps current.
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8], what: &str) -> Result<(), Failure> {
+    write_output(path, bytes, what, Existing::Replace)
+}
+
+/// Writes `value` as pretty JSON to a new file, never over an existing one.
+pub(crate) fn write_json<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    what: &str,
+) -> Result<(), Failure> {
+    write_new(path, &to_json(value)?, what)
+}
+
+/// `value` as pretty JSON.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Failure> {
+    serde_json::to_vec_pretty(value)
+        .map_err(|e| Failure::usage("json", format!("cannot render JSON: {e}")))
+}
+
+fn write_output(path: &Path, bytes: &[u8], what: &str, existing: Existing) -> Result<(), Failure> {
+    check_output(path, what, existing)?;
+    let mut file = AtomicFile::create(path, 0o644).map_err(|e| Failure::io("create", path, &e))?;
+    file.file()
+        .write_all(bytes)
+        .map_err(|e| Failure::io("write", path, &e))?;
+    commit_output(file, path, what, existing).map_err(|e| e.failure)
+}
+
+/// Reads a model key file. Like ssh with private keys, refuses a key file that other users can
+/// access or that belongs to another user.
+pub(crate) fn read_key_file(path: &Path) -> Result<ModelKey, Failure> {
+    let text = cloak_fs::secret::read_secret(path, MAX_KEY_FILE_LEN)
+        .map_err(|e| Failure::usage(e.code(), format!("key file {e}")))?;
     ModelKey::from_key_file(&text).map_err(|e| Failure::key(path, &e))
 }
 

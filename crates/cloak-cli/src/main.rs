@@ -11,27 +11,24 @@ macro_rules! say {
     }};
 }
 
-mod attest;
-#[cfg(feature = "sim")]
-mod bench;
-#[cfg(all(feature = "sim", feature = "kbs"))]
-mod demo;
+mod args;
+mod commands;
 mod failure;
 mod files;
-#[cfg(feature = "kbs")]
-mod kbs;
-mod model;
-mod proxy;
-mod receipt;
-mod remote;
-mod serve;
-#[cfg(feature = "sim")]
-mod sim;
+mod report;
+mod runtime;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(all(feature = "sim", feature = "kbs"))]
+use crate::commands::demo;
+#[cfg(feature = "kbs")]
+use crate::commands::kbs;
+use crate::commands::{attest, infer, model, proxy, receipt, serve};
+#[cfg(feature = "sim")]
+use crate::commands::{bench, sim};
 use crate::failure::Failure;
 
 /// Cloak: confidential AI inference. Models and inputs are plaintext only inside a trusted
@@ -54,9 +51,10 @@ enum Command {
     /// Verify remote-attestation evidence (DCAP quotes, RA-TLS certificates)
     #[command(subcommand)]
     Attest(attest::AttestCommand),
-    /// Serve sealed models from inside the TEE: attested TLS, fresh attestation, the KServe v2 /
-    /// Triton protocol, metrics
-    Serve(Box<serve::ServeArgs>),
+    /// Serve sealed models: attested TLS, fresh attestation, encrypted requests, the KServe v2 /
+    /// Triton protocol, metrics. A development convenience: deploy the `cloak-server` binary
+    /// into the enclave, whose measurement no CLI change affects
+    Serve(Box<cloak_server::cli::ServeArgs>),
     #[cfg(feature = "kbs")]
     /// Run the model owner's key broker, which releases model keys only to attested enclaves,
     /// and administer it
@@ -64,7 +62,7 @@ enum Command {
     Kbs(kbs::KbsCommand),
     /// Appraise a Cloak server, then run one KServe v2 inference request on it; the request is
     /// never sent to a server the policy rejects (exit 1)
-    Infer(Box<remote::InferArgs>),
+    Infer(Box<infer::InferArgs>),
     /// Serve plain KServe v2 on a loopback address and forward it to an appraised Cloak
     /// server over attested TLS or encapsulated requests, checking every receipt
     Proxy(Box<proxy::ProxyArgs>),
@@ -101,7 +99,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         #[cfg(feature = "kbs")]
         Command::Kbs(command) => kbs::run(command),
-        Command::Infer(args) => remote::infer(&args),
+        Command::Infer(args) => infer::run(&args),
         Command::Receipt(command) => receipt::run(command),
         Command::Proxy(args) => proxy::run(&args),
         #[cfg(feature = "sim")]

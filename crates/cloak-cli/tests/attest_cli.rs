@@ -1,7 +1,6 @@
 //! `cloak attest` as scripts use it: real quotes and collateral from `cloak-attest/testdata`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -11,16 +10,8 @@ fn testdata(path: &str) -> PathBuf {
         .join(path)
 }
 
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn cloak(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cloak"))
-        .args(args)
-        .output()
-        .expect("run cloak")
-}
+mod support;
+use support::{cloak, s};
 
 /// Runs `cloak attest verify ... --json`; returns the exit status and the verdict.
 fn verify(quote: &str, collateral: &str, at: u64, extra: &[&str]) -> (i32, Value) {

@@ -6,77 +6,27 @@
 #![cfg(all(feature = "sim", feature = "kbs"))]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "support/cli.rs"]
-mod cli;
-use cli::{cloak, ok, s};
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
-}
+mod support;
+use cloak_test_support::process::{Launch, Spawned};
+use support::{cloak, exe, ok, s};
 
 /// The MRENCLAVE the simulated platform gives a process: the SHA-256 of its executable.
 fn mrenclave_of(exe: &Path) -> String {
-    hex(&cloak_crypto::hash::sha256(&std::fs::read(exe).unwrap()))
-}
-
-fn cloak_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cloak"))
-}
-
-/// A child process killed on drop, with its stdout drained by a thread.
-struct Running {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    hex::encode(cloak_test_support::sim::measurement_of(exe))
 }
 
 /// Starts `exe args`, logging to `log`, and waits for the line starting with `marker` on
 /// stdout (the URL follows it).
-fn spawn(exe: &Path, args: &[&str], log: &Path, marker: &str) -> Running {
-    let mut child = Command::new(exe)
-        .args(args)
-        .env("CLOAK_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut stdout = Vec::new();
-    let url = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{} stopped: {stdout:?}\n{}",
-                exe.display(),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        };
-        stdout.push(line.clone());
-        if let Some(url) = line.strip_prefix(marker) {
-            break url.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    Running { child, url }
+fn spawn(exe: &Path, args: &[&str], log: &Path, marker: &str) -> Spawned {
+    Launch::new(exe, args, log, marker).spawn()
 }
 
 /// The model owner's side: a broker database, its admin token, and the running broker.
@@ -106,7 +56,7 @@ impl Owner {
     }
 
     /// `cloak kbs serve` on `listen` (`127.0.0.1:0` for any port).
-    fn serve(&self, listen: &str, extra: &[&str]) -> Running {
+    fn serve(&self, listen: &str, extra: &[&str]) -> Spawned {
         let mut args = vec!["kbs", "serve", "--db", s(&self.db), "--listen", listen];
         args.extend_from_slice(extra);
         let log = self.dir.join(format!(
@@ -116,7 +66,7 @@ impl Owner {
                 .unwrap()
                 .as_nanos()
         ));
-        spawn(&cloak_exe(), &args, &log, "cloak kbs: listening on ")
+        spawn(&exe(), &args, &log, "cloak kbs: listening on ")
     }
 
     fn admin(&self, url: &str, command: &str, extra: &[&str]) -> Output {
@@ -212,7 +162,7 @@ fn policy(root: &Path, mrenclaves: &[&str], extra: &str) -> String {
 }
 
 /// `cloak serve --kbs URL` (run from `exe`) on `models`, with extra flags.
-fn serve(exe: &Path, dir: &Path, models: &Path, sim: &Path, kbs: &str, extra: &[&str]) -> Running {
+fn serve(exe: &Path, dir: &Path, models: &Path, sim: &Path, kbs: &str, extra: &[&str]) -> Spawned {
     let mut args = vec![
         "serve",
         "--model-dir",
@@ -256,17 +206,24 @@ fn fetch(url: &str, root: &Path, path: &str) -> (Vec<String>, Vec<u8>) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let client = cloak_client::Client::bootstrap(url, observer_policy(root), None)
+        let client = cloak_client::Client::builder()
+            .policy(observer_policy(root))
+            .connect(url)
             .await
             .unwrap();
         let claimed = client
+            .appraisal()
             .server()
             .claims()
             .models
             .iter()
             .map(|m| m.name.clone())
             .collect();
-        let body = client.post(path, b"{}".to_vec(), None).await.unwrap().body;
+        let body = client
+            .send(cloak_client::Method::Post, path, b"{}".to_vec(), None)
+            .await
+            .unwrap()
+            .body;
         (claimed, body)
     })
 }
@@ -291,7 +248,7 @@ fn index(url: &str, root: &Path) -> BTreeMap<String, (String, String)> {
 
 /// Polls the index until `model` satisfies `done` (30 s at most); returns (state, reason).
 fn wait_for(
-    server: &Running,
+    server: &Spawned,
     root: &Path,
     model: &str,
     done: impl Fn(&str, &str) -> bool,
@@ -326,7 +283,7 @@ fn is_waiting(_: &str, reason: &str) -> bool {
     reason.ends_with("(key-pending)") && reason.contains("unreachable")
 }
 
-fn infer_demo(server: &Running, dir: &Path, root: &Path, model: &str) -> Value {
+fn infer_demo(server: &Spawned, dir: &Path, root: &Path, model: &str) -> Value {
     let request = dir.join("request.json");
     std::fs::write(
         &request,
@@ -369,7 +326,7 @@ fn release_seal_restart_and_rebuild() {
     let broker = owner.serve("127.0.0.1:0", &[]);
     let kbs = broker.url.clone();
     let port = kbs.rsplit(':').next().unwrap().to_owned();
-    let ours = mrenclave_of(&cloak_exe());
+    let ours = mrenclave_of(&exe());
     owner.add_model(&kbs, "demo", &demo_key, &policy(&root, &[&ours], ""));
     owner.add_model(
         &kbs,
@@ -380,7 +337,7 @@ fn release_seal_restart_and_rebuild() {
 
     // First start: the broker releases demo's key, and refuses other's. Once demo is ready the
     // server re-attests: new connections see it in the claims.
-    let server = serve(&cloak_exe(), dir, &models, &sim, &kbs, &[]);
+    let server = serve(&exe(), dir, &models, &sim, &kbs, &[]);
     wait_for(&server, &root, "demo", is_ready);
     assert_eq!(
         fetch(&server.url, &root, "/v2/repository/index").0,
@@ -415,7 +372,7 @@ fn release_seal_restart_and_rebuild() {
 
     // Restart with the broker stopped: demo is served from its sealed key.
     drop(broker);
-    let server = serve(&cloak_exe(), dir, &models, &sim, &kbs, &[]);
+    let server = serve(&exe(), dir, &models, &sim, &kbs, &[]);
     assert_eq!(index(&server.url, &root)["demo"].0, "READY");
     let (_, reason) = wait_for(&server, &root, "other", is_waiting);
     assert!(reason.contains("waiting for the key broker"), "{reason}");
@@ -428,7 +385,7 @@ fn release_seal_restart_and_rebuild() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
     std::fs::write(&sealed, &bytes).unwrap();
-    let server = serve(&cloak_exe(), dir, &models, &sim, &kbs, &[]);
+    let server = serve(&exe(), dir, &models, &sim, &kbs, &[]);
     let (state, reason) = wait_for(&server, &root, "demo", is_waiting);
     assert_eq!(state, "UNAVAILABLE");
     assert!(reason.contains("sealed key does not unseal"), "{reason}");
@@ -443,7 +400,7 @@ fn release_seal_restart_and_rebuild() {
     // measurement) does not unseal, and the broker releases the key only once the owner's
     // policy names the new measurement.
     let rebuilt = dir.join("cloak-rebuilt");
-    let mut exe = std::fs::read(cloak_exe()).unwrap();
+    let mut exe = std::fs::read(exe()).unwrap();
     exe.extend_from_slice(b"\0rebuilt");
     std::fs::write(&rebuilt, exe).unwrap();
     std::fs::set_permissions(
@@ -487,7 +444,7 @@ fn refusals_name_their_reason() {
     let owner = Owner::init(dir);
     let broker = owner.serve("127.0.0.1:0", &[]);
     let kbs = broker.url.clone();
-    let ours = mrenclave_of(&cloak_exe());
+    let ours = mrenclave_of(&exe());
 
     // An OutOfDate platform: a policy requiring UpToDate, one naming only Intel's root, one
     // pinning another enclave (while tolerating OutOfDate); and a model with a given key.
@@ -524,7 +481,7 @@ fn refusals_name_their_reason() {
     let given = seal_demo(dir, &models, "given");
     let given_flag = format!("given={}", s(&given));
     let server = serve(
-        &cloak_exe(),
+        &exe(),
         dir,
         &models,
         &out_of_date,
@@ -557,7 +514,7 @@ fn refusals_name_their_reason() {
     std::fs::create_dir(&models).unwrap();
     let key = seal_demo(dir, &models, "no-debug");
     owner.add_model(&kbs, "no-debug", &key, &policy(&root, &[&ours], ""));
-    let server = serve(&cloak_exe(), dir, &models, &sim, &kbs, &["--sim-debug"]);
+    let server = serve(&exe(), dir, &models, &sim, &kbs, &["--sim-debug"]);
     let (_, reason) = wait_for(&server, &root, "no-debug", is_denied);
     assert!(reason.contains("debug-enclave"), "{reason}");
     let records = owner.audit(&kbs);
@@ -763,11 +720,7 @@ fn an_https_broker_is_trusted_through_kbs_ca() {
     std::fs::create_dir(&models).unwrap();
     let model_key = seal_demo(dir, &models, "demo");
     let policy_path = dir.join("demo.policy.toml");
-    std::fs::write(
-        &policy_path,
-        policy(&root, &[&mrenclave_of(&cloak_exe())], ""),
-    )
-    .unwrap();
+    std::fs::write(&policy_path, policy(&root, &[&mrenclave_of(&exe())], "")).unwrap();
     ok(&owner.admin(
         &kbs,
         "add-model",
@@ -783,18 +736,11 @@ fn an_https_broker_is_trusted_through_kbs_ca() {
         ],
     ));
 
-    let untrusting = serve(&cloak_exe(), dir, &models, &sim, &kbs, &[]);
+    let untrusting = serve(&exe(), dir, &models, &sim, &kbs, &[]);
     let (_, reason) = wait_for(&untrusting, &root, "demo", is_waiting);
     assert!(reason.to_lowercase().contains("certificate"), "{reason}");
     drop(untrusting);
-    let trusting = serve(
-        &cloak_exe(),
-        dir,
-        &models,
-        &sim,
-        &kbs,
-        &["--kbs-ca", s(&cert)],
-    );
+    let trusting = serve(&exe(), dir, &models, &sim, &kbs, &["--kbs-ca", s(&cert)]);
     wait_for(&trusting, &root, "demo", is_ready);
     infer_demo(&trusting, dir, &root, "demo");
 }

@@ -9,12 +9,8 @@ use serde_json::Value;
 
 const CHUNK: usize = 4096;
 
-fn cloak(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cloak"))
-        .args(args)
-        .output()
-        .expect("run cloak")
-}
+mod support;
+use support::{cloak, exe};
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -540,7 +536,7 @@ fn a_key_file_owned_by_another_user_is_refused() {
     let s = Sealed::new(10);
     // Only root can give a file away; elsewhere there is nothing to test.
     if std::os::unix::fs::chown(&s.key, Some(65534), None).is_err() {
-        eprintln!("skipped: cannot chown (not root)");
+        cloak_test_support::deps::skip("cannot chown a key file to another user (not root)");
         return;
     }
     let out = cloak(&["model", "verify", path(&s.container), "--key", path(&s.key)]);
@@ -662,7 +658,7 @@ fn a_full_stdout_is_an_error_not_a_panic_and_the_work_stands() {
         .write(true)
         .open("/dev/full")
         .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cloak"))
+    let out = Command::new(exe())
         .args([
             "model",
             "decrypt",
@@ -686,7 +682,7 @@ fn a_fifo_is_refused_without_blocking() {
     let fifo = dir.path().join("fifo");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cloak"))
+    let mut child = Command::new(exe())
         .args(["model", "inspect", path(&fifo)])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -731,7 +727,7 @@ fn progress_is_shown_for_large_files_only_on_a_terminal() {
     // `script` runs the command on a pseudo-terminal.
     let command = format!(
         "{} model verify {} --key {}",
-        env!("CARGO_BIN_EXE_cloak"),
+        exe().display(),
         path(&big_container),
         path(&s.key)
     );
@@ -739,7 +735,10 @@ fn progress_is_shown_for_large_files_only_on_a_terminal() {
         .args(["-q", "-e", "-c", &command, "/dev/null"])
         .output()
     else {
-        eprintln!("skipped the terminal half: `script` (util-linux) is not installed");
+        cloak_test_support::deps::missing(
+            "CLOAK_REQUIRE_SCRIPT",
+            "the terminal half needs `script` (util-linux), which is not installed",
+        );
         return;
     };
     assert_eq!(status(&out), 0, "{}", stdout(&out));

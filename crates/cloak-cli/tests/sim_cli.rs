@@ -5,9 +5,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-#[path = "support/cli.rs"]
-mod cli;
-use cli::{cloak, ok, s};
+mod support;
+use support::{cloak, exe, ok, s};
 
 /// A platform in a fresh directory, initialised with `extra` flags.
 fn init(extra: &[&str]) -> tempfile::TempDir {
@@ -169,8 +168,7 @@ fn chosen_identities_appear_in_the_quote_and_the_default_measures_the_executable
     assert_eq!(verdict["measurements"]["isv_svn"], 4);
 
     let (_, verdict) = quote_and_verify(dir.path(), &[], &["--trust-root", &root]);
-    let exe = std::fs::read(env!("CARGO_BIN_EXE_cloak")).unwrap();
-    let expected = hex::encode(cloak_crypto::hash::sha256(&exe));
+    let expected = hex::encode(cloak_test_support::sim::measurement_of(&exe()));
     assert_eq!(verdict["measurements"]["mrenclave"], expected);
 }
 

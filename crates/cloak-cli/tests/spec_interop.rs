@@ -10,30 +10,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+use support::{cloak, s};
+
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    cloak_test_support::deps::repo_root()
 }
 
 fn python() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CLOAK_PYTHON").map(PathBuf::from),
-        Some(repo_root().join(".venv/bin/python")),
-        Some(PathBuf::from("python3")),
-    ];
-    let found = candidates.into_iter().flatten().find(|python| {
-        Command::new(python)
-            .args(["-c", "import cryptography"])
-            .output()
-            .is_ok_and(|out| out.status.success())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CLOAK_REQUIRE_PYTHON").is_none_or(|v| v != "1"),
-            "CLOAK_REQUIRE_PYTHON=1 but no Python with the `cryptography` package was found"
-        );
-        eprintln!("skipped: no Python with the `cryptography` package (see this file's header)");
-    }
-    found
+    cloak_test_support::deps::python(&["cryptography"])
 }
 
 fn reference(python: &Path, args: &[&Path]) -> std::process::Output {
@@ -42,17 +27,6 @@ fn reference(python: &Path, args: &[&Path]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run the Python reference implementation")
-}
-
-fn cloak(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cloak"))
-        .args(args)
-        .output()
-        .expect("run cloak")
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn model(len: usize) -> Vec<u8> {

@@ -19,13 +19,13 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::ClientError;
 use crate::appraise::{VerifiedServer, appraise_certificate};
+use crate::error::{AppraisalError, BindingError, Error};
 
 /// Builds rustls client configurations that appraise the server's attestation in the
 /// handshake: TLS 1.3 only, HTTP/1.1.
 #[derive(Clone)]
-pub struct AttestedTls {
+pub(crate) struct AttestedTls {
     mode: Mode,
     provider: Arc<CryptoProvider>,
 }
@@ -42,7 +42,7 @@ enum Mode {
 
 impl AttestedTls {
     /// Appraises every server certificate with `collateral` under `policy`.
-    pub fn new(policy: AppraisalPolicy, collateral: Collateral) -> Self {
+    pub(crate) fn new(policy: AppraisalPolicy, collateral: Collateral) -> Self {
         Self {
             mode: Mode::Appraise(Arc::new((policy, collateral))),
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
@@ -57,7 +57,7 @@ impl AttestedTls {
     }
 
     /// A configuration for one connection, and the slot its verifier reports into.
-    pub fn config(&self) -> (Arc<rustls::ClientConfig>, Verdict) {
+    pub(crate) fn config(&self) -> (Arc<rustls::ClientConfig>, Verdict) {
         let verdict = Verdict::default();
         let verifier = Arc::new(Verifier {
             mode: self.mode.clone(),
@@ -91,15 +91,15 @@ impl fmt::Debug for AttestedTls {
 
 /// What the verifier concluded about the server of one connection.
 #[derive(Clone, Default)]
-pub struct Verdict(Arc<Mutex<Option<Result<VerifiedServer, ClientError>>>>);
+pub(crate) struct Verdict(Arc<Mutex<Option<Result<VerifiedServer, AppraisalError>>>>);
 
 impl Verdict {
     /// The appraisal (taken: a second call returns `None`).
-    pub fn take(&self) -> Option<Result<VerifiedServer, ClientError>> {
+    pub(crate) fn take(&self) -> Option<Result<VerifiedServer, AppraisalError>> {
         self.0.lock().map_or(None, |mut slot| slot.take())
     }
 
-    fn set(&self, result: Result<VerifiedServer, ClientError>) {
+    fn set(&self, result: Result<VerifiedServer, AppraisalError>) {
         if let Ok(mut slot) = self.0.lock() {
             *slot = Some(result);
         }
@@ -195,15 +195,15 @@ impl ServerCertVerifier for Verifier {
 
 /// The certificate's key is bound by its quote to claims that parse (the quote itself is not
 /// yet appraised).
-fn probe(certificate: &[u8]) -> Result<(), ClientError> {
+fn probe(certificate: &[u8]) -> Result<(), AppraisalError> {
     let certificate = crate::appraise::parse_certificate(certificate)?;
     let evidence = crate::appraise::dice_evidence(&certificate)?;
     if !evidence.binding().holds() {
-        return Err(ClientError::Binding(format!("{:?}", evidence.binding())));
+        return Err(BindingError::CertificateKey.into());
     }
     let claims = evidence
         .claims()
-        .ok_or_else(|| ClientError::Certificate("the evidence has no claims".into()))?;
+        .ok_or_else(|| AppraisalError::Certificate("the evidence has no claims".into()))?;
     IdentityClaims::from_cbor(claims.raw())?;
     Ok(())
 }
@@ -225,14 +225,14 @@ impl std::error::Error for Refused {}
 /// depends on this TLS: it only keeps the transport's metadata from bystanders.
 pub(crate) fn transport_config(
     roots: rustls::RootCertStore,
-) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+) -> Result<Arc<rustls::ClientConfig>, Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
         Arc::clone(&provider),
     )
     .build()
-    .map_err(|e| ClientError::Url(format!("CA certificates: {e}")))?;
+    .map_err(|e| Error::Config(format!("CA certificates: {e}")))?;
     let verifier = Arc::new(TransportVerifier {
         webpki,
         cloak: Verifier {
@@ -243,7 +243,7 @@ pub(crate) fn transport_config(
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Url(e.to_string()))?
+        .map_err(|e| Error::Config(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();

@@ -24,7 +24,7 @@ pub const KEY_LEN: usize = 32;
 pub const KEY_ID_LEN: usize = 16;
 
 /// Longest key file accepted, in bytes; anything longer is not a key file.
-const MAX_KEY_FILE_LEN: usize = 4096;
+pub const MAX_KEY_FILE_LEN: usize = 4096;
 
 const KEY_ID_INFO: &[u8] = b"cloak-model/v1 key-id";
 

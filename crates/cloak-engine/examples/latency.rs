@@ -11,7 +11,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use cloak_engine::Engine;
-use cloak_proto::tensor::{DataType, Tensor};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -23,28 +22,7 @@ fn main() {
     let ref_dir = Path::new(&args[2]);
     let warmup: usize = args.get(3).map_or(3, |v| v.parse().expect("WARMUP"));
     let runs: usize = args.get(4).map_or(20, |v| v.parse().expect("RUNS"));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ref_dir.join("manifest.json")).expect("manifest"))
-            .expect("manifest JSON");
-    let inputs: Vec<(String, Tensor)> = manifest["inputs"]
-        .as_array()
-        .expect("inputs")
-        .iter()
-        .map(|entry| {
-            let dtype = DataType::from_name(entry["datatype"].as_str().unwrap()).unwrap();
-            let shape = entry["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| usize::try_from(d.as_u64().unwrap()).unwrap())
-                .collect();
-            let data = std::fs::read(ref_dir.join(entry["file"].as_str().unwrap())).unwrap();
-            (
-                entry["name"].as_str().unwrap().to_owned(),
-                Tensor::new(dtype, shape, data).unwrap(),
-            )
-        })
-        .collect();
+    let inputs = cloak_test_support::models::reference::tensors(ref_dir, "inputs");
     let loading = Instant::now();
     let model = Engine::new()
         .load("bench", &onnx)

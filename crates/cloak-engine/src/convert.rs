@@ -80,10 +80,11 @@ pub(crate) fn datum_type(dtype: DataType) -> Option<DatumType> {
     })
 }
 
-/// A tract error while loading, with its whole chain of causes.
+/// A tract error while loading, [`redacted`]: the causes below the step can print the model's
+/// constants, which are the owner's weights, and the message reaches the repository index and
+/// the log.
 pub(crate) fn load_error(e: impl Into<tract_onnx::prelude::TractError>) -> EngineError {
-    let e: tract_onnx::prelude::TractError = e.into();
-    EngineError::Load(format!("{e:#}"))
+    EngineError::Load(redacted(e))
 }
 
 /// A tract error while running a request, [`redacted`].
@@ -97,4 +98,26 @@ pub(crate) fn redacted(e: impl Into<tract_onnx::prelude::TractError>) -> String 
     let e: tract_onnx::prelude::TractError = e.into();
     let full = format!("{e:#}");
     full.split(": ").next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use tract_onnx::prelude::TractError;
+
+    use super::*;
+
+    /// tract adds the step as context over a cause that may print a constant.
+    fn failure() -> TractError {
+        TractError::msg("incompatible constant 1,4,F32 1234.5677, 8765.4321")
+            .context("Translating node #3 \"Add_y\" Add")
+    }
+
+    #[test]
+    fn load_and_run_errors_keep_the_step_and_drop_the_values() {
+        for err in [load_error(failure()), run_error(failure())] {
+            let message = err.to_string();
+            assert!(message.contains("node #3 \"Add_y\" Add"), "{message}");
+            assert!(!message.contains("1234"), "{message}");
+        }
+    }
 }

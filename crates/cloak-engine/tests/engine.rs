@@ -5,7 +5,7 @@ mod support;
 
 use cloak_engine::{Dim, Engine, EngineError, PreparedModel};
 use cloak_proto::tensor::{DataType, Tensor};
-use support::{D, Elem, model, node, value};
+use support::{D, Elem, model, model_with_weights, node, value, weights};
 
 /// `y = x + x` (or `y = not x` for BOOL) over `[batch, 3]`.
 fn doubling(elem: Elem) -> PreparedModel {
@@ -405,4 +405,30 @@ fn a_reused_run_state_answers_each_request_from_its_own_inputs() {
             .unwrap();
         assert_eq!(outputs, fresh, "round {round}");
     }
+}
+
+/// A model that fails on its constants is reported by step, node and operator — never with the
+/// values of the constants, which are the owner's confidential weights (the message reaches the
+/// client, the repository index and the log).
+#[test]
+fn an_engine_error_names_the_node_but_never_the_weights() {
+    let onnx = model_with_weights(
+        vec![node("Add", &["x", "w"], &["y"])],
+        vec![value("x", Elem::Float, &[D::Fixed(1), D::Fixed(3)])],
+        vec![value("y", Elem::Float, &[D::Fixed(1), D::Fixed(3)])],
+        vec![weights("w", &[4], &[1234.5, 8765.25, 4242.125, 1717.75])],
+    );
+    let input = Tensor::from_values(vec![1, 3], &[1.0f32, 2.0, 3.0]).unwrap();
+    let err = match Engine::new().load("secret", &onnx) {
+        Err(e) => e,
+        Ok(model) => model
+            .session()
+            .run(vec![("x".to_owned(), input)])
+            .unwrap_err(),
+    };
+    let message = err.to_string();
+    for value in ["1234", "8765", "4242", "1717"] {
+        assert!(!message.contains(value), "{message}");
+    }
+    assert!(message.contains("Add"), "{message}");
 }

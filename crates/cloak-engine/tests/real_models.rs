@@ -1,10 +1,8 @@
 //! Real pretrained models (fetched from PyPI wheels, or the shared model folder) run by the
 //! engine and compared with onnxruntime's outputs for the same inputs.
 
-mod support;
-
 use cloak_engine::{Engine, EngineError};
-use support::reference::{self, Reference};
+use cloak_test_support::models::reference::{self, Reference};
 
 /// Runs a cached model on its reference inputs and checks every output against onnxruntime's.
 fn matches_onnxruntime(stem: &str, atol: f64, rtol: f64) {

@@ -1,5 +1,6 @@
 //! Output files that appear complete or not at all: the `cloak` CLI's outputs, sealed blobs and
-//! key files all go through [`AtomicFile`].
+//! key files all go through [`AtomicFile`]. Files that hold secrets are read through
+//! [`secret::read_secret`], which refuses one that other users could read or change.
 //!
 //! An [`AtomicFile`] is written in the destination's directory, invisible until
 //! [`AtomicFile::commit`]: on Linux it is an unnamed `O_TMPFILE` inode, so a crash or `SIGKILL`
@@ -7,6 +8,8 @@
 //! a hidden temporary file that is removed on drop (but not on `SIGKILL`). Committing syncs the
 //! data, links it into place — directly when the destination does not exist; when replacing,
 //! through a hidden name that is renamed over the destination at once — and syncs the directory.
+
+pub mod secret;
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};

@@ -10,8 +10,7 @@
 //! ```
 
 use std::fmt;
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
+use std::io::Write as _;
 use std::path::Path;
 
 use cloak_crypto::aead;
@@ -30,10 +29,7 @@ const CHECK_INFO: &[u8] = b"key-check";
 const CHECK_MESSAGE: &[u8] = b"cloak-kbs/v1 master key check";
 const WRAP_NONCE_LEN: usize = 12;
 /// Largest master-key file read (64 hex digits and a little whitespace).
-const MAX_FILE_LEN: u64 = 256;
-/// Read one byte more than allowed, to tell an over-long file.
-const READ_LIMIT: u64 = MAX_FILE_LEN + 1;
-const READ_CAPACITY: usize = READ_LIMIT as usize;
+const MAX_FILE_LEN: usize = 256;
 
 /// The broker's master key (32 bytes), zeroized on drop and never printed.
 pub struct MasterKey(Zeroizing<[u8; MASTER_KEY_LEN]>);
@@ -56,26 +52,11 @@ impl MasterKey {
         Ok(Self(key))
     }
 
-    /// Reads a master-key file, refusing one that group or others may access.
+    /// Reads a master-key file, refusing one that group or others may access or that belongs
+    /// to another user.
     pub fn read_file(path: &Path) -> Result<Self, BrokerError> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| BrokerError::MasterKey(format!("cannot read {}: {e}", path.display())))?;
-        let metadata = file
-            .metadata()
-            .map_err(|e| BrokerError::MasterKey(format!("cannot read {}: {e}", path.display())))?;
-        let mode = metadata.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(BrokerError::MasterKey(format!(
-                "master key file {} is accessible to other users (mode {:04o}); run `chmod 600 {}`",
-                path.display(),
-                mode & 0o7777,
-                path.display()
-            )));
-        }
-        let mut text = Zeroizing::new(String::with_capacity(READ_CAPACITY));
-        file.take(READ_LIMIT)
-            .read_to_string(&mut text)
-            .map_err(|e| BrokerError::MasterKey(format!("cannot read {}: {e}", path.display())))?;
+        let text = cloak_fs::secret::read_secret(path, MAX_FILE_LEN)
+            .map_err(|e| BrokerError::MasterKey(format!("master key file {e}")))?;
         Self::from_hex(&text)
             .map_err(|e| BrokerError::MasterKey(format!("{}: {e}", path.display())))
     }

@@ -2,144 +2,61 @@
 //! it has keys for and attests, a client appraises it under a policy before sending anything,
 //! and inference over attested TLS matches in-process inference and onnxruntime.
 
-#[path = "../../cloak-engine/tests/support/reference.rs"]
-mod reference;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 
 use cloak_attest::collateral::Collateral;
-use cloak_attest::policy::{AppraisalPolicy, DebugPolicy, SgxIdentityPolicy, TrustRootPolicy};
+use cloak_attest::policy::{AppraisalPolicy, DebugPolicy, TrustRootPolicy};
 use cloak_attest::quote::Measurements;
 use cloak_attest::types::Measurement;
-use cloak_client::{Client, ClientError};
+use cloak_client::{AppraisalError, Client, Error, Method, Mode, Response, Transport};
 use cloak_crypto::container::{self, ModelName, SealOptions};
-use cloak_crypto::key::ModelKey;
 use cloak_engine::Engine;
 use cloak_proto::kserve::{
     EncodedBody, InferRequest, InferResponse, Limits as KserveLimits, NamedTensor, RequestedOutput,
     TensorEncoding,
 };
 use cloak_proto::tensor::Tensor;
-use cloak_server::{Limits, PreparedServer, RunningServer, ServerConfig};
-use cloak_tee::Platform;
-use cloak_tee::sim::{SimConfig, SimPlatform, executable_measurement};
-
-const DEMO_MODEL: &[u8] = include_bytes!("../../cloak-cli/assets/demo-mlp.onnx");
-
-/// Seals `onnx` as `name` into `dir/<file>.cloak` under a new key.
-fn seal_model(dir: &Path, file: &str, name: &str, onnx: &[u8]) -> ModelKey {
-    let key = ModelKey::generate().unwrap();
-    let out = std::fs::File::create(dir.join(format!("{file}.cloak"))).unwrap();
-    let options = SealOptions::new(ModelName::new(name).unwrap());
-    container::seal(&key, &options, onnx, out).unwrap();
-    key
-}
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    sim: SimPlatform,
-    server: RunningServer,
-    real_model: Option<reference::Reference>,
-}
-
-impl Fixture {
-    fn url(&self) -> String {
-        format!("https://{}", self.server.local_addr())
-    }
-
-    fn collateral(&self) -> Collateral {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        Collateral::from_json(&self.sim.collateral(now).unwrap()).unwrap()
-    }
-
-    /// What a data owner who trusts this sim root and pins this enclave accepts.
-    fn policy(&self) -> AppraisalPolicy {
-        AppraisalPolicy::strict()
-            .with_trust_root(TrustRootPolicy::Der(self.sim.root_der().to_vec()))
-            .with_sgx_identity(SgxIdentityPolicy {
-                mrenclave: Some(vec![Measurement::from_bytes(
-                    executable_measurement().unwrap(),
-                )]),
-                ..SgxIdentityPolicy::default()
-            })
-    }
-
-    async fn metrics(&self) -> String {
-        let client = Client::bootstrap(&self.url(), self.policy(), None)
-            .await
-            .unwrap();
-        let response = client.get("/metrics").await.unwrap();
-        assert_eq!(response.status, 200);
-        String::from_utf8(response.body).unwrap()
-    }
-}
+use cloak_server::Limits;
+use cloak_tee::sim::{SimConfig, SimPlatform};
+use cloak_test_support::models::{DEMO_ONNX as DEMO_MODEL, reference, seal as seal_model};
+use cloak_test_support::server::SimServer;
 
 /// A server with the demo model, the real PP-OCR direction classifier (when cached), a
-/// tampered container and a container with no key.
-async fn start(debug: bool, limits: Limits) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let models = dir.path().join("models");
-    std::fs::create_dir(&models).unwrap();
-    let mut keys = HashMap::new();
-    keys.insert(
-        "demo".to_owned(),
-        seal_model(&models, "demo", "demo", DEMO_MODEL),
-    );
-    let real_model = reference::load("ppocr-cls");
-    if let Some(real) = &real_model {
-        keys.insert(
-            "ppocr-cls".to_owned(),
-            seal_model(&models, "ppocr-cls", "ppocr-cls", &real.onnx),
-        );
+/// tampered container and a container with no key, and its metrics on plain HTTP too.
+async fn start(debug: bool, limits: Limits) -> (SimServer, Option<reference::Reference>) {
+    let real = reference::load("ppocr-cls");
+    let mut builder = SimServer::builder()
+        .tampered("broken")
+        .orphan("orphan")
+        .limits(limits)
+        .metrics_listener();
+    if let Some(real) = &real {
+        builder = builder.model("ppocr-cls", &real.onnx);
     }
-    // One flipped bit in the encrypted body of an otherwise good container.
-    keys.insert(
-        "broken".to_owned(),
-        seal_model(&models, "broken", "broken", DEMO_MODEL),
-    );
-    let path = models.join("broken.cloak");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 40;
-    bytes[last] ^= 0x01;
-    std::fs::write(&path, bytes).unwrap();
-    // A model whose key this host was never given.
-    let _ = seal_model(&models, "orphan", "orphan", DEMO_MODEL);
-
-    let sim_dir = dir.path().join("sim");
-    let sim = SimPlatform::init(&sim_dir, &SimConfig::up_to_date()).unwrap();
-    let mut identity = sim.identity().unwrap();
-    identity.debug = debug;
-    let platform: Arc<dyn Platform> =
-        Arc::new(SimPlatform::open(&sim_dir).unwrap().with_enclave(identity));
-
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut config = ServerConfig::new(models, listen);
-    config.model_keys = keys;
-    config.limits = limits;
-    config.metrics_listen = Some(listen);
-    let prepared = tokio::task::spawn_blocking(move || PreparedServer::prepare(config, platform))
-        .await
-        .unwrap()
-        .unwrap();
-    let server = prepared.start().await.unwrap();
-    Fixture {
-        _dir: dir,
-        sim,
-        server,
-        real_model,
+    if debug {
+        builder = builder.debug();
     }
+    (builder.start().await, real)
+}
+
+/// Appraises `server` under `policy`, with `collateral` or the relayed one.
+async fn connect(
+    server: &SimServer,
+    policy: AppraisalPolicy,
+    collateral: Option<Collateral>,
+) -> Result<Client, Error> {
+    let mut builder = Client::builder().policy(policy);
+    if let Some(collateral) = collateral {
+        builder = builder.collateral(collateral);
+    }
+    builder.connect(&server.url()).await
 }
 
 /// Posts an encoded request, requires 200, and parses the response.
 async fn infer_ok(client: &Client, path: &str, body: &EncodedBody) -> InferResponse {
     let response = client
-        .post(path, body.body().to_vec(), body.header_len())
+        .send(Method::Post, path, body.body().to_vec(), body.header_len())
         .await
         .unwrap();
     assert_eq!(
@@ -164,13 +81,12 @@ fn demo_request() -> InferRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attested_inference_matches_in_process_and_onnxruntime() {
-    let fixture = start(false, Limits::default()).await;
-    let client = Client::bootstrap(&fixture.url(), fixture.policy(), None)
-        .await
-        .unwrap();
+    let (fixture, real_model) = start(false, Limits::default()).await;
+    let client = connect(&fixture, fixture.policy(), None).await.unwrap();
 
     // The attested claims name exactly the models that loaded, with their plaintext digests.
-    let claims = client.server().claims();
+    let appraisal = client.appraisal();
+    let claims = appraisal.server().claims();
     let demo = claims.models.iter().find(|m| m.name == "demo").unwrap();
     assert_eq!(demo.sha256, cloak_crypto::hash::sha256(DEMO_MODEL));
     assert_eq!(demo.bytes, DEMO_MODEL.len() as u64);
@@ -186,7 +102,6 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
     assert_eq!(config.len(), 1 + 2 + 32 + 2 + 8);
     assert_eq!(config[..3], [1, 0x00, 0x20]);
     assert_eq!(config[35..], [0, 8, 0, 1, 0, 2, 0, 1, 0, 1]);
-    assert!(client.attestation().is_some());
 
     // KServe metadata and health.
     let server_meta = client.get("/v2").await.unwrap();
@@ -255,7 +170,8 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
         .with_output(RequestedOutput::new("probabilities").with_encoding(TensorEncoding::Binary));
     let body = binary.encode(|_| TensorEncoding::Binary).unwrap();
     let response = client
-        .post(
+        .send(
+            Method::Post,
             "/v2/models/demo/versions/1/infer",
             body.body().to_vec(),
             body.header_len(),
@@ -273,7 +189,7 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
     assert_eq!(response.output("probabilities").unwrap(), tensor);
 
     // A real pretrained CNN, sealed, served and compared with onnxruntime.
-    if let Some(real) = &fixture.real_model {
+    if let Some(real) = &real_model {
         let inputs = real
             .inputs
             .iter()
@@ -293,7 +209,7 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
 
     // The tampered model is reported, with why; the one without a key too; the rest serve.
     let index = client
-        .post("/v2/repository/index", b"{}".to_vec(), None)
+        .send(Method::Post, "/v2/repository/index", b"{}".to_vec(), None)
         .await
         .unwrap();
     assert_eq!(index.status, 200);
@@ -327,7 +243,12 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
     let broken = client.get("/v2/models/broken/ready").await.unwrap();
     assert_ne!(broken.status, 200);
     let infer_broken = client
-        .post("/v2/models/broken/infer", b"{\"inputs\":[]}".to_vec(), None)
+        .send(
+            Method::Post,
+            "/v2/models/broken/infer",
+            b"{\"inputs\":[]}".to_vec(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(infer_broken.status, 503);
@@ -336,10 +257,10 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
     // Metrics count what happened, and never carry a data value.
     let metrics = fixture.metrics().await;
     // The plain-HTTP metrics listener serves the same text, and nothing else.
-    let plain = plain_http_get(fixture.server.metrics_addr().unwrap(), "/metrics").await;
+    let plain = plain_http_get(fixture.running().metrics_addr().unwrap(), "/metrics").await;
     assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
     assert!(plain.contains("cloak_inference_requests_total"), "{plain}");
-    let other = plain_http_get(fixture.server.metrics_addr().unwrap(), "/v2/models").await;
+    let other = plain_http_get(fixture.running().metrics_addr().unwrap(), "/v2/models").await;
     assert!(other.starts_with("HTTP/1.1 404"), "{other}");
     assert!(
         metrics.contains("cloak_inference_requests_total"),
@@ -361,15 +282,13 @@ async fn bad_requests_get_triton_errors_and_the_server_keeps_serving() {
     let mut limits = Limits::default();
     limits.max_request_bytes = 4096;
     limits.max_elements = 64;
-    let fixture = start(false, limits).await;
-    let client = Client::bootstrap(&fixture.url(), fixture.policy(), None)
-        .await
-        .unwrap();
+    let (fixture, _) = start(false, limits).await;
+    let client = connect(&fixture, fixture.policy(), None).await.unwrap();
     let post = |body: Vec<u8>, header_len: Option<usize>| {
         let client = client.clone();
         async move {
             client
-                .post("/v2/models/demo/infer", body, header_len)
+                .send(Method::Post, "/v2/models/demo/infer", body, header_len)
                 .await
                 .unwrap()
         }
@@ -438,12 +357,12 @@ async fn bad_requests_get_triton_errors_and_the_server_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_measurement_is_refused_before_any_request_byte() {
-    let fixture = start(false, Limits::default()).await;
+    let (fixture, _) = start(false, Limits::default()).await;
     let mut policy = fixture.policy();
     policy.sgx_identity_mut().mrenclave = Some(vec![Measurement::from_bytes([0x5a; 32])]);
     // With the collateral at hand the very first handshake appraises the quote in full and
     // fails, so not one HTTP request reaches the server.
-    let err = Client::bootstrap(&fixture.url(), policy.clone(), Some(fixture.collateral()))
+    let err = connect(&fixture, policy.clone(), Some(fixture.sim().collateral()))
         .await
         .unwrap_err();
     assert!(err.is_rejection(), "{err}");
@@ -457,19 +376,17 @@ async fn a_wrong_measurement_is_refused_before_any_request_byte() {
         "{metrics}"
     );
     // Without collateral the only bytes before appraisal are a GET with a random nonce.
-    let err = Client::bootstrap(&fixture.url(), policy, None)
-        .await
-        .unwrap_err();
+    let err = connect(&fixture, policy, None).await.unwrap_err();
     assert_eq!(err.code(), "measurement-mismatch", "{err}");
     assert_no_inference(&fixture).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulation_root_is_refused_unless_named() {
-    let fixture = start(false, Limits::default()).await;
+    let (fixture, _) = start(false, Limits::default()).await;
     let intel_only = AppraisalPolicy::strict();
-    for collateral in [Some(fixture.collateral()), None] {
-        let err = Client::bootstrap(&fixture.url(), intel_only.clone(), collateral)
+    for collateral in [Some(fixture.sim().collateral()), None] {
+        let err = connect(&fixture, intel_only.clone(), collateral)
             .await
             .unwrap_err();
         assert!(err.is_rejection(), "{err}");
@@ -480,41 +397,37 @@ async fn the_simulation_root_is_refused_unless_named() {
     let other = SimPlatform::init(other.path(), &SimConfig::up_to_date()).unwrap();
     let mut policy = fixture.policy();
     policy = policy.with_trust_root(TrustRootPolicy::Der(other.root_der().to_vec()));
-    let err = Client::bootstrap(&fixture.url(), policy, None)
-        .await
-        .unwrap_err();
+    let err = connect(&fixture, policy, None).await.unwrap_err();
     assert_eq!(err.code(), "untrusted-root", "{err}");
     assert_no_inference(&fixture).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debug_enclave_is_refused_unless_allowed() {
-    let fixture = start(true, Limits::default()).await;
-    let err = Client::bootstrap(&fixture.url(), fixture.policy(), None)
-        .await
-        .unwrap_err();
+    let (fixture, _) = start(true, Limits::default()).await;
+    let err = connect(&fixture, fixture.policy(), None).await.unwrap_err();
     assert!(err.is_rejection(), "{err}");
     assert_eq!(err.code(), "debug-enclave", "{err}");
-    let err = Client::bootstrap(&fixture.url(), fixture.policy(), Some(fixture.collateral()))
+    let err = connect(&fixture, fixture.policy(), Some(fixture.sim().collateral()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), "debug-enclave", "{err}");
     // The positive control: the same server passes when debug is allowed.
-    let client = Client::bootstrap(
-        &fixture.url(),
+    let client = connect(
+        &fixture,
         fixture.policy().with_debug(DebugPolicy::Allow),
         None,
     )
     .await
     .unwrap();
-    let Measurements::Sgx(measurements) = client.server().measurements() else {
+    let Measurements::Sgx(measurements) = client.appraisal().server().measurements() else {
         panic!("not SGX")
     };
     assert!(measurements.debug);
 }
 
 /// No inference request reached the server.
-async fn assert_no_inference(fixture: &Fixture) {
+async fn assert_no_inference(fixture: &SimServer) {
     let metrics = fixture.metrics().await;
     assert!(
         !metrics.lines().any(
@@ -526,19 +439,22 @@ async fn assert_no_inference(fixture: &Fixture) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_platform_is_refused() {
-    let fixture = start(false, Limits::default()).await;
-    let mut sim = SimPlatform::open(fixture.sim.dir()).unwrap();
+    let (fixture, _) = start(false, Limits::default()).await;
+    let mut sim = SimPlatform::open(fixture.sim().dir()).unwrap();
     sim.revoke().unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let revoked = Collateral::from_json(&sim.collateral(now).unwrap()).unwrap();
-    let err = Client::bootstrap(&fixture.url(), fixture.policy(), Some(revoked))
+    let err = connect(&fixture, fixture.policy(), Some(revoked))
         .await
         .unwrap_err();
     assert!(err.is_rejection(), "{err}");
-    assert!(matches!(err, ClientError::Quote(..)), "{err}");
+    assert!(
+        matches!(err, Error::Appraisal(AppraisalError::Quote(_))),
+        "{err}"
+    );
 }
 
 /// A bare HTTP/1.1 GET over plain TCP.
@@ -622,29 +538,30 @@ async fn parse_outputs(client: &Client, request: &InferRequest) -> Tensor {
 /// attested claims and refuses any change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
-    use cloak_client::{EncryptedClient, Mode, Remote, Transport};
     use cloak_proto::receipt::{Receipt, ReceiptError};
 
-    let fixture = start(false, Limits::default()).await;
-    let attested = Client::bootstrap(&fixture.url(), fixture.policy(), None)
-        .await
-        .unwrap();
+    let (fixture, _) = start(false, Limits::default()).await;
+    let attested = connect(&fixture, fixture.policy(), None).await.unwrap();
     // The transport here is the server's own TLS, trusted as a plain certificate: nothing in
     // the encrypted path relies on it being the enclave.
-    let certificate = fixture.server.certificate();
-    let url = format!("https://localhost:{}", fixture.server.local_addr().port());
-    let encrypted = EncryptedClient::bootstrap(
-        &url,
-        fixture.policy(),
-        None,
-        Transport::with_roots(vec![certificate]),
-    )
-    .await
-    .unwrap();
-    let claims = encrypted.server().claims();
+    let certificate = fixture.running().certificate();
+    let url = format!(
+        "https://localhost:{}",
+        fixture.running().local_addr().port()
+    );
+    let encrypted = Client::builder()
+        .policy(fixture.policy())
+        .mode(Mode::Encapsulated)
+        .transport(Transport::with_ca_der([certificate.to_vec()]))
+        .connect(&url)
+        .await
+        .unwrap();
+    let encrypted_appraisal = encrypted.appraisal();
+    let claims = encrypted_appraisal.server().claims();
+    let attested_appraisal = attested.appraisal();
     assert_eq!(
         claims.evidence_digest(),
-        attested.server().claims().evidence_digest(),
+        attested_appraisal.server().claims().evidence_digest(),
         "both paths appraise the same server"
     );
     assert!(claims.nonce.is_some());
@@ -654,7 +571,8 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
             .with_output(RequestedOutput::new("probabilities").with_encoding(encoding));
         let body = request.encode(|_| encoding).unwrap();
         let direct = attested
-            .post(
+            .send(
+                Method::Post,
                 "/v2/models/demo/infer",
                 body.body().to_vec(),
                 body.header_len(),
@@ -662,7 +580,8 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
             .await
             .unwrap();
         let sealed = encrypted
-            .post(
+            .send(
+                Method::Post,
                 "/v2/models/demo/infer",
                 body.body().to_vec(),
                 body.header_len(),
@@ -681,7 +600,7 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
             encoding == TensorEncoding::Binary,
             "binary outputs say where their JSON header ends"
         );
-        let parse = |r: &cloak_client::HttpResponse| {
+        let parse = |r: &Response| {
             InferResponse::parse(&r.body, r.header_len, &KserveLimits::default()).unwrap()
         };
         assert_eq!(
@@ -691,17 +610,22 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
 
         // Both receipts verify against the claims each path appraised, for exactly these
         // bodies, and name the model's plaintext digest.
-        let receipt = sealed.verify_receipt(claims, body.body()).unwrap();
+        let receipt = sealed
+            .verify_receipt(encrypted_appraisal.server(), body.body())
+            .unwrap();
         assert_eq!(receipt.model, "demo");
         assert_eq!(receipt.model_sha256, cloak_crypto::hash::sha256(DEMO_MODEL));
         let direct_receipt = direct
-            .verify_receipt(attested.server().claims(), body.body())
+            .verify_receipt(attested_appraisal.server(), body.body())
             .unwrap();
         assert_ne!(receipt.request_id, direct_receipt.request_id);
         assert_eq!(receipt.evidence_sha256, direct_receipt.evidence_sha256);
         // Another request body, another response body, a changed receipt: refused.
         assert_eq!(
-            sealed.verify_receipt(claims, b"{}").unwrap_err().code(),
+            sealed
+                .verify_receipt(encrypted_appraisal.server(), b"{}")
+                .unwrap_err()
+                .code(),
             "receipt-input-mismatch"
         );
         let mut other = sealed.clone();
@@ -709,7 +633,7 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
         other.body.push(b' ');
         assert_eq!(
             other
-                .verify_receipt(claims, body.body())
+                .verify_receipt(encrypted_appraisal.server(), body.body())
                 .unwrap_err()
                 .code(),
             "receipt-output-mismatch"
@@ -720,23 +644,26 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
         let flipped = String::from_utf8(flipped).unwrap();
         assert!(Receipt::verify(&flipped, claims).is_err());
         // A receipt is not valid under another server's claims.
-        let other_server = start(false, Limits::default()).await;
-        let other_client = Client::bootstrap(&other_server.url(), other_server.policy(), None)
-            .await
-            .unwrap();
+        let other_server = SimServer::builder().start().await;
+        let other_client = other_server.client().await;
         assert_eq!(
             Receipt::verify(
                 sealed.receipt.as_deref().unwrap(),
-                other_client.server().claims()
+                other_client.appraisal().server().claims()
             ),
             Err(ReceiptError::Signature)
         );
-        other_server.server.shutdown().await;
+        other_server.shutdown().await;
     }
 
     // Errors travel inside the encapsulation with their KServe status; they carry no receipt.
     let missing = encrypted
-        .post("/v2/models/nope/infer", b"{\"inputs\":[]}".to_vec(), None)
+        .send(
+            Method::Post,
+            "/v2/models/nope/infer",
+            b"{\"inputs\":[]}".to_vec(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(missing.status, 404);
@@ -754,35 +681,39 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
     for _ in 0..3 {
         let body = request.encode(|_| TensorEncoding::Binary).unwrap();
         let response = session
-            .post(
+            .send(
+                Method::Post,
                 "/v2/models/demo/infer",
                 body.body().to_vec(),
                 body.header_len(),
             )
             .await
             .unwrap();
-        response.verify_receipt(claims, body.body()).unwrap();
+        response
+            .verify_receipt(encrypted_appraisal.server(), body.body())
+            .unwrap();
     }
 
     // The SDK's typed call, in both modes: KServe types in and out, receipt verified.
     let expected = parse_outputs(&attested, &demo_request()).await;
     for mode in [Mode::AttestedTls, Mode::Encapsulated] {
-        let remote = Remote::connect(
-            &url,
-            mode,
-            fixture.policy(),
-            None,
-            Transport::with_roots(vec![fixture.server.certificate()]),
-        )
-        .await
-        .unwrap();
+        let remote = Client::builder()
+            .policy(fixture.policy())
+            .mode(mode)
+            .transport(Transport::with_ca_der([certificate.to_vec()]))
+            .connect(&url)
+            .await
+            .unwrap();
         let mut session = remote.session().await.unwrap();
         let answer = session.infer("demo", &demo_request()).await.unwrap();
         assert_eq!(answer.receipt.model, "demo", "{mode:?}");
         assert_eq!(answer.response.outputs()[0].tensor(), &expected, "{mode:?}");
-        Receipt::verify(&answer.receipt_text, remote.server().claims()).unwrap();
+        Receipt::verify(&answer.receipt_text, remote.appraisal().server().claims()).unwrap();
         let missing = session.infer("nope", &demo_request()).await.unwrap_err();
-        assert!(matches!(missing, ClientError::Server(404, _)), "{missing}");
+        assert!(
+            matches!(&missing, Error::Server(s) if s.status == 404),
+            "{missing}"
+        );
 
         // The raw call under it: a success comes with its receipt verified for these bytes, a
         // refusal with none.
@@ -801,11 +732,11 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
             .send_inference("/v2/models/nope/infer", body.body().to_vec(), None)
             .await
             .unwrap();
-        assert_eq!(refused.status.as_u16(), 404, "{mode:?}");
+        assert_eq!(refused.status, 404, "{mode:?}");
         assert!(none.is_none());
     }
 
     // (A restarted server's refusal of requests sealed to its old key is tested through nginx
     // in the CLI tests: a transport that outlives the server.)
-    fixture.server.shutdown().await;
+    fixture.shutdown().await;
 }

@@ -3,15 +3,13 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
-pub mod reference;
-
 use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType as OnnxType;
 use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
 use tract_onnx::pb::type_proto;
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 pub use tract_onnx::pb::tensor_proto::DataType as Elem;
@@ -61,11 +59,32 @@ pub fn with_attribute(mut node: NodeProto, attribute: AttributeProto) -> NodePro
     node
 }
 
+/// An FP32 initializer (a constant: the model's weights) named `name`.
+pub fn weights(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.to_owned(),
+        dims: dims.to_vec(),
+        data_type: OnnxType::Float as i32,
+        float_data: values.to_vec(),
+        ..Default::default()
+    }
+}
+
 /// An ONNX model (IR 8, opset 17) of `nodes` from `inputs` to `outputs`, as bytes.
 pub fn model(
     nodes: Vec<NodeProto>,
     inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
+) -> Vec<u8> {
+    model_with_weights(nodes, inputs, outputs, Vec::new())
+}
+
+/// [`model`] with constant initializers.
+pub fn model_with_weights(
+    nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    initializer: Vec<TensorProto>,
 ) -> Vec<u8> {
     ModelProto {
         ir_version: 8,
@@ -79,6 +98,7 @@ pub fn model(
             name: "test".to_owned(),
             input: inputs,
             output: outputs,
+            initializer,
             ..Default::default()
         }),
         ..Default::default()

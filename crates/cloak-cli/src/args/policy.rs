@@ -1,0 +1,104 @@
+//! The appraisal policy, as every command that appraises evidence takes it: a policy file or
+//! the strict default, pins, and — under their own "Dangerous" heading in `--help` — the flags
+//! that loosen it.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use cloak_attest::policy::{AppraisalPolicy, DebugPolicy, TrustRootPolicy};
+use cloak_attest::types::Measurement;
+use cloak_attest::verify::{TcbStatus, TrustAnchor};
+
+use super::hex_arg;
+use crate::failure::Failure;
+use crate::files;
+
+/// Largest trust-root file read (a root certificate is about a kilobyte).
+const MAX_TRUST_ROOT: u64 = 64 * 1024;
+
+/// The appraisal policy flags.
+#[derive(Debug, Args)]
+pub(crate) struct PolicyArgs {
+    /// Appraisal policy (TOML); the flags below add to it [default: the strict policy: Intel's
+    /// root, UpToDate only, no advisories, no debug]
+    #[arg(long = "policy", value_name = "FILE.toml", help_heading = "Policy")]
+    policy_file: Option<PathBuf>,
+    /// Require this MRENCLAVE (replaces the policy file's list)
+    #[arg(long, value_name = "HEX", help_heading = "Policy")]
+    expect_mrenclave: Option<String>,
+    /// Require this MRSIGNER (replaces the policy file's list)
+    #[arg(long, value_name = "HEX", help_heading = "Policy")]
+    expect_mrsigner: Option<String>,
+    /// Trust this root (DER) instead of the Intel SGX Root CA (or the policy's root): evidence
+    /// that chains to it is believed, so give only a root you control (a simulated platform's)
+    #[arg(
+        long,
+        value_name = "FILE.der",
+        help_heading = "Dangerous (these weaken appraisal)"
+    )]
+    trust_root: Option<PathBuf>,
+    /// Also accept this TCB status (e.g. SWHardeningNeeded): a platform missing updates;
+    /// repeatable
+    #[arg(
+        long = "allow-status",
+        value_name = "NAME",
+        help_heading = "Dangerous (these weaken appraisal)"
+    )]
+    allow_status: Vec<String>,
+    /// Also tolerate this advisory id, or '*' for any: a platform with known vulnerabilities;
+    /// repeatable
+    #[arg(
+        long = "allow-advisory",
+        value_name = "ID",
+        help_heading = "Dangerous (these weaken appraisal)"
+    )]
+    allow_advisory: Vec<String>,
+    /// Accept debug enclaves and TDs: their memory is open to the host (development only)
+    #[arg(long, help_heading = "Dangerous (these weaken appraisal)")]
+    allow_debug: bool,
+}
+
+impl PolicyArgs {
+    /// The policy file (or the strict policy), with the flags applied.
+    pub(crate) fn build(&self) -> Result<AppraisalPolicy, Failure> {
+        let mut policy = match &self.policy_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Failure::io("read policy", path, &e))?;
+                let base = path.parent().unwrap_or(Path::new("."));
+                AppraisalPolicy::from_toml(&text, base).map_err(|e| {
+                    Failure::usage("invalid-policy", format!("{}: {e}", path.display()))
+                })?
+            }
+            None => AppraisalPolicy::strict(),
+        };
+        if let Some(path) = &self.trust_root {
+            let der = files::read_limited(path, MAX_TRUST_ROOT, "trust root")?;
+            TrustAnchor::custom(der.clone()).map_err(|e| {
+                Failure::usage("invalid-trust-root", format!("{}: {e}", path.display()))
+            })?;
+            policy = policy.with_trust_root(TrustRootPolicy::Der(der));
+        }
+        for name in &self.allow_status {
+            let status: TcbStatus = name
+                .parse()
+                .map_err(|e| Failure::usage("invalid-argument", format!("--allow-status: {e}")))?;
+            policy = policy.allow_tcb_status(status);
+        }
+        for id in &self.allow_advisory {
+            policy = policy.allow_advisory(id);
+        }
+        if self.allow_debug {
+            policy = policy.with_debug(DebugPolicy::Allow);
+        }
+        if let Some(hex) = &self.expect_mrenclave {
+            let value = Measurement::from_bytes(hex_arg("--expect-mrenclave", hex)?);
+            policy.sgx_identity_mut().mrenclave = Some(vec![value]);
+        }
+        if let Some(hex) = &self.expect_mrsigner {
+            let value = Measurement::from_bytes(hex_arg("--expect-mrsigner", hex)?);
+            policy.sgx_identity_mut().mrsigner = Some(vec![value]);
+        }
+        Ok(policy)
+    }
+}

@@ -1,0 +1,477 @@
+//! `cloak attest`: verify DCAP quotes against collateral and a policy; read RA-TLS certificates.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use cloak_attest::collateral::Collateral;
+use cloak_attest::policy::AppraisalPolicy;
+use cloak_attest::quote::Quote;
+use cloak_attest::ratls::{Binding, RaTlsCertificate};
+use cloak_attest::types::ReportData;
+use cloak_attest::verify::{TrustAnchor, VerifiedQuote, Verifier};
+use cloak_client::VerifiedServer;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::Reported;
+use crate::args::{PolicyArgs, ServerArgs, hex_arg};
+use crate::failure::{EXIT_VERIFICATION, Failure};
+use crate::{files, report};
+
+/// Largest quote or collateral file read (real ones are a few KiB to a few tens of KiB).
+const MAX_INPUT: u64 = 4 * 1024 * 1024;
+
+/// `cloak attest …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AttestCommand {
+    /// Verify a DCAP quote (SGX v3, TDX v4/v5) with its collateral and appraise it against a
+    /// policy; exit 0 accepted, 1 rejected, 2 bad usage or unreadable input
+    Verify(Box<VerifyArgs>),
+    /// Show the attestation evidence in an RA-TLS certificate and whether it binds the key;
+    /// exit 0 if every evidence extension binds, 1 if one does not, 2 if unreadable
+    InspectCert(InspectCertArgs),
+    /// Appraise a running Cloak server: its attested TLS certificate and a fresh attestation
+    /// for a nonce; exit 0 accepted, 1 rejected, 2 unreachable or bad usage
+    Server(Box<ServerAttestArgs>),
+}
+
+/// Arguments of `cloak attest verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The quote: binary, or hex text (with or without 0x)
+    #[arg(long, value_name = "FILE")]
+    quote: PathBuf,
+    /// The collateral, as dcap-qvl QuoteCollateralV3 JSON
+    #[arg(long, value_name = "FILE")]
+    collateral: PathBuf,
+    /// Verify as of this time (Unix seconds) [default: now]
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    at: Option<u64>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Require exactly this 64-byte report data (replaces the policy file's)
+    #[arg(long, value_name = "HEX")]
+    expect_report_data: Option<String>,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `cloak attest server`.
+#[derive(Debug, Args)]
+pub(crate) struct ServerAttestArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The nonce for the fresh attestation (hex, 1 to 64 bytes) [default: 32 random bytes]
+    #[arg(long, value_name = "HEX")]
+    nonce: Option<String>,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `cloak attest inspect-cert`.
+#[derive(Debug, Args)]
+pub(crate) struct InspectCertArgs {
+    /// The certificate (PEM or DER)
+    cert: PathBuf,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a `cloak attest` command.
+pub(crate) fn run(command: AttestCommand) -> Result<(), Reported> {
+    match command {
+        AttestCommand::Verify(args) => verify(&args),
+        AttestCommand::InspectCert(args) => inspect_cert(&args),
+        AttestCommand::Server(args) => server(&args),
+    }
+}
+
+/// The verdict of `cloak attest verify`, as printed with `--json`.
+#[derive(Serialize)]
+struct Verdict {
+    verdict: &'static str,
+    /// Whether the quote's signatures verified, so that the fields below are authentic.
+    verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tee: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quote_version: Option<u16>,
+    trust_root: String,
+    /// Whether the trust root is a simulation root (the evidence comes from no real TEE).
+    simulated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcb_status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advisory_ids: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform_tcb_status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qe_tcb_status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    measurements: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report_data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collateral_window: Option<Value>,
+    verified_at: u64,
+}
+
+fn verify(args: &VerifyArgs) -> Result<(), Reported> {
+    let mut policy = args.policy.build()?;
+    if let Some(hex) = &args.expect_report_data {
+        policy = policy.with_report_data(ReportData::from_bytes(hex_arg(
+            "--expect-report-data",
+            hex,
+        )?));
+    }
+    let quote = read_quote(&args.quote)?;
+    let collateral_bytes = files::read_limited(&args.collateral, MAX_INPUT, "collateral")?;
+    let collateral = Collateral::from_json(&collateral_bytes).map_err(|e| {
+        Failure::usage(
+            "unreadable-input",
+            format!("{}: {e}", args.collateral.display()),
+        )
+    })?;
+    let now = args.at.unwrap_or_else(unix_now);
+    let parsed = Quote::parse(&quote).ok();
+    let mut verdict = Verdict {
+        verdict: "rejected",
+        verified: false,
+        reason: None,
+        message: None,
+        tee: parsed.as_ref().map(|q| q.tee().as_str()),
+        quote_version: parsed.as_ref().map(|q| q.header().version()),
+        trust_root: policy.trust_root().to_string(),
+        simulated: false,
+        tcb_status: None,
+        advisory_ids: None,
+        platform_tcb_status: None,
+        qe_tcb_status: None,
+        measurements: parsed
+            .as_ref()
+            .and_then(|q| serde_json::to_value(q.measurements()).ok()),
+        report_data: parsed.as_ref().map(|q| q.report_data().to_string()),
+        collateral_window: None,
+        verified_at: now,
+    };
+
+    let outcome = evaluate(&policy, &quote, &collateral, now, &mut verdict);
+    if let Err((code, message)) = outcome {
+        verdict.reason = Some(code);
+        verdict.message = Some(message);
+    } else {
+        verdict.verdict = "accepted";
+    }
+    print_verdict(&verdict, args.json)?;
+    if verdict.verdict == "accepted" {
+        Ok(())
+    } else {
+        Err(Reported(std::process::ExitCode::from(EXIT_VERIFICATION)))
+    }
+}
+
+/// Verifies and appraises; fills in what verification established, even when the policy
+/// then rejects.
+fn evaluate(
+    policy: &AppraisalPolicy,
+    quote: &[u8],
+    collateral: &Collateral,
+    now: u64,
+    verdict: &mut Verdict,
+) -> Result<(), (&'static str, String)> {
+    let anchor: TrustAnchor = policy
+        .trust_root()
+        .anchor(quote, collateral)
+        .map_err(|e| (e.code(), e.to_string()))?;
+    verdict.trust_root = anchor.root().to_string();
+    verdict.simulated = anchor.is_simulated();
+    let verified = Verifier::new(anchor)
+        .verify(quote, collateral, now)
+        .map_err(|e| (e.code(), e.to_string()))?;
+    record(&verified, verdict);
+    policy
+        .appraise(verified)
+        .map(|_| ())
+        .map_err(|e| (e.code(), e.to_string()))
+}
+
+fn record(verified: &VerifiedQuote, verdict: &mut Verdict) {
+    verdict.verified = true;
+    verdict.tcb_status = Some(verified.tcb_status().as_str());
+    verdict.platform_tcb_status = Some(verified.platform_tcb_status().as_str());
+    verdict.qe_tcb_status = Some(verified.qe_tcb_status().as_str());
+    verdict.advisory_ids = Some(verified.advisory_ids().to_vec());
+    let (from, until) = verified.collateral_window();
+    verdict.collateral_window = Some(json!({ "valid_from": from, "valid_until": until }));
+}
+
+fn print_verdict(verdict: &Verdict, as_json: bool) -> Result<(), Failure> {
+    if as_json {
+        return report::print_json(verdict);
+    }
+    match (verdict.verdict, verdict.reason, &verdict.message) {
+        ("accepted", _, _) => say!(
+            "ACCEPTED {}{} quote v{} (trust root {}, TCB {}, advisories [{}])",
+            if verdict.simulated { "SIMULATED " } else { "" },
+            verdict.tee.unwrap_or("?"),
+            verdict.quote_version.unwrap_or(0),
+            verdict.trust_root,
+            verdict.tcb_status.unwrap_or("?"),
+            verdict
+                .advisory_ids
+                .as_deref()
+                .unwrap_or_default()
+                .join(", ")
+        )?,
+        (_, Some(reason), Some(message)) => say!("REJECTED ({reason}): {message}")?,
+        _ => say!("REJECTED")?,
+    }
+    if !verdict.verified && verdict.measurements.is_some() {
+        say!("  (the quote did not verify: the values below are unauthenticated)")?;
+    }
+    if let Some(Value::Object(fields)) = &verdict.measurements {
+        report::print_fields(fields)?;
+    }
+    if let Some(report_data) = &verdict.report_data {
+        say!("  {:<16} {report_data}", "report_data")?;
+    }
+    if let Some(status) = verdict.tcb_status.filter(|_| verdict.verdict != "accepted") {
+        say!(
+            "  {:<16} {status} (advisories [{}])",
+            "tcb_status",
+            verdict
+                .advisory_ids
+                .as_deref()
+                .unwrap_or_default()
+                .join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// A quote file: binary, or hex text with or without `0x` (line breaks and spaces allowed, as
+/// `xxd -p` writes it).
+fn read_quote(path: &Path) -> Result<Vec<u8>, Failure> {
+    let bytes = files::read_limited(path, MAX_INPUT, "quote")?;
+    let compact: Vec<u8> = bytes
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let digits = compact
+        .strip_prefix(b"0x")
+        .or_else(|| compact.strip_prefix(b"0X"))
+        .unwrap_or(&compact);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Ok(bytes);
+    }
+    hex::decode(digits).map_err(|e| {
+        Failure::usage(
+            "unreadable-input",
+            format!("{}: bad hex: {e}", path.display()),
+        )
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn inspect_cert(args: &InspectCertArgs) -> Result<(), Reported> {
+    let bytes = files::read_limited(&args.cert, MAX_INPUT, "certificate")?;
+    let cert = RaTlsCertificate::parse(&bytes)
+        .map_err(|e| Failure::usage(e.code(), format!("{}: {e}", args.cert.display())))?;
+    let evidence: Vec<Value> = cert
+        .evidence()
+        .iter()
+        .map(|e| {
+            let quote = match e.quote() {
+                Ok(q) => json!({
+                    "version": q.header().version(),
+                    "tee": q.tee().as_str(),
+                    "measurements": q.measurements(),
+                    "report_data": q.report_data().to_string(),
+                }),
+                Err(err) => json!({ "error": { "code": err.code(), "message": err.to_string() } }),
+            };
+            let binding = match e.binding() {
+                Binding::Holds(kind) => json!({ "holds": true, "kind": kind.name() }),
+                Binding::Broken(why) => json!({ "holds": false, "reason": why }),
+                _ => json!({ "holds": false }),
+            };
+            let claims = e.claims().map(|c| {
+                json!({
+                    "sha256": hex::encode(cloak_crypto::hash::sha256(c.raw())),
+                    "pubkey_hash": c.pubkey_hash().map(|(alg, hash)| json!({ "alg": alg, "hash": hex::encode(hash) })),
+                    "nonce": c.nonce().map(hex::encode),
+                    "other": c.other(),
+                })
+            });
+            json!({
+                "carrier": e.carrier().name(),
+                "oid": e.carrier().oid(),
+                "quote_len": e.quote_bytes().len(),
+                "quote": quote,
+                "claims": claims,
+                "binding": binding,
+            })
+        })
+        .collect();
+    let all_bind = cert.evidence().iter().all(|e| e.binding().holds());
+    let report = json!({
+        "subject": cert.subject(),
+        "spki_sha256": hex::encode(cloak_crypto::hash::sha256(cert.spki_der())),
+        "preferred": cert.preferred().map(|e| e.carrier().name()),
+        "binds": all_bind,
+        "evidence": evidence,
+    });
+    if args.json {
+        report::print_json(&report)?;
+    } else {
+        say!("certificate  {}", cert.subject())?;
+        say!(
+            "spki sha256  {}",
+            hex::encode(cloak_crypto::hash::sha256(cert.spki_der()))
+        )?;
+        for e in cert.evidence() {
+            let binding = match e.binding() {
+                Binding::Holds(kind) => format!("binds the key ({})", kind.name()),
+                Binding::Broken(why) => format!("DOES NOT bind the key: {why}"),
+                _ => "unknown binding".to_owned(),
+            };
+            say!(
+                "evidence     {} ({}): {binding}",
+                e.carrier().name(),
+                e.carrier().oid()
+            )?;
+            match e.quote() {
+                Ok(q) => {
+                    say!(
+                        "  quote      {} v{}, {} bytes",
+                        q.tee(),
+                        q.header().version(),
+                        e.quote_bytes().len()
+                    )?;
+                    if let Ok(Value::Object(fields)) = serde_json::to_value(q.measurements()) {
+                        report::print_fields(&fields)?;
+                    }
+                }
+                Err(err) => say!("  quote      unreadable: {err}")?,
+            }
+        }
+        say!(
+            "note         the quote itself is not verified here; use `cloak attest verify` with its collateral"
+        )?;
+    }
+    if all_bind {
+        Ok(())
+    } else {
+        Err(Reported(std::process::ExitCode::from(EXIT_VERIFICATION)))
+    }
+}
+
+/// `cloak attest server`: appraises the server (its attested TLS certificate, or its fresh
+/// attestation alone with --mode ohttp) for a nonce, and prints the verdict.
+fn server(args: &ServerAttestArgs) -> Result<(), Reported> {
+    let nonce = match &args.nonce {
+        Some(text) => hex::decode(text.trim().trim_start_matches("0x"))
+            .map_err(|e| Failure::usage("invalid-argument", format!("--nonce: {e}")))?,
+        None => {
+            let mut nonce = vec![0u8; 32];
+            getrandom::fill(&mut nonce).map_err(|e| Failure::usage("random", e.to_string()))?;
+            nonce
+        }
+    };
+    let builder = args.server.client()?.nonce(nonce.clone());
+    let outcome = crate::runtime::current_thread()?.block_on(builder.connect(args.server.url()));
+    let client = match outcome {
+        Ok(client) => client,
+        Err(e) => return Err(report::refused(&e, args.json)?),
+    };
+    let appraisal = client.appraisal();
+    if let Some(path) = args.server.attestation_out() {
+        files::write_json(path, appraisal.attestation(), "attestation")?;
+    }
+    print_accepted(appraisal.server(), &nonce, args.json)?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    verdict: &'static str,
+    trust_root: String,
+    simulated: bool,
+    tcb_status: &'static str,
+    advisory_ids: Vec<String>,
+    measurements: Value,
+    nonce: String,
+    claims: Value,
+}
+
+fn print_accepted(server: &VerifiedServer, nonce: &[u8], as_json: bool) -> Result<(), Failure> {
+    let verified = server.accepted().verified();
+    let claims = server.claims();
+    let models: Vec<Value> = claims
+        .models
+        .iter()
+        .map(|m| json!({"name": m.name, "bytes": m.bytes, "sha256": hex::encode(m.sha256)}))
+        .collect();
+    let accepted = Accepted {
+        verdict: "accepted",
+        trust_root: verified.trust_root().to_string(),
+        simulated: verified.is_simulated(),
+        tcb_status: verified.tcb_status().as_str(),
+        advisory_ids: verified.advisory_ids().to_vec(),
+        measurements: serde_json::to_value(server.measurements()).unwrap_or(Value::Null),
+        nonce: hex::encode(nonce),
+        claims: json!({
+            "platform": claims.platform,
+            "server_version": claims.server_version,
+            "tls_spki_sha256": hex::encode(claims.tls_spki_sha256),
+            "hpke_key_config": hex::encode(&claims.hpke_key_config),
+            "receipt_public_key": hex::encode(&claims.receipt_public_key),
+            "models": models,
+        }),
+    };
+    if as_json {
+        return report::print_json(&accepted);
+    }
+    say!(
+        "ACCEPTED {}server (trust root {}, TCB {}, advisories [{}]); fresh for nonce {}",
+        if accepted.simulated { "SIMULATED " } else { "" },
+        accepted.trust_root,
+        accepted.tcb_status,
+        accepted.advisory_ids.join(", "),
+        accepted.nonce
+    )?;
+    if let Value::Object(fields) = &accepted.measurements {
+        report::print_fields(fields)?;
+    }
+    say!("  {:<16} {}", "platform", claims.platform)?;
+    say!("  {:<16} {}", "server_version", claims.server_version)?;
+    say!(
+        "  {:<16} {}",
+        "tls_spki_sha256",
+        hex::encode(claims.tls_spki_sha256)
+    )?;
+    for model in &claims.models {
+        say!(
+            "  {:<16} {} ({} bytes, sha256 {})",
+            "model",
+            model.name,
+            model.bytes,
+            hex::encode(model.sha256)
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,440 @@
+//! `cloak kbs`: the model owner's key broker — create it, run it, and administer it.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use cloak_kbs::admin::{AdminClient, AdminError};
+use cloak_kbs::http::{DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SECOND, RateLimit};
+use cloak_kbs::{
+    AdminToken, Broker, BrokerConfig, BrokerError, Clock as _, MASTER_KEY_ENV, MasterKey,
+    MasterKeySource, SqliteStore, SystemClock,
+};
+use cloak_proto::kbs::{AuditResponse, AuditVerification};
+
+use crate::Reported;
+use crate::args::parse_duration;
+use crate::failure::{EXIT_VERIFICATION, Failure};
+use crate::files::read_key_file;
+
+/// `cloak kbs` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum KbsCommand {
+    /// Create a broker database, its master key (unless CLOAK_KBS_MASTER_KEY holds one) and an
+    /// admin token
+    Init(InitArgs),
+    /// Run the broker: release model keys to enclaves whose evidence satisfies the model's
+    /// policy, and audit every decision
+    Serve(ServeArgs),
+    /// Register a model's key and release policy on a running broker
+    AddModel(AddModelArgs),
+    /// Replace a model's release policy on a running broker
+    SetPolicy(SetPolicyArgs),
+    /// Remove a model and its key from a running broker
+    RemoveModel(RemoveModelArgs),
+    /// List a running broker's audit log, and with --verify check its hash chain (exit 1 when
+    /// it is not intact)
+    Audit(AuditArgs),
+}
+
+/// Arguments of `cloak kbs init`.
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// The broker database to create (SQLite); the master key goes to DB.master-key
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+    /// Where to write the new admin token (mode 0600; never overwritten)
+    #[arg(long, value_name = "FILE")]
+    admin_token_out: PathBuf,
+}
+
+/// Arguments of `cloak kbs serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The broker database (made by `cloak kbs init`)
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+    /// Address to listen on; plain HTTP only on loopback addresses, anything else needs TLS
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// TLS certificate chain (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The master-key file, when CLOAK_KBS_MASTER_KEY is not set [default: DB.master-key]
+    #[arg(long, value_name = "FILE")]
+    master_key: Option<PathBuf>,
+    /// How long a challenge nonce stays valid (whole seconds: 60, 60s, 2m)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    nonce_ttl: Duration,
+    /// Challenge and release requests per second per client address
+    #[arg(long, value_name = "N", default_value_t = NonZeroU32::new(DEFAULT_RATE_PER_SECOND).unwrap_or(NonZeroU32::MIN))]
+    rate_limit_per_second: NonZeroU32,
+    /// Challenge and release requests allowed in a burst per client address
+    #[arg(long, value_name = "N", default_value_t = NonZeroU32::new(DEFAULT_RATE_BURST).unwrap_or(NonZeroU32::MIN))]
+    rate_limit_burst: NonZeroU32,
+}
+
+/// How to reach a broker's admin API.
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    /// The broker's URL (http://127.0.0.1:PORT or https://HOST:PORT)
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// The admin token file written by `cloak kbs init`
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: PathBuf,
+    /// PEM CA certificates for an https broker [default: the Mozilla roots]
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+}
+
+/// Arguments of `cloak kbs add-model`.
+#[derive(Debug, Args)]
+pub(crate) struct AddModelArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The model name (as in its container header)
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    /// The model key file
+    #[arg(long, value_name = "KEYFILE")]
+    key: PathBuf,
+    /// The release policy (appraisal-policy TOML; a trust_root path is sent as its sha256:)
+    #[arg(long, value_name = "POLICY.toml")]
+    policy: PathBuf,
+}
+
+/// Arguments of `cloak kbs set-policy`.
+#[derive(Debug, Args)]
+pub(crate) struct SetPolicyArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The model name
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    /// The new release policy (appraisal-policy TOML)
+    #[arg(long, value_name = "POLICY.toml")]
+    policy: PathBuf,
+}
+
+/// Arguments of `cloak kbs remove-model`.
+#[derive(Debug, Args)]
+pub(crate) struct RemoveModelArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The model name
+    #[arg(long, value_name = "NAME")]
+    name: String,
+}
+
+/// Arguments of `cloak kbs audit`.
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Print the records (and verification) as JSON
+    #[arg(long)]
+    json: bool,
+    /// Have the broker check the hash chain; exit 1 if it is not intact
+    #[arg(long)]
+    verify: bool,
+}
+
+pub(crate) fn run(command: KbsCommand) -> Result<(), Reported> {
+    match command {
+        KbsCommand::Init(args) => init(&args).map_err(Reported::from),
+        KbsCommand::Serve(args) => serve(&args),
+        KbsCommand::AddModel(args) => add_model(&args),
+        KbsCommand::SetPolicy(args) => set_policy(&args),
+        KbsCommand::RemoveModel(args) => remove_model(&args),
+        KbsCommand::Audit(args) => audit(&args),
+    }
+}
+
+fn init(args: &InitArgs) -> Result<(), Failure> {
+    let master = match master_key_from_env()? {
+        Some(key) => MasterKeySource::Given(key),
+        None => MasterKeySource::CreateFile(cloak_kbs::default_master_key_path(&args.db)),
+    };
+    let master_file = match &master {
+        MasterKeySource::CreateFile(path) => Some(path.clone()),
+        _ => None,
+    };
+    cloak_kbs::init(&args.db, &args.admin_token_out, master, SystemClock.now())
+        .map_err(|e| broker_failure(&e))?;
+    say!("initialised broker database {}", args.db.display())?;
+    match master_file {
+        Some(path) => say!(
+            "master key: {} (mode 0600; back it up — without it the model keys are lost)",
+            path.display()
+        )?,
+        None => say!("master key: from {MASTER_KEY_ENV} (not written)")?,
+    }
+    say!(
+        "admin token: {} (mode 0600)",
+        args.admin_token_out.display()
+    )?;
+    Ok(())
+}
+
+fn serve(args: &ServeArgs) -> Result<(), Reported> {
+    crate::runtime::init_logging(crate::runtime::LogFormat::Text);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = std::fs::read(cert).map_err(|e| Failure::io("read", cert, &e))?;
+            let key_pem = zeroize::Zeroizing::new(
+                std::fs::read(key).map_err(|e| Failure::io("read", key, &e))?,
+            );
+            Some(cloak_kbs::http::tls_config(&cert, &key_pem).map_err(|e| broker_failure(&e))?)
+        }
+        _ => None,
+    };
+    if tls.is_none() && !cloak_kbs::http::plain_http_allowed(&args.listen) {
+        return Err(Failure::usage(
+            "plain-http-not-loopback",
+            format!(
+                "refusing to serve plain HTTP on {}: only loopback addresses may go without \
+                 --tls-cert and --tls-key",
+                args.listen
+            ),
+        )
+        .into());
+    }
+    if std::fs::symlink_metadata(&args.db).is_err() {
+        return Err(Failure::usage(
+            "not-initialised",
+            format!(
+                "{} does not exist (create it with `cloak kbs init`)",
+                args.db.display()
+            ),
+        )
+        .into());
+    }
+    let master = match master_key_from_env()? {
+        Some(key) => key,
+        None => {
+            let path = args
+                .master_key
+                .clone()
+                .unwrap_or_else(|| cloak_kbs::default_master_key_path(&args.db));
+            MasterKey::read_file(&path).map_err(|e| broker_failure(&e))?
+        }
+    };
+    let store = SqliteStore::open(&args.db).map_err(|e| broker_failure(&e.into()))?;
+    let broker = match Broker::open(
+        Arc::new(store),
+        &master,
+        Arc::new(SystemClock),
+        BrokerConfig {
+            nonce_ttl: args.nonce_ttl.as_secs().max(1),
+        },
+    ) {
+        Ok(broker) => broker,
+        Err(e @ BrokerError::WrongMasterKey) => {
+            eprintln!("error: {e} ({})", e.code());
+            return Err(Reported(ExitCode::from(EXIT_VERIFICATION)));
+        }
+        Err(e) => return Err(broker_failure(&e).into()),
+    };
+    drop(master);
+    let router = cloak_kbs::http::router(
+        Arc::new(broker),
+        RateLimit {
+            per_second: args.rate_limit_per_second,
+            burst: args.rate_limit_burst,
+        },
+    );
+    let runtime = crate::runtime::multi_thread()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| {
+                Failure::usage("listen", format!("cannot listen on {}: {e}", args.listen))
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Failure::usage("listen", e.to_string()))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        say!("cloak kbs: listening on {scheme}://{local}")?;
+        tracing::info!(%local, tls = tls.is_some(), "key broker listening");
+        cloak_kbs::http::serve(listener, tls, router, crate::runtime::shutdown_signal()).await;
+        tracing::info!("key broker stopped");
+        Ok::<(), Failure>(())
+    })?;
+    Ok(())
+}
+
+fn add_model(args: &AddModelArgs) -> Result<(), Reported> {
+    let key = read_key_file(&args.key)?;
+    let policy =
+        cloak_kbs::policy::policy_for_upload(&args.policy).map_err(|e| broker_failure(&e))?;
+    let client = admin_client(&args.admin)?;
+    client
+        .add_model(&args.name, &key, &policy)
+        .map_err(|e| admin_failure(&e))?;
+    say!("added model {} (key id {})", args.name, key.id())?;
+    Ok(())
+}
+
+fn set_policy(args: &SetPolicyArgs) -> Result<(), Reported> {
+    let policy =
+        cloak_kbs::policy::policy_for_upload(&args.policy).map_err(|e| broker_failure(&e))?;
+    let client = admin_client(&args.admin)?;
+    client
+        .set_policy(&args.name, &policy)
+        .map_err(|e| admin_failure(&e))?;
+    say!("replaced the policy of model {}", args.name)?;
+    Ok(())
+}
+
+fn remove_model(args: &RemoveModelArgs) -> Result<(), Reported> {
+    let client = admin_client(&args.admin)?;
+    client
+        .remove_model(&args.name)
+        .map_err(|e| admin_failure(&e))?;
+    say!("removed model {}", args.name)?;
+    Ok(())
+}
+
+fn audit(args: &AuditArgs) -> Result<(), Reported> {
+    let client = admin_client(&args.admin)?;
+    let response = client.audit(args.verify).map_err(|e| admin_failure(&e))?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&response)
+            .map_err(|e| Failure::usage("json", e.to_string()))?;
+        say!("{text}")?;
+    } else {
+        print_table(&response)?;
+    }
+    match &response.verification {
+        Some(verification) if !args.json => print_verification(verification)?,
+        _ => {}
+    }
+    match &response.verification {
+        Some(AuditVerification { intact: false, .. }) if args.json => {
+            eprintln!("error: the audit log is NOT intact");
+            Err(Reported(ExitCode::from(EXIT_VERIFICATION)))
+        }
+        Some(AuditVerification { intact: false, .. }) => {
+            Err(Reported(ExitCode::from(EXIT_VERIFICATION)))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn print_table(response: &AuditResponse) -> Result<(), Failure> {
+    say!(
+        "{:>6}  {:<20}  {:<12}  {:<24}  {:<8}  {:<24}  {:<21}  MRENCLAVE",
+        "SEQ",
+        "TIME",
+        "EVENT",
+        "MODEL",
+        "DECISION",
+        "REASON",
+        "CLIENT"
+    )?;
+    for r in &response.records {
+        let time = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(r.time));
+        let mrenclave: String = r
+            .measurements
+            .get("mrenclave")
+            .map(|m| m.chars().take(16).collect())
+            .unwrap_or_else(|| "-".into());
+        say!(
+            "{:>6}  {:<20}  {:<12}  {:<24}  {:<8}  {:<24}  {:<21}  {}",
+            r.seq,
+            time,
+            r.event,
+            if r.model.is_empty() { "-" } else { &r.model },
+            r.decision,
+            r.reason,
+            r.client,
+            mrenclave
+        )?;
+    }
+    if response.records.is_empty() {
+        say!("(no records)")?;
+    }
+    Ok(())
+}
+
+fn print_verification(v: &AuditVerification) -> Result<(), Failure> {
+    if v.intact {
+        say!(
+            "audit chain: intact ({} records, head {})",
+            v.records,
+            v.head
+        )?;
+    } else {
+        say!(
+            "audit chain: NOT intact: record {} {} ({} records, head {})",
+            v.first_bad_seq
+                .map_or_else(|| "?".into(), |s| s.to_string()),
+            v.problem.as_deref().unwrap_or("broken"),
+            v.records,
+            v.head
+        )?;
+        eprintln!(
+            "error: the audit log is NOT intact: the first bad record is {} ({})",
+            v.first_bad_seq
+                .map_or_else(|| "?".into(), |s| s.to_string()),
+            v.problem.as_deref().unwrap_or("broken")
+        );
+    }
+    Ok(())
+}
+
+fn admin_client(args: &AdminArgs) -> Result<AdminClient, Failure> {
+    if AdminToken::file_is_private(&args.admin_token_file) == Some(false) {
+        eprintln!(
+            "warning: admin token file {} is accessible to other users; run `chmod 600 {}`",
+            args.admin_token_file.display(),
+            args.admin_token_file.display()
+        );
+    }
+    let token = AdminToken::read_file(&args.admin_token_file).map_err(|e| broker_failure(&e))?;
+    let ca = args
+        .ca
+        .as_deref()
+        .map(|path| std::fs::read(path).map_err(|e| Failure::io("read", path, &e)))
+        .transpose()?;
+    AdminClient::new(&args.url, token, ca.as_deref())
+        .map_err(|e| Failure::usage("invalid-argument", e.to_string()))
+}
+
+/// The master key from `CLOAK_KBS_MASTER_KEY`, if set.
+fn master_key_from_env() -> Result<Option<MasterKey>, Failure> {
+    match std::env::var(MASTER_KEY_ENV) {
+        Ok(text) => MasterKey::from_hex(&text)
+            .map(Some)
+            .map_err(|e| Failure::usage("master-key", format!("{MASTER_KEY_ENV}: {e}"))),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Failure::usage(
+            "master-key",
+            format!("{MASTER_KEY_ENV} is not 64 hexadecimal digits"),
+        )),
+    }
+}
+
+fn broker_failure(error: &BrokerError) -> Failure {
+    Failure::usage(error.code(), error.to_string())
+}
+
+/// A refused admin call: a wrong token exits 1 (authentication failure), the rest 2.
+fn admin_failure(error: &AdminError) -> Reported {
+    if error.is_unauthorized() {
+        eprintln!("error: {error}");
+        Reported(ExitCode::from(EXIT_VERIFICATION))
+    } else {
+        // Stable codes from the broker are dynamic strings; the failure carries a generic one
+        // and the message names the broker's.
+        Reported::from(Failure::usage("broker-refused", error.to_string()))
+    }
+}

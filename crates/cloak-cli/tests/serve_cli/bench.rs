@@ -1,0 +1,70 @@
+//! `cloak bench`: the confidentiality tax, reported consistently.
+
+use std::process::Command;
+
+use cloak_test_support::cli::{ok, s};
+use serde_json::Value;
+
+use crate::{cloak, exe};
+
+#[test]
+fn bench_reports_the_confidentiality_tax() {
+    let model = cloak_test_support::models::demo_path();
+    let out = cloak(&[
+        "bench",
+        "--model",
+        s(&model),
+        "--iterations",
+        "4",
+        "--warmup",
+        "1",
+        "--seconds",
+        "0.2",
+        "--concurrency",
+        "1,3",
+        "--idle-ms",
+        "1",
+        "--json",
+    ]);
+    ok(&out);
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &reports.as_array().unwrap()[0];
+    assert_eq!(report["model"], "demo-mlp.onnx");
+    let field = |name: &str| report[name].as_f64().unwrap_or(f64::NAN);
+    for name in [
+        "engine_ms_p50",
+        "atls_ms_p50",
+        "ohttp_ms_p50",
+        "tax_atls",
+        "tax_ohttp",
+    ] {
+        assert!(field(name) > 0.0, "{name}: {report}");
+    }
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    assert!(close(
+        field("tax_atls"),
+        field("atls_ms_p50") / field("engine_ms_p50")
+    ));
+    assert!(close(
+        field("tax_ohttp"),
+        field("ohttp_ms_p50") / field("engine_ms_p50")
+    ));
+    let throughput = report["throughput"].as_array().unwrap();
+    assert_eq!(throughput.len(), 2);
+    assert_eq!(throughput[1]["clients"], 3);
+    for point in throughput {
+        for mode in ["engine_rps", "atls_rps", "ohttp_rps"] {
+            assert!(point[mode].as_f64().unwrap() > 0.0, "{point}");
+        }
+    }
+
+    // Without models and without the model cache it says where they come from.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(exe())
+        .arg("bench")
+        .env("CLOAK_MODEL_CACHE", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/fetch-models.py"));
+}

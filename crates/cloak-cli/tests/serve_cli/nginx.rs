@@ -1,0 +1,336 @@
+//! Encrypted requests through a real, untrusted, TLS-terminating nginx that logs every body it
+//! forwards: it sees ciphertext; a plaintext control request shows it would have seen the rest.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use cloak_test_support::cli::{ok, s};
+use cloak_test_support::process::Killed;
+use serde_json::Value;
+
+use crate::{cloak, cloak_infer, proxy, serve};
+
+/// nginx from the distribution as an untrusted TLS-terminating load balancer on loopback, which
+/// logs every request body it forwards. Killed on drop.
+struct Nginx {
+    _child: Killed,
+    url: String,
+    access_log: PathBuf,
+    ca: PathBuf,
+}
+
+impl Nginx {
+    fn access_log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.access_log).unwrap_or_default()).into_owned()
+    }
+
+    /// The access log once it has a line containing `needle`: nginx writes a request's line
+    /// after the response has gone out, so a client can be faster than the log.
+    fn access_log_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.access_log();
+            if log.contains(needle) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Starts nginx in front of `upstream` (host:port), or `None` where there is no nginx (CI
+/// installs it and sets `CLOAK_REQUIRE_NGINX=1`).
+fn nginx(dir: &Path, upstream: &str) -> Option<Nginx> {
+    let binary = cloak_test_support::deps::nginx()?;
+    let root = dir.join("nginx");
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ca = root.join("lb.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    std::fs::write(root.join("lb.key"), certified.signing_key.serialize_pem()).unwrap();
+    let port = cloak_test_support::process::free_port();
+    let r = s(&root);
+    // One process, no user switch, everything under `root`; the access log records each
+    // request body as nginx forwards it (non-printable bytes escaped as \xHH).
+    let config = format!(
+        r#"daemon off;
+master_process off;
+pid {r}/nginx.pid;
+error_log {r}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    log_format bodies '$remote_addr "$request" $status "$http_content_type" "$request_body"';
+    access_log {r}/access.log bodies;
+    client_body_temp_path {r}/tmp/body;
+    proxy_temp_path {r}/tmp/proxy;
+    fastcgi_temp_path {r}/tmp/fastcgi;
+    uwsgi_temp_path {r}/tmp/uwsgi;
+    scgi_temp_path {r}/tmp/scgi;
+    client_body_buffer_size 1m;
+    client_max_body_size 16m;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {r}/lb.pem;
+        ssl_certificate_key {r}/lb.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{
+            proxy_pass https://{upstream};
+            proxy_ssl_verify off;
+            proxy_ssl_protocols TLSv1.3;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"#
+    );
+    std::fs::write(root.join("nginx.conf"), config).unwrap();
+    let child = Command::new(binary)
+        .args(["-p", r, "-c", s(&root.join("nginx.conf"))])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx did not start: {}",
+            std::fs::read_to_string(root.join("stderr.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some(Nginx {
+        _child: Killed(child),
+        url: format!("https://localhost:{port}"),
+        access_log: root.join("access.log"),
+        ca,
+    })
+}
+
+/// `curl` with `args`; returns the status code and the body.
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.trim().parse().unwrap(), body.to_owned())
+}
+
+#[test]
+fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
+    let server = serve(&[]);
+    let upstream = server.url.strip_prefix("https://").unwrap().to_owned();
+    let Some(lb) = nginx(server.dir.path(), &upstream) else {
+        return;
+    };
+    let dir = server.dir.path();
+    let policy = server.policy();
+    let policy_args: Vec<&str> = policy.iter().map(String::as_str).collect();
+    // Values no log could contain by chance.
+    let request = dir.join("secret-request.json");
+    std::fs::write(
+        &request,
+        r#"{"inputs":[{"name":"features","datatype":"FP32","shape":[2,4],
+            "data":[0.1234567,-0.7654321,0.3141593,0.2718282,-0.4242424,0.9999125,0.0123457,0.7777771]}]}"#,
+    )
+    .unwrap();
+    let secrets = [
+        "1234.5678",
+        "8765.4321",
+        "0.31415926",
+        "2718.2818",
+        "4242.4242",
+    ];
+
+    // A data owner through the load balancer: encapsulated to the enclave's attested key.
+    let receipt = dir.join("receipt.txt");
+    let attestation = dir.join("attestation.json");
+    let mut args = vec![
+        "infer",
+        &lb.url,
+        "--mode",
+        "ohttp",
+        "--ca",
+        s(&lb.ca),
+        "--model",
+        "demo",
+        "--input",
+        s(&request),
+        "--json",
+        "--receipt-out",
+        s(&receipt),
+        "--attestation-out",
+        s(&attestation),
+    ];
+    args.extend_from_slice(&policy_args);
+    let out = cloak(&args);
+    ok(&out);
+    let response: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outputs: Vec<String> = response["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(outputs.len(), 6);
+    // The output values distinctive enough to look for (not 0.0 or 1.0).
+    let outputs: Vec<String> = outputs.into_iter().filter(|v| v.len() >= 8).collect();
+    assert!(!outputs.is_empty(), "{response}");
+    // The same request over attested TLS straight to the server gives the same numbers.
+    let direct = cloak_infer(&server.url, "demo", &request, &policy, true);
+    ok(&direct);
+    let direct: Value = serde_json::from_slice(&direct.stdout).unwrap();
+    assert_eq!(direct["outputs"], response["outputs"]);
+
+    // nginx forwarded ciphertext: its log has the encapsulated request, no input or output
+    // value; neither has the server's debug log.
+    let ohttp_line = "\"POST /v1/ohttp HTTP/1.1\" 200 \"message/ohttp-req\"";
+    let log = lb.access_log_with(ohttp_line);
+    assert!(log.contains(ohttp_line), "{log}");
+    let server_log = server.log();
+    for value in secrets
+        .iter()
+        .copied()
+        .chain(outputs.iter().map(String::as_str))
+    {
+        assert!(!log.contains(value), "nginx logged {value}: {log}");
+        assert!(!server_log.contains(value), "the server logged {value}");
+    }
+
+    // The receipt verifies offline against the saved attestation, for exactly this request.
+    let mut verify = vec![
+        "receipt",
+        "verify",
+        s(&receipt),
+        "--attestation",
+        s(&attestation),
+        "--request",
+        s(&request),
+        "--json",
+    ];
+    verify.extend_from_slice(&policy_args);
+    let out = cloak(&verify);
+    ok(&out);
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["verdict"], "valid");
+    assert_eq!(verdict["model"], "demo");
+    // Another request body, a changed receipt byte, or a policy that rejects the enclave: exit 1.
+    let other = dir.join("other-request.json");
+    std::fs::write(&other, b"{}").unwrap();
+    let mut wrong_body = verify.clone();
+    wrong_body[6] = s(&other);
+    let out = cloak(&wrong_body);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("receipt-input-mismatch"));
+    let text = std::fs::read_to_string(&receipt).unwrap();
+    let mut bytes = text.trim().as_bytes().to_vec();
+    let at = bytes.len() / 2;
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    let tampered = dir.join("tampered-receipt.txt");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let mut changed = verify.clone();
+    changed[2] = s(&tampered);
+    let out = cloak(&changed);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let zeros = "00".repeat(32);
+    let mut rejecting = verify.clone();
+    let pin = rejecting
+        .iter()
+        .position(|a| *a == "--expect-mrenclave")
+        .unwrap();
+    rejecting[pin + 1] = &zeros;
+    let out = cloak(&rejecting);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("measurement-mismatch"));
+
+    // Attested TLS cannot pass a TLS-terminating proxy: the client sees nginx's certificate,
+    // which carries no evidence, and sends nothing.
+    let mut atls = vec!["infer", &lb.url, "--model", "demo", "--input", s(&request)];
+    atls.extend_from_slice(&policy_args);
+    let out = cloak(&atls);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The gateway's own refusals, in the clear and without content.
+    let ca = s(&lb.ca);
+    let gateway = format!("{}/v1/ohttp", lb.url);
+    let (status, body) = curl(&[
+        "--cacert",
+        ca,
+        "-H",
+        "content-type: message/ohttp-req",
+        "--data-binary",
+        "not an encapsulated request",
+        &gateway,
+    ]);
+    // Its first byte is not the attested key's id.
+    assert_eq!(status, 400);
+    assert!(body.contains("ohttp-key"), "{body}");
+    assert!(!body.contains("encapsulated request"), "{body}");
+    let (status, _) = curl(&[
+        "--cacert",
+        ca,
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        "{}",
+        &gateway,
+    ]);
+    assert_eq!(status, 415);
+
+    // The control: a plaintext request through the same nginx lands in its log, so the
+    // checks above could have failed.
+    let (status, _) = curl(&[
+        "--cacert",
+        ca,
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &format!("@{}", s(&request)),
+        &format!("{}/v2/models/demo/infer", lb.url),
+    ]);
+    assert_eq!(status, 200);
+    assert!(lb.access_log_with("0.1234567").contains("0.1234567"));
+
+    // `cloak proxy --mode ohttp` through nginx; the server restarts behind it (new keys, new
+    // identity) and the proxy appraises it again instead of failing.
+    let mut args = vec!["--mode", "ohttp", "--ca", ca];
+    args.extend_from_slice(&policy_args);
+    let proxy = proxy(dir, &lb.url, &args).unwrap();
+    let infer_url = format!("{}/v2/models/demo/infer", proxy.url());
+    let post = [
+        "-D",
+        "-",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &format!("@{}", s(&request)),
+        &infer_url,
+    ];
+    let (status, body) = curl(&post);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.to_ascii_lowercase().contains("cloak-receipt: "),
+        "{body}"
+    );
+    let mut server = server;
+    server.restart();
+    let (status, body) = curl(&post);
+    assert_eq!(status, 200, "{body}");
+    let log = proxy.log();
+    assert!(log.contains("identity changed; re-appraising"), "{log}");
+}

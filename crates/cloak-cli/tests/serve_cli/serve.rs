@@ -1,0 +1,246 @@
+//! The server and a data owner: appraisal, inference, refusals, and the unmodified
+//! `tritonclient`.
+
+use cloak_test_support::cli::ok;
+use serde_json::Value;
+
+use crate::{
+    assert_triton_report, cloak, cloak_infer, cloak_mrenclave, serve, server_metrics, triton_check,
+    tritonclient, write_request,
+};
+
+#[test]
+fn attest_and_infer_against_a_served_model() {
+    let server = serve(&[]);
+    let summary = server.process.stdout.join("\n");
+    assert!(summary.contains("model ready      demo"), "{summary}");
+    assert!(summary.contains("model FAILED     tampered"), "{summary}");
+
+    let mrenclave = hex::encode(cloak_mrenclave());
+    let policy = server.policy();
+
+    // The data owner appraises the server: verdict, measurements, claims.
+    let mut args = vec![
+        "attest",
+        "server",
+        &server.url,
+        "--json",
+        "--nonce",
+        "00112233",
+    ];
+    args.extend(policy.iter().map(String::as_str));
+    let out = cloak(&args);
+    ok(&out);
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["verdict"], "accepted");
+    assert_eq!(verdict["simulated"], true);
+    assert_eq!(verdict["nonce"], "00112233");
+    assert_eq!(verdict["measurements"]["mrenclave"], mrenclave.as_str());
+    assert_eq!(verdict["claims"]["platform"], "sim");
+    let models = verdict["claims"]["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1, "{models:?}");
+    assert_eq!(models[0]["name"], "demo");
+    assert_eq!(
+        models[0]["sha256"],
+        hex::encode(cloak_crypto::hash::sha256(
+            cloak_test_support::models::DEMO_ONNX
+        ))
+        .as_str()
+    );
+
+    // Inference: exactly the KServe v2 response body with --json.
+    let request = write_request(server.dir.path());
+    let out = cloak_infer(&server.url, "demo", &request, &policy, true);
+    ok(&out);
+    let response: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(response["model_name"], "demo");
+    assert_eq!(response["id"], "cli-1");
+    let probabilities = response["outputs"][0]["data"].as_array().unwrap();
+    assert_eq!(probabilities.len(), 6);
+    let row: f64 = probabilities[..3].iter().map(|v| v.as_f64().unwrap()).sum();
+    assert!((row - 1.0).abs() < 1e-5, "softmax rows sum to 1: {row}");
+
+    // Without --json: the verdict line, then the response.
+    let out = cloak_infer(&server.url, "demo", &request, &policy, false);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("server accepted: MRENCLAVE"), "{text}");
+    assert!(text.contains("SIMULATED"), "{text}");
+
+    // An unknown model is the server's error, exit 2.
+    let out = cloak_infer(&server.url, "nope", &request, &policy, false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+
+    // The tampered model: the server says why, over the protocol.
+    let out = cloak_infer(&server.url, "tampered", &request, &policy, false);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("503") && stderr.contains("chunk-authentication"),
+        "{stderr}"
+    );
+
+    // The server logged every request (debug level), and never an input value.
+    let log = server.log();
+    assert!(log.contains("inference done"), "{log}");
+    assert!(!log.contains("3.14159"), "{log}");
+}
+
+#[test]
+fn a_rejected_server_gets_nothing() {
+    let server = serve(&[]);
+    let request = write_request(server.dir.path());
+    let wrong = server.sim.policy_flags([0xab; 32]);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (wrong, "measurement-mismatch"),
+        // The strict default trusts only Intel's root.
+        (vec![], "untrusted-root"),
+    ];
+    for (policy, reason) in cases {
+        let mut args = vec!["attest", "server", &server.url, "--json"];
+        args.extend(policy.iter().map(String::as_str));
+        let out = cloak(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(verdict["verdict"], "rejected");
+        assert_eq!(verdict["reason"], reason);
+
+        let out = cloak_infer(&server.url, "demo", &request, &policy, true);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            out.stdout.is_empty(),
+            "nothing printed for a refused server"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("REJECTED") && stderr.contains(reason),
+            "{stderr}"
+        );
+    }
+    // Nothing was inferred: the server's own counters say so.
+    let metrics = server_metrics(&server);
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("cloak_inference_requests_total{") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_debug_enclave_is_refused_unless_allowed() {
+    let server = serve(&["--sim-debug"]);
+    let policy = server.policy();
+    let mut args = vec!["attest", "server", server.url.as_str(), "--json"];
+    args.extend(policy.iter().map(String::as_str));
+    let out = cloak(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["reason"], "debug-enclave");
+    args.push("--allow-debug");
+    let out = cloak(&args);
+    ok(&out);
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["measurements"]["debug"], true);
+}
+
+#[test]
+fn tritonclient_works_unmodified() {
+    let Some(python) = tritonclient() else { return };
+    let server = serve(&[]);
+    let report = triton_check(&python, server.url.strip_prefix("https://").unwrap());
+    assert_triton_report(&server, &report);
+}
+
+/// The server is spelled the same way by every command that talks to one (`--server`, or the
+/// earlier first argument and `--upstream`), the accepted attestation goes to
+/// `--attestation-out` (or the earlier `--out`), and the flags that weaken appraisal are grouped
+/// under their own heading.
+#[test]
+fn commands_spell_their_shared_flags_alike() {
+    let server = serve(&[]);
+    let dir = server.dir.path();
+    let policy = server.policy();
+    let request = write_request(dir);
+    let new_style = dir.join("new.json");
+    let old_style = dir.join("old.json");
+    for (args, out) in [
+        (
+            vec![
+                "attest",
+                "server",
+                "--server",
+                &server.url,
+                "--attestation-out",
+            ],
+            &new_style,
+        ),
+        (vec!["attest", "server", &server.url, "--out"], &old_style),
+    ] {
+        let mut args = args;
+        args.push(cloak_test_support::cli::s(out));
+        args.extend(policy.iter().map(String::as_str));
+        ok(&cloak(&args));
+        let saved: Value = serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap();
+        assert_eq!(saved["format"], "cloak-attestation/v1", "{saved}");
+    }
+    let mut args = vec![
+        "infer",
+        "--server",
+        &server.url,
+        "--model",
+        "demo",
+        "--input",
+        cloak_test_support::cli::s(&request),
+        "--json",
+    ];
+    args.extend(policy.iter().map(String::as_str));
+    ok(&cloak(&args));
+    // Both spellings at once is a usage error.
+    let out = cloak(&[
+        "infer",
+        &server.url,
+        "--server",
+        &server.url,
+        "--model",
+        "demo",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    for command in [
+        ["infer", "--help"],
+        ["proxy", "--help"],
+        ["attest", "server"],
+    ] {
+        let mut args = command.to_vec();
+        if args[1] == "server" {
+            args.push("--help");
+        }
+        let out = cloak(&args);
+        ok(&out);
+        let help = String::from_utf8_lossy(&out.stdout);
+        let dangerous = help
+            .split("Dangerous (these weaken appraisal):")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{args:?}: {help}"));
+        for flag in [
+            "--trust-root",
+            "--allow-debug",
+            "--allow-advisory",
+            "--allow-status",
+        ] {
+            assert!(dangerous.contains(flag), "{args:?}: {flag}");
+        }
+        assert!(help.contains("--server <URL>"), "{args:?}: {help}");
+        assert!(help.contains("--attestation-out"), "{args:?}: {help}");
+    }
+    // One duration format: a unit, or plain seconds; anything else is a usage error.
+    let out = cloak(&["proxy", "--server", &server.url, "--reverify-every", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("30s"));
+}

@@ -1,0 +1,223 @@
+//! Encrypted requests: KServe v2 over Oblivious HTTP (RFC 9458), through transports that need
+//! no trust.
+//!
+//! Where a TLS-terminating load balancer or an untrusted proxy stands between the client and
+//! the enclave, the client cannot appraise the enclave's TLS certificate: it sees the proxy's.
+//! It fetches a fresh attestation for its nonce over whatever transport there is (`http://` or
+//! `https://`) instead, appraises it with the policy, and takes the HPKE key configuration and
+//! the receipt key from the attested claims. Each request is then encapsulated to that key as
+//! Binary HTTP and posted to `/v1/ohttp`; only the enclave can open it, and only the client can
+//! open the answer. The transport's own TLS (if any) is verified against [`Transport`]'s roots,
+//! but nothing depends on it.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cloak_attest::collateral::Collateral;
+use cloak_attest::policy::AppraisalPolicy;
+use cloak_crypto::ohttp::{self, AeadId, KeyConfig};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::appraise::appraise_fresh_attestation;
+use crate::attested::{fetch_attestation, relayed_collateral};
+use crate::error::{Error, ServerStatus};
+use crate::http::{self, Connection, Endpoint, Method, Response};
+use crate::{Appraisal, Route, unix_now};
+
+/// The path encapsulated requests are posted to.
+const PATH: &str = "/v1/ohttp";
+
+/// How the client reaches a server for encapsulated requests: which certificate authorities an
+/// `https://` transport (a load balancer) is checked against — the public Web PKI by default. A
+/// Cloak server's own attested certificate is accepted too, so a client can also talk to the
+/// server directly. The transport's TLS protects metadata only; the requests are encapsulated
+/// to the enclave either way.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    roots: Option<Vec<CertificateDer<'static>>>,
+}
+
+impl Transport {
+    /// Trust only the certificate authorities in `pem` (instead of the public Web PKI).
+    pub fn with_ca_pem(pem: &[u8]) -> Result<Self, Error> {
+        let roots = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("CA certificates: {e}")))?;
+        if roots.is_empty() {
+            return Err(Error::Config("no certificate in the CA file".into()));
+        }
+        Ok(Self { roots: Some(roots) })
+    }
+
+    /// Trust only these certificate authorities (DER certificates).
+    pub fn with_ca_der(roots: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        Self {
+            roots: Some(roots.into_iter().map(CertificateDer::from).collect()),
+        }
+    }
+
+    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        let mut store = rustls::RootCertStore::empty();
+        match &self.roots {
+            Some(roots) => {
+                for root in roots {
+                    store
+                        .add(root.clone())
+                        .map_err(|e| Error::Config(format!("CA certificate: {e}")))?;
+                }
+            }
+            None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        crate::tls::transport_config(store)
+    }
+}
+
+/// Appraises the server behind `endpoint` from a fresh attestation answering `nonce`, with
+/// `collateral` or else the collateral the server relays.
+pub(crate) async fn appraise(
+    endpoint: Endpoint,
+    policy: &AppraisalPolicy,
+    collateral: Option<Collateral>,
+    nonce: &[u8],
+    transport: &Transport,
+) -> Result<Appraisal, Error> {
+    let tls = endpoint
+        .secure
+        .then(|| transport.tls_config())
+        .transpose()?;
+    let mut connection = open(&endpoint, tls.as_ref()).await?;
+    let attestation = fetch_attestation(&mut connection, &endpoint, nonce).await?;
+    let collateral = match collateral {
+        Some(collateral) => collateral,
+        None => relayed_collateral(&attestation)?,
+    };
+    let server = appraise_fresh_attestation(&attestation, &collateral, policy, nonce, unix_now())?;
+    let key_config = KeyConfig::parse(&server.claims().hpke_key_config)
+        .map_err(|e| Error::Protocol(format!("the attested HPKE key configuration: {e}")))?;
+    if !key_config.aeads.contains(&AeadId::Aes256Gcm) {
+        return Err(Error::Protocol(
+            "the attested HPKE key configuration does not offer AES-256-GCM".into(),
+        ));
+    }
+    Ok(Appraisal {
+        server,
+        attestation,
+        route: Route::Encapsulated {
+            endpoint,
+            tls,
+            key_config,
+        },
+    })
+}
+
+/// The transport connection: plain TCP or the transport's (non-attested) TLS.
+pub(crate) async fn open(
+    endpoint: &Endpoint,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Connection, Error> {
+    match tls {
+        Some(config) => http::http1(http::tls_stream(endpoint, Arc::clone(config)).await?).await,
+        None => http::http1(http::tcp_stream(endpoint).await?).await,
+    }
+}
+
+/// Encapsulates `method path` with `body` to `key_config`, posts it on `connection`, and opens
+/// the answer.
+pub(crate) async fn send(
+    connection: &mut Connection,
+    endpoint: &Endpoint,
+    key_config: &KeyConfig,
+    method: Method,
+    path: &str,
+    body: &[u8],
+    header_len: Option<usize>,
+) -> Result<Response, Error> {
+    let inner = inner_request(&endpoint.authority, method, path, body, header_len)?;
+    let (encapsulated, opener) = ohttp::encapsulate_request(key_config, AeadId::Aes256Gcm, &inner)
+        .map_err(|e| Error::Protocol(format!("encapsulation: {e}")))?;
+    drop(inner);
+    let request = http::build_request(
+        &endpoint.authority,
+        Method::Post,
+        PATH,
+        Some(ohttp::REQUEST_MEDIA_TYPE),
+        None,
+        Bytes::from(encapsulated),
+    )?;
+    let outer = http::exchange(connection, request).await?;
+    if outer.status != 200 {
+        let status = ServerStatus::from_body(outer.status, &outer.body, outer.retry_after);
+        // The server could not open the request: the key it was sealed to is gone.
+        if status.status == 400
+            && (status.message.starts_with("ohttp-key")
+                || status.message.starts_with("ohttp-decrypt"))
+        {
+            return Err(Error::IdentityChanged(status.message));
+        }
+        return Err(status.into());
+    }
+    let opened = opener
+        .decapsulate(&outer.body)
+        .map_err(|e| Error::Protocol(format!("the encapsulated response: {e}")))?;
+    inner_response(&opened)
+}
+
+fn inner_request(
+    authority: &str,
+    method: Method,
+    path: &str,
+    body: &[u8],
+    header_len: Option<usize>,
+) -> Result<Vec<u8>, Error> {
+    let mut message = bhttp::Message::request(
+        method.as_str().as_bytes().to_vec(),
+        b"https".to_vec(),
+        authority.as_bytes().to_vec(),
+        path.as_bytes().to_vec(),
+    );
+    if !body.is_empty() {
+        message.put_header(
+            "content-type",
+            if header_len.is_some() {
+                cloak_proto::kserve::CONTENT_TYPE_BINARY
+            } else {
+                cloak_proto::kserve::CONTENT_TYPE_JSON
+            },
+        );
+    }
+    if let Some(len) = header_len {
+        message.put_header("inference-header-content-length", len.to_string());
+    }
+    message.write_content(body);
+    let mut out = Vec::with_capacity(body.len().saturating_add(256));
+    message
+        .write_bhttp(bhttp::Mode::KnownLength, &mut out)
+        .map_err(|e| Error::Protocol(format!("binary HTTP: {e}")))?;
+    Ok(out)
+}
+
+fn inner_response(bhttp: &[u8]) -> Result<Response, Error> {
+    let message = bhttp::Message::read_bhttp(&mut Cursor::new(bhttp))
+        .map_err(|e| Error::Protocol(format!("the inner response: {e}")))?;
+    let status = message
+        .control()
+        .status()
+        .map(|s| s.code())
+        .ok_or_else(|| Error::Protocol("the inner response has no status".into()))?;
+    let header = |name: &str| {
+        message
+            .header()
+            .get(name.as_bytes())
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    };
+    Ok(Response {
+        status,
+        header_len: header("inference-header-content-length").and_then(|v| v.parse().ok()),
+        receipt: header(cloak_proto::receipt::HEADER),
+        retry_after: header("retry-after"),
+        body: message.content().to_vec(),
+    })
+}

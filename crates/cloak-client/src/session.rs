@@ -1,0 +1,214 @@
+//! One connection to an appraised server, reused request after request.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cloak_proto::kserve::{self, InferRequest, InferResponse, TensorEncoding};
+use cloak_proto::receipt::{Receipt, ReceiptError};
+
+use crate::appraise::VerifiedServer;
+use crate::error::{Error, ServerStatus};
+use crate::http::{self, Connection, Method, Response};
+use crate::{Appraisal, Route, attested, encapsulated};
+
+/// One connection to an appraised server, for many requests (HTTP/1.1 keep-alive): the
+/// connection and, over attested TLS, its handshake's appraisal are paid once.
+///
+/// Made by [`Client::session`](crate::Client::session). Over attested TLS each connection's
+/// certificate is appraised in its own handshake; behind a load balancer it may reach another
+/// replica, which the policy must then accept as well ([`Session::server`] says which one it
+/// reached, and receipts are checked against it). A session does not re-appraise: when the
+/// server's identity changes it fails with [`Error::IdentityChanged`], and a new session from
+/// the client carries on.
+#[derive(Debug)]
+pub struct Session {
+    appraisal: Arc<Appraisal>,
+    connection: Connection,
+    /// Over attested TLS: the server this connection's certificate showed.
+    reached: Option<VerifiedServer>,
+}
+
+/// A verified inference: the parsed response and its receipt.
+#[non_exhaustive]
+#[derive(Debug)]
+pub struct Inference {
+    /// The KServe v2 response.
+    pub response: InferResponse,
+    /// The receipt, verified against the appraised claims and the exact bodies.
+    pub receipt: Receipt,
+    /// The receipt as the server sent it (the `Cloak-Receipt` header value), for keeping.
+    pub receipt_text: String,
+}
+
+impl Session {
+    /// Opens a connection under `appraisal`.
+    pub(crate) async fn open(appraisal: Arc<Appraisal>) -> Result<Self, Error> {
+        let (connection, reached) = match &appraisal.route {
+            Route::AttestedTls { endpoint, tls } => {
+                let (connection, server) = attested::connect(endpoint, tls).await?;
+                (connection, Some(server))
+            }
+            Route::Encapsulated { endpoint, tls, .. } => {
+                (encapsulated::open(endpoint, tls.as_ref()).await?, None)
+            }
+        };
+        Ok(Self {
+            appraisal,
+            connection,
+            reached,
+        })
+    }
+
+    /// The server this session talks to, as appraised.
+    pub fn server(&self) -> &VerifiedServer {
+        self.reached
+            .as_ref()
+            .unwrap_or_else(|| self.appraisal.server())
+    }
+
+    /// The appraisal this session was opened under.
+    pub(crate) fn appraisal(&self) -> &Arc<Appraisal> {
+        &self.appraisal
+    }
+
+    /// Runs `request` on `model`: encodes it (binary tensors), sends it, requires success,
+    /// verifies the receipt against this session's appraised claims and the exact bodies, and
+    /// parses the response. An error status is [`Error::Server`].
+    pub async fn infer(&mut self, model: &str, request: &InferRequest) -> Result<Inference, Error> {
+        let (path, body, header_len) = encode_inference(model, request)?;
+        let (response, receipt) = self.send_inference(&path, body, header_len).await?;
+        into_inference(response, receipt)
+    }
+
+    /// Sends an inference request, `POST path` with `body` (`header_len`: the KServe binary
+    /// extension's `Inference-Header-Content-Length`, when binary tensors follow the JSON), and
+    /// verifies the receipt of a successful answer against this session's appraised claims and
+    /// the exact bodies: the receipt is `Some` for a success and `None` otherwise (the response
+    /// then carries the server's error), and a success without a valid receipt is an error.
+    ///
+    /// The request body's SHA-256 is computed on the blocking pool while the request is in
+    /// flight, so checking the receipt adds only the response's digest and one signature
+    /// verification to the latency.
+    pub async fn send_inference(
+        &mut self,
+        path: &str,
+        body: impl Into<Bytes>,
+        header_len: Option<usize>,
+    ) -> Result<(Response, Option<Receipt>), Error> {
+        let body = body.into();
+        let hashed = body.clone();
+        let digest = tokio::task::spawn_blocking(move || cloak_crypto::hash::sha256(&hashed));
+        let (response, digest) = tokio::join!(
+            self.send(Method::Post, path, body.clone(), header_len),
+            digest
+        );
+        let response = response?;
+        if !response.is_success() {
+            return Ok((response, None));
+        }
+        // The task cannot fail (hashing does not panic); if it somehow did, hash here.
+        let digest = digest.unwrap_or_else(|_| cloak_crypto::hash::sha256(&body));
+        let receipt = verify_receipt(&response, self.server(), &digest)?;
+        Ok((response, Some(receipt)))
+    }
+
+    /// Sends `GET path` and returns the answer whatever its status.
+    pub async fn get(&mut self, path: &str) -> Result<Response, Error> {
+        self.send(Method::Get, path, Bytes::new(), None).await
+    }
+
+    /// Sends `method path` with `body` (`header_len` as for [`Session::send_inference`]) and
+    /// returns the answer as it is, whatever its status; receipts are not checked.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: impl Into<Bytes>,
+        header_len: Option<usize>,
+    ) -> Result<Response, Error> {
+        let body = body.into();
+        match &self.appraisal.route {
+            Route::AttestedTls { endpoint, .. } => {
+                http::request(
+                    &mut self.connection,
+                    endpoint,
+                    method,
+                    path,
+                    body,
+                    header_len,
+                )
+                .await
+            }
+            Route::Encapsulated {
+                endpoint,
+                key_config,
+                ..
+            } => {
+                encapsulated::send(
+                    &mut self.connection,
+                    endpoint,
+                    key_config,
+                    method,
+                    path,
+                    &body,
+                    header_len,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// The path, binary-encoded body and header length of an inference of `request` on `model`.
+pub(crate) fn encode_inference(
+    model: &str,
+    request: &InferRequest,
+) -> Result<(String, Bytes, Option<usize>), Error> {
+    let encoded = request
+        .encode(|_| TensorEncoding::Binary)
+        .map_err(|e| Error::Protocol(format!("the request: {e}")))?;
+    let header_len = encoded.header_len();
+    let body = std::mem::take(&mut *encoded.into_body());
+    Ok((format!("/v2/models/{model}/infer"), body.into(), header_len))
+}
+
+/// A verified answer as an [`Inference`], or the server's error.
+pub(crate) fn into_inference(
+    response: Response,
+    receipt: Option<Receipt>,
+) -> Result<Inference, Error> {
+    let Some(receipt) = receipt else {
+        return Err(
+            ServerStatus::from_body(response.status, &response.body, response.retry_after).into(),
+        );
+    };
+    let parsed = InferResponse::parse(
+        &response.body,
+        response.header_len,
+        &kserve::Limits::default(),
+    )
+    .map_err(|e| Error::Protocol(format!("the response: {e}")))?;
+    Ok(Inference {
+        response: parsed,
+        receipt,
+        receipt_text: response.receipt.unwrap_or_default(),
+    })
+}
+
+/// Verifies `response`'s receipt against `server`'s claims and the request body's SHA-256:
+/// signed by the attested receipt key, over the evidence and a model the claims state, for
+/// exactly this request and this response.
+pub(crate) fn verify_receipt(
+    response: &Response,
+    server: &VerifiedServer,
+    request_sha256: &[u8; 32],
+) -> Result<Receipt, Error> {
+    let text = response
+        .receipt
+        .as_deref()
+        .ok_or_else(|| ReceiptError::Malformed("the response carries no receipt".into()))?;
+    let receipt = Receipt::verify(text, server.claims())?;
+    receipt.check_request_digest(request_sha256)?;
+    receipt.check_response(&response.body)?;
+    Ok(receipt)
+}

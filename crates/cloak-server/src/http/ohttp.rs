@@ -1,0 +1,200 @@
+//! Encrypted requests: `POST /v1/ohttp`, an Oblivious HTTP gateway (RFC 9458) in front of the
+//! KServe v2 API.
+//!
+//! The client encapsulates a whole KServe request as Binary HTTP (RFC 9292) to the HPKE key
+//! configuration in the server's attested claims and posts it as `message/ohttp-req`. Only the
+//! enclave holds the private key: a TLS-terminating load balancer or proxy in between sees the
+//! ciphertext and its length, nothing else. The gateway decapsulates, hands the inner request to
+//! the same KServe handlers as a direct request (so limits, errors, metrics and receipts are
+//! identical), and encapsulates the whole inner response — status, headers (receipt included)
+//! and body — as `message/ohttp-res`, always with outer status 200.
+//!
+//! Outer errors, answered in the clear with the usual `{"error": ...}` body, carry no request
+//! content: 415 for another media type, 413 for a body over the limit, and 400 with a stable
+//! code (`ohttp-malformed`, `ohttp-key`, `ohttp-decrypt`, `bhttp-malformed`) when the
+//! encapsulation or the inner message is not usable. `ohttp-key` and `ohttp-decrypt` tell a
+//! client that its key configuration is stale (the server restarted): it must appraise the
+//! server again.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cloak_crypto::ohttp::{OhttpError, REQUEST_MEDIA_TYPE, RESPONSE_MEDIA_TYPE};
+use tower::ServiceExt;
+
+use super::error::ApiError;
+use crate::service::Service;
+
+/// Bytes an encapsulation adds around the BHTTP request (header, `enc`, AEAD tag), plus the
+/// BHTTP framing allowed around a body of the request limit.
+const OVERHEAD: usize = 64 * 1024;
+/// Inner request headers passed to the KServe handlers; the rest are dropped. Names are
+/// lower case, as Binary HTTP carries them.
+const FORWARDED: [&str; 3] = [
+    "content-type",
+    "content-encoding",
+    "inference-header-content-length",
+];
+/// Inner response headers returned to the client.
+const RETURNED: [&str; 5] = [
+    "content-type",
+    "retry-after",
+    "inference-header-content-length",
+    cloak_proto::receipt::HEADER,
+    cloak_proto::receipt::REQUEST_ID_HEADER,
+];
+
+/// The gateway's state: the service, and the KServe routes that inner requests are sent to.
+#[derive(Clone)]
+struct Gateway {
+    service: Arc<Service>,
+    inner: Router,
+}
+
+/// The `/v1/ohttp` route, dispatching decapsulated requests to `inner` (the KServe routes).
+pub(super) fn router(service: Arc<Service>, inner: Router) -> Router {
+    Router::new()
+        .route("/v1/ohttp", axum::routing::post(handle))
+        .with_state(Gateway { service, inner })
+}
+
+async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if media_type != Some(REQUEST_MEDIA_TYPE) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("/v1/ohttp takes {REQUEST_MEDIA_TYPE}"),
+        );
+    }
+    let limit = gateway
+        .service
+        .limits()
+        .max_request_bytes
+        .saturating_add(OVERHEAD);
+    let Ok(encapsulated) = axum::body::to_bytes(body, limit).await else {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the encapsulated request is larger than the server's {limit}-byte limit, or was cut off"
+            ),
+        );
+    };
+    let (inner, responder) = match gateway
+        .service
+        .identity()
+        .gateway()
+        .decapsulate(&encapsulated)
+    {
+        Ok(opened) => opened,
+        Err(e) => return refuse_ohttp(&e),
+    };
+    drop(encapsulated);
+    let request = match inner_request(&inner) {
+        Ok(request) => request,
+        Err(message) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("bhttp-malformed: {message}"),
+            );
+        }
+    };
+    drop(inner);
+    let response = match gateway.inner.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let message = match inner_response(response, gateway.service.limits().max_request_bytes).await {
+        Ok(message) => message,
+        Err(message) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, message),
+    };
+    match responder.encapsulate(&message) {
+        Ok(sealed) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, RESPONSE_MEDIA_TYPE)],
+            sealed,
+        )
+            .into_response(),
+        Err(e) => refuse_ohttp(&e),
+    }
+}
+
+/// The inner request as an HTTP request for the KServe router (which answers 404 for anything
+/// outside KServe v2).
+fn inner_request(bhttp: &[u8]) -> Result<Request<Body>, String> {
+    let message = bhttp::Message::read_bhttp(&mut Cursor::new(bhttp)).map_err(|e| e.to_string())?;
+    let control = message.control();
+    let (Some(method), Some(path)) = (control.method(), control.path()) else {
+        return Err("not a request".into());
+    };
+    let method = Method::from_bytes(method).map_err(|_| "not an HTTP method".to_owned())?;
+    let path = std::str::from_utf8(path).map_err(|_| "the path is not UTF-8".to_owned())?;
+    if !path.starts_with('/') {
+        return Err("the path is not absolute".into());
+    }
+    let mut builder = Request::builder().method(method).uri(path);
+    for field in message.header().fields() {
+        let Ok(name) = HeaderName::from_bytes(field.name()) else {
+            return Err("a header name is not valid".into());
+        };
+        if FORWARDED.contains(&name.as_str()) {
+            let value = HeaderValue::from_bytes(field.value())
+                .map_err(|_| format!("header {name} is not valid"))?;
+            builder = builder.header(name, value);
+        }
+    }
+    builder
+        .body(Body::from(axum::body::Bytes::from_owner(Content(message))))
+        .map_err(|_| "not a valid request".to_owned())
+}
+
+/// A decoded inner request whose content becomes the router's request body as it is, without
+/// a copy.
+struct Content(bhttp::Message);
+
+impl AsRef<[u8]> for Content {
+    fn as_ref(&self) -> &[u8] {
+        self.0.content()
+    }
+}
+
+/// The KServe router's answer as a known-length BHTTP response.
+async fn inner_response(response: Response, limit: usize) -> Result<Vec<u8>, String> {
+    let (parts, body) = response.into_parts();
+    let status = bhttp::StatusCode::try_from(parts.status.as_u16())
+        .map_err(|_| "the inner status is not encodable".to_owned())?;
+    let mut message = bhttp::Message::response(status);
+    for name in RETURNED {
+        if let Some(value) = parts.headers.get(name) {
+            message.put_header(name, value.as_bytes());
+        }
+    }
+    // Responses are bounded by what the engine may produce; the request limit is generous for
+    // them, and the encapsulation keeps them whole.
+    let body = axum::body::to_bytes(body, limit.saturating_mul(4))
+        .await
+        .map_err(|_| "the inner response is too large to encapsulate".to_owned())?;
+    message.write_content(&body);
+    let mut out = Vec::with_capacity(body.len().saturating_add(256));
+    message
+        .write_bhttp(bhttp::Mode::KnownLength, &mut out)
+        .map_err(|_| "the inner response could not be encoded".to_owned())?;
+    Ok(out)
+}
+
+fn refuse_ohttp(e: &OhttpError) -> Response {
+    tracing::debug!(code = e.code(), "encapsulated request refused");
+    refuse(StatusCode::BAD_REQUEST, format!("{}: {e}", e.code()))
+}
+
+fn refuse(status: StatusCode, message: String) -> Response {
+    ApiError::new(status, message).into_response()
+}

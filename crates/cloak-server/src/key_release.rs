@@ -1,0 +1,438 @@
+//! The key-release client: obtains a model's key from the model owner's key broker by proving,
+//! with fresh evidence, what this enclave is (the protocol is specified in
+//! [`cloak_proto::kbs`]).
+//!
+//! One attempt: ask for a challenge for the model; make an ephemeral HPKE key pair inside the
+//! enclave; quote `release_report_data(nonce, ephemeral public key)`; send the quote, the
+//! collateral and the public key; open the HPKE-sealed model key with the ephemeral private key.
+//! The key never exists outside the enclave in plaintext, and the ephemeral key is dropped (and
+//! zeroized) after the attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloak_crypto::hpke::{HpkeKeyPair, HpkeSealed};
+use cloak_crypto::key::{KEY_LEN, ModelKey};
+use cloak_proto::kbs::{
+    ChallengeRequest, ChallengeResponse, ErrorBody, NONCE_LEN, ReleaseRequest, ReleaseResponse,
+    release_info, release_report_data,
+};
+use cloak_tee::Platform;
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::identity::CollateralSource;
+use crate::sealed_keys;
+use crate::service::Service;
+use crate::store::{FailedModel, Found};
+
+/// The most bytes read from a broker response.
+const MAX_RESPONSE_BYTES: u64 = 256 * 1024;
+/// How long one HTTP exchange with the broker may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the key broker is and how to trust it.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct KbsConfig {
+    /// The broker's base URL (`http://127.0.0.1:8700`, `https://kbs.example`).
+    pub url: String,
+    /// PEM certificates to trust for an `https` broker, instead of the Mozilla roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The longest pause between attempts while the broker is unreachable.
+    pub max_backoff: Duration,
+    /// The pause before asking again after the broker refused a release (its policy may be
+    /// changed meanwhile).
+    pub denied_retry: Duration,
+}
+
+impl KbsConfig {
+    /// A broker at `url` trusted through the Mozilla roots (for `https`), retrying at most every
+    /// 30 s while unreachable and every 5 minutes after a refusal.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ca_pem: None,
+            max_backoff: Duration::from_secs(30),
+            denied_retry: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why a release attempt failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// The broker could not be reached, or answered that it is busy or failing (try again
+    /// soon).
+    #[error("the key broker is unreachable: {0}")]
+    Unreachable(String),
+    /// The broker refused: the evidence does not satisfy the model's policy, the model is
+    /// unknown to it, or the exchange was refused (its stable code and message).
+    // The broker's message adds nothing to its code (it says no more, by design).
+    #[error("the key broker refused the release: {code}")]
+    Denied {
+        /// The broker's code (`measurement-mismatch`, `debug-enclave`, ...).
+        code: String,
+        /// The broker's message.
+        message: String,
+    },
+    /// The broker's answer is malformed, or does not open with the ephemeral key.
+    #[error("the key broker's answer is unusable: {0}")]
+    Protocol(String),
+    /// The platform could not produce evidence or collateral.
+    #[error("cannot produce evidence: {0}")]
+    Evidence(String),
+    /// The broker configuration is unusable.
+    #[error("key broker configuration: {0}")]
+    Config(String),
+}
+
+impl ReleaseError {
+    /// A stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unreachable(_) => "kbs-unreachable",
+            Self::Denied { .. } => "key-release-denied",
+            Self::Protocol(_) => "kbs-protocol",
+            Self::Evidence(_) => "evidence-failed",
+            Self::Config(_) => "kbs-config",
+        }
+    }
+
+    /// Whether to try again soon (rather than after [`KbsConfig::denied_retry`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable(_))
+    }
+}
+
+/// A client of one key broker.
+#[derive(Debug)]
+pub struct BrokerClient {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl BrokerClient {
+    /// A client for the broker `config` names.
+    pub fn new(config: &KbsConfig) -> Result<Self, ReleaseError> {
+        let base = config.url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ReleaseError::Config(format!(
+                "{base}: the broker URL must start with http:// or https://"
+            )));
+        }
+        let roots = match &config.ca_pem {
+            Some(pem) => {
+                let certs = ureq::tls::parse_pem(pem)
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ReleaseError::Config(format!("CA certificates: {e}")))?;
+                if certs.is_empty() {
+                    return Err(ReleaseError::Config(
+                        "the CA file holds no PEM certificate".into(),
+                    ));
+                }
+                ureq::tls::RootCerts::Specific(Arc::new(certs))
+            }
+            None => ureq::tls::RootCerts::WebPki,
+        };
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .root_certs(roots)
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .tls_config(tls)
+            .build()
+            .new_agent();
+        Ok(Self { agent, base })
+    }
+
+    /// One release attempt for `model` (blocking: HTTP and quoting).
+    pub fn release(
+        &self,
+        platform: &dyn Platform,
+        collateral: &CollateralSource,
+        model: &str,
+    ) -> Result<ModelKey, ReleaseError> {
+        let challenge: ChallengeResponse = self.post(
+            "/kbs/v1/challenge",
+            &ChallengeRequest {
+                model: model.to_owned(),
+            },
+        )?;
+        if challenge.nonce.len() != NONCE_LEN {
+            return Err(ReleaseError::Protocol(format!(
+                "the nonce has {} bytes, not {NONCE_LEN}",
+                challenge.nonce.len()
+            )));
+        }
+        let ephemeral = HpkeKeyPair::generate();
+        let report_data = release_report_data(&challenge.nonce, ephemeral.public_key());
+        let evidence = platform
+            .evidence(&report_data)
+            .map_err(|e| ReleaseError::Evidence(e.to_string()))?;
+        let collateral = collateral
+            .resolve(evidence.collateral)
+            .map_err(|e| ReleaseError::Evidence(e.to_string()))?
+            .ok_or_else(|| {
+                ReleaseError::Evidence(
+                    "the broker needs collateral and there is none to send (give --collateral)"
+                        .into(),
+                )
+            })?;
+        let collateral = String::from_utf8(collateral)
+            .ok()
+            .and_then(|text| RawValue::from_string(text).ok())
+            .ok_or_else(|| ReleaseError::Evidence("the collateral is not JSON".into()))?;
+        let released: ReleaseResponse = self.post(
+            "/kbs/v1/release",
+            &ReleaseRequest {
+                nonce: challenge.nonce.clone(),
+                evidence: evidence.quote,
+                collateral,
+                ephemeral_key: ephemeral.public_key().to_vec(),
+            },
+        )?;
+        if released.model != model {
+            return Err(ReleaseError::Protocol(format!(
+                "asked for model {model}, got a key for {}",
+                released.model
+            )));
+        }
+        let enc: [u8; 32] =
+            released.enc.as_slice().try_into().map_err(|_| {
+                ReleaseError::Protocol("the encapsulated key is not 32 bytes".into())
+            })?;
+        let sealed = HpkeSealed {
+            enc,
+            ciphertext: released.sealed_key,
+        };
+        let plaintext = ephemeral
+            .open(&sealed, &release_info(model), &challenge.nonce)
+            .map_err(|e| ReleaseError::Protocol(e.to_string()))?;
+        let bytes: [u8; KEY_LEN] = plaintext
+            .as_slice()
+            .try_into()
+            .map_err(|_| ReleaseError::Protocol("the released key is not 32 bytes".into()))?;
+        Ok(ModelKey::from_bytes(bytes))
+    }
+
+    fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, ReleaseError> {
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .agent
+            .post(&url)
+            .send_json(body)
+            .map_err(|e| ReleaseError::Unreachable(format!("{url}: {e}")))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(|e| ReleaseError::Unreachable(format!("{url}: reading the answer: {e}")))?;
+        if status == 200 {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ReleaseError::Protocol(format!("{url}: {e}")));
+        }
+        let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+        if status == 429 || status >= 500 {
+            let detail = error.map_or_else(|| format!("HTTP {status}"), |e| e.message);
+            return Err(ReleaseError::Unreachable(format!("{url}: {detail}")));
+        }
+        Err(match error {
+            Some(error) => ReleaseError::Denied {
+                code: error.error,
+                message: error.message,
+            },
+            None => ReleaseError::Denied {
+                code: format!("http-{status}"),
+                message: format!("{url} answered HTTP {status}"),
+            },
+        })
+    }
+}
+
+/// A model waiting for its key.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    /// Its container.
+    pub(crate) item: Found,
+    /// Why a sealed key was not used, if there was one.
+    pub(crate) note: Option<String>,
+}
+
+/// The first pause after a failed attempt to reach the broker.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Obtains the keys of `waiting` models from the broker (one task per model) and loads each
+/// model as its key arrives: retrying with exponential backoff (and jitter) while the broker is
+/// unreachable, and after [`KbsConfig::denied_retry`] when it refuses. Each model's status is
+/// kept in the store (so `/v2/models/{name}/ready` and the repository index report it) and
+/// logged. A released key is sealed to this enclave's measurement beside its container.
+pub(crate) async fn obtain_keys(
+    service: Arc<Service>,
+    client: Arc<BrokerClient>,
+    config: KbsConfig,
+    waiting: Vec<Waiting>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    for Waiting { item, note } in waiting {
+        tasks.spawn(obtain_one(
+            Arc::clone(&service),
+            Arc::clone(&client),
+            config.clone(),
+            item,
+            note,
+            shutdown.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn obtain_one(
+    service: Arc<Service>,
+    client: Arc<BrokerClient>,
+    config: KbsConfig,
+    item: Found,
+    note: Option<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt: u32 = 0;
+    loop {
+        attempt = attempt.saturating_add(1);
+        let result = {
+            let service = Arc::clone(&service);
+            let client = Arc::clone(&client);
+            let name = item.name.clone();
+            tokio::task::spawn_blocking(move || {
+                let identity = service.identity();
+                client.release(
+                    identity.platform().as_ref(),
+                    identity.collateral_source(),
+                    &name,
+                )
+            })
+            .await
+            .unwrap_or_else(|e| Err(ReleaseError::Evidence(format!("the attempt failed: {e}"))))
+        };
+        let wait = match result {
+            Ok(key) => {
+                let service = Arc::clone(&service);
+                let item = item.clone();
+                let _ = tokio::task::spawn_blocking(move || install(&service, &item, &key)).await;
+                return;
+            }
+            Err(error) => {
+                let wait = if error.is_transient() {
+                    let wait = jitter(backoff);
+                    backoff = backoff.saturating_mul(2).min(config.max_backoff);
+                    wait
+                } else {
+                    config.denied_retry
+                };
+                let (code, reason) = match &error {
+                    ReleaseError::Unreachable(_) => (
+                        "key-pending",
+                        pending_reason(
+                            note.as_deref(),
+                            &format!(
+                                "waiting for the key broker (attempt {attempt}: {error}); next \
+                                 attempt in {} ms",
+                                wait.as_millis()
+                            ),
+                        ),
+                    ),
+                    _ => (
+                        error.code(),
+                        format!("{error}; asking again in {} s", wait.as_secs()),
+                    ),
+                };
+                service.store().set_failed(FailedModel {
+                    name: item.name.clone(),
+                    path: item.path.clone(),
+                    code: code.to_owned(),
+                    reason,
+                });
+                wait
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// A waiting model's status: why its sealed key was not used (if it had one), then `waiting`.
+pub(crate) fn pending_reason(note: Option<&str>, waiting: &str) -> String {
+    match note {
+        Some(note) => format!("{note}; {waiting}"),
+        None => waiting.to_owned(),
+    }
+}
+
+/// Loads a model with its released key, seals the key for restarts and re-attests (blocking).
+fn install(service: &Service, item: &Found, key: &ModelKey) {
+    if key.id() != item.key_id {
+        service.store().set_failed(FailedModel {
+            name: item.name.clone(),
+            path: item.path.clone(),
+            code: "wrong-key".to_owned(),
+            reason: format!(
+                "the key broker released key {}, but the container needs key {}",
+                key.id(),
+                item.key_id
+            ),
+        });
+        return;
+    }
+    if service
+        .store()
+        .load(item, key, service.engine(), service.limits())
+        .is_err()
+    {
+        return;
+    }
+    tracing::info!(model = %item.name, "model key released by the key broker");
+    let identity = service.identity();
+    if let Err(e) = sealed_keys::seal_key(identity.platform().as_ref(), &item.path, &item.name, key)
+    {
+        tracing::warn!(
+            model = %item.name,
+            code = e.code(),
+            error = %e,
+            "the released key could not be sealed; a restart will ask the broker again"
+        );
+    }
+    service.models_changed();
+}
+
+/// `base` plus up to a quarter more, at random (so replicas do not retry in step).
+fn jitter(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let extra = if getrandom::fill(&mut byte).is_ok() {
+        let [random] = byte;
+        base.saturating_mul(u32::from(random)) / 1024
+    } else {
+        Duration::ZERO
+    };
+    base.saturating_add(extra)
+}

@@ -1,0 +1,228 @@
+//! The inference service: everything the server does, without HTTP.
+//!
+//! [`Service`] holds the server's state — the model store, the identity, the engine, the limits,
+//! admission control and metrics — and offers the operations the HTTP layer
+//! ([`crate::http`]) and the key-release client ([`crate::key_release`]) need: look up a model,
+//! run an inference under admission control with its receipt ([`infer`]), make a fresh
+//! attestation, and re-attest when the set of ready models changes. Its failures are
+//! [`ServiceError`]s, which name what went wrong in the service's terms; the HTTP layer alone
+//! decides how each one reads on the wire.
+
+mod infer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cloak_engine::{Engine, EngineError};
+use cloak_proto::attestation::AttestationDocument;
+use cloak_proto::kserve::{self, KserveError};
+
+use crate::identity::ServerIdentity;
+use crate::limits::{Admission, Limits, Refusal};
+use crate::metrics::Metrics;
+use crate::store::{LoadedModel, ModelStore};
+
+pub(crate) use infer::Inference;
+
+/// The single model version Cloak serves (models are not versioned).
+pub(crate) const MODEL_VERSION: &str = "1";
+
+/// The server's state and operations, shared by every request.
+#[derive(Debug)]
+pub(crate) struct Service {
+    store: ModelStore,
+    identity: ServerIdentity,
+    engine: Engine,
+    limits: Limits,
+    admission: Admission,
+    metrics: Metrics,
+    ready: AtomicBool,
+    /// Serialises re-attestation (see [`Service::models_changed`]).
+    reattest: Mutex<()>,
+}
+
+/// Why the service could not do what it was asked, in its own terms.
+#[derive(Debug)]
+pub(crate) enum ServiceError {
+    /// The platform could not produce evidence for a fresh attestation.
+    Evidence,
+    /// The engine refused the inputs (a client error) or failed (a server error).
+    Engine(EngineError),
+    /// The inference worker died with the request (a panic outside the engine's own guard).
+    WorkerFailed,
+    /// A model is known but not served, with its failure's reason and code.
+    ModelUnavailable {
+        /// The model.
+        name: String,
+        /// Why it is not served.
+        reason: String,
+        /// The failure's stable code.
+        code: String,
+    },
+    /// No model has this name.
+    NoSuchModel(String),
+    /// The model has no such version (Cloak serves version [`MODEL_VERSION`] only).
+    NoSuchVersion {
+        /// The model.
+        name: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// The request asks for an output the model does not have.
+    NoSuchOutput {
+        /// The model.
+        model: String,
+        /// The output asked for.
+        output: String,
+    },
+    /// The receipt could not be signed.
+    Receipt,
+    /// Admission control turned the request away.
+    Refused(Refusal),
+    /// The request (or the response being encoded) breaks the KServe protocol or a limit.
+    Protocol(KserveError),
+}
+
+impl From<KserveError> for ServiceError {
+    fn from(e: KserveError) -> Self {
+        Self::Protocol(e)
+    }
+}
+
+impl From<EngineError> for ServiceError {
+    fn from(e: EngineError) -> Self {
+        Self::Engine(e)
+    }
+}
+
+impl Service {
+    pub(crate) fn new(
+        store: ModelStore,
+        identity: ServerIdentity,
+        limits: Limits,
+        engine: Engine,
+    ) -> Self {
+        let metrics = Metrics::new();
+        let (ready, failed) = store.counts();
+        metrics.set_models(ready, failed);
+        Self {
+            admission: Admission::new(&limits),
+            store,
+            identity,
+            engine,
+            limits,
+            metrics,
+            ready: AtomicBool::new(false),
+            reattest: Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn identity(&self) -> &ServerIdentity {
+        &self.identity
+    }
+
+    pub(crate) fn store(&self) -> &ModelStore {
+        &self.store
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Marks the server as started (listening).
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server is started and serves at least one model.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && self.store.counts().0 > 0
+    }
+
+    /// After a model became ready: updates the model gauges and re-attests the claims, so that
+    /// new connections and attestations name the model (blocking: the platform signs a quote).
+    pub(crate) fn models_changed(&self) {
+        // One re-attestation at a time, each reading the store under the lock: two models
+        // arriving together must not leave the older claims in place.
+        let _serial = self.reattest.lock().unwrap_or_else(PoisonError::into_inner);
+        let (ready, failed) = self.store.counts();
+        self.metrics.set_models(ready, failed);
+        match self.identity.update_models(self.store.claims()) {
+            Ok(()) => tracing::info!(
+                models = ready,
+                spki_sha256 = %hex::encode(self.identity.claims().tls_spki_sha256),
+                "identity re-attested with the ready models"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "re-attesting the identity failed; clients keep seeing the previous models"
+            ),
+        }
+    }
+
+    /// The ready model `name` at `version` (`None`: the unversioned path).
+    pub(crate) fn model(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<LoadedModel>, ServiceError> {
+        if let Some(version) = version
+            && version != MODEL_VERSION
+        {
+            return Err(ServiceError::NoSuchVersion {
+                name: name.to_owned(),
+                version: version.to_owned(),
+            });
+        }
+        if let Some(model) = self.store.get(name) {
+            return Ok(model);
+        }
+        Err(match self.store.failure(name) {
+            Some(failed) => ServiceError::ModelUnavailable {
+                name: name.to_owned(),
+                reason: failed.reason,
+                code: failed.code,
+            },
+            None => ServiceError::NoSuchModel(name.to_owned()),
+        })
+    }
+
+    /// A fresh attestation over the current claims and `nonce`, made on the blocking pool (the
+    /// platform signs a quote).
+    pub(crate) async fn attest(
+        self: &Arc<Self>,
+        nonce: Vec<u8>,
+    ) -> Result<AttestationDocument, ServiceError> {
+        let service = Arc::clone(self);
+        let document = tokio::task::spawn_blocking(move || service.identity.attest(&nonce))
+            .await
+            .map_err(|_| ServiceError::Evidence)?
+            .map_err(|e| {
+                tracing::error!(error = %e, "attestation failed");
+                ServiceError::Evidence
+            })?;
+        self.metrics.attestation();
+        Ok(document)
+    }
+
+    /// The metrics in the text exposition format, with the queue depth sampled now.
+    pub(crate) fn render_metrics(&self) -> String {
+        self.metrics.render(self.admission.waiting())
+    }
+
+    /// The KServe codec's limits, from the server's.
+    fn codec_limits(&self) -> kserve::Limits {
+        let mut limits = kserve::Limits::default();
+        limits.max_elements = self.limits.max_elements;
+        limits.max_inputs = self.limits.max_inputs;
+        limits
+    }
+}

@@ -1,0 +1,255 @@
+//! Starting the server: load the models whose keys are at hand, make the identity, bind the
+//! listeners, and hand the models still without a key to the key-release client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cloak_crypto::key::ModelKey;
+use cloak_engine::Engine;
+use cloak_tee::Platform;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::identity::ServerIdentity;
+use crate::key_release::{self, BrokerClient, KbsConfig};
+use crate::service::Service;
+use crate::store::{FailedModel, Found, ModelStore};
+use crate::{ServerConfig, ServerError, http, listener, sealed_keys};
+
+/// A server with its models loaded and its identity made, not yet listening.
+#[derive(Debug)]
+pub struct PreparedServer {
+    service: Arc<Service>,
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    kbs: Option<(KbsConfig, Vec<key_release::Waiting>)>,
+}
+
+/// Where a model's key came from at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeySource {
+    Given,
+    Sealed,
+}
+
+impl PreparedServer {
+    /// Loads the models whose keys are given or sealed here, and makes the identity (blocking:
+    /// decryption, model optimization and quoting take a while). Models left without a key wait
+    /// for the key broker, which [`start`](Self::start) contacts.
+    pub fn prepare(config: ServerConfig, platform: Arc<dyn Platform>) -> Result<Self, ServerError> {
+        let engine = Engine::new();
+        let store = ModelStore::new();
+        let found = store
+            .scan(&config.model_dir)
+            .map_err(|e| ServerError::ModelDir(format!("{}: {e}", config.model_dir.display())))?;
+        let mut waiting = Vec::new();
+        for item in found {
+            match initial_key(&config, platform.as_ref(), &item) {
+                Start::Key(key, source) => {
+                    if let Err(failed) = store.load(&item, &key, &engine, &config.limits)
+                        && source == KeySource::Sealed
+                        && failed.code == "wrong-key"
+                        && config.kbs.is_some()
+                    {
+                        waiting.push((item, Some(failed.reason)));
+                    }
+                }
+                Start::NoKey(note) if config.kbs.is_some() => waiting.push((item, note)),
+                Start::NoKey(_) => store.set_failed(FailedModel::no_key(item)),
+            }
+        }
+        let waiting: Vec<key_release::Waiting> = waiting
+            .into_iter()
+            .map(|(item, note)| key_release::Waiting { item, note })
+            .collect();
+        for key_release::Waiting { item, note } in &waiting {
+            store.set_failed(FailedModel {
+                name: item.name.clone(),
+                path: item.path.clone(),
+                code: "key-pending".to_owned(),
+                reason: key_release::pending_reason(note.as_deref(), "waiting for the key broker"),
+            });
+        }
+        let identity = ServerIdentity::create(
+            platform,
+            config.collateral,
+            store.claims(),
+            &config.hostnames,
+        )?;
+        let claims = identity.claims();
+        let (ready, failed) = store.counts();
+        tracing::info!(
+            spki_sha256 = %hex::encode(claims.tls_spki_sha256),
+            platform = %claims.platform,
+            models = ready,
+            failed,
+            waiting_for_broker = waiting.len(),
+            "identity made"
+        );
+        let kbs = match (config.kbs, waiting.is_empty()) {
+            (Some(kbs), false) => Some((kbs, waiting)),
+            _ => None,
+        };
+        Ok(Self {
+            service: Arc::new(Service::new(store, identity, config.limits, engine)),
+            listen: config.listen,
+            metrics_listen: config.metrics_listen,
+            kbs,
+        })
+    }
+
+    /// The identity (claims, certificate).
+    pub fn identity(&self) -> &ServerIdentity {
+        self.service.identity()
+    }
+
+    /// The loaded and failed models.
+    pub fn store(&self) -> &ModelStore {
+        self.service.store()
+    }
+
+    /// The HTTP application the attested listener serves (KServe v2, `/v1/attestation`,
+    /// `/v1/ohttp`, `/metrics`), for driving without sockets — tests, or an embedding that
+    /// brings its own listener. It reports not ready (`/v2/health/ready`) until
+    /// [`start`](Self::start).
+    pub fn router(&self) -> axum::Router {
+        http::router(Arc::clone(&self.service))
+    }
+
+    /// Binds the listeners and starts serving.
+    pub async fn start(self) -> Result<RunningServer, ServerError> {
+        let tls = self.service.identity().tls_config()?;
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .map_err(|e| ServerError::Bind(format!("{}: {e}", self.listen)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::Bind(e.to_string()))?;
+        let (shutdown, watcher) = watch::channel(false);
+        let limits = self.service.limits().clone();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(listener::serve(
+            listener,
+            Some(tls),
+            http::router(Arc::clone(&self.service)),
+            limits.max_connections,
+            limits.handshake_timeout,
+            watcher.clone(),
+        ));
+        let mut metrics_addr = None;
+        if let Some(addr) = self.metrics_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServerError::Bind(format!("{addr}: {e}")))?;
+            metrics_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| ServerError::Bind(e.to_string()))?,
+            );
+            tasks.spawn(listener::serve(
+                listener,
+                None,
+                http::metrics_router(Arc::clone(&self.service)),
+                64,
+                limits.handshake_timeout,
+                watcher,
+            ));
+        }
+        if let Some((config, waiting)) = self.kbs {
+            let client = BrokerClient::new(&config).map_err(ServerError::Kbs)?;
+            tasks.spawn(key_release::obtain_keys(
+                Arc::clone(&self.service),
+                Arc::new(client),
+                config,
+                waiting,
+                shutdown.subscribe(),
+            ));
+        }
+        self.service.set_ready();
+        Ok(RunningServer {
+            local_addr,
+            metrics_addr,
+            shutdown,
+            tasks,
+            service: self.service,
+        })
+    }
+}
+
+/// A listening server.
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    service: Arc<Service>,
+}
+
+impl RunningServer {
+    /// The attested TLS certificate new connections get now (DER).
+    pub fn certificate(&self) -> rustls::pki_types::CertificateDer<'static> {
+        self.service.identity().certificate()
+    }
+
+    /// The attested-TLS address (with the port the OS chose, if it was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The plain-HTTP metrics address, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Stops accepting, lets open connections finish their requests, and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The key a model starts with, if any.
+enum Start {
+    Key(ModelKey, KeySource),
+    /// No usable key; why a sealed one was not used, if there was one.
+    NoKey(Option<String>),
+}
+
+/// The key a model starts with: given by the operator, or sealed here by an earlier run. A
+/// sealed key that does not unseal, or that is not the container's key, is reported and
+/// ignored.
+fn initial_key(config: &ServerConfig, platform: &dyn Platform, item: &Found) -> Start {
+    if let Some(key) = config.model_keys.get(&item.name) {
+        return Start::Key(key.clone(), KeySource::Given);
+    }
+    match sealed_keys::unseal_key(platform, &item.path, &item.name) {
+        Ok(Some(key)) if key.id() == item.key_id => {
+            tracing::info!(model = %item.name, "model key unsealed");
+            Start::Key(key, KeySource::Sealed)
+        }
+        Ok(Some(_)) => {
+            tracing::warn!(
+                model = %item.name,
+                "the sealed key is not this container's key; ignored"
+            );
+            Start::NoKey(Some(
+                "the sealed key is not this container's key (sealed-key-mismatch)".to_owned(),
+            ))
+        }
+        Ok(None) => Start::NoKey(None),
+        Err(failure) => {
+            tracing::warn!(
+                model = %item.name,
+                code = failure.code,
+                reason = %failure.reason,
+                "the sealed key does not unseal here; ignored"
+            );
+            Start::NoKey(Some(format!(
+                "the sealed key does not unseal here ({})",
+                failure.code
+            )))
+        }
+    }
+}

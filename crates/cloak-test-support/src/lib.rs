@@ -1,0 +1,22 @@
+//! Fixtures shared by Cloak's tests (not published).
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`cli`] | running a binary to completion and checking its output |
+//! | [`process`] | long-running processes (servers, brokers, proxies): killed on drop, URL read from their output |
+//! | [`sim`] | simulated platforms, measurements of executables, and the policies (library and flags) that trust a simulation root |
+//! | [`models`] | the demo model, sealed containers, and real models with their onnxruntime reference outputs |
+//! | [`server`] | a builder for an in-process server on the simulated platform |
+//! | [`deps`] | optional test dependencies (Python packages, nginx, `script`): found, required by CI, or skipped out loud |
+
+pub mod cli;
+pub mod deps;
+pub mod models;
+pub mod process;
+pub mod server;
+pub mod sim;
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    hex::encode(bytes)
+}
