@@ -11,7 +11,7 @@ fn testdata(path: &str) -> PathBuf {
 }
 
 mod support;
-use support::{cloak, s};
+use support::{cloak, cloak_line, s};
 
 /// Runs `cloak attest verify ... --json`; returns the exit status and the verdict.
 fn verify(quote: &str, collateral: &str, at: u64, extra: &[&str]) -> (i32, Value) {
@@ -257,16 +257,12 @@ isv_prod_id = 0
     );
 
     std::fs::write(&policy, "allow_debugg = true\n").unwrap();
-    let out = cloak(&[
-        "attest",
-        "verify",
-        "--quote",
+    let out = cloak_line(&format!(
+        "attest verify --quote {} --collateral {} --policy {}",
         s(&testdata(SGX)),
-        "--collateral",
         s(&testdata(SGX_COLLATERAL)),
-        "--policy",
-        s(&policy),
-    ]);
+        s(&policy)
+    ));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("allow_debugg"));
 }
@@ -360,11 +356,10 @@ fn inspect_cert_reads_and_binds_the_real_ra_tls_certificates() {
     }
     let not_cert = cloak(&["attest", "inspect-cert", s(&testdata(SGX_COLLATERAL))]);
     assert_eq!(not_cert.status.code(), Some(2));
-    let no_evidence = cloak(&[
-        "attest",
-        "inspect-cert",
-        s(&testdata("intel-root/Intel_SGX_Root_CA.der")),
-    ]);
+    let no_evidence = cloak_line(&format!(
+        "attest inspect-cert {}",
+        s(&testdata("intel-root/Intel_SGX_Root_CA.der"))
+    ));
     assert_eq!(no_evidence.status.code(), Some(2));
 }
 
@@ -430,17 +425,11 @@ fn hex_quotes_may_be_wrapped_and_unusable_inputs_exit_2() {
         .map(|line| format!("{}\n", std::str::from_utf8(line).unwrap()))
         .collect();
     std::fs::write(&wrapped, text).unwrap();
-    let out = cloak(&[
-        "attest",
-        "verify",
-        "--quote",
+    let out = cloak_line(&format!(
+        "attest verify --quote {} --collateral {} --at 1751328000 --json",
         s(&wrapped),
-        "--collateral",
-        s(&testdata(SGX_COLLATERAL)),
-        "--at",
-        "1751328000",
-        "--json",
-    ]);
+        s(&testdata(SGX_COLLATERAL))
+    ));
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(verdict["tee"], "sgx");
     assert_eq!(verdict["reason"], "tcb-status-not-allowed");

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 mod support;
 use cloak_test_support::process::{Launch, Spawned};
-use support::{cloak, exe, ok, s};
+use support::{cloak, cloak_line, exe, ok, s};
 
 /// The MRENCLAVE the simulated platform gives a process: the SHA-256 of its executable.
 fn mrenclave_of(exe: &Path) -> String {
@@ -27,6 +27,16 @@ fn mrenclave_of(exe: &Path) -> String {
 /// stdout (the URL follows it).
 fn spawn(exe: &Path, args: &[&str], log: &Path, marker: &str) -> Spawned {
     Launch::new(exe, args, log, marker).spawn()
+}
+
+/// A host's directory with a simulated platform made by `cloak sim init`: the directory, the
+/// platform's directory and its root certificate.
+fn host() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    ok(&cloak(&["sim", "init", "--dir", s(&sim)]));
+    let root = sim.join("root.der");
+    (tmp, sim, root)
 }
 
 /// The model owner's side: a broker database, its admin token, and the running broker.
@@ -40,14 +50,11 @@ impl Owner {
     fn init(dir: &Path) -> Self {
         let db = dir.join("kbs.db");
         let token = dir.join("admin.token");
-        ok(&cloak(&[
-            "kbs",
-            "init",
-            "--db",
+        ok(&cloak_line(&format!(
+            "kbs init --db {} --admin-token-out {}",
             s(&db),
-            "--admin-token-out",
-            s(&token),
-        ]));
+            s(&token)
+        )));
         Self {
             dir: dir.to_path_buf(),
             db,
@@ -133,17 +140,13 @@ fn seal_demo(dir: &Path, models: &Path, name: &str) -> PathBuf {
         std::fs::write(&onnx, include_bytes!("../assets/demo-mlp.onnx")).unwrap();
     }
     let key = dir.join(format!("{name}.key"));
-    ok(&cloak(&[
-        "model",
-        "encrypt",
+    ok(&cloak_line(&format!(
+        "model encrypt {} --out {} --key-out {} --name {}",
         s(&onnx),
-        "--out",
         s(&models.join(format!("{name}.cloak"))),
-        "--key-out",
         s(&key),
-        "--name",
-        name,
-    ]));
+        name
+    )));
     key
 }
 
@@ -201,11 +204,7 @@ fn observer_policy(root: &Path) -> cloak_attest::policy::AppraisalPolicy {
 /// Connects to the server at `url` over attested TLS; returns the model names its claims bind
 /// and the body of `POST path`.
 fn fetch(url: &str, root: &Path, path: &str) -> (Vec<String>, Vec<u8>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    cloak_test_support::block_on(async {
         let client = cloak_client::Client::builder()
             .policy(observer_policy(root))
             .connect(url)
@@ -290,19 +289,13 @@ fn infer_demo(server: &Spawned, dir: &Path, root: &Path, model: &str) -> Value {
         r#"{"inputs":[{"name":"features","datatype":"FP32","shape":[1,4],"data":[0.5,-1.0,2.0,3.0]}]}"#,
     )
     .unwrap();
-    let out = cloak(&[
-        "infer",
+    let out = cloak_line(&format!(
+        "infer {} --model {} --input {} --trust-root {} --allow-status OutOfDate --json",
         &server.url,
-        "--model",
         model,
-        "--input",
         s(&request),
-        "--trust-root",
-        s(root),
-        "--allow-status",
-        "OutOfDate",
-        "--json",
-    ]);
+        s(root)
+    ));
     ok(&out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -312,11 +305,8 @@ fn infer_demo(server: &Spawned, dir: &Path, root: &Path, model: &str) -> Value {
 /// binary (a new MRENCLAVE) cannot unseal and go back to the broker once it is up.
 #[test]
 fn release_seal_restart_and_rebuild() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, sim, root) = host();
     let dir = tmp.path();
-    let sim = dir.join("sim");
-    ok(&cloak(&["sim", "init", "--dir", s(&sim)]));
-    let root = sim.join("root.der");
     let models = dir.join("models");
     std::fs::create_dir(&models).unwrap();
     let demo_key = seal_demo(dir, &models, "demo");
@@ -449,14 +439,10 @@ fn refusals_name_their_reason() {
     // An OutOfDate platform: a policy requiring UpToDate, one naming only Intel's root, one
     // pinning another enclave (while tolerating OutOfDate); and a model with a given key.
     let out_of_date = dir.join("sim-ood");
-    ok(&cloak(&[
-        "sim",
-        "init",
-        "--dir",
-        s(&out_of_date),
-        "--tcb-status",
-        "OutOfDate",
-    ]));
+    ok(&cloak_line(&format!(
+        "sim init --dir {} --tcb-status OutOfDate",
+        s(&out_of_date)
+    )));
     let root = out_of_date.join("root.der");
     let models = dir.join("models-ood");
     std::fs::create_dir(&models).unwrap();
@@ -557,11 +543,8 @@ fn post(url: &str, path: &str, body: &str) -> (u16, Value) {
 fn replay_expiry_tokens_and_audit_edits() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, sim, root) = host();
     let dir = tmp.path();
-    let sim = dir.join("sim");
-    ok(&cloak(&["sim", "init", "--dir", s(&sim)]));
-    let root = sim.join("root.der");
     let models = dir.join("models");
     std::fs::create_dir(&models).unwrap();
     let key = seal_demo(dir, &models, "demo");
@@ -647,18 +630,12 @@ fn replay_expiry_tokens_and_audit_edits() {
     std::fs::write(&wrong, "0".repeat(64)).unwrap();
     let policy_path = dir.join("lax.toml");
     std::fs::write(&policy_path, policy(&root, &[&"33".repeat(32)], "")).unwrap();
-    let out = cloak(&[
-        "kbs",
-        "set-policy",
-        "--url",
+    let out = cloak_line(&format!(
+        "kbs set-policy --url {} --admin-token-file {} --name demo --policy {}",
         &kbs,
-        "--admin-token-file",
         s(&wrong),
-        "--name",
-        "demo",
-        "--policy",
-        s(&policy_path),
-    ]);
+        s(&policy_path)
+    ));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
     let records = owner.audit(&kbs);
@@ -698,11 +675,8 @@ fn replay_expiry_tokens_and_audit_edits() {
 /// why.
 #[test]
 fn an_https_broker_is_trusted_through_kbs_ca() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, sim, root) = host();
     let dir = tmp.path();
-    let sim = dir.join("sim");
-    ok(&cloak(&["sim", "init", "--dir", s(&sim)]));
-    let root = sim.join("root.der");
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert = dir.join("kbs-cert.pem");
     let key = dir.join("kbs-key.pem");

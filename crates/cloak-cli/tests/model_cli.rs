@@ -10,7 +10,7 @@ use serde_json::Value;
 const CHUNK: usize = 4096;
 
 mod support;
-use support::{cloak, exe};
+use support::{cloak, cloak_line, exe};
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -59,17 +59,12 @@ impl Sealed {
         let key = dir.path().join("model.key");
         let plaintext = model_bytes(len);
         fs::write(&model, &plaintext).unwrap();
-        let out = cloak(&[
-            "model",
-            "encrypt",
+        let out = cloak_line(&format!(
+            "model encrypt {} --out {} --key-out {} --chunk-size 4096",
             path(&model),
-            "--out",
             path(&container),
-            "--key-out",
-            path(&key),
-            "--chunk-size",
-            "4096",
-        ]);
+            path(&key)
+        ));
         assert_eq!(status(&out), 0, "{}", stderr(&out));
         Self {
             dir,
@@ -91,15 +86,19 @@ impl Sealed {
         self.verify_json(&variant, &self.key)
     }
 
+    /// Verifies `bytes` as a container and requires exit `status` with error `code`.
+    fn assert_variant_fails(&self, bytes: &[u8], status: i32, code: &str) {
+        let (exit, report) = self.verify_variant(bytes);
+        assert_eq!(exit, status, "{code}: {report}");
+        assert_eq!(report["error"]["code"], code, "{report}");
+    }
+
     fn verify_json(&self, container: &Path, key: &Path) -> (i32, Value) {
-        let out = cloak(&[
-            "model",
-            "verify",
+        let out = cloak_line(&format!(
+            "model verify {} --key {} --json",
             path(container),
-            "--key",
-            path(key),
-            "--json",
-        ]);
+            path(key)
+        ));
         (status(&out), serde_json::from_slice(&out.stdout).unwrap())
     }
 
@@ -145,28 +144,22 @@ fn encrypt_inspect_verify_decrypt_round_trip() {
     assert_eq!(report["header"]["authenticated"], true);
     assert_eq!(report["digest_checked"], false);
 
-    let digest = cloak(&[
-        "model",
-        "verify",
+    let digest = cloak_line(&format!(
+        "model verify {} --key {} --check-digest",
         path(&s.container),
-        "--key",
-        path(&s.key),
-        "--check-digest",
-    ]);
+        path(&s.key)
+    ));
     assert_eq!(status(&digest), 0, "{}", stderr(&digest));
     assert!(stdout(&digest).starts_with("OK "));
     assert!(stdout(&digest).contains("recomputed and matches"));
 
     let out = s.dir.path().join("decrypted.onnx");
-    let decrypt = cloak(&[
-        "model",
-        "decrypt",
+    let decrypt = cloak_line(&format!(
+        "model decrypt {} --key {} --out {}",
         path(&s.container),
-        "--key",
         path(&s.key),
-        "--out",
-        path(&out),
-    ]);
+        path(&out)
+    ));
     assert_eq!(status(&decrypt), 0, "{}", stderr(&decrypt));
     assert_eq!(fs::read(&out).unwrap(), s.plaintext);
     assert_eq!(
@@ -194,36 +187,20 @@ fn name_defaults_to_the_file_stem_and_can_be_overridden() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("resnet-50.v2.onnx");
     fs::write(&model, b"weights").unwrap();
-    let a = dir.path().join("a.cloak");
-    let out = cloak(&[
-        "model",
-        "encrypt",
-        path(&model),
-        "--out",
-        path(&a),
-        "--key-out",
-        path(&dir.path().join("k")),
-    ]);
-    assert_eq!(status(&out), 0, "{}", stderr(&out));
-    let header: Value =
-        serde_json::from_slice(&cloak(&["model", "inspect", path(&a), "--json"]).stdout).unwrap();
+    let (model, key) = (path(&model), dir.path().join("k"));
+    // Encrypts with `flags` into `file` and returns its header.
+    let sealed = |file: &str, flags: String| -> Value {
+        let out = dir.path().join(file);
+        let run = cloak_line(&format!(
+            "model encrypt {model} --out {} {flags}",
+            path(&out)
+        ));
+        assert_eq!(status(&run), 0, "{}", stderr(&run));
+        serde_json::from_slice(&cloak(&["model", "inspect", path(&out), "--json"]).stdout).unwrap()
+    };
+    let header = sealed("a.cloak", format!("--key-out {}", path(&key)));
     assert_eq!(header["name"], "resnet-50.v2");
-
-    let b = dir.path().join("b.cloak");
-    let out = cloak(&[
-        "model",
-        "encrypt",
-        path(&model),
-        "--out",
-        path(&b),
-        "--key",
-        path(&dir.path().join("k")),
-        "--name",
-        "prod_model",
-    ]);
-    assert_eq!(status(&out), 0, "{}", stderr(&out));
-    let header_b: Value =
-        serde_json::from_slice(&cloak(&["model", "inspect", path(&b), "--json"]).stdout).unwrap();
+    let header_b = sealed("b.cloak", format!("--key {} --name prod_model", path(&key)));
     assert_eq!(header_b["name"], "prod_model");
     assert_eq!(header_b["key_id"], header["key_id"], "--key reuses the key");
     assert_ne!(header_b["file_id"], header["file_id"]);
@@ -234,15 +211,18 @@ fn an_unusable_name_is_a_usage_error_with_a_hint() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("my model.onnx");
     fs::write(&model, b"weights").unwrap();
-    let out = cloak(&[
+    // A path with a space: given as separate arguments, not as a line.
+    let (out, key) = (dir.path().join("m.cloak"), dir.path().join("k"));
+    let args = [
         "model",
         "encrypt",
         path(&model),
         "--out",
-        path(&dir.path().join("m.cloak")),
+        path(&out),
         "--key-out",
-        path(&dir.path().join("k")),
-    ]);
+        path(&key),
+    ];
+    let out = cloak(&args);
     assert_eq!(status(&out), 2);
     assert!(stderr(&out).contains("--name"), "{}", stderr(&out));
     assert_eq!(entries(dir.path()), ["my model.onnx"]);
@@ -255,15 +235,12 @@ fn an_existing_key_file_is_never_overwritten_and_nothing_is_written() {
     let key = dir.path().join("m.key");
     fs::write(&model, b"weights").unwrap();
     fs::write(&key, b"precious").unwrap();
-    let out = cloak(&[
-        "model",
-        "encrypt",
+    let out = cloak_line(&format!(
+        "model encrypt {} --out {} --key-out {}",
         path(&model),
-        "--out",
         path(&dir.path().join("m.cloak")),
-        "--key-out",
-        path(&key),
-    ]);
+        path(&key)
+    ));
     assert_eq!(status(&out), 2);
     assert!(stderr(&out).contains("refusing to overwrite"));
     assert_eq!(fs::read(&key).unwrap(), b"precious");
@@ -274,82 +251,28 @@ fn an_existing_key_file_is_never_overwritten_and_nothing_is_written() {
 fn usage_errors_exit_with_status_2() {
     let s = Sealed::new(10);
     let missing = s.dir.path().join("missing");
-    let cases: Vec<Vec<&str>> = vec![
-        vec!["model", "encrypt", path(&s.model), "--out", "x.cloak"],
-        vec![
-            "model",
-            "encrypt",
-            path(&s.model),
-            "--out",
-            "x.cloak",
-            "--key",
-            path(&s.key),
-            "--key-out",
-            "y.key",
-        ],
-        vec!["model", "verify", path(&s.container)],
-        vec!["model", "verify", path(&missing), "--key", path(&s.key)],
-        vec![
-            "model",
-            "verify",
-            path(&s.container),
-            "--key",
-            path(&missing),
-        ],
-        vec![
-            "model",
-            "verify",
-            path(&s.container),
-            "--key",
-            path(&s.model),
-        ],
-        vec!["model", "inspect", path(&missing)],
-        vec!["model", "inspect", path(&s.model)],
-        vec!["model", "inspect", path(s.dir.path())],
-        vec![
-            "model",
-            "encrypt",
-            path(&s.model),
-            "--out",
-            path(&s.model),
-            "--key",
-            path(&s.key),
-        ],
-        vec![
-            "model",
-            "encrypt",
-            path(&s.model),
-            "--out",
-            "x.cloak",
-            "--key",
-            path(&s.key),
-            "--chunk-size",
-            "100",
-        ],
-        vec![
-            "model",
-            "encrypt",
-            path(&s.model),
-            "--out",
-            path(&s.key),
-            "--key",
-            path(&s.key),
-        ],
-        vec![
-            "model",
-            "decrypt",
-            path(&s.container),
-            "--key",
-            path(&s.key),
-            "--out",
-            path(&s.key),
-        ],
-        vec!["model", "frobnicate"],
+    let (model, key, container) = (path(&s.model), path(&s.key), path(&s.container));
+    let (missing, dir) = (path(&missing), path(s.dir.path()));
+    let cases = [
+        format!("model encrypt {model} --out x.cloak"),
+        format!("model encrypt {model} --out x.cloak --key {key} --key-out y.key"),
+        format!("model verify {container}"),
+        format!("model verify {missing} --key {key}"),
+        format!("model verify {container} --key {missing}"),
+        format!("model verify {container} --key {model}"),
+        format!("model inspect {missing}"),
+        format!("model inspect {model}"),
+        format!("model inspect {dir}"),
+        format!("model encrypt {model} --out {model} --key {key}"),
+        format!("model encrypt {model} --out x.cloak --key {key} --chunk-size 100"),
+        format!("model encrypt {model} --out {key} --key {key}"),
+        format!("model decrypt {container} --key {key} --out {key}"),
+        "model frobnicate".to_owned(),
     ];
-    for args in cases {
-        let out = cloak(&args);
-        assert_eq!(status(&out), 2, "{args:?}: {}", stderr(&out));
-        assert!(!stderr(&out).is_empty(), "{args:?}");
+    for line in cases {
+        let out = cloak_line(&line);
+        assert_eq!(status(&out), 2, "{line}: {}", stderr(&out));
+        assert!(!stderr(&out).is_empty(), "{line}");
     }
     assert_eq!(fs::read(&s.model).unwrap(), s.plaintext);
     assert!(fs::read_to_string(&s.key).unwrap().contains(&s.key_hex()));
@@ -364,17 +287,12 @@ fn every_tampering_case_exits_1_with_its_specific_code() {
     let foreign = other.bytes();
     // `other` has its own key; re-seal its model with ours for a same-key splice.
     let same_key = s.dir.path().join("same-key.cloak");
-    let out = cloak(&[
-        "model",
-        "encrypt",
+    let out = cloak_line(&format!(
+        "model encrypt {} --out {} --key {} --chunk-size 4096",
         path(&s.model),
-        "--out",
         path(&same_key),
-        "--key",
-        path(&s.key),
-        "--chunk-size",
-        "4096",
-    ]);
+        path(&s.key)
+    ));
     assert_eq!(status(&out), 0);
     let sibling = fs::read(&same_key).unwrap();
 
@@ -422,13 +340,12 @@ fn unknown_versions_and_non_containers_exit_2() {
     let s = Sealed::new(100);
     let mut v9 = s.bytes();
     v9[8..10].copy_from_slice(&9u16.to_be_bytes());
-    let (code, report) = s.verify_variant(&v9);
-    assert_eq!(code, 2);
-    assert_eq!(report["error"]["code"], "unsupported-version");
-
-    let (code, report) = s.verify_variant(b"definitely not a container, just some text");
-    assert_eq!(code, 2);
-    assert_eq!(report["error"]["code"], "not-container");
+    s.assert_variant_fails(&v9, 2, "unsupported-version");
+    s.assert_variant_fails(
+        b"definitely not a container, just some text",
+        2,
+        "not-container",
+    );
 
     let inspect = cloak(&["model", "inspect", path(&s.model), "--json"]);
     assert_eq!(status(&inspect), 2);
@@ -446,31 +363,24 @@ fn a_failed_decrypt_leaves_no_output_and_keeps_an_existing_one() {
     fs::write(&bad, &tampered).unwrap();
 
     let fresh = s.dir.path().join("fresh.onnx");
-    let out = cloak(&[
-        "model",
-        "decrypt",
+    let out = cloak_line(&format!(
+        "model decrypt {} --key {} --out {}",
         path(&bad),
-        "--key",
         path(&s.key),
-        "--out",
-        path(&fresh),
-    ]);
+        path(&fresh)
+    ));
     assert_eq!(status(&out), 1);
     assert!(stderr(&out).contains("chunk 2 failed authentication"));
     assert!(!fresh.exists());
 
     let existing = s.dir.path().join("existing.onnx");
     fs::write(&existing, b"keep me").unwrap();
-    let out = cloak(&[
-        "model",
-        "decrypt",
+    let out = cloak_line(&format!(
+        "model decrypt {} --key {} --out {} --force",
         path(&bad),
-        "--key",
         path(&s.key),
-        "--out",
-        path(&existing),
-        "--force",
-    ]);
+        path(&existing)
+    ));
     assert_eq!(status(&out), 1);
     assert_eq!(fs::read(&existing).unwrap(), b"keep me");
     assert_eq!(
@@ -494,21 +404,16 @@ fn no_output_ever_contains_key_material() {
         cloak(&["model", "inspect", path(&s.container)]),
         cloak(&["model", "inspect", path(&s.container), "--json"]),
         cloak(&["model", "verify", path(&s.container), "--key", path(&s.key)]),
-        cloak(&[
-            "model",
-            "verify",
+        cloak_line(&format!(
+            "model verify {} --key {} --json",
             path(&s.container),
-            "--key",
-            path(&other.key),
-            "--json",
-        ]),
-        cloak(&[
-            "model",
-            "verify",
+            path(&other.key)
+        )),
+        cloak_line(&format!(
+            "model verify {} --key {}",
             path(&s.container),
-            "--key",
-            path(&s.model),
-        ]),
+            path(&s.model)
+        )),
     ];
     for out in runs {
         let all = format!("{}{}", stdout(&out), stderr(&out)).to_lowercase();
@@ -553,20 +458,14 @@ fn existing_outputs_are_replaced_only_with_force_and_only_if_regular_files() {
     let s = Sealed::new(100);
     let out_model = s.dir.path().join("out.onnx");
     fs::write(&out_model, b"keep me").unwrap();
-    let decrypt = |force: bool| {
-        let mut args = vec![
-            "model",
-            "decrypt",
-            path(&s.container),
-            "--key",
-            path(&s.key),
-            "--out",
+    let (container, key, model) = (path(&s.container), path(&s.key), path(&s.model));
+    let force = |force: bool| if force { "--force" } else { "" };
+    let decrypt = |forced: bool| {
+        cloak_line(&format!(
+            "model decrypt {container} --key {key} --out {} {}",
             path(&out_model),
-        ];
-        if force {
-            args.push("--force");
-        }
-        cloak(&args)
+            force(forced)
+        ))
     };
     let refused = decrypt(false);
     assert_eq!(status(&refused), 2);
@@ -576,20 +475,11 @@ fn existing_outputs_are_replaced_only_with_force_and_only_if_regular_files() {
     assert_eq!(status(&forced), 0, "{}", stderr(&forced));
     assert_eq!(fs::read(&out_model).unwrap(), s.plaintext);
 
-    let reseal = |force: bool| {
-        let mut args = vec![
-            "model",
-            "encrypt",
-            path(&s.model),
-            "--out",
-            path(&s.container),
-            "--key",
-            path(&s.key),
-        ];
-        if force {
-            args.push("--force");
-        }
-        cloak(&args)
+    let reseal = |forced: bool| {
+        cloak_line(&format!(
+            "model encrypt {model} --out {container} --key {key} {}",
+            force(forced)
+        ))
     };
     let before = s.bytes();
     assert_eq!(status(&reseal(false)), 2);
@@ -600,16 +490,12 @@ fn existing_outputs_are_replaced_only_with_force_and_only_if_regular_files() {
     // A symbolic link is never replaced, not even with --force.
     let link = s.dir.path().join("link.onnx");
     std::os::unix::fs::symlink(&out_model, &link).unwrap();
-    let out = cloak(&[
-        "model",
-        "decrypt",
+    let out = cloak_line(&format!(
+        "model decrypt {} --key {} --out {} --force",
         path(&s.container),
-        "--key",
         path(&s.key),
-        "--out",
-        path(&link),
-        "--force",
-    ]);
+        path(&link)
+    ));
     assert_eq!(status(&out), 2);
     assert!(
         stderr(&out).contains("not a regular file"),
@@ -627,9 +513,7 @@ fn existing_outputs_are_replaced_only_with_force_and_only_if_regular_files() {
 #[test]
 fn an_empty_container_file_is_truncated() {
     let s = Sealed::new(10);
-    let (code, report) = s.verify_variant(b"");
-    assert_eq!(code, 1);
-    assert_eq!(report["error"]["code"], "truncated");
+    s.assert_variant_fails(b"", 1, "truncated");
 }
 
 #[test]
@@ -708,15 +592,12 @@ fn progress_is_shown_for_large_files_only_on_a_terminal() {
     let big = s.dir.path().join("big.bin");
     let big_container = s.dir.path().join("big.cloak");
     fs::write(&big, vec![0u8; 65 * 1024 * 1024]).unwrap();
-    let out = cloak(&[
-        "model",
-        "encrypt",
+    let out = cloak_line(&format!(
+        "model encrypt {} --out {} --key {}",
         path(&big),
-        "--out",
         path(&big_container),
-        "--key",
-        path(&s.key),
-    ]);
+        path(&s.key)
+    ));
     assert_eq!(status(&out), 0);
     assert!(
         stderr(&out).is_empty(),

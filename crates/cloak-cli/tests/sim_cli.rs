@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod support;
-use support::{cloak, exe, ok, s};
+use support::{cloak, cloak_line, exe, ok, s};
 
 /// A platform in a fresh directory, initialised with `extra` flags.
 fn init(extra: &[&str]) -> tempfile::TempDir {
@@ -44,17 +44,12 @@ fn quote_and_verify(dir: &Path, extra: &[&str], verify_flags: &[&str]) -> (i32, 
     ];
     args.extend_from_slice(extra);
     ok(&cloak(&args));
-    let mut verify = vec![
-        "attest",
-        "verify",
-        "--quote",
+    let out = cloak_line(&format!(
+        "attest verify --quote {} --collateral {} --json {}",
         s(&quote),
-        "--collateral",
         s(&collateral),
-        "--json",
-    ];
-    verify.extend_from_slice(verify_flags);
-    let out = cloak(&verify);
+        verify_flags.join(" ")
+    ));
     (
         out.status.code().unwrap(),
         serde_json::from_slice(&out.stdout).unwrap(),
@@ -126,12 +121,10 @@ fn revocation_and_debug_are_rejected_with_their_reasons() {
     );
     assert_eq!(verdict["measurements"]["debug"], true);
 
-    ok(&cloak(&[
-        "sim",
-        "revoke",
-        "--dir",
-        s(&dir.path().join("platform")),
-    ]));
+    ok(&cloak_line(&format!(
+        "sim revoke --dir {}",
+        s(&dir.path().join("platform"))
+    )));
     let (code, verdict) = quote_and_verify(dir.path(), &[], &["--trust-root", &root]);
     assert_eq!((code, verdict["reason"].as_str()), (1, Some("revoked")));
 }

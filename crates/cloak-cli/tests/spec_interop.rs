@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod support;
-use support::{cloak, s};
+use support::{cloak_line, s};
 
 fn repo_root() -> PathBuf {
     cloak_test_support::deps::repo_root()
@@ -54,17 +54,14 @@ fn containers_sealed_by_cloak_open_in_the_python_reference() {
         let output = dir.path().join(format!("m{i}.out"));
         fs::write(&input, &plaintext).unwrap();
         let key_flag = if i == 0 { "--key-out" } else { "--key" };
-        let sealed = cloak(&[
-            "model",
-            "encrypt",
+        let sealed = cloak_line(&format!(
+            "model encrypt {} --out {} {} {} --chunk-size {}",
             s(&input),
-            "--out",
             s(&container),
             key_flag,
             s(&key),
-            "--chunk-size",
-            &chunk.to_string(),
-        ]);
+            &chunk.to_string()
+        ));
         assert!(sealed.status.success(), "{sealed:?}");
         let opened = reference(&python, &[Path::new("open"), &container, &key, &output]);
         assert!(opened.status.success(), "len {len}: {opened:?}");
@@ -91,15 +88,12 @@ fn containers_sealed_by_the_python_reference_open_in_cloak() {
     let key = dir.path().join("k.key");
     let seed = dir.path().join("seed.bin");
     fs::write(&seed, b"seed").unwrap();
-    let made = cloak(&[
-        "model",
-        "encrypt",
+    let made = cloak_line(&format!(
+        "model encrypt {} --out {} --key-out {}",
         s(&seed),
-        "--out",
         s(&dir.path().join("seed.cloak")),
-        "--key-out",
-        s(&key),
-    ]);
+        s(&key)
+    ));
     assert!(made.status.success(), "{made:?}");
 
     for (len, chunk) in [(0usize, 4096usize), (10_000, 4096), (2 * 4096, 4096)] {
@@ -120,25 +114,19 @@ fn containers_sealed_by_the_python_reference_open_in_cloak() {
             ],
         );
         assert!(sealed.status.success(), "{sealed:?}");
-        let verified = cloak(&[
-            "model",
-            "verify",
+        let verified = cloak_line(&format!(
+            "model verify {} --key {} --check-digest",
             s(&container),
-            "--key",
-            s(&key),
-            "--check-digest",
-        ]);
+            s(&key)
+        ));
         assert!(verified.status.success(), "len {len}: {verified:?}");
         let _ = fs::remove_file(&output);
-        let opened = cloak(&[
-            "model",
-            "decrypt",
+        let opened = cloak_line(&format!(
+            "model decrypt {} --key {} --out {}",
             s(&container),
-            "--key",
             s(&key),
-            "--out",
-            s(&output),
-        ]);
+            s(&output)
+        ));
         assert!(opened.status.success(), "len {len}: {opened:?}");
         assert_eq!(fs::read(&output).unwrap(), plaintext, "len {len}");
     }

@@ -140,15 +140,13 @@ async fn challenge(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = state.limit(peer.ip()) {
-        return refused;
-    }
-    let request: ChallengeRequest = match parse(&body) {
-        Ok(request) => request,
-        Err(e) => return e.into_response(),
-    };
-    let broker = Arc::clone(&state.broker);
-    respond(blocking(move || broker.challenge(&request)).await)
+    attestation_step(
+        &state,
+        peer,
+        &body,
+        |broker, request: ChallengeRequest, _| broker.challenge(&request),
+    )
+    .await
 }
 
 async fn release(
@@ -156,15 +154,36 @@ async fn release(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Response {
+    attestation_step(
+        &state,
+        peer,
+        &body,
+        |broker, request: ReleaseRequest, peer| broker.release(&request, peer),
+    )
+    .await
+}
+
+/// A step of the attestation protocol from `peer`: rate-limited per address, the JSON body
+/// parsed, then the broker's work on the blocking pool.
+async fn attestation_step<Req, Resp>(
+    state: &AppState,
+    peer: SocketAddr,
+    body: &[u8],
+    step: impl FnOnce(&Broker, Req, &str) -> Result<Resp, BrokerError> + Send + 'static,
+) -> Response
+where
+    Req: serde::de::DeserializeOwned + Send + 'static,
+    Resp: serde::Serialize + Send + 'static,
+{
     if let Some(refused) = state.limit(peer.ip()) {
         return refused;
     }
-    let request: ReleaseRequest = match parse(&body) {
+    let request: Req = match parse(body) {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
     let broker = Arc::clone(&state.broker);
-    respond(blocking(move || broker.release(&request, &peer.to_string())).await)
+    respond(blocking(move || step(&broker, request, &peer.to_string())).await)
 }
 
 async fn add_model(
@@ -174,22 +193,11 @@ async fn add_model(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = bearer(&headers);
-    let broker = Arc::clone(&state.broker);
     let parsed = parse::<AddModelRequest>(&body);
-    respond_empty(
-        blocking(move || match parsed {
-            Ok(request) => broker.add_model(
-                token.as_ref().map(|t| t.as_str()),
-                &peer.to_string(),
-                &name,
-                request,
-            ),
-            Err(ApiError(e)) => Err(e),
-        })
-        .await,
-        StatusCode::CREATED,
-    )
+    let added = admin(&state, peer, &headers, move |broker, token, peer| {
+        broker.add_model(token, peer, &name, parsed.map_err(|ApiError(e)| e)?)
+    });
+    respond_empty(added.await, StatusCode::CREATED)
 }
 
 async fn set_policy(
@@ -199,22 +207,11 @@ async fn set_policy(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = bearer(&headers);
-    let broker = Arc::clone(&state.broker);
     let parsed = parse::<SetPolicyRequest>(&body);
-    respond_empty(
-        blocking(move || match parsed {
-            Ok(request) => broker.set_policy(
-                token.as_ref().map(|t| t.as_str()),
-                &peer.to_string(),
-                &name,
-                &request,
-            ),
-            Err(ApiError(e)) => Err(e),
-        })
-        .await,
-        StatusCode::NO_CONTENT,
-    )
+    let set = admin(&state, peer, &headers, move |broker, token, peer| {
+        broker.set_policy(token, peer, &name, &parsed.map_err(|ApiError(e)| e)?)
+    });
+    respond_empty(set.await, StatusCode::NO_CONTENT)
 }
 
 async fn remove_model(
@@ -223,15 +220,10 @@ async fn remove_model(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let token = bearer(&headers);
-    let broker = Arc::clone(&state.broker);
-    respond_empty(
-        blocking(move || {
-            broker.remove_model(token.as_ref().map(|t| t.as_str()), &peer.to_string(), &name)
-        })
-        .await,
-        StatusCode::NO_CONTENT,
-    )
+    let removed = admin(&state, peer, &headers, move |broker, token, peer| {
+        broker.remove_model(token, peer, &name)
+    });
+    respond_empty(removed.await, StatusCode::NO_CONTENT)
 }
 
 /// The query of `GET /kbs/v1/admin/audit`.
@@ -246,19 +238,31 @@ async fn audit(
     Query(query): Query<AuditQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let token = bearer(&headers);
-    let broker = Arc::clone(&state.broker);
     let verify = query.verify.unwrap_or(false);
-    respond(
-        blocking(move || {
-            broker.audit(
-                token.as_ref().map(|t| t.as_str()),
-                &peer.to_string(),
-                verify,
-            )
-        })
-        .await,
-    )
+    let records = admin(&state, peer, &headers, move |broker, token, peer| {
+        broker.audit(token, peer, verify)
+    });
+    respond(records.await)
+}
+
+/// Runs an admin operation on the blocking pool, with the request's bearer token (if any) and
+/// the caller's address for the audit log; the broker checks the token.
+async fn admin<T: Send + 'static>(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    operation: impl FnOnce(&Broker, Option<&str>, &str) -> Result<T, BrokerError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let token = bearer(headers);
+    let broker = Arc::clone(&state.broker);
+    blocking(move || {
+        operation(
+            &broker,
+            token.as_ref().map(|t| t.as_str()),
+            &peer.to_string(),
+        )
+    })
+    .await
 }
 
 async fn not_found() -> Response {

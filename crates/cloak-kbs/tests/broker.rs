@@ -126,6 +126,17 @@ fn start_with(sim: &SimConfig, enclave: Identity, rate: RateLimit) -> Harness {
 }
 
 impl Harness {
+    /// Another broker on the same database and master key (a restart, or a replica).
+    fn second_broker(&self) -> Broker {
+        Broker::open(
+            Arc::new(SqliteStore::open(&self.db).unwrap()),
+            &MasterKey::read_file(&cloak_kbs::default_master_key_path(&self.db)).unwrap(),
+            self.clock.clone(),
+            BrokerConfig::new(),
+        )
+        .unwrap()
+    }
+
     fn admin(&self) -> AdminClient {
         AdminClient::new(&self.url, AdminToken::from_text(&self.token), None).unwrap()
     }
@@ -227,6 +238,13 @@ fn assert_denied(h: &Harness, status: u16, body: &Value, code: &str) {
     assert_eq!(record.event, "release");
     assert_eq!(record.decision, "denied");
     assert_eq!(record.reason, code);
+}
+
+/// A broker with the model registered under the default policy, and an up-to-date enclave.
+fn with_model() -> Harness {
+    let h = start(&SimConfig::up_to_date(), identity());
+    h.add_model(&h.policy(""));
+    h
 }
 
 #[test]
@@ -360,36 +378,27 @@ fn a_root_the_policy_does_not_name_is_untrusted() {
     assert_denied(&h, status, &body, "untrusted-root");
 }
 
+/// A genuine quote whose report data binds something other than the request it arrives in —
+/// another ephemeral key (replayed with an attacker's key), or another nonce — is refused.
 #[test]
-fn report_data_bound_to_another_ephemeral_key_is_denied() {
-    let h = start(&SimConfig::up_to_date(), identity());
-    h.add_model(&h.policy(""));
-    let nonce = h.challenge().nonce;
+fn report_data_that_binds_another_key_or_nonce_is_denied() {
+    let h = with_model();
     let enclave_key = HpkeKeyPair::generate();
     let attacker_key = HpkeKeyPair::generate();
-    // A genuine quote for the enclave's key, replayed with the attacker's key.
-    let request = h.request(&nonce, enclave_key.public_key(), attacker_key.public_key());
-    let (status, body) = h.release(&request);
-    assert_denied(&h, status, &body, "report-data-mismatch");
-}
-
-#[test]
-fn report_data_over_another_nonce_is_denied() {
-    let h = start(&SimConfig::up_to_date(), identity());
-    h.add_model(&h.policy(""));
+    let nonce = h.challenge().nonce;
+    let swapped_key = h.request(&nonce, enclave_key.public_key(), attacker_key.public_key());
     let old = h.challenge().nonce;
-    let fresh = h.challenge().nonce;
-    let ephemeral = HpkeKeyPair::generate();
-    let mut request = h.request(&old, ephemeral.public_key(), ephemeral.public_key());
-    request.nonce = fresh;
-    let (status, body) = h.release(&request);
-    assert_denied(&h, status, &body, "report-data-mismatch");
+    let mut other_nonce = h.request(&old, enclave_key.public_key(), enclave_key.public_key());
+    other_nonce.nonce = h.challenge().nonce;
+    for request in [swapped_key, other_nonce] {
+        let (status, body) = h.release(&request);
+        assert_denied(&h, status, &body, "report-data-mismatch");
+    }
 }
 
 #[test]
 fn a_replayed_release_finds_no_nonce() {
-    let h = start(&SimConfig::up_to_date(), identity());
-    h.add_model(&h.policy(""));
+    let h = with_model();
     let nonce = h.challenge().nonce;
     let ephemeral = HpkeKeyPair::generate();
     let request = h.request(&nonce, ephemeral.public_key(), ephemeral.public_key());
@@ -407,8 +416,7 @@ fn a_replayed_release_finds_no_nonce() {
 
 #[test]
 fn an_expired_nonce_is_refused_and_consumed() {
-    let h = start(&SimConfig::up_to_date(), identity());
-    h.add_model(&h.policy(""));
+    let h = with_model();
     let challenge = h.challenge();
     assert_eq!(challenge.expires, h.clock.now() + 60);
     let ephemeral = HpkeKeyPair::generate();
@@ -564,8 +572,7 @@ fn the_model_key_is_not_in_plaintext_in_the_database() {
 
 #[test]
 fn a_key_moved_to_another_models_row_does_not_unwrap() {
-    let h = start(&SimConfig::up_to_date(), identity());
-    h.add_model(&h.policy(""));
+    let h = with_model();
     let other_key = ModelKey::generate().unwrap();
     h.admin()
         .add_model("other", &other_key, &h.policy(""))
@@ -588,8 +595,7 @@ fn a_key_moved_to_another_models_row_does_not_unwrap() {
 
 /// Four records: add-model, a granted release, a denied one, and a refused admin call.
 fn audited_harness() -> Harness {
-    let h = start(&SimConfig::up_to_date(), identity());
-    h.add_model(&h.policy(""));
+    let h = with_model();
     assert_eq!(h.attempt().0, 200);
     let mut request = h.request(&[9; 32], &[1; 32], &[1; 32]);
     request.nonce = vec![9; 32];
@@ -661,13 +667,7 @@ fn appends_continue_the_chain_after_a_restart() {
     let h = audited_harness();
     let records = h.audit();
     // A second broker on the same database (a restart, or a replica) chains onto the head.
-    let broker = Broker::open(
-        Arc::new(SqliteStore::open(&h.db).unwrap()),
-        &MasterKey::read_file(&cloak_kbs::default_master_key_path(&h.db)).unwrap(),
-        h.clock.clone(),
-        BrokerConfig::new(),
-    )
-    .unwrap();
+    let broker = h.second_broker();
     assert!(broker.remove_model(Some("wrong"), "test", MODEL).is_err());
     let response = broker.audit(Some(&h.token), "test", true).unwrap();
     assert_eq!(response.records.len(), records.len() + 1);
@@ -713,8 +713,7 @@ fn challenges_and_releases_are_rate_limited_per_address() {
 
 #[test]
 fn migrations_are_idempotent_and_init_refuses_to_repeat() {
-    let h = start(&SimConfig::up_to_date(), identity());
-    h.add_model(&h.policy(""));
+    let h = with_model();
     for _ in 0..2 {
         let store = SqliteStore::open(&h.db).unwrap();
         assert!(store.model(MODEL).unwrap().is_some());
@@ -771,13 +770,7 @@ fn the_admin_client_trusts_only_the_given_ca_over_tls() {
     let cert_pem = certified.cert.pem();
     let key_pem = certified.signing_key.serialize_pem();
     let tls = cloak_kbs::http::tls_config(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
-    let broker = Broker::open(
-        Arc::new(SqliteStore::open(&h.db).unwrap()),
-        &MasterKey::read_file(&cloak_kbs::default_master_key_path(&h.db)).unwrap(),
-        h.clock.clone(),
-        BrokerConfig::new(),
-    )
-    .unwrap();
+    let broker = h.second_broker();
     let router = cloak_kbs::http::router(Arc::new(broker), RateLimit::new());
     let listener = h
         .runtime

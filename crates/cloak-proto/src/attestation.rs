@@ -34,10 +34,10 @@ pub struct AttestationDocument {
     /// `sim` or `gramine`.
     pub platform: String,
     /// The quote.
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::base64_bytes")]
     pub quote: Vec<u8>,
     /// The identity claims (CBOR), exactly as hashed into the report data.
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::base64_bytes")]
     pub claims: Vec<u8>,
     /// The collateral, as dcap-qvl `QuoteCollateralV3` JSON.
     pub collateral: Option<Box<RawValue>>,
@@ -69,22 +69,6 @@ impl AttestationDocument {
     /// The collateral JSON bytes, if the server relayed any.
     pub fn collateral_json(&self) -> Option<&[u8]> {
         self.collateral.as_deref().map(|raw| raw.get().as_bytes())
-    }
-}
-
-mod base64_bytes {
-    use super::{Deserialize, STANDARD};
-    use base64::Engine as _;
-
-    pub(super) fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(bytes))
-    }
-
-    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        STANDARD
-            .decode(text.as_bytes())
-            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -46,7 +46,7 @@ pub struct ChallengeRequest {
 #[serde(deny_unknown_fields)]
 pub struct ChallengeResponse {
     /// The nonce the evidence must bind ([`NONCE_LEN`] bytes).
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::base64_bytes")]
     pub nonce: Vec<u8>,
     /// When the nonce stops being accepted (Unix seconds).
     pub expires: u64,
@@ -57,15 +57,15 @@ pub struct ChallengeResponse {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     /// The nonce from the challenge.
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::base64_bytes")]
     pub nonce: Vec<u8>,
     /// The quote, whose report data is [`release_report_data`]`(nonce, ephemeral_key)`.
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::base64_bytes")]
     pub evidence: Vec<u8>,
     /// The collateral for the quote (dcap-qvl `QuoteCollateralV3` JSON).
     pub collateral: Box<RawValue>,
     /// The X25519 public key the model key is to be sealed to.
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::base64_bytes")]
     pub ephemeral_key: Vec<u8>,
 }
 
@@ -78,10 +78,10 @@ pub struct ReleaseResponse {
     /// The key's public id (hex), as in the model's container header.
     pub key_id: String,
     /// The HPKE encapsulated key.
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::base64_bytes")]
     pub enc: Vec<u8>,
     /// The model key, HPKE-sealed to the ephemeral key.
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::base64_bytes")]
     pub sealed_key: Vec<u8>,
 }
 
@@ -99,7 +99,7 @@ pub struct ErrorBody {
 #[serde(deny_unknown_fields)]
 pub struct AddModelRequest {
     /// The 32-byte model key.
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::base64_bytes")]
     pub key: Vec<u8>,
     /// The release policy (the appraisal policy TOML; `trust_root` is `intel` or `sha256:HEX`).
     pub policy: String,
@@ -191,23 +191,6 @@ pub fn release_info(model: &str) -> Vec<u8> {
     info.push(0);
     info.extend_from_slice(model.as_bytes());
     info
-}
-
-mod base64_bytes {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::Deserialize;
-
-    pub(super) fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(bytes))
-    }
-
-    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        STANDARD
-            .decode(text.as_bytes())
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]

@@ -4,23 +4,14 @@
 //!
 //! Everything here parses bytes from untrusted peers, so the crate runs under the parser lints:
 //! no `unwrap`, no indexing, no unchecked arithmetic.
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::arithmetic_side_effects
-    )
-)]
+// A parser of untrusted bytes: no unwrap, expect, indexing or unchecked arithmetic outside tests
+// (clippy.toml lets tests unwrap, expect and index).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::arithmetic_side_effects))]
 
 pub mod attestation;
+mod base64_bytes;
 pub mod identity;
 pub mod kbs;
 pub mod kserve;

@@ -135,18 +135,24 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn a_full_queue_refuses_at_once_and_a_slow_one_times_out() {
-        let admission = Arc::new(admission(1, 1, 50));
-        let running = admission.admit().await.unwrap();
-        // One may wait...
-        let waiter = {
-            let admission = Arc::clone(&admission);
+    /// A request that waits for a worker, once it is in the queue.
+    async fn waiter(admission: &Arc<Admission>) -> tokio::task::JoinHandle<Result<(), Refusal>> {
+        let queued = {
+            let admission = Arc::clone(admission);
             tokio::spawn(async move { admission.admit().await.map(drop) })
         };
         while admission.waiting() == 0 {
             tokio::task::yield_now().await;
         }
+        queued
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_a_slow_one_times_out() {
+        let admission = Arc::new(admission(1, 1, 50));
+        let running = admission.admit().await.unwrap();
+        // One may wait...
+        let waiter = waiter(&admission).await;
         // ...a second is refused without waiting.
         assert_eq!(admission.admit().await.unwrap_err(), Refusal::QueueFull);
         // The waiter times out while the worker stays busy.
@@ -160,13 +166,7 @@ mod tests {
     async fn a_waiter_gets_the_worker_when_it_frees() {
         let admission = Arc::new(admission(1, 4, 5_000));
         let running = admission.admit().await.unwrap();
-        let waiter = {
-            let admission = Arc::clone(&admission);
-            tokio::spawn(async move { admission.admit().await.map(drop) })
-        };
-        while admission.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = waiter(&admission).await;
         drop(running);
         assert!(waiter.await.unwrap().is_ok());
     }

@@ -72,31 +72,35 @@ pub(crate) async fn serve(
                             return;
                         }
                     };
-                    let connection = builder.serve_connection(TokioIo::new(tls), service);
-                    tokio::pin!(connection);
-                    tokio::select! {
-                        result = connection.as_mut() => result,
-                        _ = shutdown.changed() => {
-                            connection.as_mut().graceful_shutdown();
-                            connection.await
-                        }
-                    }
+                    serve_connection(&builder, tls, service, &mut shutdown).await
                 }
-                None => {
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(connection);
-                    tokio::select! {
-                        result = connection.as_mut() => result,
-                        _ = shutdown.changed() => {
-                            connection.as_mut().graceful_shutdown();
-                            connection.await
-                        }
-                    }
-                }
+                None => serve_connection(&builder, stream, service, &mut shutdown).await,
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Serves HTTP on one connection until it ends, or until `shutdown` turns true, after which the
+/// requests in progress finish and the connection closes.
+async fn serve_connection<I>(
+    builder: &Builder<TokioExecutor>,
+    io: I,
+    service: TowerToHyperService<Router>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
     }
 }

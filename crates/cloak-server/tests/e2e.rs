@@ -53,12 +53,25 @@ async fn connect(
     builder.connect(&server.url()).await
 }
 
-/// Posts an encoded request, requires 200, and parses the response.
-async fn infer_ok(client: &Client, path: &str, body: &EncodedBody) -> InferResponse {
-    let response = client
+/// `POST path` with an encoded KServe body; the answer whatever its status.
+async fn post(client: &Client, path: &str, body: &EncodedBody) -> Response {
+    client
         .send(Method::Post, path, body.body().to_vec(), body.header_len())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `POST path` with a JSON body; the answer whatever its status.
+async fn post_json(client: &Client, path: &str, json: &[u8]) -> Response {
+    client
+        .send(Method::Post, path, json.to_vec(), None)
+        .await
+        .unwrap()
+}
+
+/// Posts an encoded request, requires 200, and parses the response.
+async fn infer_ok(client: &Client, path: &str, body: &EncodedBody) -> InferResponse {
+    let response = post(client, path, body).await;
     assert_eq!(
         response.status,
         200,
@@ -169,15 +182,7 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
         .clone()
         .with_output(RequestedOutput::new("probabilities").with_encoding(TensorEncoding::Binary));
     let body = binary.encode(|_| TensorEncoding::Binary).unwrap();
-    let response = client
-        .send(
-            Method::Post,
-            "/v2/models/demo/versions/1/infer",
-            body.body().to_vec(),
-            body.header_len(),
-        )
-        .await
-        .unwrap();
+    let response = post(&client, "/v2/models/demo/versions/1/infer", &body).await;
     assert_eq!(response.status, 200);
     assert!(response.header_len.is_some());
     let response = InferResponse::parse(
@@ -242,15 +247,7 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
     );
     let broken = client.get("/v2/models/broken/ready").await.unwrap();
     assert_ne!(broken.status, 200);
-    let infer_broken = client
-        .send(
-            Method::Post,
-            "/v2/models/broken/infer",
-            b"{\"inputs\":[]}".to_vec(),
-            None,
-        )
-        .await
-        .unwrap();
+    let infer_broken = post_json(&client, "/v2/models/broken/infer", b"{\"inputs\":[]}").await;
     assert_eq!(infer_broken.status, 503);
     assert!(String::from_utf8_lossy(&infer_broken.body).contains("is not available"));
 
@@ -570,24 +567,8 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
         let request = demo_request()
             .with_output(RequestedOutput::new("probabilities").with_encoding(encoding));
         let body = request.encode(|_| encoding).unwrap();
-        let direct = attested
-            .send(
-                Method::Post,
-                "/v2/models/demo/infer",
-                body.body().to_vec(),
-                body.header_len(),
-            )
-            .await
-            .unwrap();
-        let sealed = encrypted
-            .send(
-                Method::Post,
-                "/v2/models/demo/infer",
-                body.body().to_vec(),
-                body.header_len(),
-            )
-            .await
-            .unwrap();
+        let direct = post(&attested, "/v2/models/demo/infer", &body).await;
+        let sealed = post(&encrypted, "/v2/models/demo/infer", &body).await;
         assert_eq!(
             sealed.status,
             200,
@@ -657,15 +638,7 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
     }
 
     // Errors travel inside the encapsulation with their KServe status; they carry no receipt.
-    let missing = encrypted
-        .send(
-            Method::Post,
-            "/v2/models/nope/infer",
-            b"{\"inputs\":[]}".to_vec(),
-            None,
-        )
-        .await
-        .unwrap();
+    let missing = post_json(&encrypted, "/v2/models/nope/infer", b"{\"inputs\":[]}").await;
     assert_eq!(missing.status, 404);
     assert!(missing.receipt.is_none());
     // Only the KServe API is reachable inside: not metrics, attestation, or the gateway itself.

@@ -16,6 +16,16 @@ pub mod process;
 pub mod server;
 pub mod sim;
 
+/// Runs `future` to completion on a new single-threaded runtime, for synchronous tests that
+/// make a few requests.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     hex::encode(bytes)

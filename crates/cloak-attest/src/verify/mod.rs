@@ -26,7 +26,8 @@ use crate::quote::{Quote, QuoteError, TeeType};
 /// The Intel SGX Root CA (production), DER.
 const INTEL_ROOT_DER: &[u8] = include_bytes!("../intel_sgx_root_ca.der");
 
-/// SHA-256 of [`INTEL_ROOT_DER`]: the pin every use of the Intel anchor checks.
+/// SHA-256 of the Intel SGX Root CA certificate built into this crate: the pin every use of the
+/// Intel anchor checks.
 pub const INTEL_ROOT_SHA256: [u8; 32] = [
     0x44, 0xa0, 0x19, 0x6b, 0x2b, 0x99, 0xf8, 0x89, 0xb8, 0xe1, 0x49, 0xe9, 0x5b, 0x80, 0x7a, 0x35,
     0x0e, 0x74, 0x24, 0x96, 0x43, 0x99, 0xe8, 0x85, 0xa7, 0xcb, 0xb8, 0xcc, 0xfa, 0xb6, 0x74, 0xd3,

@@ -176,11 +176,7 @@ fn write_request(dir: &Path) -> PathBuf {
 
 /// `/metrics`, read over attested TLS with the client library.
 fn server_metrics(server: &Server) -> String {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    cloak_test_support::block_on(async {
         let client = cloak_client::Client::builder()
             .policy(server.library_policy())
             .connect(&server.url)

@@ -108,6 +108,13 @@ http {{
     })
 }
 
+/// POSTs `data` (curl's `--data-binary`: text, or `@FILE`) as `content_type` to `url` through
+/// the load balancer whose CA is `ca`; returns the status code and the body.
+fn post_through(ca: &str, content_type: &str, data: &str, url: &str) -> (u16, String) {
+    let header = format!("content-type: {content_type}");
+    curl(&["--cacert", ca, "-H", &header, "--data-binary", data, url])
+}
+
 /// `curl` with `args`; returns the status code and the body.
 fn curl(args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
@@ -224,9 +231,7 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
     std::fs::write(&other, b"{}").unwrap();
     let mut wrong_body = verify.clone();
     wrong_body[6] = s(&other);
-    let out = cloak(&wrong_body);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("receipt-input-mismatch"));
+    assert!(refused(&wrong_body).contains("receipt-input-mismatch"));
     let text = std::fs::read_to_string(&receipt).unwrap();
     let mut bytes = text.trim().as_bytes().to_vec();
     let at = bytes.len() / 2;
@@ -235,13 +240,7 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
     std::fs::write(&tampered, &bytes).unwrap();
     let mut changed = verify.clone();
     changed[2] = s(&tampered);
-    let out = cloak(&changed);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    refused(&changed);
     let zeros = "00".repeat(32);
     let mut rejecting = verify.clone();
     let pin = rejecting
@@ -249,60 +248,34 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
         .position(|a| *a == "--expect-mrenclave")
         .unwrap();
     rejecting[pin + 1] = &zeros;
-    let out = cloak(&rejecting);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("measurement-mismatch"));
+    assert!(refused(&rejecting).contains("measurement-mismatch"));
 
     // Attested TLS cannot pass a TLS-terminating proxy: the client sees nginx's certificate,
     // which carries no evidence, and sends nothing.
     let mut atls = vec!["infer", &lb.url, "--model", "demo", "--input", s(&request)];
     atls.extend_from_slice(&policy_args);
-    let out = cloak(&atls);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    refused(&atls);
 
     // The gateway's own refusals, in the clear and without content.
     let ca = s(&lb.ca);
     let gateway = format!("{}/v1/ohttp", lb.url);
-    let (status, body) = curl(&[
-        "--cacert",
+    let (status, body) = post_through(
         ca,
-        "-H",
-        "content-type: message/ohttp-req",
-        "--data-binary",
+        "message/ohttp-req",
         "not an encapsulated request",
         &gateway,
-    ]);
+    );
     // Its first byte is not the attested key's id.
     assert_eq!(status, 400);
     assert!(body.contains("ohttp-key"), "{body}");
     assert!(!body.contains("encapsulated request"), "{body}");
-    let (status, _) = curl(&[
-        "--cacert",
-        ca,
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        "{}",
-        &gateway,
-    ]);
+    let (status, _) = post_through(ca, "application/json", "{}", &gateway);
     assert_eq!(status, 415);
 
     // The control: a plaintext request through the same nginx lands in its log, so the
     // checks above could have failed.
-    let (status, _) = curl(&[
-        "--cacert",
-        ca,
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        &format!("@{}", s(&request)),
-        &format!("{}/v2/models/demo/infer", lb.url),
-    ]);
+    let infer = format!("{}/v2/models/demo/infer", lb.url);
+    let (status, _) = post_through(ca, "application/json", &format!("@{}", s(&request)), &infer);
     assert_eq!(status, 200);
     assert!(lb.access_log_with("0.1234567").contains("0.1234567"));
 
@@ -333,4 +306,17 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
     assert_eq!(status, 200, "{body}");
     let log = proxy.log();
     assert!(log.contains("identity changed; re-appraising"), "{log}");
+}
+
+/// Runs `cloak ARGS`, requires exit status 1 (a refusal), and returns what it printed (standard
+/// output, then standard error).
+fn refused(args: &[&str]) -> String {
+    let out = cloak(args);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {printed}");
+    printed
 }

@@ -17,3 +17,10 @@ pub(crate) fn exe() -> PathBuf {
 pub(crate) fn cloak(args: &[&str]) -> Output {
     cloak_test_support::cli::run(&exe(), args)
 }
+
+/// Runs `cloak` with `line` split at whitespace (test paths hold none), so a command reads as
+/// it would be typed: `cloak_line(&format!("model verify {container} --key {key}"))`.
+pub(crate) fn cloak_line(line: &str) -> Output {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    cloak(&args)
+}
