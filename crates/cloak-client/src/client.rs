@@ -78,7 +78,7 @@ struct Settings {
 ///
 /// Without a policy there is nothing to connect with:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0599
 /// # async fn no_policy() {
 /// let client = cloak_client::Client::builder().connect("https://enclave.example").await;
 /// # }
