@@ -99,12 +99,12 @@ impl AppraisalError {
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BindingError {
-    /// A certificate's claims carry a nonce (only fresh attestations answer one).
-    #[error("a certificate's claims must not carry a nonce")]
-    CertificateNonce,
     /// The certificate's key is not the one its quote binds.
     #[error("the certificate's key is not bound by its quote")]
     CertificateKey,
+    /// A certificate's claims carry a nonce (only fresh attestations answer one).
+    #[error("a certificate's claims must not carry a nonce")]
+    CertificateNonce,
     /// A fresh attestation does not answer the nonce the client sent (a replay?).
     #[error("the attestation does not answer this nonce (a replay?)")]
     Nonce,
@@ -120,6 +120,7 @@ pub enum BindingError {
 }
 
 /// An error status from the server (or from a proxy in front of it).
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the server answered {status}: {message}")]
 pub struct ServerStatus {

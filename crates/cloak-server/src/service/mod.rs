@@ -44,12 +44,10 @@ pub(crate) struct Service {
 /// Why the service could not do what it was asked, in its own terms.
 #[derive(Debug)]
 pub(crate) enum ServiceError {
-    /// The platform could not produce evidence for a fresh attestation.
-    Evidence,
     /// The engine refused the inputs (a client error) or failed (a server error).
     Engine(EngineError),
-    /// The inference worker died with the request (a panic outside the engine's own guard).
-    WorkerFailed,
+    /// The platform could not produce evidence for a fresh attestation.
+    Evidence,
     /// A model is known but not served, with its failure's reason and code.
     ModelUnavailable {
         /// The model.
@@ -61,13 +59,6 @@ pub(crate) enum ServiceError {
     },
     /// No model has this name.
     NoSuchModel(String),
-    /// The model has no such version (Cloak serves version [`MODEL_VERSION`] only).
-    NoSuchVersion {
-        /// The model.
-        name: String,
-        /// The version asked for.
-        version: String,
-    },
     /// The request asks for an output the model does not have.
     NoSuchOutput {
         /// The model.
@@ -75,12 +66,21 @@ pub(crate) enum ServiceError {
         /// The output asked for.
         output: String,
     },
+    /// The model has no such version (Cloak serves version [`MODEL_VERSION`] only).
+    NoSuchVersion {
+        /// The model.
+        name: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// The request (or the response being encoded) breaks the KServe protocol or a limit.
+    Protocol(KserveError),
     /// The receipt could not be signed.
     Receipt,
     /// Admission control turned the request away.
     Refused(Refusal),
-    /// The request (or the response being encoded) breaks the KServe protocol or a limit.
-    Protocol(KserveError),
+    /// The inference worker died with the request (a panic outside the engine's own guard).
+    WorkerFailed,
 }
 
 impl From<KserveError> for ServiceError {
