@@ -224,7 +224,7 @@ impl Client {
         loop {
             let appraisal = self.current().await?;
             let (mut session, pooled) = self.take_session(&appraisal).await?;
-            let result = attempt(&mut session, &appraisal, call).await;
+            let result = attempt(&mut session, pooled, &appraisal, call).await;
             match result {
                 // An idle connection the server has closed (it may have restarted): the other
                 // idle ones are likely gone too; try a new connection.
@@ -289,14 +289,19 @@ impl<'a> Call<'a> {
     }
 }
 
-/// Sends `call` on `session`, after checking that the connection shows the server `appraisal`
-/// accepted (over attested TLS, a new connection to a restarted server shows new claims).
+/// Sends `call` on `session`. A new connection is first checked to show the server `appraisal`
+/// accepted: over attested TLS, a new connection to a restarted server shows new claims (a
+/// pooled one was checked when it was new; an encapsulated session shows the appraisal's own).
 async fn attempt(
     session: &mut Session,
+    pooled: bool,
     appraisal: &Appraisal,
     call: &Call<'_>,
 ) -> Result<(Response, Option<Receipt>), Error> {
-    if session.server().claims().evidence_digest() != appraisal.server().claims().evidence_digest()
+    if !pooled
+        && !std::ptr::eq(session.server(), appraisal.server())
+        && session.server().claims().evidence_digest()
+            != appraisal.server().claims().evidence_digest()
     {
         return Err(Error::IdentityChanged(
             "a new connection presented other claims".into(),

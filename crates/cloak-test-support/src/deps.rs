@@ -71,11 +71,3 @@ pub fn nginx() -> Option<PathBuf> {
     }
     found
 }
-
-/// Whether a program is on the PATH (checked by running it with `args`).
-pub fn has_program(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|out| out.status.success())
-}

@@ -25,8 +25,3 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         .expect("a runtime")
         .block_on(future)
 }
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}

@@ -59,7 +59,6 @@ pub struct Launch<'a> {
     log: PathBuf,
     marker: String,
     then: Box<Ready<'a>>,
-    env: Vec<(String, String)>,
 }
 
 impl<'a> Launch<'a> {
@@ -72,19 +71,12 @@ impl<'a> Launch<'a> {
             log: log.to_owned(),
             marker: marker.to_owned(),
             then: Box::new(|_| true),
-            env: vec![("CLOAK_LOG".to_owned(), "debug".to_owned())],
         }
     }
 
     /// After the marker, keep reading standard output until `done` holds for what was read.
     pub fn then_read_until(mut self, done: impl Fn(&[String]) -> bool + 'a) -> Self {
         self.then = Box::new(done);
-        self
-    }
-
-    /// Sets an environment variable for the process.
-    pub fn env(mut self, name: &str, value: &str) -> Self {
-        self.env.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -105,12 +97,11 @@ impl<'a> Launch<'a> {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|e| panic!("{}: {e}", self.log.display()));
-        let mut command = Command::new(self.exe);
-        command.args(&self.args).stdout(Stdio::piped()).stderr(log);
-        for (name, value) in &self.env {
-            command.env(name, value);
-        }
-        let mut child = command
+        let mut child = Command::new(self.exe)
+            .args(&self.args)
+            .env("CLOAK_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", self.exe.display()));
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();

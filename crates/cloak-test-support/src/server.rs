@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use cloak_attest::policy::AppraisalPolicy;
@@ -229,33 +229,6 @@ pub struct PreparedSimServer {
     sim: Sim,
     keys: HashMap<String, ModelKey>,
     builder: SimServerBuilder,
-}
-
-impl PreparedSimServer {
-    /// The simulated platform.
-    pub fn sim(&self) -> &Sim {
-        &self.sim
-    }
-
-    /// The model directory.
-    pub fn models(&self) -> PathBuf {
-        self.dir.path().join("models")
-    }
-
-    /// [`SimServer::policy`].
-    pub fn policy(&self) -> AppraisalPolicy {
-        self.sim.policy(this_process())
-    }
-
-    /// The key each model was sealed with.
-    pub fn keys(&self) -> &HashMap<String, ModelKey> {
-        &self.keys
-    }
-
-    /// Whether it runs as a debug enclave.
-    pub fn is_debug(&self) -> bool {
-        self.builder.debug
-    }
 }
 
 async fn prepare(

@@ -22,24 +22,15 @@ pub struct Sim {
 impl Sim {
     /// Creates an up-to-date simulated platform in `dir`.
     pub fn init(dir: &Path) -> Self {
-        Self::init_with(dir, &SimConfig::up_to_date())
-    }
-
-    /// Creates a simulated platform in `dir` with `config`.
-    pub fn init_with(dir: &Path, config: &SimConfig) -> Self {
         Self {
-            platform: SimPlatform::init(dir, config).expect("a simulated platform"),
+            platform: SimPlatform::init(dir, &SimConfig::up_to_date())
+                .expect("a simulated platform"),
         }
     }
 
     /// The platform.
     pub fn platform(&self) -> &SimPlatform {
         &self.platform
-    }
-
-    /// The platform, to change it (revoke it).
-    pub fn platform_mut(&mut self) -> &mut SimPlatform {
-        &mut self.platform
     }
 
     /// The platform's directory (`--sim-dir`).

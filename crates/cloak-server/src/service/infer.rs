@@ -74,19 +74,18 @@ impl Service {
             }
         };
 
-        let name = model.claim.name.clone();
         let job = Job::new(&model, request);
-        let service = Arc::clone(self);
+        let (service, worker_model) = (Arc::clone(self), Arc::clone(&model));
         let worker = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _in_flight = InFlight::enter(&service.metrics);
-            job.run(&service.metrics, model)
+            job.run(&service.metrics, &worker_model)
         });
         let input_sha256 = input.finish();
-        let (encoded, output_sha256, model) = match worker.await {
+        let (encoded, output_sha256) = match worker.await {
             Ok(result) => result?,
             Err(_) => {
-                tracing::error!(model = %name, "an inference worker failed");
+                tracing::error!(model = %model.claim.name, "an inference worker failed");
                 return Err(ServiceError::WorkerFailed);
             }
         };
@@ -151,13 +150,12 @@ impl Job {
         }
     }
 
-    /// Runs the model and encodes the response (blocking); returns it with its SHA-256, and the
-    /// model for the receipt.
+    /// Runs the model and encodes the response (blocking); returns it with its SHA-256.
     fn run(
         self,
         metrics: &Metrics,
-        model: Arc<LoadedModel>,
-    ) -> Result<(EncodedBody, [u8; 32], Arc<LoadedModel>), ServiceError> {
+        model: &LoadedModel,
+    ) -> Result<(EncodedBody, [u8; 32]), ServiceError> {
         let compute = Instant::now();
         let outputs = model.model.session().run(self.inputs)?;
         metrics.compute(&model.claim.name, compute.elapsed().as_secs_f64());
@@ -180,7 +178,7 @@ impl Job {
                 .map_or(TensorEncoding::Json, |(_, encoding)| *encoding)
         })?;
         let output_sha256 = cloak_crypto::hash::sha256(encoded.body());
-        Ok((encoded, output_sha256, model))
+        Ok((encoded, output_sha256))
     }
 }
 
