@@ -123,16 +123,17 @@ MODELS: list[Model] = [
         18_614_167, "EfficientNet-Lite0 ImageNet classifier, opset 17 (local copy only)",
         shared_name="efficientnet-lite0.onnx",
     ),
-    # Extras: same wheels, so no further download; only with --all or --models.
+    # Same wheels as above, so no further download: the text detector, and the default Silero VAD
+    # (whose `If` tract cannot run; the ONNX Runtime engine must).
     Model(
         "ppocr-det.onnx", "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
         4_745_517, "PP-OCRv4 text detection (DBNet), opset 12",
-        RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", default=False,
+        RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
     ),
     Model(
         "silero-vad.onnx", "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
         2_327_524, "Silero VAD v6 default (8k/16k behind a top-level If on sr), opset 16",
-        SILERO, "silero_vad/data/silero_vad.onnx", default=False,
+        SILERO, "silero_vad/data/silero_vad.onnx",
     ),
     Model(
         "silero-vad-16k-seq.onnx", "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",

@@ -196,3 +196,46 @@ fn sim_usage_errors_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// `cloak sim measure` gives what the simulated platform gives a server: the executable's
+/// SHA-256 alone, or with `--library`, a measurement that also covers the engine's library — a
+/// different one for any other library.
+#[test]
+fn measure_covers_the_executable_and_the_engine_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let executable = dir.path().join("server");
+    let library = dir.path().join("libonnxruntime.so.1");
+    std::fs::write(&executable, b"an executable").unwrap();
+    std::fs::write(&library, b"a library").unwrap();
+    let measure = |line: &str| {
+        let out = cloak_line(line);
+        ok(&out);
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let sha = |data: &[u8]| cloak_crypto::hash::sha256(data);
+    assert_eq!(
+        measure(&format!("sim measure {}", s(&executable))),
+        hex::encode(sha(b"an executable"))
+    );
+    let with_library = measure(&format!(
+        "sim measure {} --library {}",
+        s(&executable),
+        s(&library)
+    ));
+    assert_eq!(
+        with_library,
+        hex::encode(cloak_tee::sim::enclave_measurement(
+            &sha(b"an executable"),
+            &[sha(b"a library")]
+        ))
+    );
+    std::fs::write(&library, b"another library").unwrap();
+    assert_ne!(
+        measure(&format!(
+            "sim measure {} --library {}",
+            s(&executable),
+            s(&library)
+        )),
+        with_library
+    );
+}

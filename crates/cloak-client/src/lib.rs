@@ -39,7 +39,7 @@ pub use cloak_attest::collateral::Collateral;
 pub use cloak_attest::policy::{AppraisalPolicy, DebugPolicy, SgxIdentityPolicy, TrustRootPolicy};
 pub use cloak_attest::types::Measurement;
 pub use cloak_proto::attestation::AttestationDocument;
-pub use cloak_proto::identity::IdentityClaims;
+pub use cloak_proto::identity::{EngineClaim, IdentityClaims};
 pub use cloak_proto::kserve::{InferRequest, InferResponse, NamedTensor, TensorEncoding};
 pub use cloak_proto::receipt::{Receipt, ReceiptError};
 pub use cloak_proto::tensor::{DataType, Tensor};

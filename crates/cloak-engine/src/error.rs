@@ -1,5 +1,5 @@
 //! Why a model does not load or a request does not run, and whose fault it is.
-//! Backend-neutral: tract's errors become these in `convert`.
+//! Backend-neutral: each backend's errors become these in its `convert`.
 
 use cloak_proto::tensor::DataType;
 
@@ -25,6 +25,10 @@ pub enum EngineError {
     /// The same input was given twice.
     #[error("input {0} is given twice")]
     DuplicateInput(String),
+    /// The engine's library could not be loaded: missing, not ONNX Runtime, older than this
+    /// build supports, or another library already loaded in this process.
+    #[error("the inference engine is unavailable: {0}")]
+    Library(String),
     /// The model could not be parsed, analysed or optimized; the message names the failing
     /// node and operator.
     #[error("the model does not load: {0}")]
@@ -32,10 +36,11 @@ pub enum EngineError {
     /// A model input was not given.
     #[error("input {0} is missing")]
     MissingInput(String),
-    /// tract panicked while running the request; the session was discarded.
+    /// The backend panicked while running the request; the session was discarded.
     #[error("the inference engine failed on this request (internal error)")]
     Panicked,
-    /// tract failed while running the request (the message names the node and operator).
+    /// The backend failed while running the request (the message names the node and
+    /// operator).
     #[error("inference failed: {0}")]
     Run(String),
     /// The model cannot be compiled for the request's input shapes (sizes the model's
@@ -72,7 +77,7 @@ pub enum EngineError {
     UnsupportedType {
         /// The tensor.
         tensor: String,
-        /// tract's name for its type.
+        /// The backend's name for its type.
         datum: String,
     },
 }
@@ -83,6 +88,7 @@ impl EngineError {
         match self {
             Self::DimensionConflict { .. } => "dimension-conflict",
             Self::DuplicateInput(_) => "duplicate-input",
+            Self::Library(_) => "engine-unavailable",
             Self::Load(_) => "model-load-failed",
             Self::MissingInput(_) => "missing-input",
             Self::Panicked => "engine-panicked",

@@ -1,18 +1,27 @@
-//! Inference for Cloak, over [tract](https://github.com/sonos/tract): pure Rust, no native
-//! libraries to trust or to ship into an enclave.
+//! Inference for Cloak, with two backends behind one contract:
 //!
-//! [`Engine`] → [`PreparedModel`] → [`Session`]:
+//! - [tract](https://github.com/sonos/tract): pure Rust, compiled in, no native library to
+//!   trust or to ship into an enclave ([`Engine::tract`], the default);
+//! - [ONNX Runtime](https://onnxruntime.ai), through the `ort` crate, loaded at run time from
+//!   a shared library the operator names ([`Engine::onnxruntime`]): several times faster on real
+//!   models and with the widest operator coverage, at the price of a large native library in
+//!   the trusted computing base. Its version and the SHA-256 of the library loaded are in
+//!   [`EngineInfo`], for the server's identity claims.
+//!
+//! [`Engine`] → [`PreparedModel`] → [`Session`], the same for both:
 //!
 //! - [`Engine::load`] parses an ONNX model from bytes in memory (the server decrypts `.cloak`
-//!   containers into memory; plaintext weights never touch disk), optimizes it once, and returns a
+//!   containers into memory; plaintext weights never touch disk), prepares it, and returns a
 //!   [`PreparedModel`]: immutable, `Send + Sync`, shared by every request through an `Arc`.
-//! - [`PreparedModel::session`] gives each request its own [`Session`], holding the mutable
-//!   state of one run. Inputs are checked against the model's signature first — names, exact data
-//!   types (no silent casts), ranks, fixed dimensions, and dynamic dimensions that several inputs
-//!   share (such as `batch`) — each with its own [`EngineError`].
+//! - [`PreparedModel::session`] gives each request its own [`Session`]. Inputs are checked
+//!   against the model's signature first, by the same code whatever the backend — names, exact
+//!   data types (no silent casts), ranks, fixed dimensions, and dynamic dimensions that several
+//!   inputs share (such as `batch`) — each with its own [`EngineError`].
 //!
-//! Tensors in and out are [`cloak_proto::tensor::Tensor`]s. A panic inside tract while running a
-//! request is caught and reported as [`EngineError::Panicked`]; the session is then discarded.
+//! Tensors in and out are [`cloak_proto::tensor::Tensor`]s. A panic inside a backend is caught
+//! and reported as [`EngineError::Panicked`]. Error messages name inputs, nodes and operators,
+//! never tensor values or weights: the backends' own messages are cut where they start quoting
+//! data.
 //!
 //! ```no_run
 //! use cloak_engine::Engine;
@@ -25,21 +34,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-// Modules by concept. Backend-neutral: `signature` (specs and input checks) and `error`.
-// Tract-specific, what a second backend would replace: `load` (parsing ONNX), `convert` (element
-// types, tensors and errors to and from tract's) and `plan` (compiled plans and run states).
-// Backend-neutral logic over tract's types: `model` (the plan and run-state caches) and
-// `session` (one run, with panics contained).
-mod convert;
+// Backend-neutral: `engine` (choosing and describing a backend), `model` and `session` (the
+// contract), `signature` (specs and input checks) and `error`. Each backend in its own module:
+// `tract` and `onnxruntime`.
+mod engine;
 mod error;
-mod load;
 mod model;
-mod plan;
+mod onnxruntime;
 mod session;
 mod signature;
+mod tract;
 
+pub use engine::{
+    DEFAULT_THREADS, Engine, EngineInfo, EngineKind, LoadedLibrary, default_onnxruntime_threads,
+};
 pub use error::EngineError;
-pub use load::Engine;
 pub use model::PreparedModel;
 pub use session::Session;
 pub use signature::{Dim, TensorSpec};

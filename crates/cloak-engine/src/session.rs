@@ -1,32 +1,30 @@
-//! One request's run over a [`PreparedModel`]: its inputs checked against the signature,
-//! converted, run with tract's panics contained, and its outputs converted back. The flow is
-//! backend-neutral; what is tract's is the values and run state it handles (see `convert` and
-//! `plan`) and three calls on the run state: spawning it, running it, and asking whether its
-//! operators keep state between runs.
+//! One request's run over a [`PreparedModel`]: its inputs checked against the signature (the
+//! same checks for every backend), then run by the model's backend, whose outputs come back in
+//! the model's order with their names.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 
 use cloak_proto::tensor::Tensor;
-use tract_onnx::prelude::tvec;
 
-use crate::convert::{from_tract, run_error, to_tract};
-use crate::plan::{Plan, RunState};
-use crate::{EngineError, PreparedModel};
+use crate::model::Backend;
+use crate::{EngineError, PreparedModel, tract};
 
 /// The state of one request's run over a [`PreparedModel`].
 pub struct Session {
     model: PreparedModel,
-    /// The plan of the last run and its run state, kept for the next run of the same shapes.
-    state: Option<(Arc<Plan>, RunState)>,
+    /// tract's run state of the last run, kept for the next run of the same shapes (ONNX
+    /// Runtime keeps none here).
+    tract: tract::SessionState,
 }
 
 impl Session {
     /// A session with no run state yet: it takes one when it first runs.
     pub(crate) fn new(model: PreparedModel) -> Self {
-        Self { model, state: None }
+        Self {
+            model,
+            tract: tract::SessionState::default(),
+        }
     }
 
     /// Runs the model. `inputs` must name every model input exactly once; the outputs come back
@@ -47,60 +45,35 @@ impl Session {
             by_name.insert(name, tensor);
         }
         let mut symbols: HashMap<&str, usize> = HashMap::new();
-        let mut values = tvec!();
-        let mut shapes = Vec::with_capacity(model.inputs().len());
+        let mut ordered = Vec::with_capacity(model.inputs().len());
         for spec in model.inputs() {
             let tensor = by_name
                 .remove(spec.name())
                 .ok_or_else(|| EngineError::MissingInput(spec.name().to_owned()))?;
             spec.check(&tensor, &mut symbols)?;
-            shapes.push(tensor.shape().to_vec());
-            values.push(to_tract(spec, tensor)?);
+            ordered.push(tensor);
         }
-        let plan = model.plan(shapes)?;
-        if !matches!(&self.state, Some((current, _)) if Arc::ptr_eq(current, &plan)) {
-            self.state = match model.take_idle(&plan) {
-                Some(state) => Some(state),
-                None => {
-                    let state = plan.spawn().map_err(run_error)?;
-                    Some((plan, state))
-                }
-            };
-        }
-        let Some((_, state)) = self.state.as_mut() else {
-            return Err(EngineError::Panicked);
-        };
-        let run = catch_unwind(AssertUnwindSafe(|| state.run(values)));
-        let outputs = match run {
-            Ok(Ok(outputs)) => outputs,
-            // A state that failed or panicked mid-run is not reused.
-            Ok(Err(e)) => {
-                self.state = None;
-                return Err(run_error(e));
+        let outputs = match model.backend() {
+            Backend::Tract(backend) => {
+                backend.run(&mut self.tract, model.inputs(), model.outputs(), ordered)?
             }
-            Err(_) => {
-                self.state = None;
-                return Err(EngineError::Panicked);
+            Backend::OnnxRuntime(backend) => {
+                backend.run(model.inputs(), model.outputs(), ordered)?
             }
         };
-        model
+        Ok(model
             .outputs()
             .iter()
+            .map(|spec| spec.name().to_owned())
             .zip(outputs)
-            .map(|(spec, value)| Ok((spec.name().to_owned(), from_tract(spec, &value)?)))
-            .collect()
+            .collect())
     }
 }
 
 impl Drop for Session {
-    /// Gives the run state back to the model for the next request — only when none of its
-    /// operators keeps state between runs (tract clears every intermediate value at the end of
-    /// a run), so nothing of one request can reach another.
     fn drop(&mut self) {
-        if let Some(state) = self.state.take()
-            && state.1.op_states.iter().all(Option::is_none)
-        {
-            self.model.keep_idle(state);
+        if let Backend::Tract(backend) = self.model.backend() {
+            backend.finish(&mut self.tract);
         }
     }
 }

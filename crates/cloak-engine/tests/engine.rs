@@ -1,5 +1,8 @@
-//! The engine over small ONNX models built in memory: every data type, several inputs and
-//! outputs, dynamic dimensions, sharing across threads, and every way a request can be wrong.
+//! The engine contract over small ONNX models built in memory — every data type, several inputs
+//! and outputs, dynamic dimensions, sharing across threads, and every way a request can be wrong
+//! — run against each backend: one conformance suite, every test once per engine (`tract::*`
+//! and `onnxruntime::*`). The ONNX Runtime half needs the library (`.venv`'s `onnxruntime`
+//! wheel, or `CLOAK_ONNXRUNTIME_LIB`) and says SKIPPED without it.
 
 mod support;
 
@@ -8,7 +11,7 @@ use cloak_proto::tensor::{DataType, Tensor};
 use support::{D, Elem, model, model_with_weights, node, value, weights};
 
 /// `y = x + x` (or `y = not x` for BOOL) over `[batch, 3]`.
-fn doubling(elem: Elem) -> PreparedModel {
+fn doubling(engine: &Engine, elem: Elem) -> PreparedModel {
     let op = if elem == Elem::Bool { "Not" } else { "Add" };
     let inputs: &[&str] = if elem == Elem::Bool {
         &["x"]
@@ -20,7 +23,7 @@ fn doubling(elem: Elem) -> PreparedModel {
         vec![value("x", elem, &[D::Named("batch"), D::Fixed(3)])],
         vec![value("y", elem, &[D::Named("batch"), D::Fixed(3)])],
     );
-    Engine::new().load("doubling", &onnx).unwrap()
+    engine.load("doubling", &onnx).unwrap()
 }
 
 fn run_one(model: &PreparedModel, input: Tensor) -> Tensor {
@@ -31,11 +34,10 @@ fn run_one(model: &PreparedModel, input: Tensor) -> Tensor {
     tensor
 }
 
-#[test]
-fn every_data_type_computes_with_its_own_type() {
+fn every_data_type_computes_with_its_own_type(engine: &Engine) {
     macro_rules! check {
         ($elem:expr, $dtype:expr, $t:ty, [$($v:expr),*]) => {{
-            let model = doubling($elem);
+            let model = doubling(engine, $elem);
             assert_eq!(model.inputs()[0].dtype(), $dtype);
             assert_eq!(model.outputs()[0].dtype(), $dtype);
             let values: Vec<$t> = vec![$($v),*];
@@ -83,7 +85,7 @@ fn every_data_type_computes_with_its_own_type() {
     );
 
     // FP16 and BOOL have no arithmetic in Rust's std: compare bytes.
-    let model = doubling(Elem::Float16);
+    let model = doubling(engine, Elem::Float16);
     assert_eq!(model.inputs()[0].dtype(), DataType::Fp16);
     let halves: Vec<u8> = [0.5f32, -1.25, 3.0, 2.0, -0.0, 7.5]
         .iter()
@@ -101,7 +103,7 @@ fn every_data_type_computes_with_its_own_type() {
         .collect();
     assert_eq!(doubled, [1.0, -2.5, 6.0, 4.0, -0.0, 15.0]);
 
-    let model = doubling(Elem::Bool);
+    let model = doubling(engine, Elem::Bool);
     let out = run_one(
         &model,
         Tensor::from_values(vec![2, 3], &[true, false, true, true, false, false]).unwrap(),
@@ -113,8 +115,8 @@ fn every_data_type_computes_with_its_own_type() {
 }
 
 /// `sum = a + b`, `product = a * b` over `[batch, 4]` FP32.
-fn two_in_two_out() -> PreparedModel {
-    Engine::new().load("arith", &two_in_two_out_onnx()).unwrap()
+fn two_in_two_out(engine: &Engine) -> PreparedModel {
+    engine.load("arith", &two_in_two_out_onnx()).unwrap()
 }
 
 fn two_in_two_out_onnx() -> Vec<u8> {
@@ -140,9 +142,8 @@ fn rows(batch: usize, offset: f32) -> Tensor {
     Tensor::from_values(vec![batch, 4], &values).unwrap()
 }
 
-#[test]
-fn signature_reports_names_types_and_dynamic_dimensions() {
-    let model = two_in_two_out();
+fn signature_reports_names_types_and_dynamic_dimensions(engine: &Engine) {
+    let model = two_in_two_out(engine);
     let names: Vec<&str> = model.inputs().iter().map(|s| s.name()).collect();
     assert_eq!(names, ["a", "b"]);
     let names: Vec<&str> = model.outputs().iter().map(|s| s.name()).collect();
@@ -155,9 +156,8 @@ fn signature_reports_names_types_and_dynamic_dimensions() {
     assert_eq!(model.outputs()[1].kserve_shape(), [-1, 4]);
 }
 
-#[test]
-fn several_inputs_and_outputs_at_any_batch_size() {
-    let model = two_in_two_out();
+fn several_inputs_and_outputs_at_any_batch_size(engine: &Engine) {
+    let model = two_in_two_out(engine);
     for batch in [1, 3, 8] {
         let outputs = model
             .session()
@@ -179,9 +179,8 @@ fn several_inputs_and_outputs_at_any_batch_size() {
     }
 }
 
-#[test]
-fn one_prepared_model_serves_many_threads_at_once() {
-    let model = two_in_two_out();
+fn one_prepared_model_serves_many_threads_at_once(engine: &Engine) {
+    let model = two_in_two_out(engine);
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let model = model.clone();
@@ -207,9 +206,8 @@ fn one_prepared_model_serves_many_threads_at_once() {
     }
 }
 
-#[test]
-fn every_malformed_request_gets_its_own_error() {
-    let model = two_in_two_out();
+fn every_malformed_request_gets_its_own_error(engine: &Engine) {
+    let model = two_in_two_out(engine);
     let run = |inputs: Vec<(&str, Tensor)>| {
         model
             .session()
@@ -272,9 +270,8 @@ fn every_malformed_request_gets_its_own_error() {
     }
 }
 
-#[test]
-fn a_session_survives_a_refused_request() {
-    let model = two_in_two_out();
+fn a_session_survives_a_refused_request(engine: &Engine) {
+    let model = two_in_two_out(engine);
     let mut session = model.session();
     assert!(session.run(vec![("a".to_owned(), rows(1, 0.0))]).is_err());
     let out = session
@@ -286,11 +283,8 @@ fn a_session_survives_a_refused_request() {
     assert_eq!(out[0].1.to_values::<f32>().unwrap(), [0.0, 2.0, 4.0, 6.0]);
 }
 
-#[test]
-fn models_that_do_not_load_say_why() {
-    let err = Engine::new()
-        .load("junk", b"not an onnx model")
-        .unwrap_err();
+fn models_that_do_not_load_say_why(engine: &Engine) {
+    let err = engine.load("junk", b"not an onnx model").unwrap_err();
     assert_eq!(err.code(), "model-load-failed");
 
     let onnx = model(
@@ -298,7 +292,7 @@ fn models_that_do_not_load_say_why() {
         vec![value("x", Elem::Float, &[D::Fixed(1)])],
         vec![value("y", Elem::Float, &[D::Fixed(1)])],
     );
-    let err = Engine::new().load("unknown-op", &onnx).unwrap_err();
+    let err = engine.load("unknown-op", &onnx).unwrap_err();
     assert_eq!(err.code(), "model-load-failed");
     assert!(err.to_string().contains("NoSuchOperator"), "{err}");
 
@@ -307,20 +301,18 @@ fn models_that_do_not_load_say_why() {
         vec![value("x", Elem::String, &[D::Fixed(1)])],
         vec![value("y", Elem::String, &[D::Fixed(1)])],
     );
-    let err = Engine::new().load("strings", &onnx).unwrap_err();
+    let err = engine.load("strings", &onnx).unwrap_err();
     assert_eq!(err.code(), "unsupported-type", "{err}");
 }
 
-#[test]
-fn debug_output_names_the_model_not_its_weights() {
-    let model = two_in_two_out();
+fn debug_output_names_the_model_not_its_weights(engine: &Engine) {
+    let model = two_in_two_out(engine);
     let shown = format!("{model:?} {:?}", model.session());
     assert!(shown.contains("arith"), "{shown}");
 }
 
-#[test]
-fn plans_compiled_per_shape_stay_correct_past_the_cache_bound() {
-    let model = two_in_two_out();
+fn plans_compiled_per_shape_stay_correct_past_the_cache_bound(engine: &Engine) {
+    let model = two_in_two_out(engine);
     let mut session = model.session();
     // More distinct batch sizes than plans are kept, then the first again.
     for batch in (1..=20).chain([1, 7]) {
@@ -345,8 +337,7 @@ fn plans_compiled_per_shape_stay_correct_past_the_cache_bound() {
 /// A client-chosen index past the end of a `Gather`: whatever tract does with it (an error or
 /// a panic inside the kernel), the request fails with a typed error that names no value, and
 /// the same prepared model keeps serving.
-#[test]
-fn an_out_of_range_index_fails_only_its_request() {
+fn an_out_of_range_index_fails_only_its_request(engine: &Engine) {
     let onnx = model(
         vec![node("Gather", &["data", "index"], &["y"])],
         vec![
@@ -355,7 +346,7 @@ fn an_out_of_range_index_fails_only_its_request() {
         ],
         vec![value("y", Elem::Float, &[D::Fixed(1)])],
     );
-    let model = Engine::new().load("gather", &onnx).unwrap();
+    let model = engine.load("gather", &onnx).unwrap();
     let data = Tensor::from_values(vec![3], &[10.5f32, 20.5, 30.5]).unwrap();
     let run = |index: i64| {
         model.session().run(vec![
@@ -380,11 +371,10 @@ fn an_out_of_range_index_fails_only_its_request() {
     assert_eq!(out[0].1.to_values::<f32>().unwrap(), [30.5]);
 }
 
-#[test]
-fn a_reused_run_state_answers_each_request_from_its_own_inputs() {
+fn a_reused_run_state_answers_each_request_from_its_own_inputs(engine: &Engine) {
     // Sessions come and go per request; their run states are reused. Each answer must still
     // depend on its own request only, whatever ran before, at any batch size.
-    let model = two_in_two_out();
+    let model = two_in_two_out(engine);
     for (round, batch) in [2usize, 2, 5, 2, 5].into_iter().enumerate() {
         let offset = 100.0 * round as f32;
         let outputs = model
@@ -394,7 +384,7 @@ fn a_reused_run_state_answers_each_request_from_its_own_inputs() {
                 ("b".to_owned(), rows(batch, 1.0)),
             ])
             .unwrap();
-        let fresh = Engine::new()
+        let fresh = engine
             .load("arith", &two_in_two_out_onnx())
             .unwrap()
             .session()
@@ -410,8 +400,7 @@ fn a_reused_run_state_answers_each_request_from_its_own_inputs() {
 /// A model that fails on its constants is reported by step, node and operator — never with the
 /// values of the constants, which are the owner's confidential weights (the message reaches the
 /// client, the repository index and the log).
-#[test]
-fn an_engine_error_names_the_node_but_never_the_weights() {
+fn an_engine_error_names_the_node_but_never_the_weights(engine: &Engine) {
     let onnx = model_with_weights(
         vec![node("Add", &["x", "w"], &["y"])],
         vec![value("x", Elem::Float, &[D::Fixed(1), D::Fixed(3)])],
@@ -419,7 +408,7 @@ fn an_engine_error_names_the_node_but_never_the_weights() {
         vec![weights("w", &[4], &[1234.5, 8765.25, 4242.125, 1717.75])],
     );
     let input = Tensor::from_values(vec![1, 3], &[1.0f32, 2.0, 3.0]).unwrap();
-    let err = match Engine::new().load("secret", &onnx) {
+    let err = match engine.load("secret", &onnx) {
         Err(e) => e,
         Ok(model) => model
             .session()
@@ -432,3 +421,18 @@ fn an_engine_error_names_the_node_but_never_the_weights() {
     }
     assert!(message.contains("Add"), "{message}");
 }
+
+conformance!(
+    every_data_type_computes_with_its_own_type,
+    signature_reports_names_types_and_dynamic_dimensions,
+    several_inputs_and_outputs_at_any_batch_size,
+    one_prepared_model_serves_many_threads_at_once,
+    every_malformed_request_gets_its_own_error,
+    a_session_survives_a_refused_request,
+    models_that_do_not_load_say_why,
+    debug_output_names_the_model_not_its_weights,
+    plans_compiled_per_shape_stay_correct_past_the_cache_bound,
+    an_out_of_range_index_fails_only_its_request,
+    a_reused_run_state_answers_each_request_from_its_own_inputs,
+    an_engine_error_names_the_node_but_never_the_weights,
+);

@@ -48,6 +48,18 @@ pub struct ModelClaim {
     pub sha256: [u8; 32],
 }
 
+/// The inference engine that runs every model, as the claims state it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineClaim {
+    /// The backend: `tract` or `onnxruntime`.
+    pub name: String,
+    /// The backend's version (`0.23.9`, `1.32.0`).
+    pub version: String,
+    /// SHA-256 of the shared library the backend runs in, when it is loaded at run time
+    /// (ONNX Runtime); `None` for a backend compiled into the executable (tract).
+    pub library_sha256: Option<[u8; 32]>,
+}
+
 /// What a server states about itself.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IdentityClaims {
@@ -63,6 +75,9 @@ pub struct IdentityClaims {
     pub platform: String,
     /// The loaded models.
     pub models: Vec<ModelClaim>,
+    /// The engine that runs them (absent only in claims of servers that predate engines, which
+    /// ran tract).
+    pub engine: Option<EngineClaim>,
     /// The client's nonce, in a fresh attestation.
     pub nonce: Option<Vec<u8>>,
 }
@@ -98,6 +113,16 @@ impl IdentityClaims {
             ),
             ("server-version", Value::Text(self.server_version.clone())),
         ];
+        if let Some(engine) = &self.engine {
+            let mut fields = vec![
+                ("name", Value::Text(engine.name.clone())),
+                ("version", Value::Text(engine.version.clone())),
+            ];
+            if let Some(sha256) = engine.library_sha256 {
+                fields.push(("library-sha256", Value::Bytes(sha256.to_vec())));
+            }
+            entries.push(("engine", canonical_map(fields)));
+        }
         if let Some(nonce) = &self.nonce {
             entries.push(("nonce", Value::Bytes(nonce.clone())));
         }
@@ -147,6 +172,7 @@ impl fmt::Debug for IdentityClaims {
             .field("server_version", &self.server_version)
             .field("platform", &self.platform)
             .field("models", &self.models)
+            .field("engine", &self.engine)
             .field("nonce", &self.nonce.as_deref().map(hex))
             .finish_non_exhaustive()
     }
@@ -166,6 +192,7 @@ struct Fields {
     server_version: Option<String>,
     platform: Option<String>,
     models: Option<Vec<ModelClaim>>,
+    engine: Option<EngineClaim>,
     nonce: Option<Vec<u8>>,
 }
 
@@ -174,6 +201,7 @@ impl Fields {
         let slot_taken = |key: &str| ClaimsError::Malformed(format!("{key} appears twice"));
         match key.as_str() {
             "cloak-identity" => set(&mut self.version, text(&key, value)?, &key)?,
+            "engine" => set(&mut self.engine, engine(value)?, &key)?,
             "hpke-key-config" => set(&mut self.hpke_key_config, bytes(&key, value)?, &key)?,
             "models" => {
                 let Value::Array(items) = value else {
@@ -227,6 +255,7 @@ impl Fields {
                 .ok_or(ClaimsError::Missing("server-version"))?,
             platform: self.platform.ok_or(ClaimsError::Missing("platform"))?,
             models: self.models.ok_or(ClaimsError::Missing("models"))?,
+            engine: self.engine,
             nonce: self.nonce,
         })
     }
@@ -304,6 +333,28 @@ fn model(value: Value) -> Result<ModelClaim, ClaimsError> {
         name: name.ok_or(ClaimsError::Missing("models.name"))?,
         bytes: size.ok_or(ClaimsError::Missing("models.bytes"))?,
         sha256: sha256.ok_or(ClaimsError::Missing("models.sha256"))?,
+    })
+}
+
+fn engine(value: Value) -> Result<EngineClaim, ClaimsError> {
+    let Value::Map(entries) = value else {
+        return Err(wrong_type("engine"));
+    };
+    let (mut name, mut version, mut library_sha256) = (None, None, None);
+    for (key, value) in entries {
+        match key {
+            Value::Text(key) if key == "name" => set(&mut name, text(&key, value)?, &key)?,
+            Value::Text(key) if key == "version" => set(&mut version, text(&key, value)?, &key)?,
+            Value::Text(key) if key == "library-sha256" => {
+                set(&mut library_sha256, sha256_bytes(&key, value)?, &key)?
+            }
+            _ => {}
+        }
+    }
+    Ok(EngineClaim {
+        name: name.ok_or(ClaimsError::Missing("engine.name"))?,
+        version: version.ok_or(ClaimsError::Missing("engine.version"))?,
+        library_sha256,
     })
 }
 

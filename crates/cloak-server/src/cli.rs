@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use cloak_crypto::key::{MAX_KEY_FILE_LEN, ModelKey};
+use cloak_engine::EngineInfo;
 use cloak_tee::Platform;
 
 use crate::{CollateralSource, KbsConfig, Limits, PreparedServer, ServerConfig};
@@ -97,9 +98,71 @@ pub struct ServeArgs {
     /// Most plaintext model bytes loaded, over all models
     #[arg(long, value_name = "BYTES", help_heading = "Limits")]
     max_model_bytes: Option<u64>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Log format on standard error (the level comes from CLOAK_LOG, default `info`)
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// The inference engine's flags, shared by `cloak-server`, `cloak serve` and `cloak bench`.
+#[derive(Clone, Debug, Args)]
+pub struct EngineArgs {
+    /// The inference engine: `tract` (pure Rust, compiled in: the smallest trusted computing
+    /// base) or `onnxruntime` (ONNX Runtime, loaded from --onnxruntime-lib: several times
+    /// faster, and runs operators tract lacks). Clients see which in the identity claims
+    #[arg(long, value_enum, default_value = "tract", help_heading = "Engine")]
+    pub engine: EngineArg,
+    /// The ONNX Runtime shared library for --engine onnxruntime (libonnxruntime.so.1.*, as the
+    /// `onnxruntime` wheel ships it in onnxruntime/capi/; 1.31 or newer). Its SHA-256 is in the
+    /// claims and, on the simulated platform, in the measurement
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "CLOAK_ONNXRUNTIME_LIB",
+        help_heading = "Engine"
+    )]
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// Intra-op threads per inference request [default: 1 for tract, whose sessions of one model
+    /// run in parallel; the number of CPUs for onnxruntime, whose requests to one model take
+    /// turns]
+    #[arg(long, value_name = "N", help_heading = "Engine")]
+    pub engine_threads: Option<std::num::NonZeroUsize>,
+}
+
+/// The engines `--engine` names.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// ONNX Runtime, from --onnxruntime-lib.
+    Onnxruntime,
+    /// tract, compiled in.
+    Tract,
+}
+
+impl EngineArgs {
+    /// The engine these flags describe, its library loaded (blocking: the library is read and
+    /// hashed).
+    pub fn engine(&self) -> Result<cloak_engine::Engine, StartupFailure> {
+        let engine = match self.engine {
+            EngineArg::Tract => cloak_engine::Engine::tract(),
+            EngineArg::Onnxruntime => {
+                let library = self.onnxruntime_lib.as_ref().ok_or_else(|| {
+                    StartupFailure::new(
+                        "invalid-argument",
+                        "--engine onnxruntime needs --onnxruntime-lib PATH (or \
+                         CLOAK_ONNXRUNTIME_LIB): the libonnxruntime.so.1.* to load",
+                    )
+                })?;
+                cloak_engine::Engine::onnxruntime(library)
+                    .map_err(|e| StartupFailure::new(e.code(), e.to_string()))?
+            }
+        };
+        Ok(match self.engine_threads {
+            Some(threads) => engine.with_threads(threads),
+            None => engine,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -160,7 +223,7 @@ pub fn run(args: &ServeArgs, program: &str) -> Result<(), StartupFailure> {
         tracing::error!("a thread panicked{location}; the request it served failed");
     }));
     let config = args.config()?;
-    let platform = args.platform()?;
+    let platform = args.platform(config.engine.info())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -217,6 +280,15 @@ fn summary(prepared: &PreparedServer) -> Vec<String> {
         format!("platform         {}", claims.platform),
         format!("tls spki sha256  {}", hex::encode(claims.tls_spki_sha256)),
     ];
+    if let Some(engine) = &claims.engine {
+        let library = engine.library_sha256.map_or_else(String::new, |sha| {
+            format!(", library sha256 {}", hex::encode(sha))
+        });
+        lines.push(format!(
+            "engine           {} {}{library}",
+            engine.name, engine.version
+        ));
+    }
     for model in prepared.store().ready() {
         lines.push(format!(
             "model ready      {} ({} bytes, sha256 {})",
@@ -335,6 +407,7 @@ impl ServeArgs {
             kbs.denied_retry = self.kbs_denied_retry.max(Duration::from_secs(1));
             config.kbs = Some(kbs);
         }
+        config.engine = self.engine.engine()?;
         config.metrics_listen = self.metrics_listen;
         config.hostnames = self.hostnames.clone();
         config.collateral = match (&self.collateral, self.platform) {
@@ -381,9 +454,9 @@ impl ServeArgs {
         Ok(limits)
     }
 
-    fn platform(&self) -> Result<Arc<dyn Platform>, StartupFailure> {
+    fn platform(&self, engine: &EngineInfo) -> Result<Arc<dyn Platform>, StartupFailure> {
         match self.platform {
-            PlatformArg::Sim => self.sim_platform(),
+            PlatformArg::Sim => self.sim_platform(engine),
             PlatformArg::Gramine => {
                 if self.sim_dir.is_some() || self.sim_debug {
                     return Err(StartupFailure::new(
@@ -404,8 +477,10 @@ impl ServeArgs {
         }
     }
 
+    /// The simulated platform, running this executable with the engine's library as a trusted
+    /// file: its measurement covers both.
     #[cfg(feature = "sim")]
-    fn sim_platform(&self) -> Result<Arc<dyn Platform>, StartupFailure> {
+    fn sim_platform(&self, engine: &EngineInfo) -> Result<Arc<dyn Platform>, StartupFailure> {
         let dir = self.sim_dir.as_ref().ok_or_else(|| {
             StartupFailure::new(
                 "invalid-argument",
@@ -414,6 +489,7 @@ impl ServeArgs {
         })?;
         let platform = cloak_tee::sim::SimPlatform::open(dir)
             .map_err(|e| StartupFailure::new("sim", format!("{}: {e}", dir.display())))?;
+        let platform = platform.with_libraries(&engine.library_digests());
         let platform = if self.sim_debug {
             let mut identity = platform
                 .identity()
@@ -427,7 +503,7 @@ impl ServeArgs {
     }
 
     #[cfg(not(feature = "sim"))]
-    fn sim_platform(&self) -> Result<Arc<dyn Platform>, StartupFailure> {
+    fn sim_platform(&self, _engine: &EngineInfo) -> Result<Arc<dyn Platform>, StartupFailure> {
         Err(StartupFailure::new(
             "platform-unavailable",
             "this build has no simulated platform (built without the `sim` feature)",

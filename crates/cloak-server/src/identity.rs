@@ -16,7 +16,7 @@ use cloak_crypto::hpke::HpkeKeyPair;
 use cloak_crypto::ohttp::{AeadId, Gateway};
 use cloak_crypto::sig::SigningKey as ReceiptKey;
 use cloak_proto::attestation::AttestationDocument;
-use cloak_proto::identity::{IdentityClaims, ModelClaim};
+use cloak_proto::identity::{EngineClaim, IdentityClaims, ModelClaim};
 use cloak_proto::receipt::Receipt;
 use cloak_tee::{Platform, TeeError};
 use rcgen::{
@@ -78,6 +78,7 @@ impl ServerIdentity {
         platform: Arc<dyn Platform>,
         collateral: CollateralSource,
         models: Vec<ModelClaim>,
+        engine: EngineClaim,
         hostnames: &[String],
     ) -> Result<Self, IdentityError> {
         let tls_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
@@ -96,6 +97,7 @@ impl ServerIdentity {
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             platform: platform.kind().name().to_owned(),
             models,
+            engine: Some(engine),
             nonce: None,
         };
         let tls_key_der = Zeroizing::new(tls_key.serialize_der());

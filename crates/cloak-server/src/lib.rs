@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Where relayed collateral comes from.
     pub collateral: CollateralSource,
+    /// The inference engine (named in the identity claims) [default: tract].
+    pub engine: cloak_engine::Engine,
 }
 
 impl ServerConfig {
@@ -98,6 +100,7 @@ impl ServerConfig {
             hostnames: Vec::new(),
             limits: Limits::default(),
             collateral: CollateralSource::Platform,
+            engine: cloak_engine::Engine::tract(),
         }
     }
 }

@@ -56,8 +56,19 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(engine: &cloak_engine::EngineInfo) -> Self {
         let mut registry = Registry::with_prefix("cloak");
+        // What runs the models, for dashboards that compare replicas (the claims carry the
+        // library's digest; this names the engine, its version and threads).
+        registry.register(
+            "engine",
+            "The inference engine",
+            prometheus_client::metrics::info::Info::new(vec![
+                ("engine".to_owned(), engine.kind().name().to_owned()),
+                ("version".to_owned(), engine.version().to_owned()),
+                ("threads".to_owned(), engine.threads().to_string()),
+            ]),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         let request_seconds =
             Family::<ModelLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use cloak_crypto::key::ModelKey;
-use cloak_engine::Engine;
 use cloak_tee::Platform;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -38,7 +37,7 @@ impl PreparedServer {
     /// decryption, model optimization and quoting take a while). Models left without a key wait
     /// for the key broker, which [`start`](Self::start) contacts.
     pub fn prepare(config: ServerConfig, platform: Arc<dyn Platform>) -> Result<Self, ServerError> {
-        let engine = Engine::new();
+        let engine = config.engine.clone();
         let store = ModelStore::new();
         let found = store
             .scan(&config.model_dir)
@@ -75,6 +74,7 @@ impl PreparedServer {
             platform,
             config.collateral,
             store.claims(),
+            engine.info().claim(),
             &config.hostnames,
         )?;
         let claims = identity.claims();
@@ -82,6 +82,8 @@ impl PreparedServer {
         tracing::info!(
             spki_sha256 = %hex::encode(claims.tls_spki_sha256),
             platform = %claims.platform,
+            engine = %engine.info().kind(),
+            engine_version = %engine.info().version(),
             models = ready,
             failed,
             waiting_for_broker = waiting.len(),

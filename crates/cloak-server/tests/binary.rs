@@ -70,6 +70,34 @@ impl Host {
     }
 }
 
+/// The demo model answers over attested TLS and as encrypted requests, with receipts, to a
+/// client under `policy`.
+async fn infers_in_both_modes(url: &str, policy: &cloak_client::AppraisalPolicy) {
+    for mode in [Mode::AttestedTls, Mode::Encapsulated] {
+        let client = Client::builder()
+            .policy(policy.clone())
+            .mode(mode)
+            .connect(url)
+            .await
+            .unwrap();
+        let features =
+            cloak_client::Tensor::from_values(vec![1, 4], &[0.5f32, 1.0, -1.0, 2.0]).unwrap();
+        let request = cloak_client::InferRequest::new(vec![cloak_client::NamedTensor::new(
+            "features", features,
+        )]);
+        let answer = client.infer("demo", &request).await.unwrap();
+        assert_eq!(answer.receipt.model, "demo");
+    }
+}
+
+/// The policy refused the server for its MRENCLAVE.
+fn assert_measurement_mismatch(refused: &Error) {
+    assert!(
+        matches!(refused, Error::Appraisal(AppraisalError::Policy(v)) if v.code() == "measurement-mismatch"),
+        "{refused}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_pin_the_server_binary_and_nothing_else() {
     let host = Host::new();
@@ -88,21 +116,7 @@ async fn clients_pin_the_server_binary_and_nothing_else() {
         server.stdout
     );
     let pinned = host.sim.policy(measurement_of(&exe()));
-    for mode in [Mode::AttestedTls, Mode::Encapsulated] {
-        let client = Client::builder()
-            .policy(pinned.clone())
-            .mode(mode)
-            .connect(&server.url)
-            .await
-            .unwrap();
-        let features =
-            cloak_client::Tensor::from_values(vec![1, 4], &[0.5f32, 1.0, -1.0, 2.0]).unwrap();
-        let request = cloak_client::InferRequest::new(vec![cloak_client::NamedTensor::new(
-            "features", features,
-        )]);
-        let answer = client.infer("demo", &request).await.unwrap();
-        assert_eq!(answer.receipt.model, "demo");
-    }
+    infers_in_both_modes(&server.url, &pinned).await;
     // The test process is another binary: a policy pinning it refuses this server.
     let other = host.sim.policy(cloak_test_support::sim::this_process());
     let refused = Client::builder()
@@ -110,10 +124,7 @@ async fn clients_pin_the_server_binary_and_nothing_else() {
         .connect(&server.url)
         .await
         .unwrap_err();
-    assert!(
-        matches!(&refused, Error::Appraisal(AppraisalError::Policy(v)) if v.code() == "measurement-mismatch"),
-        "{refused}"
-    );
+    assert_measurement_mismatch(&refused);
 }
 
 #[test]
@@ -162,4 +173,141 @@ fn bad_starts_exit_2_and_say_why() {
     ] {
         assert!(help.contains(needle), "{needle}: {help}");
     }
+}
+
+/// What a client sees of a server: its appraisal, over a fresh connection.
+async fn appraise(
+    url: &str,
+    policy: cloak_client::AppraisalPolicy,
+) -> Result<std::sync::Arc<cloak_client::Appraisal>, Error> {
+    let client = Client::builder().policy(policy).connect(url).await?;
+    Ok(client.appraisal())
+}
+
+/// `--engine onnxruntime`: the library's SHA-256 is in the claims and, on the simulated
+/// platform, in the measurement — so a policy pinning the tract build refuses it, and a library
+/// swapped on disk changes nothing while the server runs (it runs what it loaded) but changes
+/// the claims and the measurement at the next start, which the earlier pin then refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_onnxruntime_library_is_in_the_claims_and_the_measurement() {
+    let Some(real) = cloak_test_support::deps::onnxruntime_library() else {
+        return;
+    };
+    let host = Host::new();
+    let library = host.dir.path().join("libonnxruntime.so.1");
+    std::fs::copy(&real, &library).unwrap();
+    let serve = || {
+        let mut args = host.args(&host.key);
+        args.extend(
+            ["--engine", "onnxruntime", "--onnxruntime-lib", s(&library)].map(String::from),
+        );
+        Launch::new(
+            &exe(),
+            &args,
+            &host.dir.path().join("server.log"),
+            "cloak-server: listening on ",
+        )
+        .then_read_until(|lines| lines.iter().any(|l| l.contains("model ready")))
+        .spawn()
+    };
+    let sha = |path: &Path| cloak_crypto::hash::sha256(&std::fs::read(path).unwrap());
+    let measured = |library_sha: [u8; 32]| {
+        cloak_tee::sim::enclave_measurement(&measurement_of(&exe()), &[library_sha])
+    };
+
+    let first_sha = sha(&library);
+    let mut server = serve();
+    assert!(
+        server
+            .stdout
+            .iter()
+            .any(|l| l.contains("engine           onnxruntime")),
+        "{:?}",
+        server.stdout
+    );
+    let pinned = host.sim.policy(measured(first_sha));
+    let appraisal = appraise(&server.url, pinned.clone()).await.unwrap();
+    let engine = appraisal.server().claims().engine.clone().unwrap();
+    assert_eq!(engine.name, "onnxruntime");
+    assert_eq!(engine.library_sha256, Some(first_sha));
+    assert!(engine.version.starts_with("1."), "{}", engine.version);
+    infers_in_both_modes(&server.url, &pinned).await;
+    // The tract build of the same executable is another enclave.
+    let tract_pin = host.sim.policy(measurement_of(&exe()));
+    let refused = appraise(&server.url, tract_pin).await.unwrap_err();
+    assert_measurement_mismatch(&refused);
+
+    // Another library (here: the same bytes and one more, which still loads) replaces the file
+    // while the server runs: it still runs, and states, what it loaded.
+    let mut swapped = std::fs::read(&library).unwrap();
+    swapped.push(0);
+    let staged = host.dir.path().join("staged.so");
+    std::fs::write(&staged, &swapped).unwrap();
+    std::fs::rename(&staged, &library).unwrap();
+    let second_sha = sha(&library);
+    assert_ne!(second_sha, first_sha);
+    let appraisal = appraise(&server.url, pinned.clone()).await.unwrap();
+    assert_eq!(
+        appraisal
+            .server()
+            .claims()
+            .engine
+            .as_ref()
+            .unwrap()
+            .library_sha256,
+        Some(first_sha)
+    );
+
+    // At the next start the server states the new library and is another enclave: the pin on
+    // the first refuses it.
+    server.kill();
+    let server = serve();
+    let refused = appraise(&server.url, pinned).await.unwrap_err();
+    assert_measurement_mismatch(&refused);
+    let appraisal = appraise(&server.url, host.sim.policy(measured(second_sha)))
+        .await
+        .unwrap();
+    assert_eq!(
+        appraisal
+            .server()
+            .claims()
+            .engine
+            .as_ref()
+            .unwrap()
+            .library_sha256,
+        Some(second_sha)
+    );
+}
+
+/// Every wrong engine setting stops the start with exit status 2 and a sentence — never a crash:
+/// no library named, a file that is not a library, and a library that claims a version but
+/// gives no API (which makes `ort` panic inside; contained).
+#[test]
+fn a_wrong_engine_library_is_a_clear_startup_error() {
+    let host = Host::new();
+    let run = |extra: &[&str]| {
+        let mut args = host.args(&host.key);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = std::process::Command::new(exe());
+        command.args(&args).env_remove("CLOAK_ONNXRUNTIME_LIB");
+        let out = command.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", cli::stderr(&out));
+        cli::stderr(&out)
+    };
+    let stderr = run(&["--engine", "onnxruntime"]);
+    assert!(stderr.contains("--onnxruntime-lib"), "{stderr}");
+    let text = host.dir.path().join("libonnxruntime.so.1.32.0");
+    std::fs::write(&text, "not a library").unwrap();
+    let stderr = run(&["--engine", "onnxruntime", "--onnxruntime-lib", s(&text)]);
+    assert!(
+        stderr.contains("engine is unavailable") && stderr.contains(s(&text)),
+        "{stderr}"
+    );
+    if let Some(fake) = cloak_test_support::deps::fake_onnxruntime(host.dir.path(), "1.99.0") {
+        let stderr = run(&["--engine", "onnxruntime", "--onnxruntime-lib", s(&fake)]);
+        assert!(stderr.contains("engine is unavailable"), "{stderr}");
+    }
+    let stderr = run(&["--engine-threads", "0"]);
+    assert!(stderr.contains("--engine-threads"), "{stderr}");
 }

@@ -92,6 +92,23 @@ fn demo_request() -> InferRequest {
     InferRequest::new(vec![NamedTensor::new("features", features)]).with_id("q-1")
 }
 
+/// The demo model's outputs for `request`, run in this process on tract.
+fn demo_in_process(request: &InferRequest) -> Vec<(String, Tensor)> {
+    Engine::tract()
+        .load("demo", DEMO_MODEL)
+        .unwrap()
+        .session()
+        .run(
+            request
+                .clone()
+                .into_inputs()
+                .into_iter()
+                .map(NamedTensor::into_parts)
+                .collect(),
+        )
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attested_inference_matches_in_process_and_onnxruntime() {
     let (fixture, real_model) = start(false, Limits::default()).await;
@@ -162,18 +179,7 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
     let response = infer_ok(&client, "/v2/models/demo/infer", &body).await;
     assert_eq!(response.model_name(), "demo");
     assert_eq!(response.id(), Some("q-1"));
-    let local = Engine::new().load("demo", DEMO_MODEL).unwrap();
-    let expected = local
-        .session()
-        .run(
-            request
-                .clone()
-                .into_inputs()
-                .into_iter()
-                .map(NamedTensor::into_parts)
-                .collect(),
-        )
-        .unwrap();
+    let expected = demo_in_process(&request);
     let (name, tensor) = &expected[0];
     assert_eq!(response.output(name).unwrap(), tensor);
 
@@ -712,4 +718,67 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
     // (A restarted server's refusal of requests sealed to its old key is tested through nginx
     // in the CLI tests: a transport that outlives the server.)
     fixture.shutdown().await;
+}
+
+/// The ONNX Runtime engine behind the same server: the default Silero VAD, which tract cannot
+/// run (`If`), served over attested TLS and as encrypted requests, each answer equal to
+/// onnxruntime's reference and carrying a receipt the client verified; the demo model answers
+/// as tract does; the claims name the engine and the library, and the measurement covers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onnxruntime_serves_what_tract_cannot_in_both_modes_with_receipts() {
+    let Some(library) = cloak_test_support::deps::onnxruntime_library() else {
+        return;
+    };
+    let engine = Engine::onnxruntime(&library).unwrap();
+    let library_sha = engine.info().library().unwrap().sha256();
+    let vad = reference::load("silero-vad");
+    let mut builder = SimServer::builder().engine(engine);
+    if let Some(vad) = &vad {
+        builder = builder.model("silero-vad", &vad.onnx);
+    }
+    let server = builder.start().await;
+    assert_ne!(
+        server.measurement(),
+        cloak_test_support::sim::this_process()
+    );
+
+    for mode in [Mode::AttestedTls, Mode::Encapsulated] {
+        let client = server.client_with(mode).await;
+        let claims = client.appraisal().server().claims().clone();
+        let engine = claims.engine.unwrap();
+        assert_eq!(engine.name, "onnxruntime");
+        assert_eq!(engine.library_sha256, Some(library_sha));
+
+        let request = demo_request();
+        let answer = client.infer("demo", &request).await.unwrap();
+        let expected = demo_in_process(&request);
+        let (name, tensor) = &expected[0];
+        let worst =
+            reference::worst_error(answer.response.output(name).unwrap(), tensor, 1e-6, 1e-5);
+        assert!(worst <= 1.0, "{mode:?} demo: {worst}");
+        assert_eq!(answer.receipt.model, "demo");
+
+        if let Some(vad) = &vad {
+            let inputs = vad
+                .inputs
+                .iter()
+                .map(|(name, tensor)| NamedTensor::new(name, tensor.clone()))
+                .collect();
+            let answer = client
+                .infer("silero-vad", &InferRequest::new(inputs))
+                .await
+                .unwrap();
+            for (name, expected) in &vad.outputs {
+                let worst = reference::worst_error(
+                    answer.response.output(name).unwrap(),
+                    expected,
+                    1e-5,
+                    1e-3,
+                );
+                assert!(worst <= 1.0, "{mode:?} {name}: {worst}");
+            }
+            assert_eq!(answer.receipt.model, "silero-vad");
+        }
+    }
+    server.shutdown().await;
 }

@@ -331,6 +331,11 @@ async fn every_refusal_has_its_status_and_says_why_without_the_data() {
         "{metrics}"
     );
     assert!(!metrics.contains("1.23456"), "{metrics}");
+    // And names the engine that ran them.
+    assert!(
+        metrics.contains(r#"cloak_engine_info{engine="tract",version="0.23.9",threads="1"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -342,6 +347,11 @@ async fn a_fresh_attestation_answers_the_nonce() {
         serde_json::from_slice(&answer.body).unwrap();
     let claims = IdentityClaims::from_cbor(&document.claims).unwrap();
     assert_eq!(claims.nonce.as_deref(), Some(&[0x00, 0x11, 0x22, 0x33][..]));
+    let engine = claims.engine.as_ref().unwrap();
+    assert_eq!(
+        (engine.name.as_str(), engine.library_sha256),
+        ("tract", None)
+    );
     assert_eq!(
         claims.evidence_digest(),
         server.identity().claims().evidence_digest()

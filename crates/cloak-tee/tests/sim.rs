@@ -225,3 +225,27 @@ fn private_keys_are_readable_by_their_owner_only() {
     }
     assert_eq!(files, 7, "six signing keys and the platform secret");
 }
+
+/// The measurement covers every library an engine loads, as Gramine's covers trusted files: no
+/// library keeps the executable's own digest, and any other library, set or order changes it.
+#[test]
+fn the_measurement_covers_the_libraries_loaded() {
+    use cloak_tee::sim::enclave_measurement;
+    let exe = [0x11; 32];
+    let (a, b) = ([0xAA; 32], [0xBB; 32]);
+    assert_eq!(enclave_measurement(&exe, &[]), exe);
+    let with_a = enclave_measurement(&exe, &[a]);
+    for other in [
+        exe,
+        enclave_measurement(&exe, &[b]),
+        enclave_measurement(&exe, &[a, b]),
+        enclave_measurement(&[0x12; 32], &[a]),
+    ] {
+        assert_ne!(with_a, other);
+    }
+    assert_ne!(
+        enclave_measurement(&exe, &[a, b]),
+        enclave_measurement(&exe, &[b, a])
+    );
+    assert_eq!(with_a, enclave_measurement(&exe, &[a]));
+}

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use cloak_attest::policy::AppraisalPolicy;
 use cloak_client::{Client, Mode};
 use cloak_crypto::key::ModelKey;
+use cloak_engine::Engine;
 use cloak_server::{Limits, PreparedServer, RunningServer, ServerConfig};
 use cloak_tee::Platform;
 
@@ -34,6 +35,7 @@ pub struct SimServerBuilder {
     limits: Limits,
     metrics_listener: bool,
     listen: SocketAddr,
+    engine: Engine,
 }
 
 /// A server on the simulated platform in this process, with its models and platform in a
@@ -58,6 +60,7 @@ impl SimServer {
             limits: Limits::default(),
             metrics_listener: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            engine: Engine::tract(),
         }
     }
 
@@ -82,9 +85,18 @@ impl SimServer {
     }
 
     /// What a data owner who trusts this simulation root and pins this enclave (this test
-    /// process, as the simulated platform measures it) accepts.
+    /// process and the engine's library, as the simulated platform measures them) accepts.
     pub fn policy(&self) -> AppraisalPolicy {
-        self.sim.policy(this_process())
+        self.sim.policy(self.measurement())
+    }
+
+    /// The MRENCLAVE the simulated platform gives this server: this test process, with the
+    /// engine's library as a trusted file.
+    pub fn measurement(&self) -> [u8; 32] {
+        cloak_tee::sim::enclave_measurement(
+            &this_process(),
+            &self.builder.engine.info().library_digests(),
+        )
     }
 
     /// A client over attested TLS, under [`SimServer::policy`], with the relayed collateral.
@@ -188,6 +200,12 @@ impl SimServerBuilder {
         )
     }
 
+    /// Runs the models on `engine` [default: tract].
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
     /// Seals the models, makes the platform, and starts the server.
     pub async fn start(self) -> SimServer {
         let (materials, prepared) = self.prepare().await;
@@ -238,13 +256,16 @@ async fn prepare(
     keys: HashMap<String, ModelKey>,
     listen: SocketAddr,
 ) -> PreparedServer {
-    let platform = cloak_tee::sim::SimPlatform::open(sim.dir()).expect("the simulated platform");
+    let platform = cloak_tee::sim::SimPlatform::open(sim.dir())
+        .expect("the simulated platform")
+        .with_libraries(&builder.engine.info().library_digests());
     let mut identity = platform.identity().expect("an identity");
     identity.debug = builder.debug;
     let platform: Arc<dyn Platform> = Arc::new(platform.with_enclave(identity));
     let mut config = ServerConfig::new(dir.join("models"), listen);
     config.model_keys = keys;
     config.limits = builder.limits.clone();
+    config.engine = builder.engine.clone();
     if builder.metrics_listener {
         config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }

@@ -437,6 +437,11 @@ fn print_accepted(server: &VerifiedServer, nonce: &[u8], as_json: bool) -> Resul
         claims: json!({
             "platform": claims.platform,
             "server_version": claims.server_version,
+            "engine": claims.engine.as_ref().map(|e| json!({
+                "name": e.name,
+                "version": e.version,
+                "library_sha256": e.library_sha256.map(hex::encode),
+            })),
             "tls_spki_sha256": hex::encode(claims.tls_spki_sha256),
             "hpke_key_config": hex::encode(&claims.hpke_key_config),
             "receipt_public_key": hex::encode(&claims.receipt_public_key),
@@ -459,6 +464,17 @@ fn print_accepted(server: &VerifiedServer, nonce: &[u8], as_json: bool) -> Resul
     }
     say!("  {:<16} {}", "platform", claims.platform)?;
     say!("  {:<16} {}", "server_version", claims.server_version)?;
+    if let Some(engine) = &claims.engine {
+        let library = engine.library_sha256.map_or_else(String::new, |sha| {
+            format!(" (library sha256 {})", hex::encode(sha))
+        });
+        say!(
+            "  {:<16} {} {}{library}",
+            "engine",
+            engine.name,
+            engine.version
+        )?;
+    }
     say!(
         "  {:<16} {}",
         "tls_spki_sha256",

@@ -21,9 +21,10 @@ use cloak_crypto::key::ModelKey;
 use cloak_engine::{Dim, Engine, PreparedModel};
 use cloak_proto::kserve::{InferRequest, NamedTensor, RequestedOutput, TensorEncoding};
 use cloak_proto::tensor::{DataType, Tensor};
+use cloak_server::cli::EngineArgs;
 use cloak_server::{PreparedServer, RunningServer, ServerConfig};
 use cloak_tee::Platform;
-use cloak_tee::sim::{SimConfig, SimPlatform, executable_measurement};
+use cloak_tee::sim::{SimConfig, SimPlatform};
 use serde::Serialize;
 
 use crate::Reported;
@@ -65,6 +66,8 @@ pub(crate) struct BenchArgs {
     /// The size given to dynamic dimensions other than the first (sequence length)
     #[arg(long, value_name = "N", default_value_t = 128)]
     seq_len: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Print one JSON array, one object per model
     #[arg(long)]
     json: bool,
@@ -81,6 +84,9 @@ impl BenchArgs {
 #[derive(Debug, Serialize)]
 struct ModelReport {
     model: String,
+    engine: String,
+    engine_version: String,
+    engine_threads: usize,
     inputs: Vec<String>,
     request_bytes: usize,
     iterations: usize,
@@ -118,13 +124,17 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), Reported> {
     } else {
         args.models.clone()
     };
+    let engine = args
+        .engine
+        .engine()
+        .map_err(|e| Failure::usage(e.code(), e.to_string()))?;
     let runtime = crate::runtime::multi_thread()?;
     let mut reports = Vec::new();
     for path in &models {
         if !args.json {
-            eprintln!("measuring {} …", path.display());
+            eprintln!("measuring {} on {} …", path.display(), engine.info().kind());
         }
-        reports.push(runtime.block_on(bench_model(path, args))?);
+        reports.push(runtime.block_on(bench_model(path, &engine, args))?);
     }
     if args.json {
         let text = serde_json::to_string_pretty(&reports)
@@ -154,10 +164,14 @@ fn default_models() -> Result<Vec<PathBuf>, Failure> {
     Ok(found)
 }
 
-async fn bench_model(path: &Path, args: &BenchArgs) -> Result<ModelReport, Failure> {
+async fn bench_model(
+    path: &Path,
+    engine: &Engine,
+    args: &BenchArgs,
+) -> Result<ModelReport, Failure> {
     let onnx = std::fs::read(path).map_err(|e| Failure::io("read", path, &e))?;
     let name = "bench";
-    let prepared = Engine::new().load(name, &onnx).map_err(bench_error)?;
+    let prepared = engine.load(name, &onnx).map_err(bench_error)?;
     let inputs = synthetic_inputs(&prepared, args.seq_len)?;
     let mut request = InferRequest::new(
         inputs
@@ -176,7 +190,7 @@ async fn bench_model(path: &Path, args: &BenchArgs) -> Result<ModelReport, Failu
     let body = Bytes::from(std::mem::take(&mut *encoded.into_body()));
     let infer_path = format!("/v2/models/{name}/infer");
 
-    let fixture = Fixture::start(name, &onnx).await?;
+    let fixture = Fixture::start(name, &onnx, engine).await?;
     let client = |mode| {
         Client::builder()
             .policy(fixture.policy.clone())
@@ -234,6 +248,9 @@ async fn bench_model(path: &Path, args: &BenchArgs) -> Result<ModelReport, Failu
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         ),
+        engine: engine.info().kind().to_string(),
+        engine_version: engine.info().version().to_owned(),
+        engine_threads: engine.info().threads().get(),
         inputs: inputs
             .iter()
             .map(|(n, t)| format!("{n} {} {:?}", t.dtype().name(), t.shape()))
@@ -350,7 +367,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn start(name: &str, onnx: &[u8]) -> Result<Self, Failure> {
+    async fn start(name: &str, onnx: &[u8], engine: &Engine) -> Result<Self, Failure> {
         let dir = TempDir::new()?;
         let models = dir.0.join("models");
         std::fs::create_dir(&models).map_err(|e| Failure::io("create directory", &models, &e))?;
@@ -366,18 +383,21 @@ impl Fixture {
             .map_or(0, |d| d.as_secs());
         let collateral = Collateral::from_json(&sim.collateral(now).map_err(bench_error)?)
             .map_err(bench_error)?;
+        // The server's measurement covers the engine's library, as `cloak serve`'s does.
+        let platform = SimPlatform::open(&sim_dir)
+            .map_err(bench_error)?
+            .with_libraries(&engine.info().library_digests());
+        let mrenclave = platform.identity().map_err(bench_error)?.mrenclave;
         let policy = AppraisalPolicy::strict()
             .with_trust_root(TrustRootPolicy::Der(sim.root_der().to_vec()))
             .with_sgx_identity(SgxIdentityPolicy {
-                mrenclave: Some(vec![Measurement::from_bytes(
-                    executable_measurement().map_err(bench_error)?,
-                )]),
+                mrenclave: Some(vec![Measurement::from_bytes(mrenclave)]),
                 ..SgxIdentityPolicy::default()
             });
-        let platform: Arc<dyn Platform> =
-            Arc::new(SimPlatform::open(&sim_dir).map_err(bench_error)?);
+        let platform: Arc<dyn Platform> = Arc::new(platform);
         let mut config = ServerConfig::new(models, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         config.model_keys.insert(name.to_owned(), key);
+        config.engine = engine.clone();
         let prepared =
             tokio::task::spawn_blocking(move || PreparedServer::prepare(config, platform))
                 .await
@@ -495,6 +515,14 @@ fn synthetic_inputs(
 }
 
 fn print_table(reports: &[ModelReport]) -> Result<(), Failure> {
+    if let Some(r) = reports.first() {
+        say!(
+            "engine: {} {}, {} intra-op thread(s) per request",
+            r.engine,
+            r.engine_version,
+            r.engine_threads
+        )?;
+    }
     say!(
         "{:<26} {:>11} {:>10} {:>10} {:>9} {:>10}",
         "model",

@@ -26,7 +26,8 @@ pub(crate) enum SimCommand {
     /// Produce a DCAP v3 quote (and optionally its collateral) from the simulated platform
     Quote(QuoteArgs),
     /// Print the MRENCLAVE the simulated platform gives a process running EXECUTABLE (the
-    /// SHA-256 of its bytes): what a data owner pins for `cloak-server --platform sim`
+    /// SHA-256 of its bytes, or with --library, of it and the engine's library): what a data
+    /// owner pins for `cloak-server --platform sim`
     Measure(MeasureArgs),
 }
 
@@ -36,6 +37,10 @@ pub(crate) struct MeasureArgs {
     /// The executable (such as target/release/cloak-server)
     #[arg(value_name = "EXECUTABLE")]
     executable: PathBuf,
+    /// The ONNX Runtime library the server loads (its --onnxruntime-lib), a trusted file of
+    /// the simulated enclave
+    #[arg(long = "library", value_name = "PATH")]
+    libraries: Vec<PathBuf>,
 }
 
 /// Arguments of `cloak sim init`.
@@ -112,7 +117,14 @@ pub(crate) fn run(command: SimCommand) -> Result<(), Reported> {
         SimCommand::Quote(args) => quote(&args)?,
         SimCommand::Measure(args) => {
             let bytes = files::read_limited(&args.executable, MAX_EXECUTABLE, "executable")?;
-            say!("{}", hex::encode(cloak_crypto::hash::sha256(&bytes)))?;
+            let executable = cloak_crypto::hash::sha256(&bytes);
+            let mut libraries = Vec::with_capacity(args.libraries.len());
+            for path in &args.libraries {
+                let bytes = files::read_limited(path, MAX_EXECUTABLE, "library")?;
+                libraries.push(cloak_crypto::hash::sha256(&bytes));
+            }
+            let measurement = cloak_tee::sim::enclave_measurement(&executable, &libraries);
+            say!("{}", hex::encode(measurement))?;
         }
     }
     Ok(())

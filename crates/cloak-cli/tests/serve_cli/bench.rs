@@ -30,6 +30,8 @@ fn bench_reports_the_confidentiality_tax() {
     let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
     let report = &reports.as_array().unwrap()[0];
     assert_eq!(report["model"], "demo-mlp.onnx");
+    assert_eq!(report["engine"], "tract");
+    assert_eq!(report["engine_threads"], 1);
     let field = |name: &str| report[name].as_f64().unwrap_or(f64::NAN);
     for name in [
         "engine_ms_p50",
@@ -67,4 +69,43 @@ fn bench_reports_the_confidentiality_tax() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/fetch-models.py"));
+}
+
+/// With `--engine onnxruntime` every row names the engine, and the server it measures — whose
+/// measurement covers the library — is appraised and answers with receipts.
+#[test]
+fn bench_names_the_onnxruntime_engine() {
+    let Some(library) = cloak_test_support::deps::onnxruntime_library() else {
+        return;
+    };
+    let model = cloak_test_support::models::demo_path();
+    let out = cloak(&[
+        "bench",
+        "--model",
+        s(&model),
+        "--engine",
+        "onnxruntime",
+        "--onnxruntime-lib",
+        s(&library),
+        "--engine-threads",
+        "2",
+        "--iterations",
+        "3",
+        "--warmup",
+        "1",
+        "--window",
+        "0.2s",
+        "--concurrency",
+        "1",
+        "--json",
+    ]);
+    ok(&out);
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &reports.as_array().unwrap()[0];
+    assert_eq!(report["engine"], "onnxruntime");
+    assert_eq!(report["engine_threads"], 2);
+    let version = report["engine_version"].as_str().unwrap();
+    let name = library.file_name().unwrap().to_str().unwrap();
+    assert!(name.ends_with(version), "{name} {version}");
+    assert!(report["atls_ms_p50"].as_f64().unwrap() > 0.0, "{report}");
 }

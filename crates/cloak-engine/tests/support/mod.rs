@@ -105,3 +105,49 @@ pub fn model_with_weights(
     }
     .encode_to_vec()
 }
+
+/// ONNX Runtime from the test library, with `threads` threads per request; `None` (skipped out
+/// loud) without the library.
+pub fn onnxruntime(threads: usize) -> Option<cloak_engine::Engine> {
+    let library = cloak_test_support::deps::onnxruntime_library()?;
+    let engine = cloak_engine::Engine::onnxruntime(&library)
+        .unwrap_or_else(|e| panic!("{}: {e}", library.display()));
+    Some(engine.with_threads(std::num::NonZeroUsize::new(threads).unwrap()))
+}
+
+/// Runs each named test (a `fn(&Engine)`) against every backend: tract and ONNX Runtime, each
+/// with one thread per request and with two.
+#[macro_export]
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod tract {
+            $(#[test]
+            fn $test() {
+                super::$test(&cloak_engine::Engine::tract());
+            })*
+        }
+        mod tract_2_threads {
+            $(#[test]
+            fn $test() {
+                let threads = std::num::NonZeroUsize::new(2).unwrap();
+                super::$test(&cloak_engine::Engine::tract().with_threads(threads));
+            })*
+        }
+        mod onnxruntime {
+            $(#[test]
+            fn $test() {
+                if let Some(engine) = super::support::onnxruntime(1) {
+                    super::$test(&engine);
+                }
+            })*
+        }
+        mod onnxruntime_2_threads {
+            $(#[test]
+            fn $test() {
+                if let Some(engine) = super::support::onnxruntime(2) {
+                    super::$test(&engine);
+                }
+            })*
+        }
+    };
+}

@@ -19,6 +19,11 @@ fn claims() -> IdentityClaims {
                 sha256: [0xBB; 32],
             },
         ],
+        engine: Some(EngineClaim {
+            name: "onnxruntime".to_owned(),
+            version: "1.32.0".to_owned(),
+            library_sha256: Some([0xCC; 32]),
+        }),
         nonce: None,
     }
 }
@@ -57,6 +62,7 @@ fn the_encoding_is_deterministic_cbor() {
         keys(&cbor),
         [
             "nonce",
+            "engine",
             "models",
             "platform",
             "pubkey-hash",
@@ -158,6 +164,29 @@ fn malformed_claims_are_refused_with_reasons() {
         err(edited("models", Some(bad_model))),
         ClaimsError::Missing("models.bytes")
     );
+    let engine_without_version = Value::Map(vec![(
+        Value::Text("name".into()),
+        Value::Text("tract".into()),
+    )]);
+    assert_eq!(
+        err(edited("engine", Some(engine_without_version))),
+        ClaimsError::Missing("engine.version")
+    );
+    let short_library = Value::Map(vec![
+        (
+            Value::Text("name".into()),
+            Value::Text("onnxruntime".into()),
+        ),
+        (Value::Text("version".into()), Value::Text("1.32.0".into())),
+        (
+            Value::Text("library-sha256".into()),
+            Value::Bytes(vec![0; 31]),
+        ),
+    ]);
+    assert_eq!(
+        err(edited("engine", Some(short_library))).code(),
+        "malformed-claims"
+    );
     // A duplicated key.
     let Value::Map(mut entries) = ciborium::from_reader(&claims().to_cbor()[..]).unwrap() else {
         panic!()
@@ -176,6 +205,25 @@ fn malformed_claims_are_refused_with_reasons() {
         err(vec![0; MAX_CLAIMS_LEN + 1]),
         ClaimsError::TooLarge(MAX_CLAIMS_LEN + 1)
     );
+}
+
+/// Claims of a server that predates engines carry none; a compiled-in engine names no library.
+#[test]
+fn the_engine_is_optional_and_so_is_its_library() {
+    let decoded = IdentityClaims::from_cbor(&edited("engine", None)).unwrap();
+    assert_eq!(decoded.engine, None);
+    let mut tract = claims();
+    tract.engine = Some(EngineClaim {
+        name: "tract".to_owned(),
+        version: "0.23.9".to_owned(),
+        library_sha256: None,
+    });
+    let decoded = IdentityClaims::from_cbor(&tract.to_cbor()).unwrap();
+    assert_eq!(decoded.engine, tract.engine);
+    // The library digest is part of what the evidence covers.
+    let mut swapped = claims();
+    swapped.engine.as_mut().unwrap().library_sha256 = Some([0xDD; 32]);
+    assert_ne!(swapped.evidence_digest(), claims().evidence_digest());
 }
 
 #[test]

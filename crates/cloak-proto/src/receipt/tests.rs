@@ -13,6 +13,7 @@ fn claims(key: &SigningKey) -> IdentityClaims {
             bytes: 42,
             sha256: [0xAA; 32],
         }],
+        engine: None,
         nonce: None,
     }
 }

@@ -102,7 +102,7 @@ impl Service {
         limits: Limits,
         engine: Engine,
     ) -> Self {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(engine.info());
         let (ready, failed) = store.counts();
         metrics.set_models(ready, failed);
         Self {

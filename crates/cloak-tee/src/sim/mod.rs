@@ -429,6 +429,14 @@ impl SimPlatform {
         self
     }
 
+    /// The same platform, its enclave also running the shared libraries whose SHA-256s are
+    /// `libraries` (in load order) as trusted files: its MRENCLAVE becomes
+    /// [`enclave_measurement`] of the current one and these.
+    pub fn with_libraries(mut self, libraries: &[[u8; 32]]) -> Self {
+        self.enclave.mrenclave = enclave_measurement(&self.enclave.mrenclave, libraries);
+        self
+    }
+
     /// The MRSIGNER of enclaves signed with this platform's simulation signer key.
     pub fn signer_mrsigner(&self) -> Result<[u8; 32], SimError> {
         Ok(default_identity(&self.keys)?.mrsigner)
@@ -580,6 +588,30 @@ pub fn executable_measurement() -> Result<[u8; 32], SimError> {
     let exe = std::env::current_exe()?;
     let measurement = cloak_crypto::hash::sha256(&fs::read(exe)?);
     Ok(*MEASUREMENT.get_or_init(|| measurement))
+}
+
+/// The MRENCLAVE of an enclave running an executable whose SHA-256 is `executable`, with the
+/// shared libraries whose SHA-256s are `libraries` (in load order) as trusted files: the
+/// simulated counterpart of Gramine's, which covers the manifest and every trusted file's hash.
+/// With no libraries it is the executable's SHA-256 alone, as it always was; with some, it is
+/// `SHA-256("cloak-sim/v1 MRENCLAVE" ‖ executable ‖ count (u32, big-endian) ‖ libraries…)`,
+/// so a library swapped for another changes it.
+pub fn enclave_measurement(executable: &[u8; 32], libraries: &[[u8; 32]]) -> [u8; 32] {
+    if libraries.is_empty() {
+        return *executable;
+    }
+    let mut input = Vec::with_capacity(libraries.len().saturating_add(2).saturating_mul(32));
+    input.extend_from_slice(b"cloak-sim/v1 MRENCLAVE");
+    input.extend_from_slice(executable);
+    input.extend_from_slice(
+        &u32::try_from(libraries.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    for library in libraries {
+        input.extend_from_slice(library);
+    }
+    cloak_crypto::hash::sha256(&input)
 }
 
 fn random(out: &mut [u8]) -> Result<(), SimError> {

@@ -1,5 +1,5 @@
 //! Conversions between Cloak's types and tract's: element types, tensors (one copy each way),
-//! and tract's errors, redacted to what may be sent or logged. Tract-specific.
+//! and tract's errors, redacted to what may be sent or logged.
 
 use cloak_proto::tensor::{DataType, Tensor};
 use tract_onnx::prelude::{DatumType, IntoTValue, TValue, Tensor as TractTensor};

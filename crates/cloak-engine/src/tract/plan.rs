@@ -1,5 +1,5 @@
 //! Compiled plans: a model optimized for one set of concrete input shapes, and the run state
-//! (buffers) a plan runs in. Tract-specific; the cache that keeps them is in `model`.
+//! (buffers) a plan runs in. The cache that keeps them is in `model`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use tract_onnx::prelude::{
     TypedSimpleState,
 };
 
-use crate::convert::{datum_type, redacted};
+use super::convert::{datum_type, redacted};
 use crate::{EngineError, TensorSpec};
 
 /// A model compiled for one set of input shapes.
