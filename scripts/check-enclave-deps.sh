@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-allowed_workspace="cloak-server cloak-engine cloak-tee cloak-proto cloak-crypto cloak-fs"
+allowed_workspace="cloak-server cloak-net cloak-engine cloak-tee cloak-proto cloak-crypto cloak-fs"
 forbidden_external="criterion dcap-qvl dcap-qvl-webpki governor indicatif ohttp proptest \
   rusqlite tempfile x509-parser"
 

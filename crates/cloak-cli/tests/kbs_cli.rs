@@ -205,8 +205,10 @@ fn observer_policy(root: &Path) -> cloak_attest::policy::AppraisalPolicy {
 /// and the body of `POST path`.
 fn fetch(url: &str, root: &Path, path: &str) -> (Vec<String>, Vec<u8>) {
     cloak_test_support::block_on(async {
+        // An observer that reads whichever enclave answers, to see what it claims.
         let client = cloak_client::Client::builder()
             .policy(observer_policy(root))
+            .dangerously_accept_any_enclave()
             .connect(url)
             .await
             .unwrap();
@@ -290,11 +292,13 @@ fn infer_demo(server: &Spawned, dir: &Path, root: &Path, model: &str) -> Value {
     )
     .unwrap();
     let out = cloak_line(&format!(
-        "infer {} --model {} --input {} --trust-root {} --allow-status OutOfDate --json",
+        "infer {} --model {} --input {} --trust-root {} --expect-mrenclave {} \
+         --allow-status OutOfDate --json",
         &server.url,
         model,
         s(&request),
-        s(root)
+        s(root),
+        mrenclave_of(&exe())
     ));
     ok(&out);
     serde_json::from_slice(&out.stdout).unwrap()

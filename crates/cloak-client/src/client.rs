@@ -92,6 +92,7 @@ pub struct ClientBuilder<P> {
     transport: Transport,
     reappraise_every: Duration,
     nonce: Option<Vec<u8>>,
+    any_enclave: bool,
 }
 
 /// A [`ClientBuilder`] still without its policy: there is no default policy to fall back on.
@@ -108,6 +109,7 @@ impl Client {
             transport: Transport::default(),
             reappraise_every: DEFAULT_REAPPRAISE_EVERY,
             nonce: None,
+            any_enclave: false,
         }
     }
 
@@ -408,6 +410,16 @@ impl<P> ClientBuilder<P> {
         self
     }
 
+    /// **Dangerous.** Accept a policy that names no enclave — no MRENCLAVE, no MRSIGNER with
+    /// ISVPRODID, no MRTD ([`AppraisalPolicy::names_identity`]) — so that any genuine enclave
+    /// is accepted, a rebuilt or hostile binary included. Without this,
+    /// [`connect`](ClientBuilder::connect) refuses such a policy
+    /// ([`Error::PolicyPinsNoIdentity`]); with it, every connect logs a warning.
+    pub fn dangerously_accept_any_enclave(mut self) -> Self {
+        self.any_enclave = true;
+        self
+    }
+
     /// The nonce of the first fresh attestation (1 to 64 bytes) [default: 32 random bytes],
     /// for callers that record it.
     pub fn nonce(mut self, nonce: impl Into<Vec<u8>>) -> Self {
@@ -428,6 +440,7 @@ impl ClientBuilder<NoPolicy> {
             transport: self.transport,
             reappraise_every: self.reappraise_every,
             nonce: self.nonce,
+            any_enclave: self.any_enclave,
         }
     }
 }
@@ -437,6 +450,15 @@ impl ClientBuilder<AppraisalPolicy> {
     /// requests the URL of whatever is in front of it, `https://` or `http://` — and returns
     /// the client once the policy accepts it. Nothing but a nonce is sent before that.
     pub async fn connect(self, url: &str) -> Result<Client, Error> {
+        if !self.policy.names_identity() {
+            if !self.any_enclave {
+                return Err(Error::PolicyPinsNoIdentity);
+            }
+            tracing::warn!(
+                "the appraisal policy names no enclave: any genuine enclave is accepted, a \
+                 rebuilt or hostile one included (dangerously_accept_any_enclave)"
+            );
+        }
         if let Some(nonce) = &self.nonce
             && (nonce.is_empty() || nonce.len() > cloak_proto::attestation::MAX_NONCE_LEN)
         {

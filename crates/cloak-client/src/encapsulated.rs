@@ -17,6 +17,7 @@ use bytes::Bytes;
 use cloak_attest::collateral::Collateral;
 use cloak_attest::policy::AppraisalPolicy;
 use cloak_crypto::ohttp::{self, AeadId, KeyConfig};
+use cloak_proto::freshness;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -190,6 +191,12 @@ fn inner_request(
     if let Some(len) = header_len {
         message.put_header("inference-header-content-length", len.to_string());
     }
+    // Inside the encryption: the server runs each request at most once (see
+    // cloak_proto::freshness).
+    let mut id = [0u8; freshness::ID_LEN];
+    getrandom::fill(&mut id).map_err(|e| Error::Config(format!("random request id: {e}")))?;
+    message.put_header(freshness::TIME_HEADER, unix_now().to_string());
+    message.put_header(freshness::ID_HEADER, freshness::format_id(&id));
     message.write_content(body);
     let mut out = Vec::with_capacity(body.len().saturating_add(256));
     message

@@ -26,6 +26,15 @@ pub enum Error {
     /// [`Session`](crate::Session) reports this, and a new session from the client recovers.
     #[error("the server's identity changed: {0}")]
     IdentityChanged(String),
+    /// The policy names no enclave identity (see
+    /// [`AppraisalPolicy::names_identity`](cloak_attest::policy::AppraisalPolicy::names_identity)),
+    /// and [`dangerously_accept_any_enclave`](crate::ClientBuilder::dangerously_accept_any_enclave)
+    /// was not called. Nothing was sent.
+    #[error(
+        "the appraisal policy names no enclave (pin MRENCLAVE, or MRSIGNER with ISVPRODID, or \
+         MRTD): it would accept any genuine enclave, a rebuilt or hostile one included"
+    )]
+    PolicyPinsNoIdentity,
     /// The server answered something that is not Cloak's protocol.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -47,6 +56,7 @@ impl Error {
             Self::Appraisal(e) => e.code(),
             Self::Config(_) => "invalid-url",
             Self::IdentityChanged(_) => "server-identity-changed",
+            Self::PolicyPinsNoIdentity => "policy-pins-no-identity",
             Self::Protocol(_) => "protocol-error",
             Self::Receipt(e) => e.code(),
             Self::Server(_) => "server-error",

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cloak_client::attest::verify::VerifyError;
 use cloak_client::{
-    AppraisalError, AppraisalPolicy, Client, Error, InferRequest, Mode, NamedTensor, ReceiptError,
-    Tensor,
+    AppraisalError, AppraisalPolicy, Client, Error, InferRequest, Measurement, Mode, NamedTensor,
+    ReceiptError, Tensor,
 };
 use cloak_test_support::server::SimServer;
 
@@ -67,9 +67,34 @@ async fn refusals_are_typed_and_nothing_reaches_a_refused_server() {
             "{error:?}"
         );
     }
-    // The strict policy trusts only Intel's root.
+    // A policy that names no enclave is refused before anything is sent, unless said
+    // dangerously; then the appraisal goes on under it.
+    let root_only = || {
+        let mut policy = server.policy();
+        policy.sgx_identity_mut().mrenclave = None;
+        policy
+    };
     let error = Client::builder()
-        .policy(AppraisalPolicy::strict())
+        .policy(root_only())
+        .connect(&server.url())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::PolicyPinsNoIdentity), "{error:?}");
+    assert_eq!(error.code(), "policy-pins-no-identity");
+    assert!(!error.is_rejection());
+    assert!(
+        Client::builder()
+            .policy(root_only())
+            .dangerously_accept_any_enclave()
+            .connect(&server.url())
+            .await
+            .is_ok()
+    );
+    // The strict policy trusts only Intel's root.
+    let mut strict = AppraisalPolicy::strict();
+    strict.sgx_identity_mut().mrenclave = Some(vec![Measurement::from_bytes(server.measurement())]);
+    let error = Client::builder()
+        .policy(strict)
         .connect(&server.url())
         .await
         .unwrap_err();

@@ -220,7 +220,14 @@ impl Broker {
                     "ephemeral_key must be {EPHEMERAL_KEY_LEN} bytes"
                 ))
             })?;
-        let policy = parse_release_policy(&record.policy)?;
+        // A policy stored before identities were required, and never replaced, releases
+        // nothing: refused (and audited) as a denial, with its own code.
+        let policy = parse_release_policy(&record.policy).map_err(|e| match e {
+            BrokerError::PolicyPinsNoIdentity => {
+                BrokerError::denied(e.code(), format!("the model's stored policy: {e}"))
+            }
+            other => other,
+        })?;
         let quote = &request.evidence;
         if let Ok(parsed) = Quote::parse(quote) {
             note_measurements(&parsed, seen);

@@ -7,26 +7,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use cloak_proto::kbs::{
     AddModelRequest, ChallengeRequest, ErrorBody, ReleaseRequest, SetPolicyRequest,
 };
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
+
+pub use cloak_net::ConnectionLimits;
 
 use crate::{Broker, BrokerError};
 
@@ -37,14 +33,6 @@ pub const DEFAULT_RATE_PER_SECOND: u32 = 10;
 /// Default burst of challenge and release requests per client address.
 pub const DEFAULT_RATE_BURST: u32 = 20;
 
-/// Connections served at once.
-const MAX_CONNECTIONS: usize = 1024;
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an HTTP/1 client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long open connections may take to finish after shutdown begins.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Forget idle rate-limit entries after this many checks.
 const RETAIN_EVERY: u64 = 4096;
 
@@ -331,7 +319,8 @@ impl IntoResponse for ApiError {
             BrokerError::InvalidKey(_)
             | BrokerError::InvalidModelName
             | BrokerError::InvalidPolicy(_)
-            | BrokerError::MalformedRequest(_) => (StatusCode::BAD_REQUEST, error.to_string()),
+            | BrokerError::MalformedRequest(_)
+            | BrokerError::PolicyPinsNoIdentity => (StatusCode::BAD_REQUEST, error.to_string()),
             _ => {
                 tracing::error!(code, error = %error, "request failed");
                 (
@@ -389,90 +378,18 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// Serves `router` on `listener` — over TLS when `tls` is set — until `shutdown` completes;
-/// then stops accepting, lets open connections finish their requests (for up to 10 s), and
-/// returns. Handlers see the peer address as `ConnectInfo<SocketAddr>`.
+/// Serves `router` on `listener` — over TLS when `tls` is set — within `limits` (connection
+/// caps, handshake and idle deadlines, a minimum body rate: `cloak-net`'s, shared with the
+/// inference server) until `shutdown` completes; then stops accepting, lets open connections
+/// finish their requests and returns. Handlers see the peer address as
+/// `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let acceptor = tls.map(TlsAcceptor::from);
-    let (stop, stopped) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let service = router.clone().layer(Extension(ConnectInfo(peer)));
-        let acceptor = acceptor.clone();
-        let stopped = stopped.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            match acceptor {
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => connection(TokioIo::new(tls), service, peer, stopped).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-                None => connection(TokioIo::new(stream), service, peer, stopped).await,
-            }
-        });
-    }
-    tracing::info!("shutting down: no new connections");
-    let _ = stop.send(true);
-    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the drain timeout; closing them");
-    }
-}
-
-async fn connection<I>(io: I, service: Router, peer: SocketAddr, mut stop: watch::Receiver<bool>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let connection = builder.serve_connection(io, TowerToHyperService::new(service));
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = async {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        } => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
+    let stats = Arc::new(cloak_net::ConnectionStats::new());
+    cloak_net::serve(listener, tls, router, limits, stats, shutdown).await;
 }

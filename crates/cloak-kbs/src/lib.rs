@@ -141,6 +141,14 @@ pub enum BrokerError {
     /// A file could not be read or written.
     #[error("{0}")]
     Io(String),
+    /// A release policy that pins no enclave identity, so would release to any genuine
+    /// enclave.
+    #[error(
+        "a release policy must name the enclave it releases to: [sgx] mrenclave, or [sgx] \
+         mrsigner with isv_prod_id, or [tdx] mrtd (a policy with only a trust root releases the \
+         key to any genuine enclave, a rebuilt or hostile one included)"
+    )]
+    PolicyPinsNoIdentity,
     /// A stored model key does not unwrap (a swapped or edited row).
     #[error("the stored model key does not unwrap under the master key")]
     KeyUnwrap,
@@ -198,6 +206,7 @@ impl BrokerError {
             Self::InvalidModelName => "invalid-model-name",
             Self::InvalidPolicy(_) => "invalid-policy",
             Self::Io(_) => "io",
+            Self::PolicyPinsNoIdentity => "policy-pins-no-identity",
             Self::KeyUnwrap => "key-unwrap-failed",
             Self::MalformedRequest(_) => "malformed-request",
             Self::MasterKey(_) => "master-key",

@@ -6,6 +6,9 @@
 //!   `cloak kbs add-model` and `set-policy`) turns a path into the `sha256:` of that file.
 //! * `report_data` must be absent: the broker requires it to be exactly
 //!   `release_report_data(nonce, ephemeral_key)` for each release.
+//! * The policy must name the enclave (`AppraisalPolicy::names_identity`): `[sgx] mrenclave`,
+//!   or `mrsigner` with `isv_prod_id`, or `[tdx] mrtd`. A stored policy from before this rule
+//!   that names none releases nothing until `set-policy` replaces it.
 
 use std::path::Path;
 
@@ -36,8 +39,12 @@ pub fn parse_release_policy(text: &str) -> Result<AppraisalPolicy, BrokerError> 
         }
     }
     // No path can be resolved: trust_root is `intel` or `sha256:` here.
-    AppraisalPolicy::from_toml(text, Path::new("/nonexistent"))
-        .map_err(|e| BrokerError::InvalidPolicy(e.to_string()))
+    let policy = AppraisalPolicy::from_toml(text, Path::new("/nonexistent"))
+        .map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?;
+    if !policy.names_identity() {
+        return Err(BrokerError::PolicyPinsNoIdentity);
+    }
+    Ok(policy)
 }
 
 /// Reads a policy file for upload: a `trust_root` that is a path (relative to the policy
@@ -83,16 +90,33 @@ pub fn policy_for_upload(path: &Path) -> Result<String, BrokerError> {
 mod tests {
     use super::*;
 
+    fn pinned(text: &str) -> String {
+        format!("{text}\n[sgx]\nmrenclave = [\"{}\"]\n", "cd".repeat(32))
+    }
+
     #[test]
     fn only_remote_trust_roots_and_no_report_data_are_accepted() {
-        assert!(parse_release_policy("").is_ok());
-        assert!(parse_release_policy("trust_root = \"intel\"").is_ok());
+        assert!(parse_release_policy(&pinned("")).is_ok());
+        assert!(parse_release_policy(&pinned("trust_root = \"intel\"")).is_ok());
         let pin = format!("trust_root = \"sha256:{}\"", "ab".repeat(32));
-        assert!(parse_release_policy(&pin).is_ok());
-        assert!(parse_release_policy("trust_root = \"root.der\"").is_err());
+        assert!(parse_release_policy(&pinned(&pin)).is_ok());
+        let code = |text: &str| parse_release_policy(&pinned(text)).unwrap_err().code();
+        assert_eq!(code("trust_root = \"root.der\""), "invalid-policy");
         let rd = format!("report_data = \"{}\"", "00".repeat(64));
-        assert!(parse_release_policy(&rd).is_err());
-        assert!(parse_release_policy("allow_debug = \"yes\"").is_err());
-        assert!(parse_release_policy("unknown_key = 1").is_err());
+        assert_eq!(code(&rd), "invalid-policy");
+        assert_eq!(code("allow_debug = \"yes\""), "invalid-policy");
+        assert_eq!(code("unknown_key = 1"), "invalid-policy");
+    }
+
+    #[test]
+    fn a_policy_that_names_no_enclave_is_refused() {
+        let code = |text: &str| parse_release_policy(text).unwrap_err().code();
+        assert_eq!(code(""), "policy-pins-no-identity");
+        let root_only = format!("trust_root = \"sha256:{}\"", "ab".repeat(32));
+        assert_eq!(code(&root_only), "policy-pins-no-identity");
+        let signer = format!("[sgx]\nmrsigner = [\"{}\"]", "ab".repeat(32));
+        assert_eq!(code(&signer), "policy-pins-no-identity");
+        assert!(parse_release_policy(&format!("{signer}\nisv_prod_id = 3")).is_ok());
+        assert!(parse_release_policy(&format!("[tdx]\nmrtd = [\"{}\"]", "ab".repeat(48))).is_ok());
     }
 }

@@ -105,9 +105,15 @@ fn start_with(sim: &SimConfig, enclave: Identity, rate: RateLimit) -> Harness {
         .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    runtime.spawn(cloak_kbs::http::serve(listener, None, router, async {
-        let _ = stopped.await;
-    }));
+    runtime.spawn(cloak_kbs::http::serve(
+        listener,
+        None,
+        router,
+        cloak_kbs::http::ConnectionLimits::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -323,6 +329,26 @@ fn wrong_mrenclave_is_denied_and_audited() {
 }
 
 #[test]
+fn a_stored_policy_that_names_no_enclave_releases_nothing() {
+    // A database from before identities were required: its policy has only a trust root.
+    let h = with_model();
+    let root_only = h.policy("").split("\n[sgx]").next().unwrap().to_owned();
+    let updated = h
+        .sql()
+        .execute(
+            "UPDATE models SET policy = ?1 WHERE name = ?2",
+            rusqlite::params![root_only, MODEL],
+        )
+        .unwrap();
+    assert_eq!(updated, 1);
+    let (status, body, ..) = h.attempt();
+    assert_denied(&h, status, &body, "policy-pins-no-identity");
+    // Naming the enclave again restores releases.
+    h.admin().set_policy(MODEL, &h.policy("")).unwrap();
+    assert_eq!(h.attempt().0, 200);
+}
+
+#[test]
 fn debug_enclave_is_denied() {
     let h = start(
         &SimConfig::up_to_date(),
@@ -499,6 +525,15 @@ fn admin_calls_are_checked_and_audited() {
         refused(admin.set_policy(MODEL, &with_report_data).unwrap_err()),
         (400, "invalid-policy".to_owned())
     );
+    // "Any genuine enclave" is refused: a trust root alone names no enclave.
+    assert_eq!(
+        refused(
+            admin
+                .set_policy(MODEL, "trust_root = \"intel\"")
+                .unwrap_err()
+        ),
+        (400, "policy-pins-no-identity".to_owned())
+    );
     assert!(matches!(
         admin.add_model("bad/name", &key, &h.policy("")),
         Err(AdminError::Usage(_))
@@ -521,6 +556,7 @@ fn admin_calls_are_checked_and_audited() {
             "set-policy denied unknown-model",
             "set-policy denied invalid-policy",
             "set-policy denied invalid-policy",
+            "set-policy denied policy-pins-no-identity",
             "remove-model done done",
             "remove-model denied unknown-model",
         ]
@@ -784,6 +820,7 @@ fn the_admin_client_trusts_only_the_given_ca_over_tls() {
         listener,
         Some(tls),
         router,
+        cloak_kbs::http::ConnectionLimits::default(),
         std::future::pending(),
     ));
     let trusting = AdminClient::new(

@@ -12,6 +12,7 @@
 
 pub mod attestation;
 mod base64_bytes;
+pub mod freshness;
 pub mod identity;
 pub mod kbs;
 pub mod kserve;

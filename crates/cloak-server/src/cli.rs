@@ -95,9 +95,15 @@ pub struct ServeArgs {
     /// Most models loaded
     #[arg(long, value_name = "N", help_heading = "Limits")]
     max_models: Option<usize>,
+    /// Encapsulated-request ids remembered against replays (two minutes' worth); when full,
+    /// new encapsulated requests get 503 [default: 131072]
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    max_replay_ids: Option<usize>,
     /// Most plaintext model bytes loaded, over all models
     #[arg(long, value_name = "BYTES", help_heading = "Limits")]
     max_model_bytes: Option<u64>,
+    #[command(flatten)]
+    connections: ConnectionArgs,
     #[command(flatten)]
     engine: EngineArgs,
     /// Log format on standard error (the level comes from CLOAK_LOG, default `info`)
@@ -128,6 +134,74 @@ pub struct EngineArgs {
     /// turns]
     #[arg(long, value_name = "N", help_heading = "Engine")]
     pub engine_threads: Option<std::num::NonZeroUsize>,
+}
+
+/// The connection flags, shared by `cloak-server`, `cloak serve` and `cloak kbs serve`: every
+/// one of `cloak_net::ConnectionLimits`, defaulting to its default.
+#[derive(Clone, Debug, Args)]
+pub struct ConnectionArgs {
+    /// Connections open at once; more are closed as they arrive (counted in /metrics)
+    /// [default: 1024]
+    #[arg(long, value_name = "N", help_heading = "Connections")]
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address (IPv6: one /64); behind a load
+    /// balancer, raise it to --max-connections [default: 128]
+    #[arg(long, value_name = "N", help_heading = "Connections")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Longest a TLS handshake may take [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          help_heading = "Connections")]
+    pub handshake_timeout: Option<Duration>,
+    /// Longest a connection may go with no request in progress (before its first request's
+    /// headers are complete, or between requests) before it is closed [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          help_heading = "Connections")]
+    pub idle_timeout: Option<Duration>,
+    /// Slowest a request body may arrive, in bytes per second on average after its first 10
+    /// seconds; a slower one fails and its connection closes [default: 32768]
+    #[arg(long, value_name = "BYTES", help_heading = "Connections")]
+    pub min_body_rate: Option<u64>,
+    /// Concurrent HTTP/2 streams per connection [default: 32]
+    #[arg(long, value_name = "N", help_heading = "Connections")]
+    pub max_h2_streams: Option<u32>,
+}
+
+impl ConnectionArgs {
+    /// The limits these flags describe; an error names a flag given a value of zero.
+    pub fn limits(&self) -> Result<cloak_net::ConnectionLimits, StartupFailure> {
+        fn nonzero<T: Copy + Default + PartialEq>(
+            flag: &str,
+            value: Option<T>,
+        ) -> Result<Option<T>, StartupFailure> {
+            match value {
+                Some(v) if v == T::default() => Err(StartupFailure::new(
+                    "invalid-argument",
+                    format!("{flag} must be more than zero"),
+                )),
+                other => Ok(other),
+            }
+        }
+        let mut limits = cloak_net::ConnectionLimits::default();
+        if let Some(n) = nonzero("--max-connections", self.max_connections)? {
+            limits.max_connections = n;
+        }
+        if let Some(n) = nonzero("--max-connections-per-ip", self.max_connections_per_ip)? {
+            limits.max_per_address = n;
+        }
+        if let Some(d) = nonzero("--handshake-timeout", self.handshake_timeout)? {
+            limits.handshake_timeout = d;
+        }
+        if let Some(d) = nonzero("--idle-timeout", self.idle_timeout)? {
+            limits.idle_timeout = d;
+        }
+        if let Some(n) = nonzero("--min-body-rate", self.min_body_rate)? {
+            limits.min_body_rate = n;
+        }
+        if let Some(n) = nonzero("--max-h2-streams", self.max_h2_streams)? {
+            limits.max_h2_streams = n;
+        }
+        Ok(limits)
+    }
 }
 
 /// The engines `--engine` names.
@@ -448,9 +522,13 @@ impl ServeArgs {
         if let Some(n) = self.max_models {
             limits.max_models = positive("--max-models", n)?;
         }
+        if let Some(n) = self.max_replay_ids {
+            limits.max_replay_ids = positive("--max-replay-ids", n)?;
+        }
         if let Some(n) = self.max_model_bytes {
             limits.max_model_bytes = n;
         }
+        limits.connections = self.connections.limits()?;
         Ok(limits)
     }
 

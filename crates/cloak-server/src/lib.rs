@@ -24,8 +24,7 @@
 //! | module | what it is |
 //! |---|---|
 //! | [`cli`] | the command line of the `cloak-server` binary (and of `cloak serve`) |
-//! | `startup` | [`PreparedServer`] and [`RunningServer`]: models loaded, identity made, listeners bound |
-//! | `listener` | accepting connections: TLS handshake deadline, connection cap, HTTP/1.1 and HTTP/2 |
+//! | `startup` | [`PreparedServer`] and [`RunningServer`]: models loaded, identity made, listeners bound (connections are accepted by `cloak-net`, shared with the broker: caps, deadlines, HTTP/1.1 and HTTP/2) |
 //! | `http` | thin handlers (KServe, attestation, OHTTP, metrics) and the one error mapping to the wire |
 //! | [`key_release`] | the key-release client: obtains model keys from the owner's broker by attestation |
 //! | `service` | the state and operations: model lookup, inference with admission, digest and receipt, attestation |
@@ -42,7 +41,6 @@ mod http;
 pub mod identity;
 pub mod key_release;
 pub mod limits;
-mod listener;
 mod metrics;
 pub mod sealed_keys;
 mod service;

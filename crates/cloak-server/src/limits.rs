@@ -28,10 +28,12 @@ pub struct Limits {
     pub max_models: usize,
     /// Most plaintext model bytes loaded, over all models.
     pub max_model_bytes: u64,
-    /// Open client connections; further connections wait to be accepted.
-    pub max_connections: usize,
-    /// Longest a TLS handshake may take.
-    pub handshake_timeout: Duration,
+    /// Encapsulated-request ids remembered for replay protection (two minutes' worth); when
+    /// full, new encapsulated requests get 503.
+    pub max_replay_ids: usize,
+    /// What each connection is held to: caps (in all and per client address), handshake and
+    /// idle deadlines, the minimum request-body rate, HTTP/2 streams.
+    pub connections: cloak_net::ConnectionLimits,
 }
 
 impl Default for Limits {
@@ -46,8 +48,8 @@ impl Default for Limits {
             queue_timeout: Duration::from_secs(30),
             max_models: 64,
             max_model_bytes: 4 << 30,
-            max_connections: 1024,
-            handshake_timeout: Duration::from_secs(10),
+            max_replay_ids: 128 * 1024,
+            connections: cloak_net::ConnectionLimits::default(),
         }
     }
 }

@@ -30,6 +30,20 @@ struct RequestLabels {
     outcome: Outcome,
 }
 
+/// Why an encapsulated request was refused before it ran.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum ReplayReason {
+    stale,
+    replayed,
+    cache_full,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplayLabel {
+    reason: ReplayReason,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabel {
     model: String,
@@ -48,6 +62,8 @@ pub(crate) struct Metrics {
     models_loaded: Gauge,
     models_failed: Gauge,
     attestations: Counter,
+    replays_refused: Family<ReplayLabel, Counter>,
+    connections: std::sync::Arc<cloak_net::ConnectionStats>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -125,6 +141,14 @@ impl Metrics {
             "Fresh attestations served",
             attestations.clone(),
         );
+        let replays_refused = Family::<ReplayLabel, Counter>::default();
+        registry.register(
+            "encapsulated_refused",
+            "Encapsulated requests refused for freshness: stale, replayed, or the replay cache full",
+            replays_refused.clone(),
+        );
+        let connections = std::sync::Arc::new(cloak_net::ConnectionStats::new());
+        connections.register(&mut registry);
         Self {
             registry,
             requests,
@@ -136,7 +160,14 @@ impl Metrics {
             models_loaded,
             models_failed,
             attestations,
+            replays_refused,
+            connections,
         }
+    }
+
+    /// The attested listener's connection counts (caps reached, deadlines hit).
+    pub(crate) fn connections(&self) -> std::sync::Arc<cloak_net::ConnectionStats> {
+        std::sync::Arc::clone(&self.connections)
     }
 
     pub(crate) fn request(&self, model: &str, outcome: Outcome, seconds: Option<f64>) {
@@ -169,6 +200,17 @@ impl Metrics {
 
     pub(crate) fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    pub(crate) fn replay_refused(&self, refusal: crate::service::ReplayRefusal) {
+        let reason = match refusal {
+            crate::service::ReplayRefusal::Stale => ReplayReason::stale,
+            crate::service::ReplayRefusal::Replayed => ReplayReason::replayed,
+            crate::service::ReplayRefusal::Full => ReplayReason::cache_full,
+        };
+        self.replays_refused
+            .get_or_create(&ReplayLabel { reason })
+            .inc();
     }
 
     pub(crate) fn attestation(&self) {

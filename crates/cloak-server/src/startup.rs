@@ -14,7 +14,7 @@ use crate::identity::ServerIdentity;
 use crate::key_release::{self, BrokerClient, KbsConfig};
 use crate::service::Service;
 use crate::store::{FailedModel, Found, ModelStore};
-use crate::{ServerConfig, ServerError, http, listener, sealed_keys};
+use crate::{ServerConfig, ServerError, http, sealed_keys};
 
 /// A server with its models loaded and its identity made, not yet listening.
 #[derive(Debug)]
@@ -131,13 +131,13 @@ impl PreparedServer {
         let (shutdown, watcher) = watch::channel(false);
         let limits = self.service.limits().clone();
         let mut tasks = JoinSet::new();
-        tasks.spawn(listener::serve(
+        tasks.spawn(cloak_net::serve(
             listener,
             Some(tls),
             http::router(Arc::clone(&self.service)),
-            limits.max_connections,
-            limits.handshake_timeout,
-            watcher.clone(),
+            limits.connections.clone(),
+            self.service.connection_stats(),
+            stopped(watcher.clone()),
         ));
         let mut metrics_addr = None;
         if let Some(addr) = self.metrics_listen {
@@ -149,13 +149,17 @@ impl PreparedServer {
                     .local_addr()
                     .map_err(|e| ServerError::Bind(e.to_string()))?,
             );
-            tasks.spawn(listener::serve(
+            // Scrapers are few: a small cap of their own, counted apart from clients.
+            let mut scraper_limits = limits.connections.clone();
+            scraper_limits.max_connections = METRICS_MAX_CONNECTIONS;
+            scraper_limits.max_per_address = METRICS_MAX_CONNECTIONS;
+            tasks.spawn(cloak_net::serve(
                 listener,
                 None,
                 http::metrics_router(Arc::clone(&self.service)),
-                64,
-                limits.handshake_timeout,
-                watcher,
+                scraper_limits,
+                Arc::new(cloak_net::ConnectionStats::new()),
+                stopped(watcher),
             ));
         }
         if let Some((config, waiting)) = self.kbs {
@@ -177,6 +181,14 @@ impl PreparedServer {
             service: self.service,
         })
     }
+}
+
+/// Connections the plain-HTTP metrics listener serves at once.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+
+/// Completes when `watcher` turns true (or its sender is gone).
+async fn stopped(mut watcher: watch::Receiver<bool>) {
+    let _ = watcher.wait_for(|stop| *stop).await;
 }
 
 /// A listening server.

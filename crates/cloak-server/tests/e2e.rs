@@ -387,7 +387,9 @@ async fn a_wrong_measurement_is_refused_before_any_request_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulation_root_is_refused_unless_named() {
     let (fixture, _) = start(false, Limits::default()).await;
-    let intel_only = AppraisalPolicy::strict();
+    let mut intel_only = AppraisalPolicy::strict();
+    intel_only.sgx_identity_mut().mrenclave =
+        Some(vec![Measurement::from_bytes(fixture.measurement())]);
     for collateral in [Some(fixture.sim().collateral()), None] {
         let err = connect(&fixture, intel_only.clone(), collateral)
             .await

@@ -7,10 +7,12 @@
 //! | [`sim`] | simulated platforms, measurements of executables, and the policies (library and flags) that trust a simulation root |
 //! | [`models`] | the demo model, sealed containers, and real models with their onnxruntime reference outputs |
 //! | [`server`] | a builder for an in-process server on the simulated platform |
+//! | [`hostile`] | the attacker's side of a connection: a chosen source address, TLS without appraisal, slow bytes, timing the server's close |
 //! | [`deps`] | optional test dependencies (Python packages, nginx, `script`): found, required by CI, or skipped out loud |
 
 pub mod cli;
 pub mod deps;
+pub mod hostile;
 pub mod models;
 pub mod process;
 pub mod server;

@@ -207,6 +207,24 @@ impl AppraisalPolicy {
         self
     }
 
+    /// Whether the policy names the enclave it accepts: every TEE type it admits is pinned —
+    /// SGX by MRENCLAVE, or by MRSIGNER together with ISVPRODID (one product of one signer);
+    /// TDX by MRTD. A policy without that accepts any genuine enclave, a rebuilt or hostile
+    /// binary included, which is never what an owner of data or of a model means: the broker
+    /// refuses such a release policy, and clients refuse to send to a server appraised under
+    /// one unless told explicitly.
+    pub fn names_identity(&self) -> bool {
+        let sgx_pinned = |p: &SgxIdentityPolicy| {
+            p.mrenclave.is_some() || (p.mrsigner.is_some() && p.isv_prod_id.is_some())
+        };
+        match (&self.sgx, &self.tdx) {
+            (None, None) => false,
+            (Some(sgx), None) => sgx_pinned(sgx),
+            (None, Some(tdx)) => tdx.mrtd.is_some(),
+            (Some(sgx), Some(tdx)) => sgx_pinned(sgx) && tdx.mrtd.is_some(),
+        }
+    }
+
     /// The trust-root part of the policy.
     pub fn trust_root(&self) -> &TrustRootPolicy {
         &self.trust_root

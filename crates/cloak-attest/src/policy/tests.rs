@@ -339,3 +339,33 @@ fn tempdir() -> std::path::PathBuf {
     assert!(Path::new(&dir).is_dir());
     dir
 }
+
+#[test]
+fn a_policy_names_an_identity_only_when_every_tee_it_admits_is_pinned() {
+    let pin = || Some(vec![m32(&"11".repeat(32))]);
+    let parse = |text: &str| AppraisalPolicy::from_toml(text, Path::new(".")).unwrap();
+    // Nothing, or only loosenings and partial pins: any genuine enclave would do.
+    assert!(!AppraisalPolicy::strict().names_identity());
+    assert!(!parse("allow_debug = true").names_identity());
+    assert!(!parse("[sgx]\nmin_isv_svn = 2").names_identity());
+    let signer_only = format!("[sgx]\nmrsigner = [\"{}\"]", "22".repeat(32));
+    assert!(
+        !parse(&signer_only).names_identity(),
+        "a signer's every product"
+    );
+    assert!(!parse("[sgx]\nisv_prod_id = 1").names_identity());
+    // Pinned.
+    let mut mrenclave = AppraisalPolicy::strict();
+    mrenclave.sgx_identity_mut().mrenclave = pin();
+    assert!(mrenclave.names_identity());
+    assert!(parse(&format!("{signer_only}\nisv_prod_id = 1")).names_identity());
+    let mrtd = format!("[tdx]\nmrtd = [\"{}\"]", "33".repeat(48));
+    assert!(parse(&mrtd).names_identity());
+    // Both TEE types admitted: both must be pinned.
+    let sgx_pinned_tdx_open = format!(
+        "[sgx]\nmrenclave = [\"{}\"]\n[tdx]\nmr_config_id = [\"{}\"]",
+        "11".repeat(32),
+        "44".repeat(48)
+    );
+    assert!(!parse(&sgx_pinned_tdx_open).names_identity());
+}

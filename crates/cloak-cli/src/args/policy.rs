@@ -1,6 +1,7 @@
 //! The appraisal policy, as every command that appraises evidence takes it: a policy file or
 //! the strict default, pins, and — under their own "Dangerous" heading in `--help` — the flags
-//! that loosen it.
+//! that loosen it. Commands that send data to a server or trust its answers also require the
+//! policy to name the enclave ([`AnyEnclaveArg`]).
 
 use std::path::{Path, PathBuf};
 
@@ -100,5 +101,46 @@ impl PolicyArgs {
             policy.sgx_identity_mut().mrsigner = Some(vec![value]);
         }
         Ok(policy)
+    }
+}
+
+/// For commands that send data to a server or trust its answers (`infer`, `attest server`,
+/// `proxy`, `receipt verify`): the policy must name the enclave, unless this flag says
+/// otherwise.
+#[derive(Debug, Args)]
+pub(crate) struct AnyEnclaveArg {
+    /// Go on with a policy that names no enclave (no --expect-mrenclave, no MRSIGNER with an
+    /// ISV product id, no MRTD): any genuine enclave is then accepted, a rebuilt or hostile
+    /// one included. Warns on every run
+    #[arg(long, help_heading = "Dangerous (these weaken appraisal)")]
+    allow_any_enclave: bool,
+}
+
+impl AnyEnclaveArg {
+    /// Whether `policy` may be used: it names an enclave, or the flag was given (and a warning
+    /// is printed). The error says how to pin one.
+    pub(crate) fn check(&self, policy: &AppraisalPolicy) -> Result<(), Failure> {
+        if policy.names_identity() {
+            return Ok(());
+        }
+        if !self.allow_any_enclave {
+            return Err(Failure::usage(
+                "policy-pins-no-identity",
+                "the appraisal policy names no enclave, so any genuine enclave would be \
+                 accepted, a rebuilt or hostile one included: give --expect-mrenclave HEX (or \
+                 a --policy file with [sgx] mrenclave, or mrsigner with isv_prod_id, or [tdx] \
+                 mrtd), or --allow-any-enclave to go on regardless",
+            ));
+        }
+        eprintln!(
+            "warning: the appraisal policy names no enclave: any genuine enclave is accepted, \
+             a rebuilt or hostile one included (--allow-any-enclave)"
+        );
+        Ok(())
+    }
+
+    /// Whether the flag was given.
+    pub(crate) fn allowed(&self) -> bool {
+        self.allow_any_enclave
     }
 }

@@ -9,7 +9,7 @@ use cloak_attest::collateral::Collateral;
 use cloak_attest::policy::AppraisalPolicy;
 use cloak_client::{Client, ClientBuilder, Mode, Transport};
 
-use super::PolicyArgs;
+use super::{AnyEnclaveArg, PolicyArgs};
 use crate::failure::Failure;
 use crate::files;
 
@@ -68,6 +68,8 @@ pub(crate) struct ServerArgs {
     attestation_out: Option<PathBuf>,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    any_enclave: AnyEnclaveArg,
 }
 
 impl ServerArgs {
@@ -90,11 +92,17 @@ impl ServerArgs {
     }
 
     /// A client builder with the policy, mode, transport and collateral these flags give.
+    /// The policy must name the enclave unless `--allow-any-enclave` says otherwise.
     pub(crate) fn client(&self) -> Result<ClientBuilder<AppraisalPolicy>, Failure> {
+        let policy = self.policy.build()?;
+        self.any_enclave.check(&policy)?;
         let mut builder = Client::builder()
-            .policy(self.policy.build()?)
+            .policy(policy)
             .mode(self.mode.into())
             .transport(self.transport()?);
+        if self.any_enclave.allowed() {
+            builder = builder.dangerously_accept_any_enclave();
+        }
         if let Some(collateral) = self.collateral()? {
             builder = builder.collateral(collateral);
         }

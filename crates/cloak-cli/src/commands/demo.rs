@@ -411,9 +411,15 @@ async fn start_broker(owner: &Path) -> Result<RunningBroker, Failure> {
         .map_err(demo_error)?;
     let url = format!("http://{}", listener.local_addr().map_err(demo_error)?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(cloak_kbs::http::serve(listener, None, router, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(cloak_kbs::http::serve(
+        listener,
+        None,
+        router,
+        cloak_kbs::http::ConnectionLimits::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Ok(RunningBroker {
         url,
         broker,

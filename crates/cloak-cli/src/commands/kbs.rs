@@ -79,6 +79,8 @@ pub(crate) struct ServeArgs {
     /// Challenge and release requests allowed in a burst per client address
     #[arg(long, value_name = "N", default_value_t = NonZeroU32::new(DEFAULT_RATE_BURST).unwrap_or(NonZeroU32::MIN))]
     rate_limit_burst: NonZeroU32,
+    #[command(flatten)]
+    connections: cloak_server::cli::ConnectionArgs,
 }
 
 /// How to reach a broker's admin API.
@@ -251,6 +253,10 @@ fn serve(args: &ServeArgs) -> Result<(), Reported> {
             burst: args.rate_limit_burst,
         },
     );
+    let limits = args
+        .connections
+        .limits()
+        .map_err(|e| Failure::usage(e.code(), e.to_string()))?;
     let runtime = crate::runtime::multi_thread()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -264,7 +270,14 @@ fn serve(args: &ServeArgs) -> Result<(), Reported> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         say!("cloak kbs: listening on {scheme}://{local}")?;
         tracing::info!(%local, tls = tls.is_some(), "key broker listening");
-        cloak_kbs::http::serve(listener, tls, router, crate::runtime::shutdown_signal()).await;
+        cloak_kbs::http::serve(
+            listener,
+            tls,
+            router,
+            limits,
+            crate::runtime::shutdown_signal(),
+        )
+        .await;
         tracing::info!("key broker stopped");
         Ok::<(), Failure>(())
     })?;

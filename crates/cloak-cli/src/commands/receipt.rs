@@ -15,7 +15,7 @@ use cloak_proto::receipt::{MAX_RECEIPT_LEN, Receipt};
 use serde_json::json;
 
 use crate::Reported;
-use crate::args::PolicyArgs;
+use crate::args::{AnyEnclaveArg, PolicyArgs};
 use crate::failure::{EXIT_VERIFICATION, Failure};
 use crate::files::read_limited;
 
@@ -54,6 +54,8 @@ pub(crate) struct VerifyArgs {
     at: Option<u64>,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    any_enclave: AnyEnclaveArg,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
@@ -68,6 +70,7 @@ pub(crate) fn run(command: ReceiptCommand) -> Result<(), Reported> {
 
 fn verify(args: &VerifyArgs) -> Result<(), Reported> {
     let policy = args.policy.build()?;
+    args.any_enclave.check(&policy)?;
     let text = read_limited(&args.receipt, MAX_RECEIPT_LEN as u64 + 2, "receipt")?;
     let text = String::from_utf8(text)
         .map_err(|_| Failure::usage("unreadable-input", "the receipt is not text"))?;

@@ -92,10 +92,11 @@ fn a_rejected_server_gets_nothing() {
     let server = serve(&[]);
     let request = write_request(server.dir.path());
     let wrong = server.sim.policy_flags([0xab; 32]);
+    let pinned_only = vec!["--expect-mrenclave".to_owned(), "ab".repeat(32)];
     let cases: Vec<(Vec<String>, &str)> = vec![
         (wrong, "measurement-mismatch"),
         // The strict default trusts only Intel's root.
-        (vec![], "untrusted-root"),
+        (pinned_only, "untrusted-root"),
     ];
     for (policy, reason) in cases {
         let mut args = vec!["attest", "server", &server.url, "--json"];
@@ -124,6 +125,66 @@ fn a_rejected_server_gets_nothing() {
         );
     }
     // Nothing was inferred: the server's own counters say so.
+    let metrics = server_metrics(&server);
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("cloak_inference_requests_total{") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_policy_that_names_no_enclave_is_refused_unless_dangerously_allowed() {
+    let server = serve(&[]);
+    let request = write_request(server.dir.path());
+    // The simulation root trusted, but no measurement: any enclave under that root would do.
+    let root_only = server.sim.policy_flags([0; 32])[..2].to_vec();
+    assert_eq!(root_only[0], "--trust-root");
+    for args in [
+        vec!["attest", "server", &server.url],
+        vec!["infer", &server.url, "--model", "demo"],
+        vec![
+            "proxy",
+            "--upstream",
+            &server.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    ] {
+        let mut args = args.clone();
+        args.extend(root_only.iter().map(String::as_str));
+        if args[0] == "infer" {
+            args.extend(["--input", request.to_str().unwrap()]);
+        }
+        let out = cloak(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("names no enclave") && stderr.contains("--allow-any-enclave"),
+            "{stderr}"
+        );
+    }
+    // Said explicitly, it goes on, and warns.
+    let mut args = vec![
+        "attest",
+        "server",
+        server.url.as_str(),
+        "--allow-any-enclave",
+    ];
+    args.extend(root_only.iter().map(String::as_str));
+    let out = cloak(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("warning: the appraisal policy names no enclave")
+    );
+    // Nothing was inferred.
     let metrics = server_metrics(&server);
     assert!(
         !metrics

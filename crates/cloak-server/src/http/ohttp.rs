@@ -9,10 +9,16 @@
 //! identical), and encapsulates the whole inner response — status, headers (receipt included)
 //! and body — as `message/ohttp-res`, always with outer status 200.
 //!
+//! Each inner request carries its time and a random id (`cloak_proto::freshness`); the gateway
+//! runs it only if the time is within a minute of the server's clock and the id is new, so a
+//! captured request replayed by a relay runs at most once.
+//!
 //! Outer errors, answered in the clear with the usual `{"error": ...}` body, carry no request
-//! content: 415 for another media type, 413 for a body over the limit, and 400 with a stable
+//! content: 415 for another media type, 413 for a body over the limit, 400 with a stable
 //! code (`ohttp-malformed`, `ohttp-key`, `ohttp-decrypt`, `bhttp-malformed`) when the
-//! encapsulation or the inner message is not usable. `ohttp-key` and `ohttp-decrypt` tell a
+//! encapsulation or the inner message is not usable, 400 `request-freshness-missing`,
+//! `request-stale` or `request-replayed` for a request without its time and id, outside the
+//! window, or seen before, and 503 `replay-cache-full` when the replay cache is full. `ohttp-key` and `ohttp-decrypt` tell a
 //! client that its key configuration is stale (the server restarted): it must appraise the
 //! server again.
 
@@ -25,10 +31,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloak_crypto::ohttp::{OhttpError, REQUEST_MEDIA_TYPE, RESPONSE_MEDIA_TYPE};
+use cloak_proto::freshness;
 use tower::ServiceExt;
 
 use super::error::ApiError;
-use crate::service::Service;
+use crate::service::{ReplayRefusal, Service};
 
 /// Bytes an encapsulation adds around the BHTTP request (header, `enc`, AEAD tag), plus the
 /// BHTTP framing allowed around a body of the request limit.
@@ -98,8 +105,8 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
         Err(e) => return refuse_ohttp(&e),
     };
     drop(encapsulated);
-    let request = match inner_request(&inner) {
-        Ok(request) => request,
+    let (request, freshness) = match inner_request(&inner) {
+        Ok(parsed) => parsed,
         Err(message) => {
             return refuse(
                 StatusCode::BAD_REQUEST,
@@ -108,6 +115,20 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
         }
     };
     drop(inner);
+    let Some((time, id)) = freshness else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "request-freshness-missing: an encapsulated request carries {} and {} inside \
+                 its encryption",
+                freshness::TIME_HEADER,
+                freshness::ID_HEADER
+            ),
+        );
+    };
+    if let Err(refusal) = gateway.service.admit_encapsulated(time, id) {
+        return refuse_replay(refusal);
+    }
     let response = match gateway.inner.oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
@@ -128,8 +149,8 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
 }
 
 /// The inner request as an HTTP request for the KServe router (which answers 404 for anything
-/// outside KServe v2).
-fn inner_request(bhttp: &[u8]) -> Result<Request<Body>, String> {
+/// outside KServe v2), with its freshness fields (time and id) when it has both.
+fn inner_request(bhttp: &[u8]) -> Result<(Request<Body>, Option<Freshness>), String> {
     let message = bhttp::Message::read_bhttp(&mut Cursor::new(bhttp)).map_err(|e| e.to_string())?;
     let control = message.control();
     let (Some(method), Some(path)) = (control.method(), control.path()) else {
@@ -141,19 +162,63 @@ fn inner_request(bhttp: &[u8]) -> Result<Request<Body>, String> {
         return Err("the path is not absolute".into());
     }
     let mut builder = Request::builder().method(method).uri(path);
+    let (mut time, mut id) = (None, None);
     for field in message.header().fields() {
         let Ok(name) = HeaderName::from_bytes(field.name()) else {
             return Err("a header name is not valid".into());
         };
-        if FORWARDED.contains(&name.as_str()) {
+        if name.as_str() == freshness::TIME_HEADER {
+            time = Some(
+                freshness::parse_time(field.value())
+                    .ok_or_else(|| format!("{name} is not Unix seconds"))?,
+            );
+        } else if name.as_str() == freshness::ID_HEADER {
+            id = Some(
+                freshness::parse_id(field.value())
+                    .ok_or_else(|| format!("{name} is not 32 lowercase hex digits"))?,
+            );
+        } else if FORWARDED.contains(&name.as_str()) {
             let value = HeaderValue::from_bytes(field.value())
                 .map_err(|_| format!("header {name} is not valid"))?;
             builder = builder.header(name, value);
         }
     }
-    builder
+    let request = builder
         .body(Body::from(axum::body::Bytes::from_owner(Content(message))))
-        .map_err(|_| "not a valid request".to_owned())
+        .map_err(|_| "not a valid request".to_owned())?;
+    Ok((request, time.zip(id)))
+}
+
+/// An encapsulated request's time (Unix seconds) and random id.
+type Freshness = (u64, [u8; freshness::ID_LEN]);
+
+fn refuse_replay(refusal: ReplayRefusal) -> Response {
+    tracing::debug!(?refusal, "encapsulated request refused");
+    match refusal {
+        ReplayRefusal::Stale => refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "request-stale: the request's time is more than {} s from the server's clock \
+                 (check the client's clock)",
+                freshness::WINDOW_SECONDS
+            ),
+        ),
+        ReplayRefusal::Replayed => refuse(
+            StatusCode::BAD_REQUEST,
+            "request-replayed: this encapsulated request was received before".to_owned(),
+        ),
+        ReplayRefusal::Full => {
+            let mut response = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replay-cache-full: too many encapsulated requests in the last two minutes"
+                    .to_owned(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
 }
 
 /// A decoded inner request whose content becomes the router's request body as it is, without

@@ -9,6 +9,7 @@
 //! decides how each one reads on the wire.
 
 mod infer;
+mod replay;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::store::{LoadedModel, ModelStore};
 
 pub(crate) use infer::Inference;
+pub(crate) use replay::ReplayRefusal;
 
 /// The single model version Cloak serves (models are not versioned).
 pub(crate) const MODEL_VERSION: &str = "1";
@@ -36,6 +38,7 @@ pub(crate) struct Service {
     limits: Limits,
     admission: Admission,
     metrics: Metrics,
+    replay: replay::ReplayCache,
     ready: AtomicBool,
     /// Serialises re-attestation (see [`Service::models_changed`]).
     reattest: Mutex<()>,
@@ -110,6 +113,7 @@ impl Service {
             store,
             identity,
             engine,
+            replay: replay::ReplayCache::new(limits.max_replay_ids),
             limits,
             metrics,
             ready: AtomicBool::new(false),
@@ -119,6 +123,23 @@ impl Service {
 
     pub(crate) fn identity(&self) -> &ServerIdentity {
         &self.identity
+    }
+
+    /// Admits an encapsulated request made at `time` with random `id`, once (see
+    /// [`replay`]).
+    pub(crate) fn admit_encapsulated(
+        &self,
+        time: u64,
+        id: [u8; cloak_proto::freshness::ID_LEN],
+    ) -> Result<(), ReplayRefusal> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let admitted = self.replay.admit(time, id, now);
+        if let Err(refusal) = admitted {
+            self.metrics.replay_refused(refusal);
+        }
+        admitted
     }
 
     pub(crate) fn store(&self) -> &ModelStore {
@@ -131,6 +152,10 @@ impl Service {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub(crate) fn connection_stats(&self) -> Arc<cloak_net::ConnectionStats> {
+        self.metrics.connections()
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {
