@@ -46,7 +46,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::Service as _;
 
 pub use body::BodyTooSlow;
-pub use limits::ConnectionLimits;
+pub use limits::{ConnectionLimits, address_key};
 pub use stats::{CloseReason, ConnectionStats, RefuseReason};
 
 use limits::Addresses;

@@ -102,8 +102,8 @@ impl Drop for AddressSlot {
 }
 
 /// The unit one client controls: an IPv4 address (also when mapped into IPv6), or an IPv6 /64
-/// (a single host is routinely given a whole /64).
-fn address_key(ip: IpAddr) -> IpAddr {
+/// (a single host is routinely given a whole /64). Per-client limits key on this.
+pub fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

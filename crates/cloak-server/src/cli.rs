@@ -95,6 +95,20 @@ pub struct ServeArgs {
     /// Most models loaded
     #[arg(long, value_name = "N", help_heading = "Limits")]
     max_models: Option<usize>,
+    /// Request-body bytes held at once over all requests, reserved before a body is read; a
+    /// request that does not fit gets 503 [default: 536870912, 512 MiB]
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
+    max_inflight_bytes: Option<u64>,
+    /// Fresh attestations per second per client address; more get 429 [default: 20]
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    attestation_rate: Option<u32>,
+    /// Fresh attestations one client address may make in a burst [default: 40]
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    attestation_burst: Option<u32>,
+    /// Fresh attestations produced at once (quoting is serialised on SGX); more wait up to 5 s,
+    /// then get 503 [default: 2]
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    max_concurrent_attestations: Option<usize>,
     /// Encapsulated-request ids remembered against replays (two minutes' worth); when full,
     /// new encapsulated requests get 503 [default: 131072]
     #[arg(long, value_name = "N", help_heading = "Limits")]
@@ -493,8 +507,8 @@ impl ServeArgs {
     }
 
     fn limits(&self) -> Result<Limits, StartupFailure> {
-        let positive = |flag: &str, n: usize| {
-            if n == 0 {
+        fn positive<T: Default + PartialEq>(flag: &str, n: T) -> Result<T, StartupFailure> {
+            if n == T::default() {
                 Err(StartupFailure::new(
                     "invalid-argument",
                     format!("{flag} must be at least 1"),
@@ -502,7 +516,7 @@ impl ServeArgs {
             } else {
                 Ok(n)
             }
-        };
+        }
         let mut limits = Limits::default();
         if let Some(n) = self.max_request_bytes {
             limits.max_request_bytes = positive("--max-request-bytes", n)?;
@@ -521,6 +535,18 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_models {
             limits.max_models = positive("--max-models", n)?;
+        }
+        if let Some(n) = self.max_inflight_bytes {
+            limits.max_inflight_bytes = positive("--max-inflight-bytes", n)?;
+        }
+        if let Some(n) = self.attestation_rate {
+            limits.attestation_rate = positive("--attestation-rate", n)?;
+        }
+        if let Some(n) = self.attestation_burst {
+            limits.attestation_burst = positive("--attestation-burst", n)?;
+        }
+        if let Some(n) = self.max_concurrent_attestations {
+            limits.max_concurrent_attestations = positive("--max-concurrent-attestations", n)?;
         }
         if let Some(n) = self.max_replay_ids {
             limits.max_replay_ids = positive("--max-replay-ids", n)?;

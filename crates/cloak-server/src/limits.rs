@@ -1,10 +1,14 @@
-//! Limits on what a client can ask of the server, and admission control for inference: a
-//! bounded number of requests run at once, a bounded number wait, and the rest are turned away
-//! at once (429) instead of piling up.
+//! Limits on what a client can ask of the server, and admission control: a bounded number of
+//! inference requests run at once, a bounded number wait, and the rest are turned away at once
+//! (429) instead of piling up; request bodies reserve their bytes from one budget before they
+//! are read; fresh attestations are rate-limited per client address and bounded in number at
+//! once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -28,6 +32,16 @@ pub struct Limits {
     pub max_models: usize,
     /// Most plaintext model bytes loaded, over all models.
     pub max_model_bytes: u64,
+    /// Request-body bytes held at once, over all requests (reserved before a body is read;
+    /// when the budget is spent, new requests get 503 instead of the server growing).
+    pub max_inflight_bytes: u64,
+    /// Fresh attestations per second per client address (sustained); more get 429.
+    pub attestation_rate: u32,
+    /// Fresh attestations a client address may make in a burst.
+    pub attestation_burst: u32,
+    /// Fresh attestations produced at once (quoting is serialised on SGX hardware); more wait
+    /// briefly, then get 503.
+    pub max_concurrent_attestations: usize,
     /// Encapsulated-request ids remembered for replay protection (two minutes' worth); when
     /// full, new encapsulated requests get 503.
     pub max_replay_ids: usize,
@@ -49,8 +63,120 @@ impl Default for Limits {
             max_models: 64,
             max_model_bytes: 4 << 30,
             max_replay_ids: 128 * 1024,
+            max_inflight_bytes: 512 << 20,
+            attestation_rate: 20,
+            attestation_burst: 40,
+            max_concurrent_attestations: 2,
             connections: cloak_net::ConnectionLimits::default(),
         }
+    }
+}
+
+/// The request-body budget: bytes are reserved, in KiB, before a body is read, and given back
+/// when the request is done.
+#[derive(Debug)]
+pub(crate) struct BodyBudget {
+    kib: Arc<Semaphore>,
+}
+
+/// Bytes a request holds from the [`BodyBudget`], given back on drop.
+#[derive(Debug)]
+pub(crate) struct BodyReservation {
+    _held: OwnedSemaphorePermit,
+}
+
+impl BodyBudget {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        let kib = usize::try_from(limits.max_inflight_bytes / 1024)
+            .unwrap_or(usize::MAX)
+            .clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            kib: Arc::new(Semaphore::new(kib)),
+        }
+    }
+
+    /// Reserves `bytes` now, or `None` when the budget cannot hold them at the moment.
+    pub(crate) fn reserve(&self, bytes: u64) -> Option<BodyReservation> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).ok()?;
+        Arc::clone(&self.kib)
+            .try_acquire_many_owned(kib)
+            .ok()
+            .map(|held| BodyReservation { _held: held })
+    }
+}
+
+/// Token buckets per client address (an IPv6 client: its /64): `rate` per second sustained,
+/// `burst` at once. Bounded: past [`MAX_TRACKED_ADDRESSES`], addresses not yet tracked share one
+/// bucket, so many addresses cannot grow the table or escape the limit.
+#[derive(Debug)]
+pub(crate) struct AddressRate {
+    rate: f64,
+    burst: f64,
+    state: std::sync::Mutex<RateState>,
+}
+
+#[derive(Debug, Default)]
+struct RateState {
+    buckets: HashMap<IpAddr, Bucket>,
+    shared: Option<Bucket>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Addresses the attestation rate limit tracks one by one.
+const MAX_TRACKED_ADDRESSES: usize = 16 * 1024;
+
+impl AddressRate {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            state: std::sync::Mutex::new(RateState::default()),
+        }
+    }
+
+    /// Whether `ip` may make one more request now (and counts it if so).
+    pub(crate) fn allow(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let key = cloak_net::address_key(ip);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !state.buckets.contains_key(&key) && state.buckets.len() >= MAX_TRACKED_ADDRESSES {
+            // Forget the addresses whose buckets have refilled: they are owed nothing.
+            let (rate, burst) = (self.rate, self.burst);
+            state
+                .buckets
+                .retain(|_, b| refill(*b, now, rate, burst).tokens < burst);
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        let full = Bucket {
+            tokens: burst,
+            at: now,
+        };
+        let bucket =
+            if state.buckets.len() < MAX_TRACKED_ADDRESSES || state.buckets.contains_key(&key) {
+                state.buckets.entry(key).or_insert(full)
+            } else {
+                state.shared.get_or_insert(full)
+            };
+        *bucket = refill(*bucket, now, rate, burst);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn refill(bucket: Bucket, now: Instant, rate: f64, burst: f64) -> Bucket {
+    let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+    Bucket {
+        tokens: (bucket.tokens + elapsed * rate).min(burst),
+        at: now,
     }
 }
 
@@ -73,13 +199,23 @@ pub(crate) enum Refusal {
 }
 
 impl Admission {
-    pub(crate) fn new(limits: &Limits) -> Self {
+    /// `workers` at once, at most `max_queue` waiting, each for at most `queue_timeout`.
+    pub(crate) fn new(workers: usize, max_queue: usize, queue_timeout: Duration) -> Self {
         Self {
-            workers: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            workers: Arc::new(Semaphore::new(workers.max(1))),
             waiting: AtomicUsize::new(0),
-            max_queue: limits.max_queue,
-            queue_timeout: limits.queue_timeout,
+            max_queue,
+            queue_timeout,
         }
+    }
+
+    /// Inference admission under `limits`.
+    pub(crate) fn inference(limits: &Limits) -> Self {
+        Self::new(
+            limits.max_concurrent,
+            limits.max_queue,
+            limits.queue_timeout,
+        )
     }
 
     /// A worker if one is free now, without queueing.
@@ -129,12 +265,7 @@ mod tests {
     use super::*;
 
     fn admission(workers: usize, queue: usize, timeout_ms: u64) -> Admission {
-        Admission::new(&Limits {
-            max_concurrent: workers,
-            max_queue: queue,
-            queue_timeout: Duration::from_millis(timeout_ms),
-            ..Limits::default()
-        })
+        Admission::new(workers, queue, Duration::from_millis(timeout_ms))
     }
 
     /// A request that waits for a worker, once it is in the queue.
@@ -162,6 +293,36 @@ mod tests {
         assert_eq!(admission.waiting(), 0);
         drop(running);
         assert!(admission.admit().await.is_ok());
+    }
+
+    #[test]
+    fn the_body_budget_holds_what_it_was_given_and_no_more() {
+        let budget = BodyBudget::new(&Limits {
+            max_inflight_bytes: 10 * 1024,
+            ..Limits::default()
+        });
+        let big = budget.reserve(8 * 1024).unwrap();
+        assert!(budget.reserve(3 * 1024).is_none(), "over the budget");
+        let small = budget.reserve(1).unwrap();
+        assert!(budget.reserve(1024).is_some(), "one KiB left");
+        drop((big, small));
+        assert!(budget.reserve(10 * 1024).is_some(), "given back");
+        assert!(
+            budget.reserve(11 * 1024).is_none(),
+            "never more than all of it"
+        );
+    }
+
+    #[test]
+    fn each_address_gets_its_burst_then_its_rate() {
+        let rate = AddressRate::new(1, 3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!((0..5).filter(|_| rate.allow(a)).count(), 3);
+        assert!(rate.allow(b), "another address has its own bucket");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(rate.allow(a), "a token came back after a second");
+        assert!(!rate.allow(a));
     }
 
     #[tokio::test]

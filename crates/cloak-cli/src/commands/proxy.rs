@@ -140,6 +140,57 @@ impl Proxy {
     }
 }
 
+/// Whether the request comes from a program on this machine addressing the proxy by a loopback
+/// name: its `Host` is `localhost` or a loopback address, and an `Origin`, if any, is too. A
+/// web page that rebinds its own name to 127.0.0.1 sends its own name in both, and is refused.
+fn local_caller(headers: &HeaderMap) -> Result<(), String> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("a request without a Host header")?;
+    if !loopback_authority(host) {
+        return Err(format!("Host {host:?} is not a loopback name"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if !authority.is_some_and(loopback_authority) {
+            return Err(format!("Origin {origin:?} is not this machine"));
+        }
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A path without a query, percent-encoding, empty or dot segments.
+fn plain_path(uri: &Uri) -> bool {
+    let path = uri.path();
+    uri.query().is_none()
+        && !path.contains('%')
+        && path
+            .split('/')
+            .skip(1)
+            .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
+}
+
+/// Whether `path` (plain) is a KServe inference.
+fn is_inference(path: &str) -> bool {
+    path.ends_with("/infer")
+}
+
 /// Forwards one request. An inference goes through [`Client::send_inference`], so its receipt
 /// is verified (against the request's digest, computed while it is in flight) before the answer
 /// goes back to the local client; the client appraises the upstream again when its identity
@@ -151,11 +202,24 @@ async fn forward(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Err(message) = local_caller(&headers) {
+        tracing::warn!("request refused: {message}");
+        return error(StatusCode::FORBIDDEN, message);
+    }
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     if !(path == "/v2" || path.starts_with("/v2/") || path.starts_with("/v2?")) {
         return error(
             StatusCode::NOT_FOUND,
             "the proxy forwards the KServe v2 API (/v2) only",
+        );
+    }
+    // A POST is forwarded only in a spelling whose meaning is plain, so that every inference is
+    // recognised as one and its receipt checked: no query, no encoded or dot segments.
+    if method == Method::POST && !plain_path(&uri) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the proxy forwards POST requests without query strings, percent-encoding or dot \
+             segments",
         );
     }
     let header_len = match headers.get(cloak_proto::kserve::HEADER_CONTENT_LENGTH) {
@@ -177,7 +241,7 @@ async fn forward(
         );
     };
     let upstream = &proxy.upstream;
-    let exchange = if method == Method::POST && path.ends_with("/infer") {
+    let exchange = if method == Method::POST && is_inference(uri.path()) {
         upstream
             .send_inference(&path, body, header_len)
             .await
@@ -250,4 +314,69 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn only_loopback_names_and_origins_are_served() {
+        for host in [
+            "localhost:8000",
+            "127.0.0.1:8000",
+            "[::1]:8000",
+            "LOCALHOST",
+            "127.1.2.3",
+        ] {
+            assert!(local_caller(&headers(&[("host", host)])).is_ok(), "{host}");
+        }
+        for host in [
+            "evil.example:8000",
+            "evil.example",
+            "10.0.0.1:8000",
+            "localhost.evil.example",
+        ] {
+            assert!(local_caller(&headers(&[("host", host)])).is_err(), "{host}");
+        }
+        assert!(local_caller(&HeaderMap::new()).is_err());
+        let ok = headers(&[
+            ("host", "localhost:8000"),
+            ("origin", "http://localhost:8000"),
+        ]);
+        assert!(local_caller(&ok).is_ok());
+        for origin in [
+            "https://evil.example",
+            "null",
+            "http://localhost.evil.example",
+        ] {
+            let page = headers(&[("host", "localhost:8000"), ("origin", origin)]);
+            assert!(local_caller(&page).is_err(), "{origin}");
+        }
+    }
+
+    #[test]
+    fn only_plain_paths_are_posted() {
+        let plain = |text: &str| plain_path(&text.parse::<Uri>().unwrap());
+        assert!(plain("/v2/models/demo/infer"));
+        for bent in [
+            "/v2/models/demo/infer?x=1",
+            "/v2/models/demo/infer?",
+            "/v2/models/demo/%69nfer",
+            "/v2/models//demo/infer",
+            "/v2/models/demo/./infer",
+            "/v2/models/x/../demo/infer",
+            "/v2/models/demo/infer/",
+        ] {
+            assert!(!plain(bent), "{bent}");
+        }
+    }
 }

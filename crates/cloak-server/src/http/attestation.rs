@@ -1,9 +1,14 @@
 //! `GET /v1/attestation?nonce=HEX`: fresh evidence over the identity claims and the client's
-//! nonce, with the collateral relayed.
+//! nonce, with the collateral relayed. Rate-limited per client address (429) and bounded in
+//! quotes at once (503): evidence is the most expensive thing an unauthenticated client can ask
+//! for, and on SGX hardware quoting is serialised.
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use cloak_proto::attestation::MAX_NONCE_LEN;
@@ -13,10 +18,16 @@ use crate::service::Service;
 
 pub(super) async fn fresh(
     State(service): State<Arc<Service>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let nonce = nonce(query.as_deref())?;
-    let document = service.attest(nonce).await?;
+    // Without a connection (the router driven in-process), all callers are one.
+    let client = peer.map_or(
+        IpAddr::from([0, 0, 0, 0]),
+        |Extension(ConnectInfo(addr))| addr.ip(),
+    );
+    let document = service.attest(client, nonce).await?;
     Ok(super::json(StatusCode::OK, &document))
 }
 

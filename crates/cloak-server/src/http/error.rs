@@ -62,6 +62,21 @@ impl From<ServiceError> for ApiError {
                 };
                 Self::new(status, e.to_string())
             }
+            ServiceError::AttestationBusy => Self::retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "attestation-busy: the server is producing as many attestations as it may; \
+                 retry shortly",
+            ),
+            ServiceError::AttestationRateLimited => Self::retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                "attestation-rate-limited: too many fresh attestations from this address; \
+                 retry shortly",
+            ),
+            ServiceError::BodyBudgetSpent => Self::retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "inflight-bytes-exhausted: the server holds as many request bytes as it may; \
+                 retry shortly",
+            ),
             ServiceError::Evidence => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the platform could not produce evidence",

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use cloak_engine::{Dim, TensorSpec};
 use cloak_proto::kserve::{
     self, Dimension, ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady,
@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::json;
+use crate::limits::BodyReservation;
 use crate::metrics::Outcome;
 use crate::service::{Inference, MODEL_VERSION, Service};
 use crate::store::LoadedModel;
@@ -188,19 +189,29 @@ async fn repository_index(State(service): State<Arc<Service>>) -> Response {
 async fn infer(
     State(service): State<Arc<Service>>,
     Path(name): Path<String>,
+    reserved: Option<Extension<Reserved>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    counted(service, name, None, headers, body).await
+    counted(service, name, None, reserved.is_some(), headers, body).await
 }
 
 async fn infer_at(
     State(service): State<Arc<Service>>,
     Path((name, version)): Path<(String, String)>,
+    reserved: Option<Extension<Reserved>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    counted(service, name, Some(version), headers, body).await
+    counted(
+        service,
+        name,
+        Some(version),
+        reserved.is_some(),
+        headers,
+        body,
+    )
+    .await
 }
 
 /// An inference, counted in the metrics by model and outcome.
@@ -208,11 +219,20 @@ async fn counted(
     service: Arc<Service>,
     name: String,
     version: Option<String>,
+    reserved: bool,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = infer_request(&service, &name, version.as_deref(), &headers, body).await;
+    let result = infer_request(
+        &service,
+        &name,
+        version.as_deref(),
+        reserved,
+        &headers,
+        body,
+    )
+    .await;
     let seconds = started.elapsed().as_secs_f64();
     // Only served models get a metrics label: a client cannot grow the label set.
     let label = if service.store().is_ready(&name) {
@@ -240,11 +260,14 @@ async fn counted(
     }
 }
 
-/// Reads and bounds the request, runs it, and puts the answer and its receipt on the wire.
+/// Reads and bounds the request — its bytes reserved from the body budget first, unless the
+/// encrypted-request gateway reserved them (`reserved`) — runs it, and puts the answer and its
+/// receipt on the wire.
 async fn infer_request(
     service: &Arc<Service>,
     name: &str,
     version: Option<&str>,
+    reserved: bool,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -272,6 +295,11 @@ async fn infer_request(
         ),
     };
     let limit = service.limits().max_request_bytes;
+    let _reservation = if reserved {
+        None
+    } else {
+        Some(reserve(service, headers, limit)?)
+    };
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -282,6 +310,40 @@ async fn infer_request(
     })?;
     let inference = service.infer(model, body, header_len).await?;
     Ok(answer(inference))
+}
+
+/// A request whose body the encrypted-request gateway has already read under its own
+/// reservation.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Reserved;
+
+/// Reserves a body's bytes before it is read: its declared length, or the whole limit when it
+/// declares none. A declared length over `limit` is refused here, unread.
+pub(super) fn reserve(
+    service: &Service,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<BodyReservation, ApiError> {
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Content-Length is not a byte count"))?,
+        ),
+    };
+    let limit = limit as u64;
+    if let Some(len) = declared
+        && len > limit
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the server's {limit}-byte limit"),
+        ));
+    }
+    Ok(service.reserve_body(declared.unwrap_or(limit))?)
 }
 
 /// The inference's response: its body, media type, header length, request id and receipt.

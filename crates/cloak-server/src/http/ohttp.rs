@@ -87,6 +87,12 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
         .limits()
         .max_request_bytes
         .saturating_add(OVERHEAD);
+    // The reservation covers the inner request too, which the KServe handler is told
+    // (`Reserved`): its plaintext replaces the ciphertext, about the same size.
+    let _reservation = match super::kserve::reserve(&gateway.service, &headers, limit) {
+        Ok(reservation) => reservation,
+        Err(e) => return e.into_response(),
+    };
     let Ok(encapsulated) = axum::body::to_bytes(body, limit).await else {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,17 +101,19 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
             ),
         );
     };
-    let (inner, responder) = match gateway
+    let service = Arc::clone(&gateway.service);
+    let opened = gateway
         .service
-        .identity()
-        .gateway()
-        .decapsulate(&encapsulated)
-    {
-        Ok(opened) => opened,
-        Err(e) => return refuse_ohttp(&e),
+        .prepare(encapsulated.len(), move || {
+            service.identity().gateway().decapsulate(&encapsulated)
+        })
+        .await;
+    let (inner, responder) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => return refuse_ohttp(&e),
+        Err(e) => return ApiError::from(e).into_response(),
     };
-    drop(encapsulated);
-    let (request, freshness) = match inner_request(&inner) {
+    let (mut request, freshness) = match inner_request(&inner) {
         Ok(parsed) => parsed,
         Err(message) => {
             return refuse(
@@ -129,6 +137,7 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
     if let Err(refusal) = gateway.service.admit_encapsulated(time, id) {
         return refuse_replay(refusal);
     }
+    request.extensions_mut().insert(super::kserve::Reserved);
     let response = match gateway.inner.oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},

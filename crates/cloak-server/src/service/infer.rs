@@ -42,7 +42,22 @@ impl Service {
         body: Bytes,
         header_len: Option<usize>,
     ) -> Result<Inference, ServiceError> {
-        let request = InferRequest::parse(&body, header_len, &self.codec_limits())?;
+        let codec = self.codec_limits();
+        // A large body is hashed and parsed off the async workers, in one pass over memory
+        // while it is warm; a small one is parsed here and hashed later, in parallel with the
+        // model (see the module documentation).
+        let (request, mut input) = if body.len() >= super::OFFLOAD_BYTES {
+            let (request, digest) = self
+                .prepare(body.len(), move || {
+                    let digest = cloak_crypto::hash::sha256(&body);
+                    (InferRequest::parse(&body, header_len, &codec), digest)
+                })
+                .await?;
+            (request?, InputDigest::Done(digest))
+        } else {
+            let request = InferRequest::parse(&body, header_len, &codec)?;
+            (request, InputDigest::Pending(body))
+        };
         let outputs = model.model.outputs();
         if let Some(missing) = request
             .outputs()
@@ -55,14 +70,15 @@ impl Service {
             });
         }
 
-        let (permit, input) = match self.admission.try_admit() {
+        let permit = match self.admission.try_admit() {
             Some(permit) => {
                 self.metrics.queued(0.0);
-                (permit, InputDigest::Pending(body))
+                permit
             }
             None => {
-                let digest = cloak_crypto::hash::sha256(&body);
-                drop(body);
+                // Hashed before it waits, so that it does not hold its body as well as its
+                // tensors while queued.
+                input = InputDigest::Done(input.finish());
                 let queued = Instant::now();
                 let permit = self
                     .admission
@@ -70,7 +86,7 @@ impl Service {
                     .await
                     .map_err(ServiceError::Refused)?;
                 self.metrics.queued(queued.elapsed().as_secs_f64());
-                (permit, InputDigest::Done(digest))
+                permit
             }
         };
 

@@ -19,12 +19,21 @@ use cloak_proto::attestation::AttestationDocument;
 use cloak_proto::kserve::{self, KserveError};
 
 use crate::identity::ServerIdentity;
-use crate::limits::{Admission, Limits, Refusal};
+use crate::limits::{AddressRate, Admission, BodyBudget, BodyReservation, Limits, Refusal};
 use crate::metrics::Metrics;
 use crate::store::{LoadedModel, ModelStore};
 
 pub(crate) use infer::Inference;
 pub(crate) use replay::ReplayRefusal;
+
+/// Fresh attestations that may wait for a quoting slot; more get 503 at once.
+const ATTESTATION_QUEUE: usize = 32;
+/// Longest a fresh attestation waits for a quoting slot.
+const ATTESTATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Bodies from this size up are decapsulated, hashed and parsed on a blocking thread, so that
+/// a few large requests cannot stall the async workers (health checks, handshakes). Smaller
+/// ones take well under a millisecond and stay where they are.
+pub(crate) const OFFLOAD_BYTES: usize = 1 << 20;
 
 /// The single model version Cloak serves (models are not versioned).
 pub(crate) const MODEL_VERSION: &str = "1";
@@ -37,6 +46,14 @@ pub(crate) struct Service {
     engine: Engine,
     limits: Limits,
     admission: Admission,
+    /// Request bodies' bytes, reserved before they are read.
+    bodies: BodyBudget,
+    /// Fresh attestations: per client address, and at once.
+    attestation_rate: AddressRate,
+    attestations: Admission,
+    /// Slots for CPU-heavy request preparation (decapsulating, hashing and parsing large
+    /// bodies) off the async workers.
+    preparing: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
     replay: replay::ReplayCache,
     ready: AtomicBool,
@@ -49,6 +66,12 @@ pub(crate) struct Service {
 pub(crate) enum ServiceError {
     /// The engine refused the inputs (a client error) or failed (a server error).
     Engine(EngineError),
+    /// Fresh attestations are at their limit of quotes at once, with a full wait.
+    AttestationBusy,
+    /// The client's address asked for fresh attestations faster than its rate.
+    AttestationRateLimited,
+    /// The request-body budget is spent: the server holds as many request bytes as it may.
+    BodyBudgetSpent,
     /// The platform could not produce evidence for a fresh attestation.
     Evidence,
     /// A model is known but not served, with its failure's reason and code.
@@ -109,7 +132,15 @@ impl Service {
         let (ready, failed) = store.counts();
         metrics.set_models(ready, failed);
         Self {
-            admission: Admission::new(&limits),
+            admission: Admission::inference(&limits),
+            bodies: BodyBudget::new(&limits),
+            attestation_rate: AddressRate::new(limits.attestation_rate, limits.attestation_burst),
+            attestations: Admission::new(
+                limits.max_concurrent_attestations,
+                ATTESTATION_QUEUE,
+                ATTESTATION_WAIT,
+            ),
+            preparing: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1))),
             store,
             identity,
             engine,
@@ -224,8 +255,17 @@ impl Service {
     /// platform signs a quote).
     pub(crate) async fn attest(
         self: &Arc<Self>,
+        client: std::net::IpAddr,
         nonce: Vec<u8>,
     ) -> Result<AttestationDocument, ServiceError> {
+        if !self.attestation_rate.allow(client) {
+            return Err(ServiceError::AttestationRateLimited);
+        }
+        let _slot = self
+            .attestations
+            .admit()
+            .await
+            .map_err(|_| ServiceError::AttestationBusy)?;
         let service = Arc::clone(self);
         let document = tokio::task::spawn_blocking(move || service.identity.attest(&nonce))
             .await
@@ -236,6 +276,33 @@ impl Service {
             })?;
         self.metrics.attestation();
         Ok(document)
+    }
+
+    /// Reserves `bytes` of the request-body budget, or refuses at once when it is spent.
+    pub(crate) fn reserve_body(&self, bytes: u64) -> Result<BodyReservation, ServiceError> {
+        self.bodies
+            .reserve(bytes)
+            .ok_or(ServiceError::BodyBudgetSpent)
+    }
+
+    /// Runs `work` (CPU-heavy preparation of a request of `size` bytes): where it is, for a
+    /// small request; on a blocking thread, at most as many at once as inference workers, for
+    /// a large one.
+    pub(crate) async fn prepare<T: Send + 'static>(
+        &self,
+        size: usize,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        if size < OFFLOAD_BYTES {
+            return Ok(work());
+        }
+        let _slot = Arc::clone(&self.preparing)
+            .acquire_owned()
+            .await
+            .map_err(|_| ServiceError::WorkerFailed)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| ServiceError::WorkerFailed)
     }
 
     /// The metrics in the text exposition format, with the queue depth sampled now.
