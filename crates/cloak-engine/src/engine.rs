@@ -230,7 +230,11 @@ impl Engine {
         let (inputs, outputs, backend) = match &self.backend {
             Backend::Tract(runtime) => {
                 let (inputs, outputs, model) = tract::load(runtime, onnx)?;
-                (inputs, outputs, crate::model::Backend::Tract(model))
+                (
+                    inputs,
+                    outputs,
+                    crate::model::Backend::Tract(Box::new(model)),
+                )
             }
             Backend::OnnxRuntime(runtime) => {
                 let (inputs, outputs, model) = runtime.load(onnx, self.info.threads)?;

@@ -24,7 +24,7 @@ struct Prepared {
 /// The backend's form of a model.
 pub(crate) enum Backend {
     OnnxRuntime(onnxruntime::Model),
-    Tract(tract::Model),
+    Tract(Box<tract::Model>),
 }
 
 impl PreparedModel {
@@ -53,6 +53,15 @@ impl PreparedModel {
         &self.inner.engine
     }
 
+    /// Plans compiled for this model since it was loaded (tract compiles one per distinct set
+    /// of input shapes; ONNX Runtime, which plans inside its session, counts none).
+    pub fn plans_compiled(&self) -> u64 {
+        match &self.inner.backend {
+            Backend::Tract(model) => model.compilations(),
+            Backend::OnnxRuntime(_) => 0,
+        }
+    }
+
     /// A session for one request.
     pub fn session(&self) -> Session {
         Session::new(self.clone())
@@ -75,6 +84,12 @@ impl PreparedModel {
                 .collect::<Option<Vec<_>>>()
         {
             model.plan(&inputs, shapes).map_err(|e| match e {
+                EngineError::Shape(message) => EngineError::Load(message),
+                other => other,
+            })?;
+        }
+        if let Backend::Tract(model) = &backend {
+            model.compile_declared(&inputs).map_err(|e| match e {
                 EngineError::Shape(message) => EngineError::Load(message),
                 other => other,
             })?;

@@ -79,6 +79,16 @@ impl TensorSpec {
             .collect()
     }
 
+    /// Whether a tensor of `shape` could be this input: the rank and the fixed dimensions.
+    pub(crate) fn accepts_shape(&self, shape: &[usize]) -> bool {
+        shape.len() == self.shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(shape)
+                .all(|(dim, &n)| !matches!(dim, Dim::Fixed(fixed) if *fixed != n))
+    }
+
     /// Checks a request's tensor for this input: exact data type (no silent casts), rank, fixed
     /// dimensions, and dynamic dimensions against the sizes earlier inputs gave them in
     /// `symbols`, where this input's sizes are recorded for the inputs after it.

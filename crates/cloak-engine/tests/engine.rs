@@ -8,7 +8,7 @@ mod support;
 
 use cloak_engine::{Dim, Engine, EngineError, PreparedModel};
 use cloak_proto::tensor::{DataType, Tensor};
-use support::{D, Elem, model, model_with_weights, node, value, weights};
+use support::{D, Elem, model, model_with_weights, node, value, weights, with_metadata};
 
 /// `y = x + x` (or `y = not x` for BOOL) over `[batch, 3]`.
 fn doubling(engine: &Engine, elem: Elem) -> PreparedModel {
@@ -420,6 +420,83 @@ fn an_engine_error_names_the_node_but_never_the_weights(engine: &Engine) {
         assert!(!message.contains(value), "{message}");
     }
     assert!(message.contains("Add"), "{message}");
+}
+
+/// Runs the two-input model at `batch`, checking the sum.
+fn run_batch(model: &PreparedModel, batch: usize) {
+    let out = model
+        .session()
+        .run(vec![
+            ("a".to_owned(), rows(batch, 1.0)),
+            ("b".to_owned(), rows(batch, 0.0)),
+        ])
+        .unwrap();
+    assert_eq!(out[0].1.shape(), [batch, 4]);
+}
+
+#[test]
+fn tract_keeps_the_shapes_used_most_recently_and_counts_compilations() {
+    let model = two_in_two_out(&Engine::tract());
+    assert_eq!(
+        model.plans_compiled(),
+        0,
+        "dynamic: nothing to compile at load"
+    );
+    run_batch(&model, 1);
+    assert_eq!(model.plans_compiled(), 1);
+    // A hot shape between sixteen others stays cached (least recently used goes first).
+    for batch in 2..=17 {
+        run_batch(&model, batch);
+        run_batch(&model, 1);
+    }
+    assert_eq!(
+        model.plans_compiled(),
+        17,
+        "batch 1 was never compiled again"
+    );
+    // Cycling more shapes than are kept recompiles: counted, never wrong.
+    for batch in (20..=36).chain(20..=36) {
+        run_batch(&model, batch);
+    }
+    assert_eq!(model.plans_compiled(), 17 + 34);
+}
+
+#[test]
+fn declared_shapes_are_compiled_at_load_and_never_evicted() {
+    let onnx = with_metadata(
+        &two_in_two_out_onnx(),
+        "cloak.precompile",
+        "1x4,1x4; 8x4,8x4",
+    );
+    let model = Engine::tract().load("arith", &onnx).unwrap();
+    assert_eq!(model.plans_compiled(), 2, "compiled at load");
+    for batch in (20..=40).chain([1, 8]) {
+        run_batch(&model, batch);
+    }
+    assert_eq!(model.plans_compiled(), 2 + 21, "1 and 8 stayed compiled");
+    // ONNX Runtime plans inside its session: the declaration is accepted and counts nothing.
+    if let Some(engine) = support::onnxruntime(1) {
+        let model = engine.load("arith", &onnx).unwrap();
+        run_batch(&model, 8);
+        assert_eq!(model.plans_compiled(), 0);
+    }
+}
+
+#[test]
+fn a_declaration_that_does_not_fit_the_model_fails_its_load() {
+    for (value, why) in [
+        ("1x5,1x5", "does not fit input a"),
+        ("1x4", "names 1 inputs; the model has 2"),
+        ("1xfour,1x4", "a dimension is not a size"),
+    ] {
+        let onnx = with_metadata(&two_in_two_out_onnx(), "cloak.precompile", value);
+        let error = Engine::tract().load("arith", &onnx).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("cloak.precompile") && message.contains(why),
+            "{message}"
+        );
+    }
 }
 
 conformance!(

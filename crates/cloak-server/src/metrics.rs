@@ -63,6 +63,7 @@ pub(crate) struct Metrics {
     models_failed: Gauge,
     attestations: Counter,
     replays_refused: Family<ReplayLabel, Counter>,
+    plans_compiled: Family<ModelLabel, Counter>,
     connections: std::sync::Arc<cloak_net::ConnectionStats>,
 }
 
@@ -147,6 +148,13 @@ impl Metrics {
             "Encapsulated requests refused for freshness: stale, replayed, or the replay cache full",
             replays_refused.clone(),
         );
+        let plans_compiled = Family::<ModelLabel, Counter>::default();
+        registry.register(
+            "plan_compilations",
+            "Execution plans the engine compiled, by model (tract: one per distinct set of input \
+             shapes; many means clients cycle shapes)",
+            plans_compiled.clone(),
+        );
         let connections = std::sync::Arc::new(cloak_net::ConnectionStats::new());
         connections.register(&mut registry);
         Self {
@@ -161,6 +169,7 @@ impl Metrics {
             models_failed,
             attestations,
             replays_refused,
+            plans_compiled,
             connections,
         }
     }
@@ -224,10 +233,18 @@ impl Metrics {
             .set(i64::try_from(failed).unwrap_or(i64::MAX));
     }
 
-    /// The text exposition, with the queue depth sampled now.
-    pub(crate) fn render(&self, queue_depth: usize) -> String {
+    /// The text exposition, with the queue depth and each model's plan compilations sampled
+    /// now.
+    pub(crate) fn render(&self, queue_depth: usize, plans: &[(String, u64)]) -> String {
         self.queue_depth
             .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        for (model, compiled) in plans {
+            let counter = self.plans_compiled.get_or_create(&ModelLabel {
+                model: model.clone(),
+            });
+            // The engine counts since the model loaded; the counter only ever grows.
+            counter.inc_by(compiled.saturating_sub(counter.get()));
+        }
         let mut text = String::new();
         // Encoding into a String cannot fail.
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {

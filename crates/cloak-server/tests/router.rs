@@ -331,11 +331,17 @@ async fn every_refusal_has_its_status_and_says_why_without_the_data() {
         "{metrics}"
     );
     assert!(!metrics.contains("1.23456"), "{metrics}");
-    // And names the engine that ran them.
+    // And names the engine that ran them, and the plans it compiled for the model.
     assert!(
         metrics.contains(r#"cloak_engine_info{engine="tract",version="0.23.9",threads="1"} 1"#),
         "{metrics}"
     );
+    let compiled = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"cloak_plan_compilations_total{model="demo"} "#))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    // Every request here was refused before the engine: nothing compiled.
+    assert_eq!(compiled.trim(), "0", "{metrics}");
 }
 
 #[tokio::test]

@@ -66,6 +66,14 @@ pub(crate) fn load(
                 .collect()
         })
         .unwrap_or_default();
+    let declared_shapes = match proto
+        .metadata_props
+        .iter()
+        .find(|entry| entry.key == model::PRECOMPILE_KEY)
+    {
+        Some(entry) => model::parse_declared(&entry.value)?,
+        None => Vec::new(),
+    };
     drop(proto);
     // tract parses operators it does not implement into placeholders; refuse them now,
     // named, rather than on the first request.
@@ -119,7 +127,11 @@ pub(crate) fn load(
         }
         outputs.push(declared.into_spec(name)?);
     }
-    Ok((inputs, outputs, Model::new(model, runtime.executor.clone())))
+    Ok((
+        inputs,
+        outputs,
+        Model::new(model, runtime.executor.clone(), declared_shapes),
+    ))
 }
 
 /// Renames nodes whose name an earlier node already has (`name`, `name#2`, ...), in every

@@ -106,6 +106,18 @@ pub fn model_with_weights(
     .encode_to_vec()
 }
 
+/// `onnx` with `key = value` in its metadata (`metadata_props`).
+pub fn with_metadata(onnx: &[u8], key: &str, value: &str) -> Vec<u8> {
+    let mut proto = ModelProto::decode(onnx).unwrap();
+    proto
+        .metadata_props
+        .push(tract_onnx::pb::StringStringEntryProto {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        });
+    proto.encode_to_vec()
+}
+
 /// ONNX Runtime from the test library, with `threads` threads per request; `None` (skipped out
 /// loud) without the library.
 pub fn onnxruntime(threads: usize) -> Option<cloak_engine::Engine> {

@@ -307,7 +307,13 @@ impl Service {
 
     /// The metrics in the text exposition format, with the queue depth sampled now.
     pub(crate) fn render_metrics(&self) -> String {
-        self.metrics.render(self.admission.waiting())
+        let plans: Vec<(String, u64)> = self
+            .store
+            .ready()
+            .iter()
+            .map(|m| (m.claim.name.clone(), m.model.plans_compiled()))
+            .collect();
+        self.metrics.render(self.admission.waiting(), &plans)
     }
 
     /// The KServe codec's limits, from the server's.
