@@ -1,8 +1,8 @@
 //! The broker service: challenge, release and administration, transport-free. Every method
 //! blocks (the store is synchronous); the HTTP layer calls them on blocking threads.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use cloak_attest::collateral::Collateral;
 use cloak_attest::policy::AcceptedQuote;
@@ -105,12 +105,41 @@ pub fn validate_model_name(name: &str) -> Result<(), BrokerError> {
     }
 }
 
+/// How long refused admin calls from one address are summed into one audit record.
+pub const REFUSAL_WINDOW: u64 = 60;
+
 /// The key broker.
 pub struct Broker {
     store: Arc<dyn Store>,
     keys: DerivedKeys,
     clock: Arc<dyn Clock>,
     config: BrokerConfig,
+    /// Admin calls refused for a missing or wrong token, by client address, not yet on record:
+    /// the first in each window is recorded at once, the rest summed into one record (see
+    /// [`Broker::flush_refusals`]), so a flood cannot grow the log by a record per request.
+    unauthorized: Mutex<HashMap<(String, &'static str), Refusals>>,
+}
+
+/// Unauthorized admin calls of one kind from one address in the current window.
+#[derive(Debug)]
+struct Refusals {
+    since: u64,
+    until: u64,
+    /// Calls after the first, not yet recorded.
+    pending: u64,
+}
+
+impl Refusals {
+    /// The calls pending, leaving none.
+    fn take(&mut self) -> Self {
+        let taken = Self {
+            since: self.since,
+            until: self.until,
+            pending: self.pending,
+        };
+        self.pending = 0;
+        taken
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -142,7 +171,85 @@ impl Broker {
             keys,
             clock,
             config,
+            unauthorized: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Writes one audit record per address and call for the unauthorized admin calls summed
+    /// since its last record (the call's event, reason `unauthorized`, with `attempts`,
+    /// `since` and `until` in its measurements), and forgets windows that have ended.
+    /// `cloak kbs serve` calls this every [`REFUSAL_WINDOW`] seconds and at shutdown; reading
+    /// the audit log calls it first.
+    pub fn flush_refusals(&self) {
+        let now = self.clock.now();
+        let due: Vec<((String, &'static str), Refusals)> = {
+            let mut all = self
+                .unauthorized
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut due = Vec::new();
+            all.retain(|key, refusals| {
+                if refusals.pending > 0 {
+                    due.push((key.clone(), refusals.take()));
+                }
+                now < refusals.since.saturating_add(REFUSAL_WINDOW)
+            });
+            due
+        };
+        for ((client, event), refusals) in due {
+            self.record_refusals(event, &client, &refusals, now);
+        }
+    }
+
+    /// Whether an unauthorized `event` call from `client` is the first of its window (recorded
+    /// at once) rather than one to sum. A window that ended with calls pending is recorded
+    /// here, before the new one starts.
+    fn first_unauthorized(&self, event: &'static str, client: &str, now: u64) -> bool {
+        let key = (client_address(client), event);
+        let ended = {
+            let mut all = self
+                .unauthorized
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match all.get_mut(&key) {
+                Some(refusals) if now < refusals.since.saturating_add(REFUSAL_WINDOW) => {
+                    refusals.pending = refusals.pending.saturating_add(1);
+                    refusals.until = now;
+                    return false;
+                }
+                _ => all.insert(
+                    key.clone(),
+                    Refusals {
+                        since: now,
+                        until: now,
+                        pending: 0,
+                    },
+                ),
+            }
+        };
+        if let Some(ended) = ended.filter(|r| r.pending > 0) {
+            self.record_refusals(event, &key.0, &ended, now);
+        }
+        true
+    }
+
+    fn record_refusals(&self, event: &str, client: &str, refusals: &Refusals, now: u64) {
+        let summary = BTreeMap::from([
+            ("attempts".to_owned(), refusals.pending.to_string()),
+            ("since".to_owned(), refusals.since.to_string()),
+            ("until".to_owned(), refusals.until.to_string()),
+        ]);
+        if let Err(e) = self.record(
+            event,
+            "",
+            DENIED,
+            BrokerError::Unauthorized.code(),
+            client,
+            now,
+            summary,
+        ) {
+            tracing::error!(error = %e, "cannot append to the audit log");
+        }
     }
 
     /// Issues a nonce for `request.model`.
@@ -356,12 +463,18 @@ impl Broker {
         if let Err(error) = self.authorize(token) {
             return Err(self.refuse(EVENT_READ_AUDIT, "", client, now, BTreeMap::new(), error));
         }
+        self.flush_refusals();
         let records = self.store.audit_records()?;
         let verification = verify.then(|| crate::audit::verify(self.keys.audit(), &records));
         Ok(AuditResponse {
             records,
             verification,
         })
+    }
+
+    /// Whether `token` is the admin token (nothing is audited).
+    pub fn token_is_valid(&self, token: Option<&str>) -> bool {
+        self.authorize(token).is_ok()
     }
 
     /// Checks the bearer token against the stored SHA-256, in constant time.
@@ -384,7 +497,7 @@ impl Broker {
     /// Audits an administrative call's outcome and passes it on.
     fn administered(
         &self,
-        event: &str,
+        event: &'static str,
         name: &str,
         client: &str,
         now: u64,
@@ -400,13 +513,19 @@ impl Broker {
     /// refusal stands either way.
     fn refuse(
         &self,
-        event: &str,
+        event: &'static str,
         model: &str,
         client: &str,
         now: u64,
         seen: BTreeMap<String, String>,
         error: BrokerError,
     ) -> BrokerError {
+        if matches!(error, BrokerError::Unauthorized)
+            && !self.first_unauthorized(event, client, now)
+        {
+            tracing::debug!(%client, "unauthorized admin call summed");
+            return error;
+        }
         tracing::info!(event, model = %audit_name(model), %client, reason = error.code(), "refused: {error}");
         if let Err(e) = self.record(event, model, DENIED, error.code(), client, now, seen) {
             tracing::error!(error = %e, "cannot append to the audit log");
@@ -466,9 +585,22 @@ fn seal_key(
     })
 }
 
-/// A model name as recorded: an invalid one is cut to [`MAX_MODEL_NAME_LEN`] characters.
+/// A model name as recorded and logged: a valid one as it is; any other cut to
+/// [`MAX_MODEL_NAME_LEN`] characters and quoted with every control or non-ASCII character
+/// escaped, so that it can neither forge a line nor pass for a valid name.
 fn audit_name(name: &str) -> String {
-    name.chars().take(MAX_MODEL_NAME_LEN).collect()
+    if name.is_empty() || validate_model_name(name).is_ok() {
+        return name.to_owned();
+    }
+    let cut: String = name.chars().take(MAX_MODEL_NAME_LEN).collect();
+    format!("\"{}\"", cut.escape_default())
+}
+
+/// The address part of a client (`IP:PORT`), which is what one caller controls.
+fn client_address(client: &str) -> String {
+    client
+        .parse::<std::net::SocketAddr>()
+        .map_or_else(|_| client.to_owned(), |addr| addr.ip().to_string())
 }
 
 /// Records what a parsed quote says about the enclave or TD.

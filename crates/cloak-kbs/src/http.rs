@@ -2,11 +2,13 @@
 //! thread and maps the result, and a server loop for plain TCP (loopback only, enforced by the
 //! CLI) or TLS 1.2/1.3 with the aws-lc-rs provider.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
@@ -70,9 +72,50 @@ struct AppState {
     broker: Arc<Broker>,
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     checks: AtomicU64,
+    /// Admin calls refused for their token, per address, in the current window.
+    admin_failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
+/// Admin calls with a missing or wrong token one address may make per window; past that, its
+/// admin calls get 429 before the token is checked, until the window ends.
+const ADMIN_FAILURES_PER_WINDOW: u32 = 10;
+/// The admin-failure window.
+const ADMIN_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked for admin failures before ended windows are swept.
+const ADMIN_FAILURE_SWEEP: usize = 4096;
+
 impl AppState {
+    /// `Some(seconds to wait)` when `ip` has used up its admin failures for the window.
+    fn admin_blocked(&self, ip: IpAddr) -> Option<u64> {
+        let failures = self
+            .admin_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (since, count) = failures.get(&ip)?;
+        let left = ADMIN_FAILURE_WINDOW.checked_sub(since.elapsed())?;
+        if *count < ADMIN_FAILURES_PER_WINDOW {
+            return None;
+        }
+        tracing::debug!(%ip, "admin calls blocked after repeated token failures");
+        Some(left.as_secs().saturating_add(1))
+    }
+
+    /// Counts an admin call from `ip` refused for its token.
+    fn admin_failed(&self, ip: IpAddr) {
+        let mut failures = self
+            .admin_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if failures.len() >= ADMIN_FAILURE_SWEEP {
+            failures.retain(|_, (since, _)| since.elapsed() < ADMIN_FAILURE_WINDOW);
+        }
+        let entry = failures.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= ADMIN_FAILURE_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+
     /// `Some(429 response)` when `ip` is over its rate.
     fn limit(&self, ip: IpAddr) -> Option<Response> {
         if self
@@ -88,16 +131,34 @@ impl AppState {
             .as_secs()
             .saturating_add(u64::from(wait.subsec_nanos() > 0));
         tracing::debug!(%ip, "rate limited");
-        let mut response = error_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
+        Some(too_many(
             "too many requests from this address; retry later",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-        Some(response)
+            seconds.max(1),
+        ))
     }
+}
+
+/// 429 `rate-limited` with `Retry-After: seconds`.
+fn too_many(message: &str, seconds: u64) -> Response {
+    let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "rate-limited", message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// Every route's per-address rate, checked before the request's body is read.
+async fn rate_limited(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+        && let Some(refused) = state.limit(peer.ip())
+    {
+        return refused;
+    }
+    next.run(request).await
 }
 
 /// The broker's routes (see the crate README).
@@ -108,6 +169,7 @@ pub fn router(broker: Arc<Broker>, rate: RateLimit) -> Router {
             Quota::per_second(rate.per_second).allow_burst(rate.burst),
         ),
         checks: AtomicU64::new(0),
+        admin_failures: Mutex::new(HashMap::new()),
     });
     Router::new()
         .route("/kbs/v1/challenge", post(challenge))
@@ -120,6 +182,10 @@ pub fn router(broker: Arc<Broker>, rate: RateLimit) -> Router {
         .route("/kbs/v1/admin/audit", get(audit))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            rate_limited,
+        ))
         .with_state(state)
 }
 
@@ -151,8 +217,8 @@ async fn release(
     .await
 }
 
-/// A step of the attestation protocol from `peer`: rate-limited per address, the JSON body
-/// parsed, then the broker's work on the blocking pool.
+/// A step of the attestation protocol from `peer` (rate-limited per address before its body
+/// was read): the JSON body parsed, then the broker's work on the blocking pool.
 async fn attestation_step<Req, Resp>(
     state: &AppState,
     peer: SocketAddr,
@@ -163,9 +229,6 @@ where
     Req: serde::de::DeserializeOwned + Send + 'static,
     Resp: serde::Serialize + Send + 'static,
 {
-    if let Some(refused) = state.limit(peer.ip()) {
-        return refused;
-    }
     let request: Req = match parse(body) {
         Ok(request) => request,
         Err(e) => return e.into_response(),
@@ -242,15 +305,33 @@ async fn admin<T: Send + 'static>(
     operation: impl FnOnce(&Broker, Option<&str>, &str) -> Result<T, BrokerError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let token = bearer(headers);
+    if let Some(retry_after) = state.admin_blocked(peer.ip()) {
+        // The address is cut off for wrong tokens, not the administrator: a right token still
+        // goes through; a wrong one is refused here, like any request over its rate, with no
+        // record of its own (the address's refusals that started the block are on record).
+        let broker = Arc::clone(&state.broker);
+        let presented = token.clone();
+        let valid =
+            blocking(move || Ok(broker.token_is_valid(presented.as_ref().map(|t| t.as_str()))))
+                .await
+                .unwrap_or(false);
+        if !valid {
+            return Err(ApiError(BrokerError::RateLimited { retry_after }));
+        }
+    }
     let broker = Arc::clone(&state.broker);
-    blocking(move || {
+    let result = blocking(move || {
         operation(
             &broker,
             token.as_ref().map(|t| t.as_str()),
             &peer.to_string(),
         )
     })
-    .await
+    .await;
+    if let Err(ApiError(BrokerError::Unauthorized)) = &result {
+        state.admin_failed(peer.ip());
+    }
+    result
 }
 
 async fn not_found() -> Response {
@@ -314,6 +395,9 @@ impl IntoResponse for ApiError {
                 format!("key release refused ({code})"),
             ),
             BrokerError::Unauthorized => (StatusCode::UNAUTHORIZED, error.to_string()),
+            BrokerError::RateLimited { retry_after } => {
+                return too_many(&error.to_string(), (*retry_after).max(1));
+            }
             BrokerError::UnknownModel => (StatusCode::NOT_FOUND, error.to_string()),
             BrokerError::ModelExists => (StatusCode::CONFLICT, error.to_string()),
             BrokerError::InvalidKey(_)

@@ -167,6 +167,12 @@ pub enum BrokerError {
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),
+    /// Too many calls from the caller's address: admin calls after repeated token failures.
+    #[error("too many admin calls with a wrong token from this address; retry in {retry_after} s")]
+    RateLimited {
+        /// Seconds until the caller may try again.
+        retry_after: u64,
+    },
     /// HPKE sealing failed.
     #[error("sealing the key failed ({0})")]
     Seal(&'static str),
@@ -213,6 +219,7 @@ impl BrokerError {
             Self::ModelExists => "model-exists",
             Self::NotInitialised => "not-initialised",
             Self::Random(_) => "random-failure",
+            Self::RateLimited { .. } => "rate-limited",
             Self::Seal(code) => code,
             Self::Store(_) => "store-failed",
             Self::Tls(_) => "tls-config",

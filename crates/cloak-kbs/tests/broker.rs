@@ -490,6 +490,8 @@ fn wrong_or_missing_admin_token_is_401_and_audited() {
             ("read-audit", "denied", "unauthorized"),
         ]
     );
+    // The second refused read of the window is summed, not recorded on its own.
+    assert_eq!(records[3].measurements["attempts"], "1");
     // Nothing was added.
     let (status, body) = h.post("/kbs/v1/challenge", &serde_json::json!({"model": MODEL}));
     assert_eq!((status, error_code(&body)), (404, "unknown-model"));
@@ -725,6 +727,8 @@ fn challenges_and_releases_are_rate_limited_per_address() {
         },
     );
     h.add_model(&h.policy(""));
+    // The registration took a token from the same budget: let it refill.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
     h.challenge();
     h.challenge();
     let response = h
@@ -741,10 +745,79 @@ fn challenges_and_releases_are_rate_limited_per_address() {
     assert!((1..=2).contains(&retry_after));
     let body: Value = response.into_body().read_json().unwrap();
     assert_eq!(error_code(&body), "rate-limited");
-    // Release shares the budget; administration does not.
+    // Every route shares the budget, checked before any body is read: release, an unknown
+    // route, administration.
     let (status, _) = h.post("/kbs/v1/release", &serde_json::json!({}));
     assert_eq!(status, 429);
-    assert!(h.admin().audit(false).is_ok());
+    let (status, body) = h.post("/nope", &serde_json::json!({}));
+    assert_eq!((status, error_code(&body)), (429, "rate-limited"));
+    match h.admin().audit(false) {
+        Err(AdminError::Refused { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (429, "rate-limited"));
+        }
+        other => panic!("{other:?}"),
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(h.admin().audit(false).is_ok(), "the budget refills");
+}
+
+/// A harness whose per-address rate is high enough not to be what a test meets.
+fn generous() -> Harness {
+    start_with(
+        &SimConfig::up_to_date(),
+        identity(),
+        RateLimit {
+            per_second: NonZeroU32::new(10_000).unwrap(),
+            burst: NonZeroU32::new(10_000).unwrap(),
+        },
+    )
+}
+
+#[test]
+fn a_flood_of_wrong_tokens_is_cut_off_and_summed_in_one_audit_record() {
+    let h = generous();
+    let intruder = AdminClient::new(&h.url, AdminToken::from_text("wrong"), None).unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        match intruder.remove_model(MODEL) {
+            Err(AdminError::Refused { status, .. }) => statuses.push(status),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Ten reach the token check; then the address is cut off before it, for the window.
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 10);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30);
+    // The first is on record at once; the other nine are one summed record, not nine.
+    let records = h.audit();
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r.reason == "unauthorized")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0].event, "remove-model");
+    assert!(!refused[0].measurements.contains_key("attempts"));
+    assert_eq!(refused[1].event, "remove-model");
+    assert_eq!(refused[1].measurements["attempts"], "9");
+    assert!(h.admin().audit(true).unwrap().verification.unwrap().intact);
+}
+
+#[test]
+fn a_model_name_cannot_forge_lines_in_the_log() {
+    let h = generous();
+    let response = h
+        .agent
+        .put(format!(
+            "{}/kbs/v1/admin/models/evil%0A1%20release%20granted/policy",
+            h.url
+        ))
+        .header("authorization", &format!("Bearer {}", h.token))
+        .send_json(serde_json::json!({"policy": h.policy("")}))
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let record = h.last_audit();
+    assert_eq!(record.reason, "invalid-model-name");
+    assert_eq!(record.model, r#""evil\n1 release granted""#);
+    assert!(!record.model.contains('\n'));
 }
 
 #[test]

@@ -246,8 +246,9 @@ fn serve(args: &ServeArgs) -> Result<(), Reported> {
         Err(e) => return Err(broker_failure(&e).into()),
     };
     drop(master);
+    let broker = Arc::new(broker);
     let router = cloak_kbs::http::router(
-        Arc::new(broker),
+        Arc::clone(&broker),
         RateLimit {
             per_second: args.rate_limit_per_second,
             burst: args.rate_limit_burst,
@@ -270,6 +271,19 @@ fn serve(args: &ServeArgs) -> Result<(), Reported> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         say!("cloak kbs: listening on {scheme}://{local}")?;
         tracing::info!(%local, tls = tls.is_some(), "key broker listening");
+        // Unauthorized admin calls are summed per address; their records are written every
+        // window and at shutdown.
+        let flusher = {
+            let broker = Arc::clone(&broker);
+            tokio::spawn(async move {
+                let window = Duration::from_secs(cloak_kbs::broker::REFUSAL_WINDOW);
+                loop {
+                    tokio::time::sleep(window).await;
+                    let broker = Arc::clone(&broker);
+                    let _ = tokio::task::spawn_blocking(move || broker.flush_refusals()).await;
+                }
+            })
+        };
         cloak_kbs::http::serve(
             listener,
             tls,
@@ -278,6 +292,9 @@ fn serve(args: &ServeArgs) -> Result<(), Reported> {
             crate::runtime::shutdown_signal(),
         )
         .await;
+        flusher.abort();
+        let broker = Arc::clone(&broker);
+        let _ = tokio::task::spawn_blocking(move || broker.flush_refusals()).await;
         tracing::info!("key broker stopped");
         Ok::<(), Failure>(())
     })?;
@@ -342,6 +359,15 @@ fn audit(args: &AuditArgs) -> Result<(), Reported> {
     }
 }
 
+/// `text` as it is when it is printable ASCII, else escaped (`\n`, `\u{…}`).
+fn printable(text: &str) -> String {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        text.to_owned()
+    } else {
+        text.escape_default().to_string()
+    }
+}
+
 fn print_table(response: &AuditResponse) -> Result<(), Failure> {
     say!(
         "{:>6}  {:<20}  {:<12}  {:<24}  {:<8}  {:<24}  {:<21}  MRENCLAVE",
@@ -360,16 +386,22 @@ fn print_table(response: &AuditResponse) -> Result<(), Failure> {
             .get("mrenclave")
             .map(|m| m.chars().take(16).collect())
             .unwrap_or_else(|| "-".into());
+        // Every field as text that cannot break the table: a record from an older broker
+        // may hold a model name with control characters.
         say!(
             "{:>6}  {:<20}  {:<12}  {:<24}  {:<8}  {:<24}  {:<21}  {}",
             r.seq,
             time,
-            r.event,
-            if r.model.is_empty() { "-" } else { &r.model },
-            r.decision,
-            r.reason,
-            r.client,
-            mrenclave
+            printable(&r.event),
+            if r.model.is_empty() {
+                "-".to_owned()
+            } else {
+                printable(&r.model)
+            },
+            printable(&r.decision),
+            printable(&r.reason),
+            printable(&r.client),
+            printable(&mrenclave)
         )?;
     }
     if response.records.is_empty() {
