@@ -124,18 +124,37 @@ pub(crate) async fn open(
     }
 }
 
-/// Encapsulates `method path` with `body` to `key_config`, posts it on `connection`, and opens
-/// the answer.
+/// Where an encapsulated request goes: the endpoint in front of the server, the attested key
+/// configuration, and the evidence digest of the claims the client appraised.
+pub(crate) struct Target<'a> {
+    pub(crate) endpoint: &'a Endpoint,
+    pub(crate) key_config: &'a KeyConfig,
+    pub(crate) evidence: [u8; 32],
+}
+
+/// Encapsulates `method path` with `body` to the target's key, posts it on `connection`, and
+/// opens the answer.
 pub(crate) async fn send(
     connection: &mut Connection,
-    endpoint: &Endpoint,
-    key_config: &KeyConfig,
+    target: Target<'_>,
     method: Method,
     path: &str,
     body: &[u8],
     header_len: Option<usize>,
 ) -> Result<Response, Error> {
-    let inner = inner_request(&endpoint.authority, method, path, body, header_len)?;
+    let Target {
+        endpoint,
+        key_config,
+        evidence,
+    } = target;
+    let inner = inner_request(
+        &endpoint.authority,
+        &evidence,
+        method,
+        path,
+        body,
+        header_len,
+    )?;
     let (encapsulated, opener) = ohttp::encapsulate_request(key_config, AeadId::Aes256Gcm, &inner)
         .map_err(|e| Error::Protocol(format!("encapsulation: {e}")))?;
     drop(inner);
@@ -167,6 +186,7 @@ pub(crate) async fn send(
 
 fn inner_request(
     authority: &str,
+    evidence: &[u8; 32],
     method: Method,
     path: &str,
     body: &[u8],
@@ -197,6 +217,8 @@ fn inner_request(
     getrandom::fill(&mut id).map_err(|e| Error::Config(format!("random request id: {e}")))?;
     message.put_header(freshness::TIME_HEADER, unix_now().to_string());
     message.put_header(freshness::ID_HEADER, freshness::format_id(&id));
+    // The claims this client appraised: its receipt names them while the server stands by them.
+    message.put_header(cloak_proto::receipt::EVIDENCE_HEADER, hex::encode(evidence));
     message.write_content(body);
     let mut out = Vec::with_capacity(body.len().saturating_add(256));
     message

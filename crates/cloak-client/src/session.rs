@@ -144,10 +144,14 @@ impl Session {
                 key_config,
                 ..
             } => {
-                encapsulated::send(
-                    &mut self.connection,
+                let target = encapsulated::Target {
                     endpoint,
                     key_config,
+                    evidence: self.appraisal.server.claims().evidence_digest(),
+                };
+                encapsulated::send(
+                    &mut self.connection,
+                    target,
                     method,
                     path,
                     &body,

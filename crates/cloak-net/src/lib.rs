@@ -66,6 +66,24 @@ pub async fn serve(
     stats: Arc<ConnectionStats>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    serve_with(listener, tls, router, limits, stats, None, shutdown).await;
+}
+
+/// Called once per connection when it is established (its TLS handshake done): the
+/// extensions every request on that connection then carries — what the connection was
+/// accepted under, say.
+pub type OnEstablished = Arc<dyn Fn() -> axum::http::Extensions + Send + Sync>;
+
+/// [`serve`], with `on_established`'s extensions added to every request of each connection.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    limits: ConnectionLimits,
+    stats: Arc<ConnectionStats>,
+    on_established: Option<OnEstablished>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let limits = Arc::new(limits);
     let acceptor = tls.map(TlsAcceptor::from);
     let addresses = Arc::new(Addresses::new(limits.max_per_address));
@@ -105,6 +123,7 @@ pub async fn serve(
         let limits = Arc::clone(&limits);
         let stats = Arc::clone(&stats);
         let stopped = stopped.clone();
+        let on_established = on_established.clone();
         tokio::spawn(async move {
             let _slots = (slot, address_slot);
             stats.opened();
@@ -113,6 +132,7 @@ pub async fn serve(
                 router,
                 limits,
                 stats: Arc::clone(&stats),
+                on_established,
             };
             match acceptor {
                 Some(acceptor) => {
@@ -178,6 +198,7 @@ struct Connection {
     router: Router,
     limits: Arc<ConnectionLimits>,
     stats: Arc<ConnectionStats>,
+    on_established: Option<OnEstablished>,
 }
 
 impl Connection {
@@ -192,7 +213,9 @@ impl Connection {
             router,
             limits,
             stats,
+            on_established,
         } = self;
+        let established = on_established.map(|hook| hook()).unwrap_or_default();
         let activity = Arc::new(Activity::new());
         let service = {
             let activity = Arc::clone(&activity);
@@ -216,6 +239,7 @@ impl Connection {
                         },
                     ))
                 });
+                request.extensions_mut().extend(established.clone());
                 request.extensions_mut().insert(ConnectInfo(peer));
                 // A Router is always ready (its `poll_ready` returns at once).
                 let response = router.call(request);

@@ -13,7 +13,7 @@
 //! | `time` | uint | when the response was made, Unix milliseconds |
 //! | `input` | bstr(32) | SHA-256 of the request body exactly as the server received it (JSON header and binary tensors) |
 //! | `output` | bstr(32) | SHA-256 of the response body exactly as sent |
-//! | `evidence` | bstr(32) | SHA-256 of the server's identity claims (without a nonce) when it answered: [`IdentityClaims::evidence_digest`] |
+//! | `evidence` | bstr(32) | SHA-256 of the server's identity claims (without a nonce) the request was accepted under — those of its connection's certificate, or those the encrypted request's client appraised ([`EVIDENCE_HEADER`]) — if the server still stands by them, else those in force when it answered: [`IdentityClaims::evidence_digest`] |
 //! | `request-id` | tstr | the server's id for this request (random, 128 bits, hex) |
 //! | `model-sha256` | bstr(32) | SHA-256 of the model's plaintext, as the claims state it |
 //!
@@ -35,6 +35,11 @@ use crate::identity::IdentityClaims;
 pub const HEADER: &str = "cloak-receipt";
 /// The response header that carries the server's request id.
 pub const REQUEST_ID_HEADER: &str = "cloak-request-id";
+/// The request header (inside an encapsulated request) naming the evidence digest of the
+/// claims the client appraised, as 64 hex digits: the receipt names that evidence when the
+/// server attested it, so that claims changing mid-request (a model becoming ready) do not
+/// make a correct answer fail verification.
+pub const EVIDENCE_HEADER: &str = "cloak-evidence";
 /// What the signature covers before the payload.
 const CONTEXT: &[u8] = b"cloak-receipt/v1\0";
 /// The most receipt text a reader accepts.

@@ -8,8 +8,9 @@
 //! TCG DICE tagged-evidence extension, so a client appraises the enclave before it sends a byte.
 //! `GET /v1/attestation?nonce=` answers with a fresh quote over the same claims plus the nonce.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use ciborium::Value;
 use cloak_crypto::hpke::HpkeKeyPair;
@@ -48,6 +49,9 @@ pub enum CollateralSource {
     None,
 }
 
+/// Earlier claims a receipt may still name (see [`ServerIdentity::receipt`]).
+pub const EARLIER_CLAIMS: usize = 16;
+
 /// The server's keys, claims and certificate.
 ///
 /// The keys live as long as the process; the claims and the certificate are replaced when the
@@ -58,6 +62,8 @@ pub struct ServerIdentity {
     collateral: CollateralSource,
     hostnames: Vec<String>,
     current: Arc<RwLock<Arc<Attested>>>,
+    /// Earlier claims of this process, most recent last (see [`ServerIdentity::receipt`]).
+    earlier: Mutex<VecDeque<Arc<Attested>>>,
     tls_key: KeyPair,
     tls_signer: Arc<dyn SigningKey>,
     gateway: Gateway,
@@ -110,6 +116,7 @@ impl ServerIdentity {
             collateral,
             hostnames: hostnames.to_vec(),
             current: Arc::new(RwLock::new(Arc::new(attested))),
+            earlier: Mutex::new(VecDeque::new()),
             tls_key,
             tls_signer,
             gateway,
@@ -145,8 +152,22 @@ impl ServerIdentity {
             &self.tls_signer,
             &self.hostnames,
         )?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(attested);
+        let replaced = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+            Arc::new(attested),
+        );
+        let mut earlier = self.earlier.lock().unwrap_or_else(PoisonError::into_inner);
+        if earlier.len() >= EARLIER_CLAIMS {
+            earlier.pop_front();
+        }
+        earlier.push_back(replaced);
         Ok(())
+    }
+
+    /// The evidence digest of the claims in force now: what a connection established now
+    /// was accepted under.
+    pub fn evidence_digest(&self) -> [u8; 32] {
+        self.current().evidence_sha256
     }
 
     /// The Oblivious HTTP gateway whose key configuration the claims carry (for encrypted
@@ -155,14 +176,24 @@ impl ServerIdentity {
         &self.gateway
     }
 
-    /// Signs a receipt for an inference over `model`, naming the evidence in force now.
+    /// Signs a receipt for an inference over `model`, naming the evidence the request was
+    /// accepted under: `accepted_under`, when it is the digest of claims this process attested
+    /// (now or among its last [`EARLIER_CLAIMS`]) that list `model` with its digest — the
+    /// certificate of the request's connection, or the claims an encrypted request's client
+    /// appraised — else the evidence in force now. So a model becoming ready while a client's
+    /// request runs does not make its correct answer fail verification: the keys are the
+    /// process's own throughout, and the named claims are ones the client accepted.
     pub fn receipt(
         &self,
         model: &ModelClaim,
         request_id: String,
         input_sha256: [u8; 32],
         output_sha256: [u8; 32],
+        accepted_under: Option<[u8; 32]>,
     ) -> Result<String, IdentityError> {
+        let evidence_sha256 = accepted_under
+            .filter(|digest| self.attested_with(digest, model))
+            .unwrap_or_else(|| self.current().evidence_sha256);
         let receipt = Receipt {
             model: model.name.clone(),
             model_sha256: model.sha256,
@@ -172,7 +203,7 @@ impl ServerIdentity {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             request_id,
-            evidence_sha256: self.current().evidence_sha256,
+            evidence_sha256,
         };
         receipt
             .sign(&self.receipt_key)
@@ -218,6 +249,20 @@ impl ServerIdentity {
             collateral.as_deref(),
         )
         .map_err(|e| IdentityError::Collateral(format!("not JSON: {e}")))
+    }
+
+    /// Whether this process attested claims with evidence digest `digest` that list `model`.
+    fn attested_with(&self, digest: &[u8; 32], model: &ModelClaim) -> bool {
+        let lists = |attested: &Attested| {
+            attested.evidence_sha256 == *digest && attested.claims.models.contains(model)
+        };
+        lists(&self.current())
+            || self
+                .earlier
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|attested| lists(attested))
     }
 
     fn current(&self) -> Arc<Attested> {
@@ -341,5 +386,72 @@ pub enum IdentityError {
 impl From<rcgen::Error> for IdentityError {
     fn from(e: rcgen::Error) -> Self {
         Self::Certificate(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cloak_proto::identity::EngineClaim;
+    use cloak_proto::receipt::Receipt;
+    use cloak_tee::sim::{SimConfig, SimPlatform};
+
+    use super::*;
+
+    fn model(name: &str, byte: u8) -> ModelClaim {
+        ModelClaim {
+            name: name.to_owned(),
+            bytes: 1,
+            sha256: [byte; 32],
+        }
+    }
+
+    /// The evidence digest a receipt for `model`, accepted under `under`, names.
+    fn named(identity: &ServerIdentity, model: &ModelClaim, under: Option<[u8; 32]>) -> [u8; 32] {
+        let text = identity
+            .receipt(model, "id".to_owned(), [1; 32], [2; 32], under)
+            .unwrap();
+        Receipt::open(&text, &identity.claims().receipt_public_key)
+            .unwrap()
+            .evidence_sha256
+    }
+
+    #[test]
+    fn a_receipt_names_the_claims_its_request_was_accepted_under_while_they_list_its_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = SimPlatform::init(dir.path(), &SimConfig::up_to_date()).unwrap();
+        let engine = EngineClaim {
+            name: "tract".to_owned(),
+            version: "test".to_owned(),
+            library_sha256: None,
+        };
+        let (a, b) = (model("a", 1), model("b", 2));
+        let identity = ServerIdentity::create(
+            Arc::new(platform),
+            CollateralSource::Platform,
+            vec![a.clone()],
+            engine,
+            &[],
+        )
+        .unwrap();
+        let before = identity.evidence_digest();
+        // A model becomes ready: new claims, new evidence.
+        identity.update_models(vec![a.clone(), b.clone()]).unwrap();
+        let now = identity.evidence_digest();
+        assert_ne!(before, now);
+        // A request accepted under the earlier claims gets a receipt naming them...
+        assert_eq!(named(&identity, &a, Some(before)), before);
+        // ...unless they do not list its model, or this process never attested them.
+        assert_eq!(named(&identity, &b, Some(before)), now);
+        assert_eq!(named(&identity, &a, Some([9; 32])), now);
+        assert_eq!(named(&identity, &a, None), now);
+        // Earlier claims are remembered within a bound: after that many other changes, the
+        // first claims are no longer named.
+        for i in 0..EARLIER_CLAIMS {
+            let other = model(&format!("c{i}"), 3);
+            identity.update_models(vec![a.clone(), other]).unwrap();
+        }
+        let latest = identity.evidence_digest();
+        assert_ne!(latest, before);
+        assert_eq!(named(&identity, &a, Some(before)), latest);
     }
 }

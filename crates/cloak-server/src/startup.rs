@@ -131,12 +131,23 @@ impl PreparedServer {
         let (shutdown, watcher) = watch::channel(false);
         let limits = self.service.limits().clone();
         let mut tasks = JoinSet::new();
-        tasks.spawn(cloak_net::serve(
+        // Each connection remembers the claims in force when its handshake finished: those of
+        // the certificate it was shown, which its receipts then name.
+        let on_established: cloak_net::OnEstablished = {
+            let service = Arc::clone(&self.service);
+            Arc::new(move || {
+                let mut extensions = axum::http::Extensions::new();
+                extensions.insert(http::AcceptedUnder(service.identity().evidence_digest()));
+                extensions
+            })
+        };
+        tasks.spawn(cloak_net::serve_with(
             listener,
             Some(tls),
             http::router(Arc::clone(&self.service)),
             limits.connections.clone(),
             self.service.connection_stats(),
+            Some(on_established),
             stopped(watcher.clone()),
         ));
         let mut metrics_addr = None;

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 use cloak_engine::{Dim, TensorSpec};
 use cloak_proto::kserve::{
     self, Dimension, ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady,
@@ -189,29 +189,43 @@ async fn repository_index(State(service): State<Arc<Service>>) -> Response {
 async fn infer(
     State(service): State<Arc<Service>>,
     Path(name): Path<String>,
-    reserved: Option<Extension<Reserved>>,
+    context: Context,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    counted(service, name, None, reserved.is_some(), headers, body).await
+    counted(service, name, None, context, headers, body).await
 }
 
 async fn infer_at(
     State(service): State<Arc<Service>>,
     Path((name, version)): Path<(String, String)>,
-    reserved: Option<Extension<Reserved>>,
+    context: Context,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    counted(
-        service,
-        name,
-        Some(version),
-        reserved.is_some(),
-        headers,
-        body,
-    )
-    .await
+    counted(service, name, Some(version), context, headers, body).await
+}
+
+/// What the transport says about a request: whether the encrypted-request gateway reserved its
+/// body's bytes already, and the evidence it was accepted under.
+#[derive(Clone, Copy, Debug, Default)]
+struct Context {
+    reserved: bool,
+    accepted_under: Option<[u8; 32]>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Context {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            reserved: parts.extensions.get::<Reserved>().is_some(),
+            accepted_under: parts.extensions.get::<AcceptedUnder>().map(|a| a.0),
+        })
+    }
 }
 
 /// An inference, counted in the metrics by model and outcome.
@@ -219,20 +233,12 @@ async fn counted(
     service: Arc<Service>,
     name: String,
     version: Option<String>,
-    reserved: bool,
+    context: Context,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = infer_request(
-        &service,
-        &name,
-        version.as_deref(),
-        reserved,
-        &headers,
-        body,
-    )
-    .await;
+    let result = infer_request(&service, &name, version.as_deref(), context, &headers, body).await;
     let seconds = started.elapsed().as_secs_f64();
     // Only served models get a metrics label: a client cannot grow the label set.
     let label = if service.store().is_ready(&name) {
@@ -267,7 +273,7 @@ async fn infer_request(
     service: &Arc<Service>,
     name: &str,
     version: Option<&str>,
-    reserved: bool,
+    context: Context,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -295,7 +301,7 @@ async fn infer_request(
         ),
     };
     let limit = service.limits().max_request_bytes;
-    let _reservation = if reserved {
+    let _reservation = if context.reserved {
         None
     } else {
         Some(reserve(service, headers, limit)?)
@@ -308,7 +314,9 @@ async fn infer_request(
             ),
         )
     })?;
-    let inference = service.infer(model, body, header_len).await?;
+    let inference = service
+        .infer(model, body, header_len, context.accepted_under)
+        .await?;
     Ok(answer(inference))
 }
 
@@ -316,6 +324,11 @@ async fn infer_request(
 /// reservation.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Reserved;
+
+/// The evidence digest a request was accepted under: the claims in the certificate its
+/// connection was established with, or the claims an encrypted request's client appraised.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AcceptedUnder(pub(crate) [u8; 32]);
 
 /// Reserves a body's bytes before it is read: its declared length, or the whole limit when it
 /// declares none. A declared length over `limit` is refused here, unread.

@@ -25,6 +25,8 @@ use crate::service::Service;
 
 use error::ApiError;
 
+pub(crate) use kserve::AcceptedUnder;
+
 /// The main application: KServe v2, fresh attestation, encrypted requests and metrics.
 pub(crate) fn router(service: Arc<Service>) -> Router {
     let inner = kserve::routes()

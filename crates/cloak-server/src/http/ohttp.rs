@@ -171,7 +171,7 @@ fn inner_request(bhttp: &[u8]) -> Result<(Request<Body>, Option<Freshness>), Str
         return Err("the path is not absolute".into());
     }
     let mut builder = Request::builder().method(method).uri(path);
-    let (mut time, mut id) = (None, None);
+    let (mut time, mut id, mut accepted_under) = (None, None, None);
     for field in message.header().fields() {
         let Ok(name) = HeaderName::from_bytes(field.name()) else {
             return Err("a header name is not valid".into());
@@ -181,6 +181,11 @@ fn inner_request(bhttp: &[u8]) -> Result<(Request<Body>, Option<Freshness>), Str
                 freshness::parse_time(field.value())
                     .ok_or_else(|| format!("{name} is not Unix seconds"))?,
             );
+        } else if name.as_str() == cloak_proto::receipt::EVIDENCE_HEADER {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(field.value(), &mut digest)
+                .map_err(|_| format!("{name} is not 64 hex digits"))?;
+            accepted_under = Some(digest);
         } else if name.as_str() == freshness::ID_HEADER {
             id = Some(
                 freshness::parse_id(field.value())
@@ -192,9 +197,15 @@ fn inner_request(bhttp: &[u8]) -> Result<(Request<Body>, Option<Freshness>), Str
             builder = builder.header(name, value);
         }
     }
-    let request = builder
+    let mut request = builder
         .body(Body::from(axum::body::Bytes::from_owner(Content(message))))
         .map_err(|_| "not a valid request".to_owned())?;
+    // The claims the client appraised; the receipt names them if this process attested them.
+    if let Some(digest) = accepted_under {
+        request
+            .extensions_mut()
+            .insert(super::kserve::AcceptedUnder(digest));
+    }
     Ok((request, time.zip(id)))
 }
 

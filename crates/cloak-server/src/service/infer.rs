@@ -35,12 +35,14 @@ pub(crate) struct Inference {
 
 impl Service {
     /// Runs the KServe request `body` (`header_len`: the binary extension's JSON header length)
-    /// on `model` under admission control, and signs the receipt of the answer.
+    /// on `model` under admission control, and signs the receipt of the answer, naming the
+    /// evidence the request was `accepted_under` where this process can stand by it.
     pub(crate) async fn infer(
         self: &Arc<Self>,
         model: Arc<LoadedModel>,
         body: Bytes,
         header_len: Option<usize>,
+        accepted_under: Option<[u8; 32]>,
     ) -> Result<Inference, ServiceError> {
         let codec = self.codec_limits();
         // A large body is hashed and parsed off the async workers, in one pass over memory
@@ -113,6 +115,7 @@ impl Service {
                 request_id.clone(),
                 input_sha256,
                 output_sha256,
+                accepted_under,
             )
             .map_err(|e| {
                 tracing::error!(error = %e, "a receipt could not be signed");
