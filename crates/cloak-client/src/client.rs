@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cloak_attest::collateral::Collateral;
-use cloak_attest::policy::AppraisalPolicy;
+use cloak_attest::policy::{AppraisalPolicy, EvaluationFloor};
 use cloak_proto::kserve::InferRequest;
 use cloak_proto::receipt::{Receipt, ReceiptError};
 
-use crate::error::Error;
+use crate::error::{AppraisalError, Error};
 use crate::http::{Endpoint, Method, Response};
 use crate::session::{Inference, Session, encode_inference, into_inference};
 use crate::{Appraisal, Transport, attested, encapsulated};
@@ -70,6 +70,9 @@ struct Settings {
     collateral: Option<Collateral>,
     transport: Transport,
     reappraise_every: Duration,
+    /// The highest TCB evaluation data number accepted so far: a re-appraisal on older
+    /// collateral than an earlier one is refused (see [`EvaluationFloor`]).
+    floor: Arc<EvaluationFloor>,
 }
 
 /// A [`Client`] under construction: the policy is required ([`ClientBuilder::policy`]), the rest
@@ -358,7 +361,7 @@ impl Settings {
                 &random
             }
         };
-        match self.mode {
+        let appraisal = match self.mode {
             Mode::AttestedTls => {
                 attested::appraise(
                     endpoint,
@@ -378,7 +381,15 @@ impl Settings {
                 )
                 .await
             }
-        }
+        }?;
+        // The collateral of one appraisal is fixed for its life; across appraisals it must not
+        // go back to before a TCB recovery this client has already seen.
+        let verified = appraisal.server().accepted().verified();
+        self.floor
+            .check(verified)
+            .map_err(|e| Error::Appraisal(AppraisalError::Policy(e)))?;
+        self.floor.observe(verified);
+        Ok(appraisal)
     }
 }
 
@@ -474,6 +485,7 @@ impl ClientBuilder<AppraisalPolicy> {
             collateral: self.collateral,
             transport: self.transport,
             reappraise_every: self.reappraise_every,
+            floor: Arc::new(EvaluationFloor::new()),
         };
         let appraisal = settings
             .appraise(endpoint.clone(), self.nonce.as_deref())

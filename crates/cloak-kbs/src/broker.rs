@@ -353,6 +353,26 @@ impl Broker {
             "trust_root".into(),
             hex::encode(verified.trust_root().sha256()),
         );
+        let number = verified.tcb_evaluation_data_number();
+        seen.insert("tcb_evaluation_data_number".into(), number.to_string());
+        // The evaluation floor (see cloak_attest::policy::EvaluationFloor): the highest number
+        // this broker has seen under the root for the TEE, kept in its database. Collateral that
+        // verified is Intel's word, so it raises the floor whatever else is decided.
+        let floor_key = format!(
+            "tcb-evaluation-floor:{}:{}",
+            hex::encode(verified.trust_root().sha256()),
+            verified.tee().as_str()
+        );
+        let floor = u32::try_from(
+            self.store
+                .raise_meta_number(&floor_key, u64::from(number))?,
+        )
+        .unwrap_or(u32::MAX);
+        let policy = match policy.min_tcb_evaluation_data_number() {
+            Some(min) if min >= floor => policy,
+            _ if floor > 0 => policy.with_min_tcb_evaluation_data_number(floor),
+            _ => policy,
+        };
         let expected = ReportData::from_bytes(release_report_data(&request.nonce, &ephemeral));
         let accepted = policy
             .with_report_data(expected)

@@ -79,6 +79,10 @@ pub trait Store: Send + Sync {
     /// Inserts settings, all or none: `false` (and nothing written) if any key already exists.
     fn insert_meta(&self, entries: &[(&str, &str)]) -> Result<bool, StoreError>;
 
+    /// Raises the number stored under `key` to `value` when it is lower or absent, atomically;
+    /// returns the number stored before (0 if none). Numbers never go down.
+    fn raise_meta_number(&self, key: &str, value: u64) -> Result<u64, StoreError>;
+
     /// Records a fresh nonce (hex) for `model`.
     fn insert_nonce(&self, nonce: &str, model: &str, expires: u64) -> Result<(), StoreError>;
 

@@ -349,6 +349,29 @@ fn a_stored_policy_that_names_no_enclave_releases_nothing() {
 }
 
 #[test]
+fn collateral_older_than_the_broker_has_seen_is_refused() {
+    let h = with_model();
+    let root = h.root_pin().trim_start_matches("sha256:").to_owned();
+    let floor_key = format!("tcb-evaluation-floor:{root}:sgx");
+    let store = SqliteStore::open(&h.db).unwrap();
+    // A granted release records the collateral's number (the simulation's is 1) as the floor.
+    let (status, body, ..) = h.attempt();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(store.meta(&floor_key).unwrap().as_deref(), Some("1"));
+    assert_eq!(
+        h.last_audit().measurements["tcb_evaluation_data_number"],
+        "1"
+    );
+    // Once the broker has seen a later TCB evaluation (2), collateral from before it — still
+    // within its validity, relayed by a host — is refused, and audited.
+    store.raise_meta_number(&floor_key, 2).unwrap();
+    let (status, body, ..) = h.attempt();
+    assert_denied(&h, status, &body, "tcb-evaluation-data-too-old");
+    // The floor never goes down.
+    assert_eq!(store.meta(&floor_key).unwrap().as_deref(), Some("2"));
+}
+
+#[test]
 fn debug_enclave_is_denied() {
     let h = start(
         &SimConfig::up_to_date(),

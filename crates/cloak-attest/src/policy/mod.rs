@@ -119,6 +119,77 @@ pub struct TdxIdentityPolicy {
     pub mr_config_id: Option<Vec<Measurement<48>>>,
 }
 
+/// The highest TCB evaluation data number a relying party has seen in collateral that verified,
+/// per trust root and TEE type: collateral below it is refused
+/// (`tcb-evaluation-data-too-old`).
+///
+/// Collateral carries the number of the TCB evaluation Intel made it under; a TCB recovery
+/// raises it, but collateral from before the recovery stays within its validity window (up to
+/// a month) and a host may keep relaying it, so that a platform the recovery downgraded still
+/// looks up to date. No fixed number can be right offline for every deployment for long, so
+/// Cloak's default is this ratchet: once a relying party has seen a number, it never accepts a
+/// lower one — the key broker keeps the floor in its database, a client for its lifetime. An
+/// explicit `min_tcb_evaluation_data_number` in a policy applies as well. SGX and TDX are kept
+/// apart: Intel numbers their TCB evaluations separately.
+#[derive(Debug, Default)]
+pub struct EvaluationFloor {
+    seen: std::sync::Mutex<std::collections::BTreeMap<([u8; 32], &'static str), u32>>,
+}
+
+impl EvaluationFloor {
+    /// No number seen yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The floor for `verified`'s root and TEE (0 before any number was seen).
+    pub fn floor_for(&self, verified: &VerifiedQuote) -> u32 {
+        self.floor(&verified.trust_root().sha256(), verified.tee())
+    }
+
+    /// The floor for the root whose certificate has SHA-256 `root`, and `tee`.
+    pub fn floor(&self, root: &[u8; 32], tee: TeeType) -> u32 {
+        self.lock()
+            .get(&(*root, tee.as_str()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Refuses `verified` if its collateral is older than the floor.
+    pub fn check(&self, verified: &VerifiedQuote) -> Result<(), PolicyViolation> {
+        let min = self.floor_for(verified);
+        let found = verified.tcb_evaluation_data_number();
+        if found < min {
+            return Err(PolicyViolation::TcbEvaluationDataTooOld { found, min });
+        }
+        Ok(())
+    }
+
+    /// Raises the floor to `verified`'s number (its collateral verified: the number is Intel's).
+    pub fn observe(&self, verified: &VerifiedQuote) {
+        self.raise(
+            &verified.trust_root().sha256(),
+            verified.tee(),
+            verified.tcb_evaluation_data_number(),
+        );
+    }
+
+    /// Raises the floor for `root` and `tee` to `number` (a floor never goes down).
+    pub fn raise(&self, root: &[u8; 32], tee: TeeType, number: u32) {
+        let mut seen = self.lock();
+        let floor = seen.entry((*root, tee.as_str())).or_insert(0);
+        *floor = (*floor).max(number);
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<([u8; 32], &'static str), u32>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// What a relying party accepts. See the module documentation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppraisalPolicy {
@@ -223,6 +294,11 @@ impl AppraisalPolicy {
             (None, Some(tdx)) => tdx.mrtd.is_some(),
             (Some(sgx), Some(tdx)) => sgx_pinned(sgx) && tdx.mrtd.is_some(),
         }
+    }
+
+    /// The minimum TCB evaluation data number the policy requires, if it sets one.
+    pub fn min_tcb_evaluation_data_number(&self) -> Option<u32> {
+        self.min_tcb_evaluation_data_number
     }
 
     /// The trust-root part of the policy.

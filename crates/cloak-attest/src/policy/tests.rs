@@ -369,3 +369,36 @@ fn a_policy_names_an_identity_only_when_every_tee_it_admits_is_pinned() {
     );
     assert!(!parse(&sgx_pinned_tdx_open).names_identity());
 }
+
+#[test]
+fn the_evaluation_floor_refuses_collateral_older_than_what_was_seen() {
+    // Real Intel collateral: TDX TCB info numbered 17 (tdx_quote) and 20 (tdx_quote_td15ex),
+    // SGX numbered 17.
+    let td15ex = verified(
+        "dcap-qvl/tdx_quote_td15ex",
+        "dcap-qvl/tdx_quote_td15ex_collateral.json",
+        1_792_800_000,
+    );
+    assert_eq!(td15ex.tcb_evaluation_data_number(), 20);
+    assert_eq!(tdx().tcb_evaluation_data_number(), 17);
+    let floor = EvaluationFloor::new();
+    // Nothing seen: anything goes.
+    assert!(floor.check(&tdx()).is_ok());
+    floor.observe(&tdx());
+    assert_eq!(floor.floor_for(&tdx()), 17);
+    // A later recovery raised the number: from now on the older collateral is refused...
+    floor.observe(&td15ex);
+    let refused = floor.check(&tdx()).unwrap_err();
+    assert_eq!(refused.code(), "tcb-evaluation-data-too-old");
+    assert_eq!(
+        refused,
+        PolicyViolation::TcbEvaluationDataTooOld { found: 17, min: 20 }
+    );
+    assert!(floor.check(&td15ex).is_ok());
+    // ...the floor never goes down...
+    floor.observe(&tdx());
+    assert_eq!(floor.floor_for(&td15ex), 20);
+    // ...and SGX, numbered apart, is not held to TDX's number.
+    assert!(floor.check(&sgx()).is_ok());
+    assert_eq!(floor.floor(&INTEL_ROOT_SHA256, TeeType::Sgx), 0);
+}

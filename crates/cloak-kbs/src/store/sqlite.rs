@@ -174,6 +174,35 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    fn raise_meta_number(&self, key: &str, value: u64) -> Result<u64, StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let before: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(db)?;
+        let before = match before {
+            None => 0,
+            Some(text) => text
+                .parse::<u64>()
+                .map_err(|_| StoreError::Corrupt(format!("meta {key} is not a number")))?,
+        };
+        if value > before {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value.to_string()],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(before)
+    }
+
     fn insert_nonce(&self, nonce: &str, model: &str, expires: u64) -> Result<(), StoreError> {
         self.lock()
             .execute(
@@ -442,6 +471,16 @@ mod tests {
             SqliteStore::open(&path),
             Err(StoreError::SchemaTooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn a_meta_number_only_goes_up() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(store.raise_meta_number("n", 5).unwrap(), 0);
+        assert_eq!(store.raise_meta_number("n", 3).unwrap(), 5);
+        assert_eq!(store.meta("n").unwrap().as_deref(), Some("5"));
+        assert_eq!(store.raise_meta_number("n", 9).unwrap(), 5);
+        assert_eq!(store.meta("n").unwrap().as_deref(), Some("9"));
     }
 
     #[test]
