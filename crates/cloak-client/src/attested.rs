@@ -131,8 +131,16 @@ pub(crate) async fn fetch_attestation(
     nonce: &[u8],
 ) -> Result<AttestationDocument, Error> {
     let path = format!("/v1/attestation?nonce={}", hex::encode(nonce));
-    let response =
-        http::request(connection, endpoint, Method::Get, &path, Bytes::new(), None).await?;
+    let response = http::request(
+        connection,
+        endpoint,
+        Method::Get,
+        &path,
+        Bytes::new(),
+        None,
+        None,
+    )
+    .await?;
     if response.status != 200 {
         return Err(
             ServerStatus::from_body(response.status, &response.body, response.retry_after).into(),

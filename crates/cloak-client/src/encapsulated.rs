@@ -141,6 +141,7 @@ pub(crate) async fn send(
     path: &str,
     body: &[u8],
     header_len: Option<usize>,
+    salt: Option<&cloak_proto::receipt::Salt>,
 ) -> Result<Response, Error> {
     let Target {
         endpoint,
@@ -154,6 +155,7 @@ pub(crate) async fn send(
         path,
         body,
         header_len,
+        salt,
     )?;
     let (encapsulated, opener) = ohttp::encapsulate_request(key_config, AeadId::Aes256Gcm, &inner)
         .map_err(|e| Error::Protocol(format!("encapsulation: {e}")))?;
@@ -191,6 +193,7 @@ fn inner_request(
     path: &str,
     body: &[u8],
     header_len: Option<usize>,
+    salt: Option<&cloak_proto::receipt::Salt>,
 ) -> Result<Vec<u8>, Error> {
     let mut message = bhttp::Message::request(
         method.as_str().as_bytes().to_vec(),
@@ -219,6 +222,9 @@ fn inner_request(
     message.put_header(freshness::ID_HEADER, freshness::format_id(&id));
     // The claims this client appraised: its receipt names them while the server stands by them.
     message.put_header(cloak_proto::receipt::EVIDENCE_HEADER, hex::encode(evidence));
+    if let Some(salt) = salt {
+        message.put_header(cloak_proto::receipt::SALT_HEADER, hex::encode(salt));
+    }
     message.write_content(body);
     let mut out = Vec::with_capacity(body.len().saturating_add(256));
     message
@@ -246,6 +252,8 @@ fn inner_response(bhttp: &[u8]) -> Result<Response, Error> {
         status,
         header_len: header("inference-header-content-length").and_then(|v| v.parse().ok()),
         receipt: header(cloak_proto::receipt::HEADER),
+        receipt_salt: header(cloak_proto::receipt::SALT_HEADER)
+            .and_then(|v| cloak_proto::receipt::parse_salt(v.as_bytes())),
         retry_after: header("retry-after"),
         body: message.content().to_vec(),
     })

@@ -59,6 +59,9 @@ pub struct Response {
     pub header_len: Option<usize>,
     /// The `Cloak-Receipt` header, when present (every successful inference).
     pub receipt: Option<String>,
+    /// The `Cloak-Receipt-Salt` header, when present and well-formed: the salt of the
+    /// receipt's digests, to keep with it.
+    pub receipt_salt: Option<cloak_proto::receipt::Salt>,
     /// The `Retry-After` header, when present.
     pub retry_after: Option<String>,
     /// The body.
@@ -189,13 +192,14 @@ pub(crate) async fn request(
     path: &str,
     body: Bytes,
     header_len: Option<usize>,
+    salt: Option<&cloak_proto::receipt::Salt>,
 ) -> Result<Response, Error> {
     let content_type = match (body.is_empty(), header_len) {
         (true, _) => None,
         (false, Some(_)) => Some(cloak_proto::kserve::CONTENT_TYPE_BINARY),
         (false, None) => Some(cloak_proto::kserve::CONTENT_TYPE_JSON),
     };
-    let request = build_request(
+    let mut request = build_request(
         &endpoint.authority,
         method,
         path,
@@ -203,6 +207,13 @@ pub(crate) async fn request(
         header_len,
         body,
     )?;
+    if let Some(salt) = salt
+        && let Ok(value) = hyper::header::HeaderValue::from_str(&hex::encode(salt))
+    {
+        request
+            .headers_mut()
+            .insert(cloak_proto::receipt::SALT_HEADER, value);
+    }
     exchange(connection, request).await
 }
 
@@ -252,6 +263,8 @@ pub(crate) async fn exchange(
         let header_len =
             header(cloak_proto::kserve::HEADER_CONTENT_LENGTH).and_then(|v| v.parse().ok());
         let receipt = header(cloak_proto::receipt::HEADER);
+        let receipt_salt = header(cloak_proto::receipt::SALT_HEADER)
+            .and_then(|v| cloak_proto::receipt::parse_salt(v.as_bytes()));
         let retry_after = header("retry-after");
         let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -268,6 +281,7 @@ pub(crate) async fn exchange(
             status,
             header_len,
             receipt,
+            receipt_salt,
             retry_after,
             body,
         })

@@ -99,7 +99,11 @@ impl Response {
         server: &VerifiedServer,
         request_body: &[u8],
     ) -> Result<Receipt, Error> {
-        session::verify_receipt(self, server, &cloak_crypto::hash::sha256(request_body))
+        let digest = match &self.receipt_salt {
+            Some(salt) => cloak_proto::receipt::salted_digest(salt, request_body),
+            None => cloak_crypto::hash::sha256(request_body),
+        };
+        session::verify_receipt(self, server, &digest)
     }
 }
 

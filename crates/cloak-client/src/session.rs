@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cloak_proto::kserve::{self, InferRequest, InferResponse, TensorEncoding};
-use cloak_proto::receipt::{Receipt, ReceiptError};
+use cloak_proto::receipt::{Receipt, ReceiptError, SALT_LEN, Salt, salted_digest};
 
 use crate::appraise::VerifiedServer;
 use crate::error::{Error, ServerStatus};
@@ -38,6 +38,9 @@ pub struct Inference {
     pub receipt: Receipt,
     /// The receipt as the server sent it (the `Cloak-Receipt` header value), for keeping.
     pub receipt_text: String,
+    /// The salt of the receipt's digests, to keep with it: checking the receipt against the
+    /// bodies later takes it (`cloak receipt verify --salt`).
+    pub receipt_salt: Option<Salt>,
 }
 
 impl Session {
@@ -96,18 +99,28 @@ impl Session {
         header_len: Option<usize>,
     ) -> Result<(Response, Option<Receipt>), Error> {
         let body = body.into();
+        // A fresh salt for the receipt's digests, sent with the request and kept with the
+        // receipt: without it, nobody holding the receipt can test guesses of the bodies.
+        let mut salt = [0u8; SALT_LEN];
+        getrandom::fill(&mut salt).map_err(|e| Error::Config(format!("random salt: {e}")))?;
         let hashed = body.clone();
-        let digest = tokio::task::spawn_blocking(move || cloak_crypto::hash::sha256(&hashed));
+        let digest = tokio::task::spawn_blocking(move || salted_digest(&salt, &hashed));
         let (response, digest) = tokio::join!(
-            self.send(Method::Post, path, body.clone(), header_len),
+            self.send_salted(Method::Post, path, body.clone(), header_len, Some(&salt)),
             digest
         );
         let response = response?;
         if !response.is_success() {
             return Ok((response, None));
         }
+        if response.receipt_salt != Some(salt) {
+            return Err(ReceiptError::Malformed(
+                "the server did not return the receipt salt it was sent".into(),
+            )
+            .into());
+        }
         // The task cannot fail (hashing does not panic); if it somehow did, hash here.
-        let digest = digest.unwrap_or_else(|_| cloak_crypto::hash::sha256(&body));
+        let digest = digest.unwrap_or_else(|_| salted_digest(&salt, &body));
         let receipt = verify_receipt(&response, self.server(), &digest)?;
         Ok((response, Some(receipt)))
     }
@@ -126,7 +139,19 @@ impl Session {
         body: impl Into<Bytes>,
         header_len: Option<usize>,
     ) -> Result<Response, Error> {
-        let body = body.into();
+        self.send_salted(method, path, body.into(), header_len, None)
+            .await
+    }
+
+    /// [`Session::send`], with the receipt salt to send, if any.
+    async fn send_salted(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        header_len: Option<usize>,
+        salt: Option<&Salt>,
+    ) -> Result<Response, Error> {
         match &self.appraisal.route {
             Route::AttestedTls { endpoint, .. } => {
                 http::request(
@@ -136,6 +161,7 @@ impl Session {
                     path,
                     body,
                     header_len,
+                    salt,
                 )
                 .await
             }
@@ -156,6 +182,7 @@ impl Session {
                     path,
                     &body,
                     header_len,
+                    salt,
                 )
                 .await
             }
@@ -196,10 +223,12 @@ pub(crate) fn into_inference(
         response: parsed,
         receipt,
         receipt_text: response.receipt.unwrap_or_default(),
+        receipt_salt: response.receipt_salt,
     })
 }
 
-/// Verifies `response`'s receipt against `server`'s claims and the request body's SHA-256:
+/// Verifies `response`'s receipt against `server`'s claims and the request body's digest (salted
+/// with the response's salt for a salted receipt):
 /// signed by the attested receipt key, over the evidence and a model the claims state, for
 /// exactly this request and this response.
 pub(crate) fn verify_receipt(
@@ -213,6 +242,6 @@ pub(crate) fn verify_receipt(
         .ok_or_else(|| ReceiptError::Malformed("the response carries no receipt".into()))?;
     let receipt = Receipt::verify(text, server.claims())?;
     receipt.check_request_digest(request_sha256)?;
-    receipt.check_response(&response.body)?;
+    receipt.check_response(response.receipt_salt.as_ref(), &response.body)?;
     Ok(receipt)
 }

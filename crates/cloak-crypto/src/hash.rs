@@ -9,6 +9,17 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// SHA-256 of the concatenation of `parts`, without copying them together.
+pub fn sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
+    let mut context = digest::Context::new(&digest::SHA256);
+    for part in parts {
+        context.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
 /// SHA-384 of `data`.
 pub fn sha384(data: &[u8]) -> [u8; 48] {
     let mut out = [0u8; 48];
@@ -36,5 +47,6 @@ mod tests {
         );
         assert!(hex::encode(sha384(b"abc")).starts_with("cb00753f45a35e8bb5a03d699ac65007"));
         assert!(hex::encode(sha512(b"abc")).starts_with("ddaf35a193617abacc417349ae204131"));
+        assert_eq!(sha256_parts(&[b"a", b"", b"bc"]), sha256(b"abc"));
     }
 }

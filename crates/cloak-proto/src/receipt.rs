@@ -8,14 +8,20 @@
 //!
 //! | key | CBOR value | meaning |
 //! |---|---|---|
-//! | `v` | uint `1` | the layout version |
+//! | `v` | uint `2` (salted digests) or `1` (plain digests, from servers before salting) | the layout version |
 //! | `model` | tstr | the model that ran |
 //! | `time` | uint | when the response was made, Unix milliseconds |
-//! | `input` | bstr(32) | SHA-256 of the request body exactly as the server received it (JSON header and binary tensors) |
-//! | `output` | bstr(32) | SHA-256 of the response body exactly as sent |
+//! | `input` | bstr(32) | SHA-256 of the salt and the request body exactly as the server received it (JSON header and binary tensors): `SHA-256(salt ‖ body)`; in version 1, `SHA-256(body)` |
+//! | `output` | bstr(32) | the same over the response body exactly as sent |
 //! | `evidence` | bstr(32) | SHA-256 of the server's identity claims (without a nonce) the request was accepted under — those of its connection's certificate, or those the encrypted request's client appraised ([`EVIDENCE_HEADER`]) — if the server still stands by them, else those in force when it answered: [`IdentityClaims::evidence_digest`] |
 //! | `request-id` | tstr | the server's id for this request (random, 128 bits, hex) |
 //! | `model-sha256` | bstr(32) | SHA-256 of the model's plaintext, as the claims state it |
+//!
+//! The salt is 16 random bytes known to the two parties and not in the receipt: the client
+//! sends it with the request ([`SALT_HEADER`], inside attested TLS or the encapsulation) and
+//! the server echoes it in the response (choosing one when the client sent none). Whoever
+//! holds a receipt without the salt cannot test guesses of the bodies against it; checking a
+//! receipt against bodies takes the salt too.
 //!
 //! `signature` is ECDSA P-256 / SHA-256 (ASN.1 DER) over `"cloak-receipt/v1" ‖ 0x00 ‖ payload`
 //! by the receipt key whose SubjectPublicKeyInfo the attested claims carry (`receipt-key`). A
@@ -40,6 +46,30 @@ pub const REQUEST_ID_HEADER: &str = "cloak-request-id";
 /// server attested it, so that claims changing mid-request (a model becoming ready) do not
 /// make a correct answer fail verification.
 pub const EVIDENCE_HEADER: &str = "cloak-evidence";
+/// The request and response header carrying the receipt's salt: 16 bytes as 32 lowercase hex
+/// digits.
+pub const SALT_HEADER: &str = "cloak-receipt-salt";
+/// The salt's length in bytes.
+pub const SALT_LEN: usize = 16;
+
+/// A receipt salt.
+pub type Salt = [u8; SALT_LEN];
+
+/// A salt header's value, if it is one.
+pub fn parse_salt(value: &[u8]) -> Option<Salt> {
+    if value.len() != 2 * SALT_LEN || value.iter().any(u8::is_ascii_uppercase) {
+        return None;
+    }
+    let mut salt = [0u8; SALT_LEN];
+    hex::decode_to_slice(value, &mut salt).ok()?;
+    Some(salt)
+}
+
+/// The digest a salted receipt states for `body`: `SHA-256(salt ‖ body)`.
+pub fn salted_digest(salt: &Salt, body: &[u8]) -> [u8; 32] {
+    cloak_crypto::hash::sha256_parts(&[salt, body])
+}
+
 /// What the signature covers before the payload.
 const CONTEXT: &[u8] = b"cloak-receipt/v1\0";
 /// The most receipt text a reader accepts.
@@ -62,13 +92,15 @@ pub struct Receipt {
     pub request_id: String,
     /// SHA-256 of the identity claims (no nonce) in force.
     pub evidence_sha256: [u8; 32],
+    /// Whether the body digests are salted (layout version 2).
+    pub salted: bool,
 }
 
 impl Receipt {
     /// The deterministic CBOR payload.
     pub fn payload(&self) -> Vec<u8> {
         let entries = vec![
-            ("v", Value::Integer(1.into())),
+            ("v", Value::Integer(if self.salted { 2 } else { 1 }.into())),
             ("model", Value::Text(self.model.clone())),
             ("time", Value::Integer(self.time_ms.into())),
             ("input", Value::Bytes(self.input_sha256.to_vec())),
@@ -140,33 +172,50 @@ impl Receipt {
         }
     }
 
-    /// Checks that this receipt is for the request and response bodies given.
-    pub fn check_bodies(&self, request: &[u8], response: &[u8]) -> Result<(), ReceiptError> {
-        self.check_request(request)?;
-        self.check_response(response)
+    /// Checks that this receipt is for the request and response bodies given, with the salt
+    /// (required for a salted receipt, ignored for a version-1 one).
+    pub fn check_bodies(
+        &self,
+        salt: Option<&Salt>,
+        request: &[u8],
+        response: &[u8],
+    ) -> Result<(), ReceiptError> {
+        self.check_request(salt, request)?;
+        self.check_response(salt, response)
     }
 
-    /// Checks that this receipt is for the request body given.
-    pub fn check_request(&self, request: &[u8]) -> Result<(), ReceiptError> {
-        self.check_request_digest(&cloak_crypto::hash::sha256(request))
+    /// Checks that this receipt is for the request body given, with the salt.
+    pub fn check_request(&self, salt: Option<&Salt>, request: &[u8]) -> Result<(), ReceiptError> {
+        self.check_request_digest(&self.digest(salt, request)?)
     }
 
-    /// Checks that this receipt is for a request body whose SHA-256 is `sha256` (computed by the
-    /// caller, for instance while the request was in flight).
-    pub fn check_request_digest(&self, sha256: &[u8; 32]) -> Result<(), ReceiptError> {
-        if *sha256 == self.input_sha256 {
+    /// Checks that this receipt is for a request body whose digest is `digest` — salted as the
+    /// receipt says ([`salted_digest`]), computed by the caller, for instance while the request
+    /// was in flight.
+    pub fn check_request_digest(&self, digest: &[u8; 32]) -> Result<(), ReceiptError> {
+        if *digest == self.input_sha256 {
             Ok(())
         } else {
             Err(ReceiptError::Input)
         }
     }
 
-    /// Checks that this receipt is for the response body given.
-    pub fn check_response(&self, response: &[u8]) -> Result<(), ReceiptError> {
-        if cloak_crypto::hash::sha256(response) == self.output_sha256 {
+    /// Checks that this receipt is for the response body given, with the salt.
+    pub fn check_response(&self, salt: Option<&Salt>, response: &[u8]) -> Result<(), ReceiptError> {
+        if self.digest(salt, response)? == self.output_sha256 {
             Ok(())
         } else {
             Err(ReceiptError::Output)
+        }
+    }
+
+    /// The digest this receipt states for `body`: salted for version 2 (the salt required),
+    /// plain for version 1.
+    fn digest(&self, salt: Option<&Salt>, body: &[u8]) -> Result<[u8; 32], ReceiptError> {
+        match (self.salted, salt) {
+            (true, Some(salt)) => Ok(salted_digest(salt, body)),
+            (true, None) => Err(ReceiptError::SaltMissing),
+            (false, _) => Ok(cloak_crypto::hash::sha256(body)),
         }
     }
 
@@ -190,9 +239,11 @@ impl Receipt {
                 .remove(key)
                 .ok_or_else(|| ReceiptError::Malformed(format!("no {key}")))
         };
-        if take("v")? != Value::Integer(1.into()) {
-            return Err(ReceiptError::Malformed("not version 1".into()));
-        }
+        let salted = match take("v")? {
+            Value::Integer(v) if v == 1.into() => false,
+            Value::Integer(v) if v == 2.into() => true,
+            _ => return Err(ReceiptError::Malformed("not version 1 or 2".into())),
+        };
         let receipt = Self {
             model: text(take("model")?, "model")?,
             model_sha256: digest(take("model-sha256")?, "model-sha256")?,
@@ -201,6 +252,7 @@ impl Receipt {
             time_ms: uint(take("time")?, "time")?,
             request_id: text(take("request-id")?, "request-id")?,
             evidence_sha256: digest(take("evidence")?, "evidence")?,
+            salted,
         };
         if let Some(key) = fields.keys().next() {
             return Err(ReceiptError::Malformed(format!("unknown key {key}")));
@@ -262,6 +314,9 @@ pub enum ReceiptError {
     /// The response body is not the one the receipt covers.
     #[error("the receipt covers another response body")]
     Output,
+    /// The receipt's digests are salted and no salt was given.
+    #[error("the receipt's digests are salted: give the salt that came with it")]
+    SaltMissing,
 }
 
 impl ReceiptError {
@@ -274,6 +329,7 @@ impl ReceiptError {
             Self::Model(_) => "receipt-model-mismatch",
             Self::Input => "receipt-input-mismatch",
             Self::Output => "receipt-output-mismatch",
+            Self::SaltMissing => "receipt-salt-missing",
         }
     }
 }

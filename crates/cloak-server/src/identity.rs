@@ -176,7 +176,7 @@ impl ServerIdentity {
         &self.gateway
     }
 
-    /// Signs a receipt for an inference over `model`, naming the evidence the request was
+    /// Signs a receipt for an inference over `model` (its digests salted), naming the evidence the request was
     /// accepted under: `accepted_under`, when it is the digest of claims this process attested
     /// (now or among its last [`EARLIER_CLAIMS`]) that list `model` with its digest — the
     /// certificate of the request's connection, or the claims an encrypted request's client
@@ -204,6 +204,7 @@ impl ServerIdentity {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             request_id,
             evidence_sha256,
+            salted: true,
         };
         receipt
             .sign(&self.receipt_key)

@@ -708,7 +708,9 @@ async fn encapsulated_requests_match_attested_tls_and_carry_receipts() {
             .await
             .unwrap();
         let receipt = receipt.expect("a successful inference carries a verified receipt");
-        receipt.check_bodies(body.body(), &response.body).unwrap();
+        receipt
+            .check_bodies(response.receipt_salt.as_ref(), body.body(), &response.body)
+            .unwrap();
         let (refused, none) = session
             .send_inference("/v2/models/nope/infer", body.body().to_vec(), None)
             .await

@@ -169,9 +169,47 @@ async fn an_inference_carries_a_receipt_for_exactly_its_bodies() {
     let receipt = Receipt::verify(receipt, &claims).unwrap();
     assert_eq!(receipt.request_id, request_id);
     assert_eq!(receipt.model, "demo");
-    receipt.check_bodies(&body, &answer.body).unwrap();
-    // Another request body is not the one it covers.
-    assert!(receipt.check_bodies(b"{}", &answer.body).is_err());
+    // A client that sent no salt gets the one the server chose, to keep with the receipt.
+    let salt =
+        cloak_proto::receipt::parse_salt(answer.headers["cloak-receipt-salt"].as_bytes()).unwrap();
+    assert!(receipt.salted);
+    receipt
+        .check_bodies(Some(&salt), &body, &answer.body)
+        .unwrap();
+    // Another request body is not the one it covers; nor does it check without the salt.
+    assert!(
+        receipt
+            .check_bodies(Some(&salt), b"{}", &answer.body)
+            .is_err()
+    );
+    assert_eq!(
+        receipt
+            .check_bodies(None, &body, &answer.body)
+            .unwrap_err()
+            .code(),
+        "receipt-salt-missing"
+    );
+    // A client's own salt is used and echoed.
+    let chosen = [0x42u8; 16];
+    let answer = call(
+        &server,
+        Request::post("/v2/models/demo/infer")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("cloak-receipt-salt", hex::encode(chosen))
+            .body(Body::from(body.clone()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.error());
+    assert_eq!(
+        answer.headers["cloak-receipt-salt"],
+        hex::encode(chosen).as_str()
+    );
+    let receipt =
+        Receipt::verify(answer.headers["cloak-receipt"].to_str().unwrap(), &claims).unwrap();
+    receipt
+        .check_bodies(Some(&chosen), &body, &answer.body)
+        .unwrap();
 
     // Binary tensors out, as tritonclient asks for them.
     let binary = demo_request()

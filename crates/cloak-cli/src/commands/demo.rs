@@ -255,8 +255,9 @@ async fn steps(root: &Path) -> Result<(), Failure> {
     )
     .map_err(demo_error)?;
     let receipt = Receipt::verify(&text, recorded.claims()).map_err(demo_error)?;
+    let salt = response.receipt_salt;
     receipt
-        .check_bodies(&request_body, &response.body)
+        .check_bodies(salt.as_ref(), &request_body, &response.body)
         .map_err(demo_error)?;
     say!(
         "   VALID: model {} answered request {} (input sha256 {}…, output sha256 {}…)",
@@ -269,7 +270,7 @@ async fn steps(root: &Path) -> Result<(), Failure> {
     if let Some(byte) = forged.iter_mut().rev().find(|b| b.is_ascii_digit()) {
         *byte = if *byte == b'9' { b'8' } else { *byte + 1 };
     }
-    match receipt.check_response(&forged) {
+    match receipt.check_response(salt.as_ref(), &forged) {
         Err(e) => say!(
             "   a response with one digit changed: rejected ({})\n",
             e.code()

@@ -28,7 +28,10 @@ pub(crate) struct InferArgs {
     /// The KServe v2 inference request body (JSON)
     #[arg(long, value_name = "REQUEST.json")]
     input: PathBuf,
-    /// Save the response's receipt (the Cloak-Receipt header value) here
+    /// Save the response's receipt here: the Cloak-Receipt header value on the first line, and
+    /// `salt=HEX` (the salt of its digests, which checking it against the bodies takes) on the
+    /// second. Share the first line alone to prove which model answered without letting anyone
+    /// test guesses of the bodies
     #[arg(long, value_name = "FILE")]
     receipt_out: Option<PathBuf>,
     /// Print exactly the KServe v2 response body (JSON) and nothing else
@@ -76,7 +79,11 @@ pub(crate) fn run(args: &InferArgs) -> Result<(), Reported> {
         return Err(Failure::usage("server-error", status.to_string()).into());
     };
     if let (Some(path), Some(text)) = (&args.receipt_out, &response.receipt) {
-        files::write_new(path, text.as_bytes(), "receipt")?;
+        let mut kept = format!("{text}\n");
+        if let Some(salt) = &response.receipt_salt {
+            kept.push_str(&format!("salt={}\n", hex::encode(salt)));
+        }
+        files::write_new(path, kept.as_bytes(), "receipt")?;
     }
     // A request that asked for binary outputs gets them; show them as JSON.
     let body = match response.header_len {

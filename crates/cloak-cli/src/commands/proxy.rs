@@ -281,6 +281,9 @@ async fn forward(
             {
                 out = out.header(cloak_proto::receipt::HEADER, receipt);
             }
+            if let Some(salt) = &response.receipt_salt {
+                out = out.header(cloak_proto::receipt::SALT_HEADER, hex::encode(salt));
+            }
             if let Some(retry) = response
                 .retry_after
                 .as_deref()

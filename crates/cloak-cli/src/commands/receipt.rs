@@ -33,8 +33,13 @@ pub(crate) enum ReceiptCommand {
 /// Arguments of `cloak receipt verify`.
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// The receipt: a file holding the `Cloak-Receipt` header value
+    /// The receipt: a file holding the `Cloak-Receipt` header value, and optionally a second
+    /// line `salt=HEX` (as `cloak infer --receipt-out` writes it)
     receipt: PathBuf,
+    /// The salt of the receipt's digests (32 hex digits), when the file does not hold it:
+    /// checking --request or --response takes it
+    #[arg(long, value_name = "HEX")]
+    salt: Option<String>,
     /// The server's attestation (JSON, from `cloak attest server --attestation-out` or `cloak infer
     /// --attestation-out`)
     #[arg(long, value_name = "FILE")]
@@ -74,6 +79,20 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
     let text = read_limited(&args.receipt, MAX_RECEIPT_LEN as u64 + 2, "receipt")?;
     let text = String::from_utf8(text)
         .map_err(|_| Failure::usage("unreadable-input", "the receipt is not text"))?;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let text = lines.next().unwrap_or_default().to_owned();
+    let kept_salt = lines.find_map(|l| l.strip_prefix("salt="));
+    let salt = match args.salt.as_deref().or(kept_salt) {
+        None => None,
+        Some(hex) => Some(
+            cloak_proto::receipt::parse_salt(hex.as_bytes()).ok_or_else(|| {
+                Failure::usage(
+                    "invalid-argument",
+                    "the salt is 32 lowercase hex digits (16 bytes)",
+                )
+            })?,
+        ),
+    };
     let document: AttestationDocument =
         serde_json::from_slice(&read_limited(&args.attestation, MAX_FILE, "attestation")?)
             .map_err(|e| {
@@ -117,14 +136,15 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
     };
     let mut bodies = Vec::new();
     if let Some(path) = &args.request {
-        let check = receipt.check_request(&read_limited(path, MAX_FILE, "request")?);
+        let check = receipt.check_request(salt.as_ref(), &read_limited(path, MAX_FILE, "request")?);
         if let Err(e) = check {
             return Err(rejected(e.code(), &e.to_string(), args.json));
         }
         bodies.push("request");
     }
     if let Some(path) = &args.response {
-        let check = receipt.check_response(&read_limited(path, MAX_FILE, "response")?);
+        let check =
+            receipt.check_response(salt.as_ref(), &read_limited(path, MAX_FILE, "response")?);
         if let Err(e) = check {
             return Err(rejected(e.code(), &e.to_string(), args.json));
         }

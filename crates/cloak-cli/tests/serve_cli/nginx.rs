@@ -241,6 +241,18 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
     let mut changed = verify.clone();
     changed[2] = s(&tampered);
     refused(&changed);
+    // The receipt alone (its first line, as one would share it) proves the model but cannot be
+    // checked against bodies without the salt kept beside it.
+    let (shared_text, salt_line) = text.trim().split_once('\n').unwrap();
+    let salt = salt_line.strip_prefix("salt=").unwrap();
+    assert_eq!(salt.len(), 32);
+    let shared = dir.join("shared-receipt.txt");
+    std::fs::write(&shared, shared_text).unwrap();
+    let mut unsalted = verify.clone();
+    unsalted[2] = s(&shared);
+    assert!(refused(&unsalted).contains("receipt-salt-missing"));
+    unsalted.extend_from_slice(&["--salt", salt]);
+    ok(&cloak(&unsalted));
     let zeros = "00".repeat(32);
     let mut rejecting = verify.clone();
     let pin = rejecting

@@ -27,6 +27,51 @@ fn receipt(claims: &IdentityClaims) -> Receipt {
         time_ms: 1_795_000_000_000,
         request_id: "00112233445566778899aabbccddeeff".to_owned(),
         evidence_sha256: claims.evidence_digest(),
+        salted: false,
+    }
+}
+
+const SALT: Salt = [0x5a; SALT_LEN];
+
+/// A receipt as servers make them now: digests salted.
+fn salted(claims: &IdentityClaims) -> Receipt {
+    Receipt {
+        input_sha256: salted_digest(&SALT, b"request"),
+        output_sha256: salted_digest(&SALT, b"response"),
+        salted: true,
+        ..receipt(claims)
+    }
+}
+
+#[test]
+fn a_salted_receipt_checks_bodies_only_with_its_salt() {
+    let key = SigningKey::generate().unwrap();
+    let claims = claims(&key);
+    let text = salted(&claims).sign(&key).unwrap();
+    let opened = Receipt::verify(&text, &claims).unwrap();
+    assert!(opened.salted);
+    opened
+        .check_bodies(Some(&SALT), b"request", b"response")
+        .unwrap();
+    assert_eq!(
+        opened.check_bodies(None, b"request", b"response"),
+        Err(ReceiptError::SaltMissing)
+    );
+    let other = [0x5b; SALT_LEN];
+    assert_eq!(
+        opened.check_bodies(Some(&other), b"request", b"response"),
+        Err(ReceiptError::Input)
+    );
+    assert_eq!(
+        opened.check_response(Some(&SALT), b"responsE"),
+        Err(ReceiptError::Output)
+    );
+    // Whoever holds the receipt but not the salt cannot test a guessed body against it.
+    assert_ne!(opened.input_sha256, cloak_crypto::hash::sha256(b"request"));
+    // The salt's wire form: 32 lowercase hex digits, nothing else.
+    assert_eq!(parse_salt(hex::encode(SALT).as_bytes()), Some(SALT));
+    for bad in ["5A".repeat(16), "5a".repeat(15), "zz".repeat(16)] {
+        assert_eq!(parse_salt(bad.as_bytes()), None, "{bad}");
     }
 }
 
@@ -37,13 +82,14 @@ fn a_signed_receipt_verifies_against_its_claims_and_bodies() {
     let text = receipt(&claims).sign(&key).unwrap();
     let opened = Receipt::verify(&text, &claims).unwrap();
     assert_eq!(opened, receipt(&claims));
-    opened.check_bodies(b"request", b"response").unwrap();
+    // A version-1 receipt (from a server before salting) has plain digests.
+    opened.check_bodies(None, b"request", b"response").unwrap();
     assert_eq!(
-        opened.check_bodies(b"requesT", b"response"),
+        opened.check_bodies(None, b"requesT", b"response"),
         Err(ReceiptError::Input)
     );
     assert_eq!(
-        opened.check_bodies(b"request", b"responsE"),
+        opened.check_bodies(None, b"request", b"responsE"),
         Err(ReceiptError::Output)
     );
     // A digest computed beforehand is held to the same request.

@@ -314,8 +314,18 @@ async fn infer_request(
             ),
         )
     })?;
+    let salt = match headers.get(receipt::SALT_HEADER) {
+        None => None,
+        Some(value) => Some(receipt::parse_salt(value.as_bytes()).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{} is not {} lowercase hex digits",
+                receipt::SALT_HEADER,
+                2 * receipt::SALT_LEN
+            ))
+        })?),
+    };
     let inference = service
-        .infer(model, body, header_len, context.accepted_under)
+        .infer(model, body, header_len, context.accepted_under, salt)
         .await?;
     Ok(answer(inference))
 }
@@ -376,6 +386,9 @@ fn answer(inference: Inference) -> Response {
     ) {
         headers.insert(receipt::REQUEST_ID_HEADER, id);
         headers.insert(receipt::HEADER, receipt);
+    }
+    if let Ok(salt) = HeaderValue::from_str(&hex::encode(inference.salt)) {
+        headers.insert(receipt::SALT_HEADER, salt);
     }
     (StatusCode::OK, headers, Body::from(inference.body)).into_response()
 }

@@ -42,18 +42,20 @@ use crate::service::{ReplayRefusal, Service};
 const OVERHEAD: usize = 64 * 1024;
 /// Inner request headers passed to the KServe handlers; the rest are dropped. Names are
 /// lower case, as Binary HTTP carries them.
-const FORWARDED: [&str; 3] = [
+const FORWARDED: [&str; 4] = [
     "content-type",
     "content-encoding",
     "inference-header-content-length",
+    cloak_proto::receipt::SALT_HEADER,
 ];
 /// Inner response headers returned to the client.
-const RETURNED: [&str; 5] = [
+const RETURNED: [&str; 6] = [
     "content-type",
     "retry-after",
     "inference-header-content-length",
     cloak_proto::receipt::HEADER,
     cloak_proto::receipt::REQUEST_ID_HEADER,
+    cloak_proto::receipt::SALT_HEADER,
 ];
 
 /// The gateway's state: the service, and the KServe routes that inner requests are sent to.

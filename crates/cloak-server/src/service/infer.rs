@@ -1,7 +1,7 @@
 //! One inference: parse the KServe request, admit it, run it on a worker, encode the response
 //! and sign its receipt.
 //!
-//! The receipt's input digest (SHA-256 of the request body as received) is computed off the
+//! The receipt's input digest (SHA-256 of the salt and the request body as received) is computed off the
 //! critical path: with a worker free at once, the request's own thread hashes the body while
 //! the worker runs the model; a request that has to queue is hashed before it waits, so that it
 //! does not hold its body as well as its tensors while queued. No extra thread is used per
@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cloak_proto::kserve::{EncodedBody, InferRequest, InferResponse, NamedTensor, TensorEncoding};
+use cloak_proto::receipt::{SALT_LEN, Salt, salted_digest};
 use cloak_proto::tensor::Tensor;
 
 use super::{MODEL_VERSION, Service, ServiceError};
@@ -31,6 +32,8 @@ pub(crate) struct Inference {
     pub(crate) request_id: String,
     /// The receipt (base64url text).
     pub(crate) receipt: String,
+    /// The salt of the receipt's digests.
+    pub(crate) salt: Salt,
 }
 
 impl Service {
@@ -43,7 +46,10 @@ impl Service {
         body: Bytes,
         header_len: Option<usize>,
         accepted_under: Option<[u8; 32]>,
+        salt: Option<Salt>,
     ) -> Result<Inference, ServiceError> {
+        // The client's salt, or a fresh one: the receipt's digests are salted either way.
+        let salt = salt.unwrap_or_else(random_salt);
         let codec = self.codec_limits();
         // A large body is hashed and parsed off the async workers, in one pass over memory
         // while it is warm; a small one is parsed here and hashed later, in parallel with the
@@ -51,7 +57,7 @@ impl Service {
         let (request, mut input) = if body.len() >= super::OFFLOAD_BYTES {
             let (request, digest) = self
                 .prepare(body.len(), move || {
-                    let digest = cloak_crypto::hash::sha256(&body);
+                    let digest = salted_digest(&salt, &body);
                     (InferRequest::parse(&body, header_len, &codec), digest)
                 })
                 .await?;
@@ -80,7 +86,7 @@ impl Service {
             None => {
                 // Hashed before it waits, so that it does not hold its body as well as its
                 // tensors while queued.
-                input = InputDigest::Done(input.finish());
+                input = InputDigest::Done(input.finish(&salt));
                 let queued = Instant::now();
                 let permit = self
                     .admission
@@ -97,9 +103,9 @@ impl Service {
         let worker = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _in_flight = InFlight::enter(&service.metrics);
-            job.run(&service.metrics, &worker_model)
+            job.run(&service.metrics, &worker_model, &salt)
         });
-        let input_sha256 = input.finish();
+        let input_sha256 = input.finish(&salt);
         let (encoded, output_sha256) = match worker.await {
             Ok(result) => result?,
             Err(_) => {
@@ -128,8 +134,18 @@ impl Service {
             body: std::mem::take(&mut *encoded.into_body()),
             request_id,
             receipt,
+            salt,
         })
     }
+}
+
+/// A fresh receipt salt.
+fn random_salt() -> Salt {
+    let mut salt = [0u8; SALT_LEN];
+    // As for request ids: the OS random source does not fail on Linux; were it to, the salt
+    // would be all zeros and the digests merely unsalted in effect.
+    let _ = getrandom::fill(&mut salt);
+    salt
 }
 
 /// Everything a worker needs from the request: its tensors, and what the response must hold.
@@ -174,6 +190,7 @@ impl Job {
         self,
         metrics: &Metrics,
         model: &LoadedModel,
+        salt: &Salt,
     ) -> Result<(EncodedBody, [u8; 32]), ServiceError> {
         let compute = Instant::now();
         let outputs = model.model.session().run(self.inputs)?;
@@ -196,7 +213,7 @@ impl Job {
                 .find(|(name, _)| name == output)
                 .map_or(TensorEncoding::Json, |(_, encoding)| *encoding)
         })?;
-        let output_sha256 = cloak_crypto::hash::sha256(encoded.body());
+        let output_sha256 = salted_digest(salt, encoded.body());
         Ok((encoded, output_sha256))
     }
 }
@@ -208,10 +225,10 @@ enum InputDigest {
 }
 
 impl InputDigest {
-    fn finish(self) -> [u8; 32] {
+    fn finish(self, salt: &Salt) -> [u8; 32] {
         match self {
             Self::Done(digest) => digest,
-            Self::Pending(body) => cloak_crypto::hash::sha256(&body),
+            Self::Pending(body) => salted_digest(salt, &body),
         }
     }
 }
