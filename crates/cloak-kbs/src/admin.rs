@@ -112,14 +112,48 @@ impl AdminClient {
 
     /// `GET /kbs/v1/admin/audit[?verify=true]`.
     pub fn audit(&self, verify: bool) -> Result<AuditResponse, AdminError> {
-        let path = if verify {
-            "/kbs/v1/admin/audit?verify=true"
-        } else {
-            "/kbs/v1/admin/audit"
+        let mut all = AuditResponse {
+            records: Vec::new(),
+            verification: None,
+            next: None,
         };
+        self.audit_pages(verify, |page| {
+            all.records.extend(page.records);
+            if page.verification.is_some() {
+                all.verification = page.verification;
+            }
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// The audit log a page at a time, oldest first, each page handed to `each` as it arrives
+    /// (the first one carrying the check of the whole chain, with `verify`); for logs too large
+    /// to hold.
+    pub fn audit_pages(
+        &self,
+        verify: bool,
+        mut each: impl FnMut(AuditResponse) -> Result<(), AdminError>,
+    ) -> Result<(), AdminError> {
+        let mut after = 0;
+        let mut first = true;
+        loop {
+            let page = self.audit_page(verify && first, after)?;
+            first = false;
+            let next = page.next.filter(|n| *n > after);
+            each(page)?;
+            match next {
+                Some(n) => after = n,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn audit_page(&self, verify: bool, after: u64) -> Result<AuditResponse, AdminError> {
+        let path = format!("/kbs/v1/admin/audit?after={after}&verify={verify}");
         let response = self
             .agent
-            .get(self.url(path))
+            .get(self.url(&path))
             .header("authorization", self.authorization())
             .call()
             .map_err(unreachable)?;

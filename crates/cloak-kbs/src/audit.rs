@@ -127,42 +127,110 @@ fn self_consistent(key: &[u8; 32], record: &AuditRecord) -> bool {
 /// * `reordered`: a record's `prev` is the hash of another record than the one before it;
 /// * `edited`: a record's fields (or its `prev` or `hash`) no longer give its hash.
 pub fn verify(key: &[u8; 32], records: &[AuditRecord]) -> AuditVerification {
-    let hashes: HashSet<&str> = records.iter().map(|r| r.hash.as_str()).collect();
-    let mut expected_prev = GENESIS;
-    let mut expected_seq: u64 = 1;
-    let broken = |seq: u64, problem: &str| AuditVerification {
-        intact: false,
-        records: u64::try_from(records.len()).unwrap_or(u64::MAX),
-        head: records
-            .last()
-            .map_or_else(|| GENESIS.to_owned(), |r| r.hash.clone()),
-        first_bad_seq: Some(seq),
-        problem: Some(problem.to_owned()),
-    };
+    let mut check = ChainCheck::new(key);
     for record in records {
-        if record.seq != expected_seq {
-            return broken(expected_seq, PROBLEM_MISSING);
+        check.know(&record.hash);
+    }
+    for record in records {
+        check.push(record);
+    }
+    check.finish()
+}
+
+/// [`verify`] over a log read in pages: the hashes of every record first (32 bytes each are
+/// held), then the records in order, one page at a time.
+pub struct ChainCheck<'k> {
+    key: &'k [u8; 32],
+    hashes: HashSet<[u8; 32]>,
+    expected_prev: String,
+    expected_seq: u64,
+    records: u64,
+    head: String,
+    broken: Option<(u64, &'static str)>,
+}
+
+impl<'k> ChainCheck<'k> {
+    /// A check under `key`; give it every record's hash ([`ChainCheck::know`]), then every
+    /// record in order ([`ChainCheck::push`]).
+    pub fn new(key: &'k [u8; 32]) -> Self {
+        Self {
+            key,
+            hashes: HashSet::new(),
+            expected_prev: GENESIS.to_owned(),
+            expected_seq: 1,
+            records: 0,
+            head: GENESIS.to_owned(),
+            broken: None,
         }
-        let consistent = self_consistent(key, record);
-        let linked = record.prev == expected_prev;
+    }
+
+    /// Notes that a record of the log has this hash (hex), to tell a reordered record from a
+    /// missing one.
+    pub fn know(&mut self, hash: &str) {
+        if let Some(hash) = hash_bytes(hash) {
+            self.hashes.insert(hash);
+        }
+    }
+
+    /// Checks the next record.
+    pub fn push(&mut self, record: &AuditRecord) {
+        self.records = self.records.saturating_add(1);
+        self.head.clone_from(&record.hash);
+        if self.broken.is_some() {
+            return;
+        }
+        if record.seq != self.expected_seq {
+            self.broken = Some((self.expected_seq, PROBLEM_MISSING));
+            return;
+        }
+        let consistent = self_consistent(self.key, record);
+        let linked = record.prev == self.expected_prev;
+        let prev_elsewhere = record.prev != record.hash
+            && hash_bytes(&record.prev).is_some_and(|h| self.hashes.contains(&h));
         match (consistent, linked) {
             (true, true) => {}
-            (_, false) if record.prev != record.hash && hashes.contains(record.prev.as_str()) => {
-                return broken(record.seq, PROBLEM_REORDERED);
+            (_, false) if prev_elsewhere => {
+                self.broken = Some((record.seq, PROBLEM_REORDERED));
+                return;
             }
-            (true, false) => return broken(record.seq, PROBLEM_MISSING),
-            (false, _) => return broken(record.seq, PROBLEM_EDITED),
+            (true, false) => {
+                self.broken = Some((record.seq, PROBLEM_MISSING));
+                return;
+            }
+            (false, _) => {
+                self.broken = Some((record.seq, PROBLEM_EDITED));
+                return;
+            }
         }
-        expected_prev = &record.hash;
-        expected_seq = expected_seq.saturating_add(1);
+        self.expected_prev.clone_from(&record.hash);
+        self.expected_seq = self.expected_seq.saturating_add(1);
     }
-    AuditVerification {
-        intact: true,
-        records: u64::try_from(records.len()).unwrap_or(u64::MAX),
-        head: expected_prev.to_owned(),
-        first_bad_seq: None,
-        problem: None,
+
+    /// The verdict.
+    pub fn finish(self) -> AuditVerification {
+        match self.broken {
+            None => AuditVerification {
+                intact: true,
+                records: self.records,
+                head: self.expected_prev,
+                first_bad_seq: None,
+                problem: None,
+            },
+            Some((seq, problem)) => AuditVerification {
+                intact: false,
+                records: self.records,
+                head: self.head,
+                first_bad_seq: Some(seq),
+                problem: Some(problem.to_owned()),
+            },
+        }
     }
+}
+
+fn hash_bytes(hex_hash: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_hash, &mut out).ok()?;
+    Some(out)
 }
 
 #[cfg(test)]

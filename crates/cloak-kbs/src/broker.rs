@@ -11,9 +11,9 @@ use cloak_attest::types::ReportData;
 use cloak_attest::verify::Verifier;
 use cloak_crypto::key::{KEY_LEN, ModelKey};
 use cloak_proto::kbs::{
-    AddModelRequest, AuditResponse, ChallengeRequest, ChallengeResponse, EPHEMERAL_KEY_LEN,
-    NONCE_LEN, ReleaseRequest, ReleaseResponse, SetPolicyRequest, release_info,
-    release_report_data,
+    AddModelRequest, AuditRecord, AuditResponse, AuditVerification, ChallengeRequest,
+    ChallengeResponse, EPHEMERAL_KEY_LEN, NONCE_LEN, ReleaseRequest, ReleaseResponse,
+    SetPolicyRequest, release_info, release_report_data,
 };
 use zeroize::Zeroize as _;
 
@@ -104,6 +104,21 @@ pub fn validate_model_name(name: &str) -> Result<(), BrokerError> {
         Err(BrokerError::InvalidModelName)
     }
 }
+
+/// Which audit records to read: those after sequence number `after`, at most `limit`
+/// (clamped to [`MAX_AUDIT_PAGE`]), with or without the check of the whole chain.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditPage {
+    /// Records after this sequence number (0: from the start).
+    pub after: u64,
+    /// At most this many.
+    pub limit: u64,
+    /// Also check the whole chain.
+    pub verify: bool,
+}
+
+/// The most audit records one page holds.
+pub const MAX_AUDIT_PAGE: u64 = 10_000;
 
 /// How long refused admin calls from one address are summed into one audit record.
 pub const REFUSAL_WINDOW: u64 = 60;
@@ -477,19 +492,50 @@ impl Broker {
         &self,
         token: Option<&str>,
         client: &str,
-        verify: bool,
+        page: AuditPage,
     ) -> Result<AuditResponse, BrokerError> {
         let now = self.clock.now();
         if let Err(error) = self.authorize(token) {
             return Err(self.refuse(EVENT_READ_AUDIT, "", client, now, BTreeMap::new(), error));
         }
         self.flush_refusals();
-        let records = self.store.audit_records()?;
-        let verification = verify.then(|| crate::audit::verify(self.keys.audit(), &records));
+        let limit = page.limit.clamp(1, MAX_AUDIT_PAGE);
+        let records = self.store.audit_page(page.after, limit)?;
+        let next = (records.len() as u64 == limit)
+            .then(|| records.last().map(|r| r.seq))
+            .flatten();
+        let verification = if page.verify {
+            Some(self.verify_audit()?)
+        } else {
+            None
+        };
         Ok(AuditResponse {
             records,
             verification,
+            next,
         })
+    }
+
+    /// Checks the whole chain, reading the log a page at a time (holding 32 bytes per record).
+    fn verify_audit(&self) -> Result<AuditVerification, BrokerError> {
+        let mut check = crate::audit::ChainCheck::new(self.keys.audit());
+        self.each_audit_page(|page| page.iter().for_each(|r| check.know(&r.hash)))?;
+        self.each_audit_page(|page| page.iter().for_each(|r| check.push(r)))?;
+        Ok(check.finish())
+    }
+
+    fn each_audit_page(&self, mut f: impl FnMut(&[AuditRecord])) -> Result<(), BrokerError> {
+        let mut after = 0;
+        loop {
+            let page = self.store.audit_page(after, crate::store::AUDIT_PAGE)?;
+            match page.last() {
+                Some(last) if last.seq > after => {
+                    after = last.seq;
+                    f(&page);
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Whether `token` is the admin token (nothing is audited).

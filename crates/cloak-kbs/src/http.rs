@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 
 pub use cloak_net::ConnectionLimits;
 
+use crate::broker::AuditPage;
 use crate::{Broker, BrokerError};
 
 /// Largest request body (a quote and its collateral are a few tens of KiB).
@@ -277,11 +278,16 @@ async fn remove_model(
     respond_empty(removed.await, StatusCode::NO_CONTENT)
 }
 
-/// The query of `GET /kbs/v1/admin/audit`.
+/// The query of `GET /kbs/v1/admin/audit`: `verify`, and the page (`after`, `limit`).
 #[derive(Debug, Deserialize)]
 struct AuditQuery {
     verify: Option<bool>,
+    after: Option<u64>,
+    limit: Option<u64>,
 }
+
+/// Records per audit page when the query names no limit.
+const DEFAULT_AUDIT_PAGE: u64 = 1000;
 
 async fn audit(
     State(state): State<Arc<AppState>>,
@@ -289,9 +295,13 @@ async fn audit(
     Query(query): Query<AuditQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let verify = query.verify.unwrap_or(false);
+    let page = AuditPage {
+        after: query.after.unwrap_or(0),
+        limit: query.limit.unwrap_or(DEFAULT_AUDIT_PAGE),
+        verify: query.verify.unwrap_or(false),
+    };
     let records = admin(&state, peer, &headers, move |broker, token, peer| {
-        broker.audit(token, peer, verify)
+        broker.audit(token, peer, page)
     });
     respond(records.await)
 }

@@ -71,6 +71,9 @@ pub struct NewAuditRecord {
     pub measurements: BTreeMap<String, String>,
 }
 
+/// Audit records read at once when a whole log is walked.
+pub const AUDIT_PAGE: u64 = 1000;
+
 /// The broker's storage.
 pub trait Store: Send + Sync {
     /// A setting.
@@ -115,8 +118,25 @@ pub trait Store: Send + Sync {
         chain: &dyn Fn(&NewAuditRecord, u64, &str) -> String,
     ) -> Result<AuditRecord, StoreError>;
 
-    /// Every audit record, by sequence number.
-    fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Up to `limit` audit records with sequence numbers above `after`, in order.
+    fn audit_page(&self, after: u64, limit: u64) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Every audit record, by sequence number (read a page at a time).
+    fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.audit_page(after, AUDIT_PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok(all);
+            };
+            if last.seq <= after {
+                return Ok(all);
+            }
+            after = last.seq;
+            all.extend(page);
+        }
+    }
 }
 
 /// A storage failure. The message never contains key material.

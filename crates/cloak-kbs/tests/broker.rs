@@ -730,7 +730,12 @@ fn appends_continue_the_chain_after_a_restart() {
     // A second broker on the same database (a restart, or a replica) chains onto the head.
     let broker = h.second_broker();
     assert!(broker.remove_model(Some("wrong"), "test", MODEL).is_err());
-    let response = broker.audit(Some(&h.token), "test", true).unwrap();
+    let everything = cloak_kbs::broker::AuditPage {
+        after: 0,
+        limit: cloak_kbs::broker::MAX_AUDIT_PAGE,
+        verify: true,
+    };
+    let response = broker.audit(Some(&h.token), "test", everything).unwrap();
     assert_eq!(response.records.len(), records.len() + 1);
     assert_eq!(
         response.records.last().unwrap().prev,
@@ -822,6 +827,43 @@ fn a_flood_of_wrong_tokens_is_cut_off_and_summed_in_one_audit_record() {
     assert_eq!(refused[1].event, "remove-model");
     assert_eq!(refused[1].measurements["attempts"], "9");
     assert!(h.admin().audit(true).unwrap().verification.unwrap().intact);
+}
+
+#[test]
+fn the_audit_log_is_read_and_checked_a_page_at_a_time() {
+    let h = generous();
+    let broker = h.second_broker();
+    for _ in 0..2_300 {
+        assert!(broker.remove_model(Some(&h.token), "test", "nope").is_err());
+    }
+    let mut sizes = Vec::new();
+    let mut verification = None;
+    let mut seqs = Vec::new();
+    h.admin()
+        .audit_pages(true, |page| {
+            sizes.push(page.records.len());
+            seqs.extend(page.records.iter().map(|r| r.seq));
+            if page.verification.is_some() {
+                verification = page.verification;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(sizes, [1000, 1000, 300], "pages of the default size");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in order, none twice");
+    let verification = verification.expect("the first page carries the check");
+    assert!(verification.intact);
+    assert_eq!(verification.records, 2_300);
+    // A client may ask for larger pages, up to the broker's maximum (10 000).
+    let response = h
+        .agent
+        .get(format!("{}/kbs/v1/admin/audit?limit=999999999", h.url))
+        .header("authorization", &format!("Bearer {}", h.token))
+        .call()
+        .unwrap();
+    let page: Value = response.into_body().read_json().unwrap();
+    assert_eq!(page["records"].as_array().unwrap().len(), 2_300);
+    assert!(page.get("next").is_none());
 }
 
 #[test]

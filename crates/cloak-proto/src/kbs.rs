@@ -145,10 +145,14 @@ pub struct AuditRecord {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditResponse {
-    /// Every record, oldest first.
+    /// The records of this page (`?after=SEQ&limit=N`: those after `SEQ`, at most `N`), oldest
+    /// first.
     pub records: Vec<AuditRecord>,
-    /// The broker's check of the chain (with `?verify=true`).
+    /// The broker's check of the whole chain (with `?verify=true`).
     pub verification: Option<AuditVerification>,
+    /// The `after` of the next page, when this one was full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
 }
 
 /// The result of checking the audit chain.

@@ -444,7 +444,15 @@ impl RunningBroker {
     fn audit(&self) -> Result<cloak_proto::kbs::AuditResponse, Failure> {
         let audit = self
             .broker
-            .audit(Some(&self.token), "model-owner", true)
+            .audit(
+                Some(&self.token),
+                "model-owner",
+                cloak_kbs::broker::AuditPage {
+                    after: 0,
+                    limit: cloak_kbs::broker::MAX_AUDIT_PAGE,
+                    verify: true,
+                },
+            )
             .map_err(demo_error)?;
         if audit.verification.as_ref().is_some_and(|v| !v.intact) {
             return Err(Failure::verification_in_demo(

@@ -14,7 +14,7 @@ use cloak_kbs::{
     AdminToken, Broker, BrokerConfig, BrokerError, Clock as _, MASTER_KEY_ENV, MasterKey,
     MasterKeySource, SqliteStore, SystemClock,
 };
-use cloak_proto::kbs::{AuditResponse, AuditVerification};
+use cloak_proto::kbs::{AuditRecord, AuditVerification};
 
 use crate::Reported;
 use crate::args::parse_duration;
@@ -335,19 +335,46 @@ fn remove_model(args: &RemoveModelArgs) -> Result<(), Reported> {
 
 fn audit(args: &AuditArgs) -> Result<(), Reported> {
     let client = admin_client(&args.admin)?;
-    let response = client.audit(args.verify).map_err(|e| admin_failure(&e))?;
-    if args.json {
-        let text = serde_json::to_string_pretty(&response)
-            .map_err(|e| Failure::usage("json", e.to_string()))?;
-        say!("{text}")?;
+    // The log is read and printed a page at a time, so its size does not matter.
+    let mut verification: Option<AuditVerification> = None;
+    let mut printed = 0u64;
+    let mut output: Result<(), Failure> = if args.json {
+        say!("{{\"records\": [")
     } else {
-        print_table(&response)?;
+        print_header()
+    };
+    let read = client.audit_pages(args.verify, |page| {
+        if page.verification.is_some() {
+            verification = page.verification;
+        }
+        for record in &page.records {
+            if output.is_err() {
+                break;
+            }
+            output = if args.json {
+                print_json_record(record, printed == 0)
+            } else {
+                print_row(record)
+            };
+            printed += 1;
+        }
+        Ok(())
+    });
+    read.map_err(|e| admin_failure(&e))?;
+    output?;
+    if args.json {
+        let verification = serde_json::to_string(&verification)
+            .map_err(|e| Failure::usage("json", e.to_string()))?;
+        say!("], \"verification\": {verification}}}")?;
+    } else {
+        if printed == 0 {
+            say!("(no records)")?;
+        }
+        if let Some(verification) = &verification {
+            print_verification(verification)?;
+        }
     }
-    match &response.verification {
-        Some(verification) if !args.json => print_verification(verification)?,
-        _ => {}
-    }
-    match &response.verification {
+    match &verification {
         Some(AuditVerification { intact: false, .. }) if args.json => {
             eprintln!("error: the audit log is NOT intact");
             Err(Reported(ExitCode::from(EXIT_VERIFICATION)))
@@ -359,6 +386,12 @@ fn audit(args: &AuditArgs) -> Result<(), Reported> {
     }
 }
 
+/// One record as an element of the JSON `records` array.
+fn print_json_record(record: &AuditRecord, first: bool) -> Result<(), Failure> {
+    let text = serde_json::to_string(record).map_err(|e| Failure::usage("json", e.to_string()))?;
+    say!("{}{text}", if first { "  " } else { ", " })
+}
+
 /// `text` as it is when it is printable ASCII, else escaped (`\n`, `\u{…}`).
 fn printable(text: &str) -> String {
     if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
@@ -368,7 +401,7 @@ fn printable(text: &str) -> String {
     }
 }
 
-fn print_table(response: &AuditResponse) -> Result<(), Failure> {
+fn print_header() -> Result<(), Failure> {
     say!(
         "{:>6}  {:<20}  {:<12}  {:<24}  {:<8}  {:<24}  {:<21}  MRENCLAVE",
         "SEQ",
@@ -378,36 +411,33 @@ fn print_table(response: &AuditResponse) -> Result<(), Failure> {
         "DECISION",
         "REASON",
         "CLIENT"
-    )?;
-    for r in &response.records {
-        let time = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(r.time));
-        let mrenclave: String = r
-            .measurements
-            .get("mrenclave")
-            .map(|m| m.chars().take(16).collect())
-            .unwrap_or_else(|| "-".into());
-        // Every field as text that cannot break the table: a record from an older broker
-        // may hold a model name with control characters.
-        say!(
-            "{:>6}  {:<20}  {:<12}  {:<24}  {:<8}  {:<24}  {:<21}  {}",
-            r.seq,
-            time,
-            printable(&r.event),
-            if r.model.is_empty() {
-                "-".to_owned()
-            } else {
-                printable(&r.model)
-            },
-            printable(&r.decision),
-            printable(&r.reason),
-            printable(&r.client),
-            printable(&mrenclave)
-        )?;
-    }
-    if response.records.is_empty() {
-        say!("(no records)")?;
-    }
-    Ok(())
+    )
+}
+
+fn print_row(r: &AuditRecord) -> Result<(), Failure> {
+    let time = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(r.time));
+    let mrenclave: String = r
+        .measurements
+        .get("mrenclave")
+        .map(|m| m.chars().take(16).collect())
+        .unwrap_or_else(|| "-".into());
+    // Every field as text that cannot break the table: a record from an older broker may hold
+    // a model name with control characters.
+    say!(
+        "{:>6}  {:<20}  {:<12}  {:<24}  {:<8}  {:<24}  {:<21}  {}",
+        r.seq,
+        time,
+        printable(&r.event),
+        if r.model.is_empty() {
+            "-".to_owned()
+        } else {
+            printable(&r.model)
+        },
+        printable(&r.decision),
+        printable(&r.reason),
+        printable(&r.client),
+        printable(&mrenclave)
+    )
 }
 
 fn print_verification(v: &AuditVerification) -> Result<(), Failure> {

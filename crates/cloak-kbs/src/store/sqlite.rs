@@ -383,16 +383,16 @@ impl Store for SqliteStore {
         })
     }
 
-    fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
+    fn audit_page(&self, after: u64, limit: u64) -> Result<Vec<AuditRecord>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
             .prepare(
                 "SELECT seq, time, event, model, decision, reason, client, measurements, prev, hash
-                 FROM audit_log ORDER BY seq",
+                 FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(db)?;
         let rows = statement
-            .query_map([], |row| {
+            .query_map(params![int(after)?, int(limit)?], |row| {
                 let measurements: String = row.get(7)?;
                 Ok(AuditRecord {
                     // Out-of-range values cannot verify; they are shown as 0 rather than hidden.
