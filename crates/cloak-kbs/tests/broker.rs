@@ -850,7 +850,10 @@ fn the_audit_log_is_read_and_checked_a_page_at_a_time() {
         })
         .unwrap();
     assert_eq!(sizes, [1000, 1000, 300], "pages of the default size");
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in order, none twice");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, none twice"
+    );
     let verification = verification.expect("the first page carries the check");
     assert!(verification.intact);
     assert_eq!(verification.records, 2_300);
