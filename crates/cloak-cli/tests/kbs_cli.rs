@@ -722,3 +722,101 @@ fn an_https_broker_is_trusted_through_kbs_ca() {
     wait_for(&trusting, &root, "demo", is_ready);
     infer_demo(&trusting, dir, &root, "demo");
 }
+
+/// The broker's lease reaches the running server: a removed model stops being served within
+/// half a lease (when the server confirms it), and its sealed key is deleted.
+#[test]
+fn a_revoked_key_stops_a_running_server() {
+    let (tmp, sim, root) = host();
+    let dir = tmp.path();
+    let models = dir.join("models");
+    std::fs::create_dir(&models).unwrap();
+    let demo_key = seal_demo(dir, &models, "demo");
+    let owner = Owner::init(dir);
+    let broker = owner.serve("127.0.0.1:0", &[]);
+    let ours = mrenclave_of(&exe());
+    let leased = policy(&root, &[&ours], "lease = \"4s\"");
+    owner.add_model(&broker.url, "demo", &demo_key, &leased);
+    let server = serve(&exe(), dir, &models, &sim, &broker.url, &[]);
+    wait_for(&server, &root, "demo", is_ready);
+    infer_demo(&server, dir, &root, "demo");
+    let sealed = models.join("demo.cloak.sealed-key");
+    assert!(sealed.exists());
+
+    // The lease is confirmed while the broker still releases the key: past its first end, the
+    // model is still served.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(index(&server.url, &root)["demo"].0, "READY");
+    let granted = releases(&owner.audit(&broker.url), "demo")
+        .into_iter()
+        .filter(|(decision, ..)| decision == "granted")
+        .count();
+    assert!(
+        granted >= 2,
+        "the lease was not confirmed: {granted} releases"
+    );
+
+    // The owner removes the model: within half a lease the server stops serving it.
+    ok(&owner.admin(&broker.url, "remove-model", &["--name", "demo"]));
+    let removed = Instant::now();
+    let (state, reason) = wait_for(&server, &root, "demo", |state, _| state != "READY");
+    assert!(
+        removed.elapsed() < Duration::from_secs(4),
+        "revocation took {:?}",
+        removed.elapsed()
+    );
+    assert_eq!(state, "UNAVAILABLE");
+    assert!(reason.ends_with("(key-revoked)"), "{reason}");
+    assert!(!sealed.exists(), "the revoked key stayed sealed on disk");
+}
+
+/// While the broker is unreachable a leased key serves until its lease ends, then stops; a
+/// sealed key put back after its lease ended is not used at the next start.
+#[test]
+fn an_unconfirmed_lease_ends_and_an_old_sealed_key_does_not_revive_it() {
+    let (tmp, sim, root) = host();
+    let dir = tmp.path();
+    let models = dir.join("models");
+    std::fs::create_dir(&models).unwrap();
+    let demo_key = seal_demo(dir, &models, "demo");
+    let owner = Owner::init(dir);
+    let broker = owner.serve("127.0.0.1:0", &[]);
+    let kbs = broker.url.clone();
+    let ours = mrenclave_of(&exe());
+    owner.add_model(
+        &kbs,
+        "demo",
+        &demo_key,
+        &policy(&root, &[&ours], "lease = \"6s\""),
+    );
+    let server = serve(&exe(), dir, &models, &sim, &kbs, &[]);
+    wait_for(&server, &root, "demo", is_ready);
+    let granted = Instant::now();
+    let sealed = models.join("demo.cloak.sealed-key");
+    let kept = dir.join("kept.sealed-key");
+    std::fs::copy(&sealed, &kept).unwrap();
+
+    // The broker goes away: the model is served until the lease ends, not after.
+    drop(broker);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(index(&server.url, &root)["demo"].0, "READY");
+    let (state, reason) = wait_for(&server, &root, "demo", |state, _| state != "READY");
+    let lasted = granted.elapsed();
+    assert!(
+        lasted >= Duration::from_secs(5) && lasted < Duration::from_secs(12),
+        "served for {lasted:?} under a 6 s lease"
+    );
+    assert_eq!(state, "UNAVAILABLE");
+    assert!(reason.contains("key-lease-expired"), "{reason}");
+    assert!(!sealed.exists());
+    drop(server);
+
+    // The host puts the old sealed key back and restarts the server: its lease has ended.
+    std::fs::copy(&kept, &sealed).unwrap();
+    let server = serve(&exe(), dir, &models, &sim, &kbs, &[]);
+    let (state, reason) = wait_for(&server, &root, "demo", |_, reason| {
+        reason.contains("lease ended")
+    });
+    assert_eq!(state, "UNAVAILABLE");
+    assert!(reason.contains("key-lease-expired"), "{reason}");
+}

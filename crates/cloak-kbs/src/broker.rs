@@ -18,7 +18,7 @@ use cloak_proto::kbs::{
 use zeroize::Zeroize as _;
 
 use crate::master::{DerivedKeys, MasterKey};
-use crate::policy::parse_release_policy;
+use crate::policy::{ReleasePolicy, parse_policy_and_lease, parse_release_policy};
 use crate::store::{ModelRecord, NewAuditRecord, Store};
 use crate::token::AdminToken;
 use crate::{BrokerError, Clock};
@@ -344,7 +344,10 @@ impl Broker {
             })?;
         // A policy stored before identities were required, and never replaced, releases
         // nothing: refused (and audited) as a denial, with its own code.
-        let policy = parse_release_policy(&record.policy).map_err(|e| match e {
+        let ReleasePolicy {
+            appraisal: policy,
+            lease,
+        } = parse_policy_and_lease(&record.policy).map_err(|e| match e {
             BrokerError::PolicyPinsNoIdentity => {
                 BrokerError::denied(e.code(), format!("the model's stored policy: {e}"))
             }
@@ -394,7 +397,11 @@ impl Broker {
             .appraise(verified)
             .map_err(|e| BrokerError::denied(e.code(), e.to_string()))?;
         let key = self.keys.unwrap(model, &record.wrapped_key)?;
-        seal_key(&accepted, model, &key, &request.nonce, &ephemeral)
+        let lease_expires = now.saturating_add(lease);
+        seen.insert("lease_expires".into(), lease_expires.to_string());
+        let mut response = seal_key(&accepted, model, &key, &request.nonce, &ephemeral)?;
+        response.lease_expires = Some(lease_expires);
+        Ok(response)
     }
 
     /// Registers a model (administrator).
@@ -648,6 +655,7 @@ fn seal_key(
         key_id: key.id().to_string(),
         enc: sealed.enc.to_vec(),
         sealed_key: sealed.ciphertext,
+        lease_expires: None,
     })
 }
 

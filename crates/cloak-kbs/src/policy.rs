@@ -6,6 +6,8 @@
 //!   `cloak kbs add-model` and `set-policy`) turns a path into the `sha256:` of that file.
 //! * `report_data` must be absent: the broker requires it to be exactly
 //!   `release_report_data(nonce, ephemeral_key)` for each release.
+//! * `lease = "24h"` (optional; 24 hours when absent, 2 s to 30 days): how long a server may
+//!   use a released key without confirming it with the broker again.
 //! * The policy must name the enclave (`AppraisalPolicy::names_identity`): `[sgx] mrenclave`,
 //!   or `mrsigner` with `isv_prod_id`, or `[tdx] mrtd`. A stored policy from before this rule
 //!   that names none releases nothing until `set-policy` replaces it.
@@ -16,8 +18,58 @@ use cloak_attest::policy::AppraisalPolicy;
 
 use crate::BrokerError;
 
+/// How long a released key may be used before the server must confirm it with the broker, when
+/// the policy does not say.
+pub const DEFAULT_LEASE: u64 = 24 * 3600;
+/// The shortest lease a policy may set.
+pub const MIN_LEASE: u64 = 2;
+/// The longest lease a policy may set.
+pub const MAX_LEASE: u64 = 30 * 24 * 3600;
+
+/// A model's release policy: what evidence gets its key, and for how long a release holds.
+#[derive(Clone, Debug)]
+pub struct ReleasePolicy {
+    /// The appraisal policy the release evidence must satisfy.
+    pub appraisal: AppraisalPolicy,
+    /// The lease, in seconds: a server may use a released key this long without confirming it
+    /// with the broker again (`lease = "24h"` in the policy; [`DEFAULT_LEASE`] when absent).
+    pub lease: u64,
+}
+
 /// Parses a release policy (see the module documentation).
 pub fn parse_release_policy(text: &str) -> Result<AppraisalPolicy, BrokerError> {
+    parse_policy_and_lease(text).map(|policy| policy.appraisal)
+}
+
+/// Parses a release policy with its lease.
+pub fn parse_policy_and_lease(text: &str) -> Result<ReleasePolicy, BrokerError> {
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| BrokerError::InvalidPolicy(format!("syntax: {e}")))?;
+    let lease = match table.remove("lease") {
+        None => DEFAULT_LEASE,
+        Some(toml::Value::String(text)) => {
+            let lease = humantime::parse_duration(&text)
+                .map_err(|e| BrokerError::InvalidPolicy(format!("lease {text:?}: {e}")))?
+                .as_secs();
+            if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+                return Err(BrokerError::InvalidPolicy(format!(
+                    "lease {text:?}: between {MIN_LEASE} s and 30 days"
+                )));
+            }
+            lease
+        }
+        Some(_) => {
+            return Err(BrokerError::InvalidPolicy(
+                "lease is a duration such as \"24h\"".into(),
+            ));
+        }
+    };
+    let text = toml::to_string(&table).map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?;
+    let appraisal = parse_appraisal(&text)?;
+    Ok(ReleasePolicy { appraisal, lease })
+}
+
+fn parse_appraisal(text: &str) -> Result<AppraisalPolicy, BrokerError> {
     let table: toml::Table =
         toml::from_str(text).map_err(|e| BrokerError::InvalidPolicy(format!("syntax: {e}")))?;
     if table.contains_key("report_data") {
@@ -65,8 +117,13 @@ pub fn policy_for_upload(path: &Path) -> Result<String, BrokerError> {
     let text = match root_path {
         None => text,
         Some(root_path) => {
-            // Checks the certificate as the local appraisal would.
-            AppraisalPolicy::from_toml(&text, base_dir)
+            // Checks the certificate as the local appraisal would (the lease is the broker's,
+            // not the appraisal's).
+            let mut appraisal_only = table.clone();
+            appraisal_only.remove("lease");
+            let appraisal_text = toml::to_string(&appraisal_only)
+                .map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?;
+            AppraisalPolicy::from_toml(&appraisal_text, base_dir)
                 .map_err(|e| BrokerError::InvalidPolicy(format!("{}: {e}", path.display())))?;
             let der = std::fs::read(&root_path).map_err(|e| {
                 BrokerError::Io(format!("cannot read {}: {e}", root_path.display()))
@@ -81,7 +138,7 @@ pub fn policy_for_upload(path: &Path) -> Result<String, BrokerError> {
             toml::to_string(&table).map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?
         }
     };
-    parse_release_policy(&text)
+    parse_policy_and_lease(&text)
         .map_err(|e| BrokerError::InvalidPolicy(format!("{}: {e}", path.display())))?;
     Ok(text)
 }
@@ -106,6 +163,21 @@ mod tests {
         assert_eq!(code(&rd), "invalid-policy");
         assert_eq!(code("allow_debug = \"yes\""), "invalid-policy");
         assert_eq!(code("unknown_key = 1"), "invalid-policy");
+    }
+
+    #[test]
+    fn a_lease_is_a_bounded_duration_defaulting_to_a_day() {
+        let lease = |extra: &str| parse_policy_and_lease(&pinned(extra)).map(|p| p.lease);
+        assert_eq!(lease("").unwrap(), DEFAULT_LEASE);
+        assert_eq!(lease("lease = \"90m\"").unwrap(), 5400);
+        for bad in [
+            "lease = \"1s\"",
+            "lease = \"31days\"",
+            "lease = 60",
+            "lease = \"soon\"",
+        ] {
+            assert_eq!(lease(bad).unwrap_err().code(), "invalid-policy", "{bad}");
+        }
     }
 
     #[test]

@@ -262,6 +262,11 @@ fn granted_release_opens_with_the_ephemeral_key_to_the_model_key() {
     let response: ReleaseResponse = serde_json::from_value(body).unwrap();
     assert_eq!(response.model, MODEL);
     assert_eq!(response.key_id, key.id().to_string());
+    // The release holds for the policy's lease (a day when it names none), by the broker's clock.
+    assert_eq!(
+        response.lease_expires,
+        Some(h.clock.now() + cloak_kbs::policy::DEFAULT_LEASE)
+    );
     let sealed = HpkeSealed {
         enc: response.enc.as_slice().try_into().unwrap(),
         ciphertext: response.sealed_key.clone(),
@@ -346,6 +351,19 @@ fn a_stored_policy_that_names_no_enclave_releases_nothing() {
     // Naming the enclave again restores releases.
     h.admin().set_policy(MODEL, &h.policy("")).unwrap();
     assert_eq!(h.attempt().0, 200);
+}
+
+#[test]
+fn a_release_states_the_lease_the_policy_sets() {
+    let h = start(&SimConfig::up_to_date(), identity());
+    h.add_model(&h.policy("lease = \"90m\""));
+    let (status, body, ..) = h.attempt();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["lease_expires"], h.clock.now() + 5400);
+    assert_eq!(
+        h.last_audit().measurements["lease_expires"],
+        (h.clock.now() + 5400).to_string()
+    );
 }
 
 #[test]

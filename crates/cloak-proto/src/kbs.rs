@@ -83,6 +83,10 @@ pub struct ReleaseResponse {
     /// The model key, HPKE-sealed to the ephemeral key.
     #[serde(with = "crate::base64_bytes")]
     pub sealed_key: Vec<u8>,
+    /// When the release lapses (Unix seconds, the broker's clock): the server may use the key
+    /// until then, and must confirm it with a new release before then to go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires: Option<u64>,
 }
 
 /// An error answer: a stable code and a sentence.

@@ -107,6 +107,25 @@ impl ReleaseError {
     }
 }
 
+/// A released key and the end of its lease.
+#[derive(Debug)]
+pub struct Released {
+    /// The model key.
+    pub key: ModelKey,
+    /// When the release lapses (Unix seconds, the broker's clock).
+    pub lease_expires: u64,
+}
+
+/// The lease assumed when a broker states none.
+const DEFAULT_LEASE: u64 = 24 * 3600;
+
+/// Seconds since the Unix epoch, by this machine's clock (the host's, inside an enclave).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A client of one key broker.
 #[derive(Debug)]
 pub struct BrokerClient {
@@ -164,7 +183,7 @@ impl BrokerClient {
         platform: &dyn Platform,
         collateral: &CollateralSource,
         model: &str,
-    ) -> Result<ModelKey, ReleaseError> {
+    ) -> Result<Released, ReleaseError> {
         let challenge: ChallengeResponse = self.post(
             "/kbs/v1/challenge",
             &ChallengeRequest {
@@ -225,7 +244,15 @@ impl BrokerClient {
             .as_slice()
             .try_into()
             .map_err(|_| ReleaseError::Protocol("the released key is not 32 bytes".into()))?;
-        Ok(ModelKey::from_bytes(bytes))
+        // A broker from before leases states none: the key is held for a day, then asked for
+        // again, like any other.
+        let lease_expires = released
+            .lease_expires
+            .unwrap_or_else(|| unix_now().saturating_add(DEFAULT_LEASE));
+        Ok(Released {
+            key: ModelKey::from_bytes(bytes),
+            lease_expires,
+        })
     }
 
     fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
@@ -277,6 +304,16 @@ pub(crate) struct Waiting {
     pub(crate) note: Option<String>,
 }
 
+/// A model served with a leased key (unsealed at startup): its lease must be confirmed with the
+/// broker before it ends.
+#[derive(Debug)]
+pub(crate) struct Leased {
+    /// Its container.
+    pub(crate) item: Found,
+    /// When the lease ends.
+    pub(crate) lease_expires: u64,
+}
+
 /// The first pause after a failed attempt to reach the broker.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
@@ -284,101 +321,301 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// model as its key arrives: retrying with exponential backoff (and jitter) while the broker is
 /// unreachable, and after [`KbsConfig::denied_retry`] when it refuses. Each model's status is
 /// kept in the store (so `/v2/models/{name}/ready` and the repository index report it) and
-/// logged. A released key is sealed to this enclave's measurement beside its container.
+/// logged. A released key is sealed to this enclave's measurement beside its container, with
+/// its lease. Then, for these and for the `leased` models (unsealed at startup), each lease is
+/// confirmed with a new release when half of it is left: a refusal (the model removed, its
+/// policy no longer accepting this enclave) stops serving the model at once (`key-revoked`); a
+/// broker unreachable until the lease ends stops it then (`key-lease-expired`); either way the
+/// sealed key is deleted and the key is asked for again.
 pub(crate) async fn obtain_keys(
     service: Arc<Service>,
     client: Arc<BrokerClient>,
     config: KbsConfig,
     waiting: Vec<Waiting>,
+    leased: Vec<Leased>,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = JoinSet::new();
     for Waiting { item, note } in waiting {
-        tasks.spawn(obtain_one(
-            Arc::clone(&service),
-            Arc::clone(&client),
-            config.clone(),
+        let manager = Manager {
+            service: Arc::clone(&service),
+            client: Arc::clone(&client),
+            config: config.clone(),
             item,
-            note,
-            shutdown.clone(),
-        ));
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(manager.run(Phase::Obtain(note)));
+    }
+    for Leased {
+        item,
+        lease_expires,
+    } in leased
+    {
+        let manager = Manager {
+            service: Arc::clone(&service),
+            client: Arc::clone(&client),
+            config: config.clone(),
+            item,
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(manager.run(Phase::Keep(lease_expires)));
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn obtain_one(
+/// Without a broker, models served from sealed keys are served until their leases end.
+pub(crate) async fn expire_leases(
     service: Arc<Service>,
-    client: Arc<BrokerClient>,
-    config: KbsConfig,
-    item: Found,
-    note: Option<String>,
+    leased: Vec<Leased>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = FIRST_BACKOFF;
-    let mut attempt: u32 = 0;
-    loop {
-        attempt = attempt.saturating_add(1);
-        let result = {
-            let service = Arc::clone(&service);
-            let client = Arc::clone(&client);
-            let name = item.name.clone();
-            tokio::task::spawn_blocking(move || {
-                let identity = service.identity();
-                client.release(
-                    identity.platform().as_ref(),
-                    identity.collateral_source(),
-                    &name,
-                )
-            })
-            .await
-            .unwrap_or_else(|e| Err(ReleaseError::Evidence(format!("the attempt failed: {e}"))))
-        };
-        let wait = match result {
-            Ok(key) => {
-                let service = Arc::clone(&service);
-                let item = item.clone();
-                let _ = tokio::task::spawn_blocking(move || install(&service, &item, &key)).await;
-                return;
-            }
-            Err(error) => {
-                let wait = if error.is_transient() {
-                    let wait = jitter(backoff);
-                    backoff = backoff.saturating_mul(2).min(config.max_backoff);
-                    wait
-                } else {
-                    config.denied_retry
-                };
-                let (code, reason) = match &error {
-                    ReleaseError::Unreachable(_) => (
-                        "key-pending",
-                        pending_reason(
-                            note.as_deref(),
-                            &format!(
-                                "waiting for the key broker (attempt {attempt}: {error}); next \
-                                 attempt in {} ms",
-                                wait.as_millis()
-                            ),
-                        ),
-                    ),
-                    _ => (
-                        error.code(),
-                        format!("{error}; asking again in {} s", wait.as_secs()),
-                    ),
-                };
-                service.store().set_failed(FailedModel {
-                    name: item.name.clone(),
-                    path: item.path.clone(),
-                    code: code.to_owned(),
-                    reason,
-                });
-                wait
-            }
-        };
+    let mut leased = leased;
+    leased.sort_by_key(|l| l.lease_expires);
+    for Leased {
+        item,
+        lease_expires,
+    } in leased
+    {
+        let wait = Duration::from_secs(lease_expires.saturating_sub(unix_now()));
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
+        let reason = format!(
+            "the key's lease ended at {lease_expires} (Unix time) and no key broker is \
+             configured to confirm it"
+        );
+        let service = Arc::clone(&service);
+        let _ = tokio::task::spawn_blocking(move || {
+            revoke(&service, &item, "key-lease-expired", reason);
+        })
+        .await;
     }
+}
+
+/// What one model's key manager is doing.
+enum Phase {
+    /// Asking for the key (why a sealed key was not used, if there was one).
+    Obtain(Option<String>),
+    /// Serving with a key leased until this time; confirming it before then.
+    Keep(u64),
+    /// Waiting after the key was revoked or its lease ended, then asking again.
+    Lapsed(&'static str, String),
+}
+
+/// One model's key: obtained, kept under its lease, revoked.
+struct Manager {
+    service: Arc<Service>,
+    client: Arc<BrokerClient>,
+    config: KbsConfig,
+    item: Found,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Manager {
+    async fn run(mut self, mut phase: Phase) {
+        loop {
+            phase = match phase {
+                Phase::Obtain(note) => match self.obtain(note).await {
+                    Some(lease_expires) => Phase::Keep(lease_expires),
+                    None => return,
+                },
+                Phase::Keep(lease_expires) => match self.keep(lease_expires).await {
+                    Some((code, reason)) => Phase::Lapsed(code, reason),
+                    None => return,
+                },
+                Phase::Lapsed(code, reason) => {
+                    // A revocation stands until the owner changes something: the status says
+                    // so for a while before the broker is asked again.
+                    let wait = if code == "key-revoked" {
+                        self.config.denied_retry
+                    } else {
+                        Duration::ZERO
+                    };
+                    if !self.pause(wait).await {
+                        return;
+                    }
+                    Phase::Obtain(Some(format!("{reason} ({code})")))
+                }
+            };
+        }
+    }
+
+    /// Sleeps `wait`; `false` if the server is shutting down.
+    async fn pause(&mut self, wait: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            _ = self.shutdown.changed() => false,
+        }
+    }
+
+    /// One release attempt on the blocking pool.
+    async fn attempt(&self) -> Result<Released, ReleaseError> {
+        let service = Arc::clone(&self.service);
+        let client = Arc::clone(&self.client);
+        let name = self.item.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let identity = service.identity();
+            client.release(
+                identity.platform().as_ref(),
+                identity.collateral_source(),
+                &name,
+            )
+        })
+        .await
+        .unwrap_or_else(|e| Err(ReleaseError::Evidence(format!("the attempt failed: {e}"))))
+    }
+
+    /// Asks for the key until it is released and installed (its lease end), or the server
+    /// stops (`None`).
+    async fn obtain(&mut self, note: Option<String>) -> Option<u64> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let wait = match self.attempt().await {
+                Ok(released) => {
+                    let service = Arc::clone(&self.service);
+                    let item = self.item.clone();
+                    let lease_expires = released.lease_expires;
+                    let installed = tokio::task::spawn_blocking(move || {
+                        install(&service, &item, &released.key, lease_expires)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if installed {
+                        return Some(lease_expires);
+                    }
+                    self.config.denied_retry
+                }
+                Err(error) => {
+                    let wait = if error.is_transient() {
+                        let wait = jitter(backoff);
+                        backoff = backoff.saturating_mul(2).min(self.config.max_backoff);
+                        wait
+                    } else {
+                        self.config.denied_retry
+                    };
+                    let (code, reason) = match &error {
+                        ReleaseError::Unreachable(_) => (
+                            "key-pending",
+                            pending_reason(
+                                note.as_deref(),
+                                &format!(
+                                    "waiting for the key broker (attempt {attempt}: {error}); \
+                                     next attempt in {} ms",
+                                    wait.as_millis()
+                                ),
+                            ),
+                        ),
+                        _ => (
+                            error.code(),
+                            format!("{error}; asking again in {} s", wait.as_secs()),
+                        ),
+                    };
+                    self.service.store().set_failed(FailedModel {
+                        name: self.item.name.clone(),
+                        path: self.item.path.clone(),
+                        code: code.to_owned(),
+                        reason,
+                    });
+                    wait
+                }
+            };
+            if !self.pause(wait).await {
+                return None;
+            }
+        }
+    }
+
+    /// Serves under the lease ending at `lease_expires`, confirming it when half of it is left
+    /// (from now), until the broker refuses or the lease ends unconfirmed: then the model is no
+    /// longer served, and the code and reason are returned. `None` when the server stops.
+    async fn keep(&mut self, mut lease_expires: u64) -> Option<(&'static str, String)> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut wait = Duration::from_secs(lease_expires.saturating_sub(unix_now()) / 2);
+        loop {
+            if !self.pause(wait).await {
+                return None;
+            }
+            let lapse = match self.attempt().await {
+                Ok(released) if released.key.id() == self.item.key_id => {
+                    lease_expires = released.lease_expires;
+                    backoff = FIRST_BACKOFF;
+                    let platform = Arc::clone(self.service.identity().platform());
+                    let (path, name) = (self.item.path.clone(), self.item.name.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        sealed_keys::seal_key(
+                            platform.as_ref(),
+                            &path,
+                            &name,
+                            &released.key,
+                            lease_expires,
+                        )
+                    })
+                    .await;
+                    tracing::info!(model = %self.item.name, lease_expires, "key lease confirmed");
+                    wait = Duration::from_secs(lease_expires.saturating_sub(unix_now()) / 2);
+                    None
+                }
+                Ok(released) => Some((
+                    "key-revoked",
+                    format!(
+                        "the key broker now releases key {}, not the container's key {}",
+                        released.key.id(),
+                        self.item.key_id
+                    ),
+                )),
+                Err(error) if error.is_transient() => {
+                    let left = lease_expires.saturating_sub(unix_now());
+                    if left == 0 {
+                        Some((
+                            "key-lease-expired",
+                            format!(
+                                "the key's lease ended at {lease_expires} (Unix time) and the \
+                                 key broker could not confirm it: {error}"
+                            ),
+                        ))
+                    } else {
+                        wait = jitter(backoff).min(Duration::from_secs(left));
+                        backoff = backoff.saturating_mul(2).min(self.config.max_backoff);
+                        tracing::warn!(
+                            model = %self.item.name,
+                            error = %error,
+                            seconds_left = left,
+                            "the key broker could not confirm the key's lease; serving until it ends"
+                        );
+                        None
+                    }
+                }
+                Err(error) => Some((
+                    "key-revoked",
+                    format!("the key broker no longer releases the key: {error}"),
+                )),
+            };
+            if let Some((code, reason)) = lapse {
+                let service = Arc::clone(&self.service);
+                let item = self.item.clone();
+                let logged = reason.clone();
+                let _ = tokio::task::spawn_blocking(move || revoke(&service, &item, code, logged))
+                    .await;
+                return Some((code, reason));
+            }
+        }
+    }
+}
+
+/// Stops serving `item`'s model, deletes its sealed key and re-attests (blocking).
+fn revoke(service: &Service, item: &Found, code: &str, reason: String) {
+    tracing::warn!(model = %item.name, code, reason = %reason, "model no longer served");
+    service.store().unload(FailedModel {
+        name: item.name.clone(),
+        path: item.path.clone(),
+        code: code.to_owned(),
+        reason,
+    });
+    sealed_keys::remove_sealed_key(&item.path);
+    service.models_changed();
 }
 
 /// A waiting model's status: why its sealed key was not used (if it had one), then `waiting`.
@@ -389,8 +626,9 @@ pub(crate) fn pending_reason(note: Option<&str>, waiting: &str) -> String {
     }
 }
 
-/// Loads a model with its released key, seals the key for restarts and re-attests (blocking).
-fn install(service: &Service, item: &Found, key: &ModelKey) {
+/// Loads a model with its released key, seals the key (with its lease) for restarts and
+/// re-attests (blocking); whether the model is now served.
+fn install(service: &Service, item: &Found, key: &ModelKey, lease_expires: u64) -> bool {
     if key.id() != item.key_id {
         service.store().set_failed(FailedModel {
             name: item.name.clone(),
@@ -402,19 +640,24 @@ fn install(service: &Service, item: &Found, key: &ModelKey) {
                 item.key_id
             ),
         });
-        return;
+        return false;
     }
     if service
         .store()
         .load(item, key, service.engine(), service.limits())
         .is_err()
     {
-        return;
+        return false;
     }
     tracing::info!(model = %item.name, "model key released by the key broker");
     let identity = service.identity();
-    if let Err(e) = sealed_keys::seal_key(identity.platform().as_ref(), &item.path, &item.name, key)
-    {
+    if let Err(e) = sealed_keys::seal_key(
+        identity.platform().as_ref(),
+        &item.path,
+        &item.name,
+        key,
+        lease_expires,
+    ) {
         tracing::warn!(
             model = %item.name,
             code = e.code(),
@@ -423,6 +666,7 @@ fn install(service: &Service, item: &Found, key: &ModelKey) {
         );
     }
     service.models_changed();
+    true
 }
 
 /// `base` plus up to a quarter more, at random (so replicas do not retry in step).

@@ -4,15 +4,21 @@
 //! build (a new measurement) or a changed byte cannot unseal it; such a file is ignored and the
 //! key is asked for again.
 //!
-//! The sealed plaintext binds the key to its model: `"cloak-model-key/v1" ‖ 0x00 ‖ model name ‖
-//! 0x00 ‖ key (32 bytes)`, so a sealed key renamed onto another container is refused.
+//! The sealed plaintext binds the key to its model and to the end of its lease:
+//! `"cloak-model-key/v2" ‖ 0x00 ‖ model name ‖ 0x00 ‖ lease end (Unix seconds, u64 big-endian) ‖
+//! key (32 bytes)`, so a sealed key renamed onto another container is refused, and a file cannot
+//! be made to outlive its lease: the host may put back an older file, whose lease ends earlier,
+//! but cannot change what a file says. A key sealed before leases (`v1`) is not used: the broker
+//! is asked again.
 
 use std::path::{Path, PathBuf};
 
 use cloak_crypto::key::{KEY_LEN, ModelKey};
 use cloak_tee::{KeyPolicy, Platform};
 
-const DOMAIN: &[u8] = b"cloak-model-key/v1";
+const DOMAIN: &[u8] = b"cloak-model-key/v2";
+/// The layout from before leases, recognised only to say why it is not used.
+const DOMAIN_V1: &[u8] = b"cloak-model-key/v1";
 const SUFFIX: &str = ".sealed-key";
 
 /// Where the sealed key of the container at `container` lives.
@@ -22,14 +28,25 @@ pub fn sealed_key_path(container: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Seals `key` for `model` to this enclave's measurement and writes it (atomically, mode 0600).
+/// A key sealed here, with the end of its lease.
+#[derive(Debug)]
+pub struct SealedKey {
+    /// The model key.
+    pub key: ModelKey,
+    /// When its lease ends (Unix seconds, the broker's clock).
+    pub lease_expires: u64,
+}
+
+/// Seals `key` for `model`, leased until `lease_expires`, to this enclave's measurement and
+/// writes it (atomically, mode 0600).
 pub fn seal_key(
     platform: &dyn Platform,
     container: &Path,
     model: &str,
     key: &ModelKey,
+    lease_expires: u64,
 ) -> Result<(), cloak_tee::seal::SealError> {
-    let plaintext = zeroize::Zeroizing::new(encode(model, key));
+    let plaintext = zeroize::Zeroizing::new(encode(model, key, lease_expires));
     cloak_tee::seal::seal_to_file(
         platform,
         KeyPolicy::Measurement,
@@ -52,7 +69,7 @@ pub fn unseal_key(
     platform: &dyn Platform,
     container: &Path,
     model: &str,
-) -> Result<Option<ModelKey>, UnsealFailure> {
+) -> Result<Option<SealedKey>, UnsealFailure> {
     let path = sealed_key_path(container);
     if !path.exists() {
         return Ok(None);
@@ -61,6 +78,12 @@ pub fn unseal_key(
         code: e.code(),
         reason: format!("{}: {e}", path.display()),
     })?;
+    if plaintext.starts_with(DOMAIN_V1) {
+        return Err(UnsealFailure {
+            code: "sealed-key-without-lease",
+            reason: format!("{} was sealed before keys had leases", path.display()),
+        });
+    }
     decode(&plaintext, model)
         .map(Some)
         .ok_or_else(|| UnsealFailure {
@@ -69,26 +92,42 @@ pub fn unseal_key(
         })
 }
 
-fn encode(model: &str, key: &ModelKey) -> Vec<u8> {
+/// Deletes the sealed key beside `container`, if any (its lease was revoked or ended).
+pub fn remove_sealed_key(container: &Path) {
+    let path = sealed_key_path(container);
+    if let Err(e) = std::fs::remove_file(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "a sealed key could not be removed");
+    }
+}
+
+fn encode(model: &str, key: &ModelKey, lease_expires: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         DOMAIN
             .len()
             .saturating_add(model.len())
-            .saturating_add(KEY_LEN + 2),
+            .saturating_add(KEY_LEN + 10),
     );
     out.extend_from_slice(DOMAIN);
     out.push(0);
     out.extend_from_slice(model.as_bytes());
     out.push(0);
+    out.extend_from_slice(&lease_expires.to_be_bytes());
     out.extend_from_slice(key.secret_bytes());
     out
 }
 
-fn decode(plaintext: &[u8], model: &str) -> Option<ModelKey> {
+fn decode(plaintext: &[u8], model: &str) -> Option<SealedKey> {
     let rest = plaintext.strip_prefix(DOMAIN)?.strip_prefix(&[0])?;
     let rest = rest.strip_prefix(model.as_bytes())?.strip_prefix(&[0])?;
-    let bytes: [u8; KEY_LEN] = rest.try_into().ok()?;
-    Some(ModelKey::from_bytes(bytes))
+    let (lease, key) = rest.split_at_checked(8)?;
+    let lease_expires = u64::from_be_bytes(lease.try_into().ok()?);
+    let bytes: [u8; KEY_LEN] = key.try_into().ok()?;
+    Some(SealedKey {
+        key: ModelKey::from_bytes(bytes),
+        lease_expires,
+    })
 }
 
 #[cfg(test)]
@@ -98,11 +137,10 @@ mod tests {
     #[test]
     fn encoding_binds_the_model_name() {
         let key = ModelKey::from_bytes([7; KEY_LEN]);
-        let encoded = encode("cls", &key);
-        assert_eq!(
-            decode(&encoded, "cls").unwrap().secret_bytes(),
-            &[7; KEY_LEN]
-        );
+        let encoded = encode("cls", &key, 1_900_000_000);
+        let sealed = decode(&encoded, "cls").unwrap();
+        assert_eq!(sealed.key.secret_bytes(), &[7; KEY_LEN]);
+        assert_eq!(sealed.lease_expires, 1_900_000_000);
         assert!(decode(&encoded, "cl").is_none());
         assert!(decode(&encoded, "clsx").is_none());
         assert!(decode(&encoded[..encoded.len() - 1], "cls").is_none());

@@ -22,14 +22,19 @@ pub struct PreparedServer {
     service: Arc<Service>,
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
-    kbs: Option<(KbsConfig, Vec<key_release::Waiting>)>,
+    kbs: Option<KbsConfig>,
+    /// Models without a key, for the broker.
+    waiting: Vec<key_release::Waiting>,
+    /// Models served with a leased key unsealed here, whose leases must be kept.
+    leased: Vec<key_release::Leased>,
 }
 
 /// Where a model's key came from at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum KeySource {
     Given,
-    Sealed,
+    /// Sealed here by an earlier run, leased until this time.
+    Sealed(u64),
 }
 
 impl PreparedServer {
@@ -43,17 +48,27 @@ impl PreparedServer {
             .scan(&config.model_dir)
             .map_err(|e| ServerError::ModelDir(format!("{}: {e}", config.model_dir.display())))?;
         let mut waiting = Vec::new();
+        let mut leased = Vec::new();
         for item in found {
             match initial_key(&config, platform.as_ref(), &item) {
-                Start::Key(key, source) => {
-                    if let Err(failed) = store.load(&item, &key, &engine, &config.limits)
-                        && source == KeySource::Sealed
-                        && failed.code == "wrong-key"
-                        && config.kbs.is_some()
+                Start::Key(key, source) => match store.load(&item, &key, &engine, &config.limits) {
+                    Ok(()) => {
+                        if let KeySource::Sealed(lease_expires) = source {
+                            leased.push(key_release::Leased {
+                                item,
+                                lease_expires,
+                            });
+                        }
+                    }
+                    Err(failed)
+                        if matches!(source, KeySource::Sealed(_))
+                            && failed.code == "wrong-key"
+                            && config.kbs.is_some() =>
                     {
                         waiting.push((item, Some(failed.reason)));
                     }
-                }
+                    Err(_) => {}
+                },
                 Start::NoKey(note) if config.kbs.is_some() => waiting.push((item, note)),
                 Start::NoKey(_) => store.set_failed(FailedModel::no_key(item)),
             }
@@ -89,15 +104,14 @@ impl PreparedServer {
             waiting_for_broker = waiting.len(),
             "identity made"
         );
-        let kbs = match (config.kbs, waiting.is_empty()) {
-            (Some(kbs), false) => Some((kbs, waiting)),
-            _ => None,
-        };
+        let kbs = config.kbs;
         Ok(Self {
             service: Arc::new(Service::new(store, identity, config.limits, engine)),
             listen: config.listen,
             metrics_listen: config.metrics_listen,
             kbs,
+            waiting,
+            leased,
         })
     }
 
@@ -173,15 +187,26 @@ impl PreparedServer {
                 stopped(watcher),
             ));
         }
-        if let Some((config, waiting)) = self.kbs {
-            let client = BrokerClient::new(&config).map_err(ServerError::Kbs)?;
-            tasks.spawn(key_release::obtain_keys(
-                Arc::clone(&self.service),
-                Arc::new(client),
-                config,
-                waiting,
-                shutdown.subscribe(),
-            ));
+        match self.kbs {
+            Some(config) if !(self.waiting.is_empty() && self.leased.is_empty()) => {
+                let client = BrokerClient::new(&config).map_err(ServerError::Kbs)?;
+                tasks.spawn(key_release::obtain_keys(
+                    Arc::clone(&self.service),
+                    Arc::new(client),
+                    config,
+                    self.waiting,
+                    self.leased,
+                    shutdown.subscribe(),
+                ));
+            }
+            None if !self.leased.is_empty() => {
+                tasks.spawn(key_release::expire_leases(
+                    Arc::clone(&self.service),
+                    self.leased,
+                    shutdown.subscribe(),
+                ));
+            }
+            _ => {}
         }
         self.service.set_ready();
         Ok(RunningServer {
@@ -242,19 +267,15 @@ enum Start {
     NoKey(Option<String>),
 }
 
-/// The key a model starts with: given by the operator, or sealed here by an earlier run. A
-/// sealed key that does not unseal, or that is not the container's key, is reported and
-/// ignored.
+/// The key a model starts with: given by the operator, or sealed here by an earlier run while
+/// its lease lasts. A sealed key that does not unseal, is not the container's key, or whose
+/// lease has ended is reported and ignored.
 fn initial_key(config: &ServerConfig, platform: &dyn Platform, item: &Found) -> Start {
     if let Some(key) = config.model_keys.get(&item.name) {
         return Start::Key(key.clone(), KeySource::Given);
     }
     match sealed_keys::unseal_key(platform, &item.path, &item.name) {
-        Ok(Some(key)) if key.id() == item.key_id => {
-            tracing::info!(model = %item.name, "model key unsealed");
-            Start::Key(key, KeySource::Sealed)
-        }
-        Ok(Some(_)) => {
+        Ok(Some(sealed)) if sealed.key.id() != item.key_id => {
             tracing::warn!(
                 model = %item.name,
                 "the sealed key is not this container's key; ignored"
@@ -262,6 +283,25 @@ fn initial_key(config: &ServerConfig, platform: &dyn Platform, item: &Found) -> 
             Start::NoKey(Some(
                 "the sealed key is not this container's key (sealed-key-mismatch)".to_owned(),
             ))
+        }
+        Ok(Some(sealed)) if sealed.lease_expires <= unix_now() => {
+            tracing::warn!(
+                model = %item.name,
+                lease_expires = sealed.lease_expires,
+                "the sealed key's lease has ended; ignored"
+            );
+            Start::NoKey(Some(format!(
+                "the sealed key's lease ended at {} (Unix time) (key-lease-expired)",
+                sealed.lease_expires
+            )))
+        }
+        Ok(Some(sealed)) => {
+            tracing::info!(
+                model = %item.name,
+                lease_expires = sealed.lease_expires,
+                "model key unsealed"
+            );
+            Start::Key(sealed.key, KeySource::Sealed(sealed.lease_expires))
         }
         Ok(None) => Start::NoKey(None),
         Err(failure) => {
@@ -277,4 +317,11 @@ fn initial_key(config: &ServerConfig, platform: &dyn Platform, item: &Found) -> 
             )))
         }
     }
+}
+
+/// Seconds since the Unix epoch, by this machine's clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

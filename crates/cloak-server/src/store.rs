@@ -211,6 +211,13 @@ impl ModelStore {
         }
     }
 
+    /// Stops serving `failed.name` (its key was revoked or its lease ended) and records why.
+    /// Requests already running finish with the model they hold.
+    pub fn unload(&self, failed: FailedModel) {
+        self.write().ready.remove(&failed.name);
+        self.set_failed(failed);
+    }
+
     /// The model ready under `name`.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
         self.read().ready.get(name).cloned()
