@@ -538,7 +538,17 @@ impl Manager {
             if !self.pause(wait).await {
                 return None;
             }
-            let lapse = match self.attempt().await {
+            // An attempt that hangs (a broker that does not answer) must not carry the model
+            // past its lease: it is cut off when the lease ends.
+            let left = Duration::from_secs(lease_expires.saturating_sub(unix_now()));
+            let attempt = tokio::time::timeout(left, self.attempt())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ReleaseError::Unreachable(
+                        "no answer before the lease ended".into(),
+                    ))
+                });
+            let lapse = match attempt {
                 Ok(released) if released.key.id() == self.item.key_id => {
                     lease_expires = released.lease_expires;
                     backoff = FIRST_BACKOFF;
