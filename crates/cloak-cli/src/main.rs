@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::demo;
 #[cfg(feature = "kbs")]
 use crate::commands::kbs;
-use crate::commands::{attest, infer, model, proxy, receipt, serve};
+use crate::commands::{attest, infer, model, proxy, receipt, serve, token};
 #[cfg(feature = "sim")]
 use crate::commands::{bench, sim};
 use crate::failure::Failure;
@@ -69,6 +69,9 @@ enum Command {
     /// Check inference receipts offline
     #[command(subcommand)]
     Receipt(receipt::ReceiptCommand),
+    /// Make a model owner's access-token key, and sign tokens that let a client query a model
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Create and drive a simulated SGX platform (for machines without SGX)
     #[cfg(feature = "sim")]
     #[command(subcommand)]
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Kbs(command) => kbs::run(command),
         Command::Infer(args) => infer::run(&args),
         Command::Receipt(command) => receipt::run(command),
+        Command::Token(command) => token::run(command),
         Command::Proxy(args) => proxy::run(&args),
         #[cfg(feature = "sim")]
         Command::Sim(command) => sim::run(command),

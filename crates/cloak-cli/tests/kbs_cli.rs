@@ -820,3 +820,99 @@ fn an_unconfirmed_lease_ends_and_an_old_sealed_key_does_not_revive_it() {
     assert_eq!(state, "UNAVAILABLE");
     assert!(reason.contains("key-lease-expired"), "{reason}");
 }
+
+/// A model whose owner names a token key is served only with a token that key signed: for that
+/// model, within its quota; a token the host mints with a key of its own gets nothing.
+#[test]
+fn only_the_owners_tokens_open_a_model() {
+    let (tmp, sim, root) = host();
+    let dir = tmp.path();
+    let models = dir.join("models");
+    std::fs::create_dir(&models).unwrap();
+    let demo_key = seal_demo(dir, &models, "demo");
+    let owner = Owner::init(dir);
+    let signing = dir.join("owner.tokenkey");
+    let out = cloak(&["token", "keygen", "--out", s(&signing)]);
+    ok(&out);
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let broker = owner.serve("127.0.0.1:0", &[]);
+    let ours = mrenclave_of(&exe());
+    let extra = format!("token_key = \"{public}\"");
+    owner.add_model(
+        &broker.url,
+        "demo",
+        &demo_key,
+        &policy(&root, &[&ours], &extra),
+    );
+    let server = serve(&exe(), dir, &models, &sim, &broker.url, &[]);
+    wait_for(&server, &root, "demo", is_ready);
+
+    let request = dir.join("request.json");
+    std::fs::write(
+        &request,
+        r#"{"inputs":[{"name":"features","datatype":"FP32","shape":[1,4],"data":[0.5,-1.0,2.0,3.0]}]}"#,
+    )
+    .unwrap();
+    let infer = |token: Option<&Path>| {
+        let mut line = format!(
+            "infer {} --model demo --input {} --trust-root {} --expect-mrenclave {ours} \
+             --allow-status OutOfDate --json",
+            server.url,
+            s(&request),
+            s(&root)
+        );
+        if let Some(token) = token {
+            line.push_str(&format!(" --token-file {}", s(token)));
+        }
+        let out = cloak_line(&line);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+    let issue = |key: &Path, model: &str, name: &str, extra: &[&str]| {
+        let path = dir.join(name);
+        let mut args = vec![
+            "token",
+            "issue",
+            "--key",
+            s(key),
+            "--model",
+            model,
+            "--expires-in",
+            "1h",
+            "--out",
+            s(&path),
+        ];
+        args.extend_from_slice(extra);
+        ok(&cloak(&args));
+        path
+    };
+
+    // No token: refused, before any inference.
+    let (code, stderr) = infer(None);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("token-missing"), "{stderr}");
+    // The owner's token, quota 2: two inferences, then no more.
+    let two = issue(&signing, "demo", "two.token", &["--quota", "2"]);
+    assert_eq!(infer(Some(&two)).0, Some(0));
+    assert_eq!(infer(Some(&two)).0, Some(0));
+    let (_, stderr) = infer(Some(&two));
+    assert!(stderr.contains("token-quota-exhausted"), "{stderr}");
+    // Inside an encapsulated request the token reaches the enclave as well (and only it).
+    let sealed = issue(&signing, "demo", "sealed.token", &[]);
+    let encapsulated = format!(
+        "infer {} --mode ohttp --model demo --input {} --trust-root {} --expect-mrenclave {ours} \
+         --allow-status OutOfDate --json --token-file {}",
+        server.url,
+        s(&request),
+        s(&root),
+        s(&sealed)
+    );
+    ok(&cloak_line(&encapsulated));
+    // A token for another model, and one the host signs with a key of its own: refused.
+    let other = issue(&signing, "other", "other.token", &[]);
+    assert!(infer(Some(&other)).1.contains("token-wrong-model"));
+    let host_key = dir.join("host.tokenkey");
+    ok(&cloak(&["token", "keygen", "--out", s(&host_key)]));
+    let forged = issue(&host_key, "demo", "forged.token", &[]);
+    assert!(infer(Some(&forged)).1.contains("token-signature"));
+}

@@ -138,7 +138,7 @@ pub(crate) async fn fetch_attestation(
         &path,
         Bytes::new(),
         None,
-        None,
+        http::Extras::default(),
     )
     .await?;
     if response.status != 200 {

@@ -73,6 +73,8 @@ struct Settings {
     /// The highest TCB evaluation data number accepted so far: a re-appraisal on older
     /// collateral than an earlier one is refused (see [`EvaluationFloor`]).
     floor: Arc<EvaluationFloor>,
+    /// The model owner's access token, sent with every request.
+    token: Option<Arc<str>>,
 }
 
 /// A [`Client`] under construction: the policy is required ([`ClientBuilder::policy`]), the rest
@@ -96,6 +98,7 @@ pub struct ClientBuilder<P> {
     reappraise_every: Duration,
     nonce: Option<Vec<u8>>,
     any_enclave: bool,
+    token: Option<Arc<str>>,
 }
 
 /// A [`ClientBuilder`] still without its policy: there is no default policy to fall back on.
@@ -113,6 +116,7 @@ impl Client {
             reappraise_every: DEFAULT_REAPPRAISE_EVERY,
             nonce: None,
             any_enclave: false,
+            token: None,
         }
     }
 
@@ -169,7 +173,7 @@ impl Client {
 
     /// Opens a dedicated connection under the appraisal in force (renewed first if it is due).
     pub async fn session(&self) -> Result<Session, Error> {
-        Session::open(self.current().await?).await
+        Session::open(self.current().await?, self.inner.settings.token.clone()).await
     }
 
     /// Appraises the server again now, and makes that appraisal the one in force; idle
@@ -258,7 +262,10 @@ impl Client {
         };
         match idle {
             Some(session) => Ok((session, true)),
-            None => Ok((Session::open(Arc::clone(appraisal)).await?, false)),
+            None => Ok((
+                Session::open(Arc::clone(appraisal), self.inner.settings.token.clone()).await?,
+                false,
+            )),
         }
     }
 
@@ -421,6 +428,14 @@ impl<P> ClientBuilder<P> {
         self
     }
 
+    /// The model owner's access token (`cloak token issue`), for models whose owner requires
+    /// one: sent as `Authorization: Bearer` with every request, inside attested TLS or the
+    /// encapsulation, never to anything the policy has not accepted.
+    pub fn access_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Arc::from(token.into().trim()));
+        self
+    }
+
     /// **Dangerous.** Accept a policy that names no enclave — no MRENCLAVE, no MRSIGNER with
     /// ISVPRODID, no MRTD ([`AppraisalPolicy::names_identity`]) — so that any genuine enclave
     /// is accepted, a rebuilt or hostile binary included. Without this,
@@ -452,6 +467,7 @@ impl ClientBuilder<NoPolicy> {
             reappraise_every: self.reappraise_every,
             nonce: self.nonce,
             any_enclave: self.any_enclave,
+            token: self.token,
         }
     }
 }
@@ -486,6 +502,7 @@ impl ClientBuilder<AppraisalPolicy> {
             transport: self.transport,
             reappraise_every: self.reappraise_every,
             floor: Arc::new(EvaluationFloor::new()),
+            token: self.token,
         };
         let appraisal = settings
             .appraise(endpoint.clone(), self.nonce.as_deref())

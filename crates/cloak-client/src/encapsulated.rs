@@ -141,7 +141,7 @@ pub(crate) async fn send(
     path: &str,
     body: &[u8],
     header_len: Option<usize>,
-    salt: Option<&cloak_proto::receipt::Salt>,
+    extras: http::Extras<'_>,
 ) -> Result<Response, Error> {
     let Target {
         endpoint,
@@ -155,7 +155,7 @@ pub(crate) async fn send(
         path,
         body,
         header_len,
-        salt,
+        extras,
     )?;
     let (encapsulated, opener) = ohttp::encapsulate_request(key_config, AeadId::Aes256Gcm, &inner)
         .map_err(|e| Error::Protocol(format!("encapsulation: {e}")))?;
@@ -193,7 +193,7 @@ fn inner_request(
     path: &str,
     body: &[u8],
     header_len: Option<usize>,
-    salt: Option<&cloak_proto::receipt::Salt>,
+    extras: http::Extras<'_>,
 ) -> Result<Vec<u8>, Error> {
     let mut message = bhttp::Message::request(
         method.as_str().as_bytes().to_vec(),
@@ -222,8 +222,8 @@ fn inner_request(
     message.put_header(freshness::ID_HEADER, freshness::format_id(&id));
     // The claims this client appraised: its receipt names them while the server stands by them.
     message.put_header(cloak_proto::receipt::EVIDENCE_HEADER, hex::encode(evidence));
-    if let Some(salt) = salt {
-        message.put_header(cloak_proto::receipt::SALT_HEADER, hex::encode(salt));
+    for (name, value) in extras.headers() {
+        message.put_header(name, value);
     }
     message.write_content(body);
     let mut out = Vec::with_capacity(body.len().saturating_add(256));

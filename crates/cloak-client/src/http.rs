@@ -192,7 +192,7 @@ pub(crate) async fn request(
     path: &str,
     body: Bytes,
     header_len: Option<usize>,
-    salt: Option<&cloak_proto::receipt::Salt>,
+    extras: Extras<'_>,
 ) -> Result<Response, Error> {
     let content_type = match (body.is_empty(), header_len) {
         (true, _) => None,
@@ -207,14 +207,34 @@ pub(crate) async fn request(
         header_len,
         body,
     )?;
-    if let Some(salt) = salt
-        && let Ok(value) = hyper::header::HeaderValue::from_str(&hex::encode(salt))
-    {
-        request
-            .headers_mut()
-            .insert(cloak_proto::receipt::SALT_HEADER, value);
+    for (name, value) in extras.headers() {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&value) {
+            request.headers_mut().insert(name, value);
+        }
     }
     exchange(connection, request).await
+}
+
+/// What a request carries besides its body: the receipt salt, and the model owner's access
+/// token (both inside attested TLS or the encapsulation).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Extras<'a> {
+    pub(crate) salt: Option<&'a cloak_proto::receipt::Salt>,
+    pub(crate) token: Option<&'a str>,
+}
+
+impl Extras<'_> {
+    /// The header fields they make.
+    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        if let Some(salt) = self.salt {
+            headers.push((cloak_proto::receipt::SALT_HEADER, hex::encode(salt)));
+        }
+        if let Some(token) = self.token {
+            headers.push(("authorization", format!("Bearer {token}")));
+        }
+        headers
+    }
 }
 
 /// A request with the headers Cloak's protocol uses.

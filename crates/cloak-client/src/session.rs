@@ -24,6 +24,8 @@ use crate::{Appraisal, Route, attested, encapsulated};
 pub struct Session {
     appraisal: Arc<Appraisal>,
     connection: Connection,
+    /// The model owner's access token, sent with every request.
+    token: Option<Arc<str>>,
     /// Over attested TLS: the server this connection's certificate showed.
     reached: Option<VerifiedServer>,
 }
@@ -45,7 +47,10 @@ pub struct Inference {
 
 impl Session {
     /// Opens a connection under `appraisal`.
-    pub(crate) async fn open(appraisal: Arc<Appraisal>) -> Result<Self, Error> {
+    pub(crate) async fn open(
+        appraisal: Arc<Appraisal>,
+        token: Option<Arc<str>>,
+    ) -> Result<Self, Error> {
         let (connection, reached) = match &appraisal.route {
             Route::AttestedTls { endpoint, tls } => {
                 let (connection, server) = attested::connect(endpoint, tls).await?;
@@ -58,6 +63,7 @@ impl Session {
         Ok(Self {
             appraisal,
             connection,
+            token,
             reached,
         })
     }
@@ -152,6 +158,10 @@ impl Session {
         header_len: Option<usize>,
         salt: Option<&Salt>,
     ) -> Result<Response, Error> {
+        let extras = http::Extras {
+            salt,
+            token: self.token.as_deref(),
+        };
         match &self.appraisal.route {
             Route::AttestedTls { endpoint, .. } => {
                 http::request(
@@ -161,7 +171,7 @@ impl Session {
                     path,
                     body,
                     header_len,
-                    salt,
+                    extras,
                 )
                 .await
             }
@@ -182,7 +192,7 @@ impl Session {
                     path,
                     &body,
                     header_len,
-                    salt,
+                    extras,
                 )
                 .await
             }

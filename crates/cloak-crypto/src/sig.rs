@@ -30,6 +30,15 @@ impl SigningKey {
         Self::from_pkcs8(&Zeroizing::new(pkcs8.as_ref().to_vec()))
     }
 
+    /// A fresh key and its PKCS#8 document (to keep in a file only its owner can read).
+    pub fn generate_pkcs8() -> Result<(Self, Zeroizing<Vec<u8>>), SignatureError> {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
+                .map_err(|_| SignatureError::Key)?;
+        let document = Zeroizing::new(pkcs8.as_ref().to_vec());
+        Ok((Self::from_pkcs8(&document)?, document))
+    }
+
     /// The key in a PKCS#8 document.
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, SignatureError> {
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8)

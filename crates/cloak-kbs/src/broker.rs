@@ -347,6 +347,7 @@ impl Broker {
         let ReleasePolicy {
             appraisal: policy,
             lease,
+            token_key,
         } = parse_policy_and_lease(&record.policy).map_err(|e| match e {
             BrokerError::PolicyPinsNoIdentity => {
                 BrokerError::denied(e.code(), format!("the model's stored policy: {e}"))
@@ -399,7 +400,14 @@ impl Broker {
         let key = self.keys.unwrap(model, &record.wrapped_key)?;
         let lease_expires = now.saturating_add(lease);
         seen.insert("lease_expires".into(), lease_expires.to_string());
-        let mut response = seal_key(&accepted, model, &key, &request.nonce, &ephemeral)?;
+        let mut response = seal_key(
+            &accepted,
+            model,
+            &key,
+            token_key.as_deref(),
+            &request.nonce,
+            &ephemeral,
+        )?;
         response.lease_expires = Some(lease_expires);
         Ok(response)
     }
@@ -634,22 +642,26 @@ impl Broker {
     }
 }
 
-/// Seals the model key to the ephemeral key; only an accepted quote gets here.
+/// Seals the model key — followed by the owner's access-token key, if the policy names one, so
+/// that the host cannot swap it — to the ephemeral key; only an accepted quote gets here.
 fn seal_key(
     _accepted: &AcceptedQuote,
     model: &str,
     key: &ModelKey,
+    token_key: Option<&[u8]>,
     nonce: &[u8],
     ephemeral: &[u8; EPHEMERAL_KEY_LEN],
 ) -> Result<ReleaseResponse, BrokerError> {
-    let sealed =
-        cloak_crypto::hpke::seal(ephemeral, &release_info(model), nonce, key.secret_bytes())
-            .map_err(|e| match e {
-                cloak_crypto::hpke::HpkeError::Malformed => BrokerError::MalformedRequest(
-                    "ephemeral_key is not an X25519 public key".into(),
-                ),
-                other => BrokerError::Seal(other.code()),
-            })?;
+    let plaintext = zeroize::Zeroizing::new(
+        [key.secret_bytes().as_slice(), token_key.unwrap_or_default()].concat(),
+    );
+    let sealed = cloak_crypto::hpke::seal(ephemeral, &release_info(model), nonce, &plaintext)
+        .map_err(|e| match e {
+            cloak_crypto::hpke::HpkeError::Malformed => {
+                BrokerError::MalformedRequest("ephemeral_key is not an X25519 public key".into())
+            }
+            other => BrokerError::Seal(other.code()),
+        })?;
     Ok(ReleaseResponse {
         model: model.to_owned(),
         key_id: key.id().to_string(),

@@ -6,6 +6,8 @@
 //!   `cloak kbs add-model` and `set-policy`) turns a path into the `sha256:` of that file.
 //! * `report_data` must be absent: the broker requires it to be exactly
 //!   `release_report_data(nonce, ephemeral_key)` for each release.
+//! * `token_key = "HEX"` (optional): the model owner's access-token key (`cloak token keygen`);
+//!   the enclave then serves the model only to requests with a token it signed.
 //! * `lease = "24h"` (optional; 24 hours when absent, 2 s to 30 days): how long a server may
 //!   use a released key without confirming it with the broker again.
 //! * The policy must name the enclave (`AppraisalPolicy::names_identity`): `[sgx] mrenclave`,
@@ -25,6 +27,8 @@ pub const DEFAULT_LEASE: u64 = 24 * 3600;
 pub const MIN_LEASE: u64 = 2;
 /// The longest lease a policy may set.
 pub const MAX_LEASE: u64 = 30 * 24 * 3600;
+/// The length of a P-256 SubjectPublicKeyInfo in DER.
+const P256_SPKI_LEN: usize = 91;
 
 /// A model's release policy: what evidence gets its key, and for how long a release holds.
 #[derive(Clone, Debug)]
@@ -34,6 +38,10 @@ pub struct ReleasePolicy {
     /// The lease, in seconds: a server may use a released key this long without confirming it
     /// with the broker again (`lease = "24h"` in the policy; [`DEFAULT_LEASE`] when absent).
     pub lease: u64,
+    /// The model owner's access-token key (P-256 SubjectPublicKeyInfo DER; `token_key = "HEX"`
+    /// in the policy): when set, the enclave serves the model only to requests carrying a
+    /// token it signed (`cloak_proto::access`).
+    pub token_key: Option<Vec<u8>>,
 }
 
 /// Parses a release policy (see the module documentation).
@@ -64,9 +72,35 @@ pub fn parse_policy_and_lease(text: &str) -> Result<ReleasePolicy, BrokerError> 
             ));
         }
     };
+    let token_key = match table.remove("token_key") {
+        None => None,
+        Some(toml::Value::String(text)) => {
+            let der = hex::decode(text.trim()).map_err(|_| {
+                BrokerError::InvalidPolicy("token_key is the hex of a public key's DER".into())
+            })?;
+            // A P-256 SubjectPublicKeyInfo is 91 bytes; anything else is not a key of ours.
+            if der.len() != P256_SPKI_LEN {
+                return Err(BrokerError::InvalidPolicy(
+                    "token_key is not a P-256 public key (SubjectPublicKeyInfo DER, as `cloak \
+                     token keygen` prints it)"
+                        .into(),
+                ));
+            }
+            Some(der)
+        }
+        Some(_) => {
+            return Err(BrokerError::InvalidPolicy(
+                "token_key is a hex string".into(),
+            ));
+        }
+    };
     let text = toml::to_string(&table).map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?;
     let appraisal = parse_appraisal(&text)?;
-    Ok(ReleasePolicy { appraisal, lease })
+    Ok(ReleasePolicy {
+        appraisal,
+        lease,
+        token_key,
+    })
 }
 
 fn parse_appraisal(text: &str) -> Result<AppraisalPolicy, BrokerError> {
@@ -121,6 +155,7 @@ pub fn policy_for_upload(path: &Path) -> Result<String, BrokerError> {
             // not the appraisal's).
             let mut appraisal_only = table.clone();
             appraisal_only.remove("lease");
+            appraisal_only.remove("token_key");
             let appraisal_text = toml::to_string(&appraisal_only)
                 .map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?;
             AppraisalPolicy::from_toml(&appraisal_text, base_dir)

@@ -10,6 +10,7 @@
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::arithmetic_side_effects))]
 
+pub mod access;
 pub mod attestation;
 mod base64_bytes;
 pub mod freshness;

@@ -114,6 +114,8 @@ pub struct Released {
     pub key: ModelKey,
     /// When the release lapses (Unix seconds, the broker's clock).
     pub lease_expires: u64,
+    /// The model owner's access-token key, when the model's policy names one.
+    pub token_key: Option<Vec<u8>>,
 }
 
 /// The lease assumed when a broker states none.
@@ -240,10 +242,15 @@ impl BrokerClient {
         let plaintext = ephemeral
             .open(&sealed, &release_info(model), &challenge.nonce)
             .map_err(|e| ReleaseError::Protocol(e.to_string()))?;
-        let bytes: [u8; KEY_LEN] = plaintext
-            .as_slice()
+        // The model key, then the owner's access-token key when the policy names one: sealed
+        // together, so the host can neither drop nor swap the latter.
+        let (key_bytes, token_key) = plaintext
+            .split_at_checked(KEY_LEN)
+            .ok_or_else(|| ReleaseError::Protocol("the released key is not 32 bytes".into()))?;
+        let bytes: [u8; KEY_LEN] = key_bytes
             .try_into()
             .map_err(|_| ReleaseError::Protocol("the released key is not 32 bytes".into()))?;
+        let token_key = (!token_key.is_empty()).then(|| token_key.to_vec());
         // A broker from before leases states none: the key is held for a day, then asked for
         // again, like any other.
         let lease_expires = released
@@ -252,6 +259,7 @@ impl BrokerClient {
         Ok(Released {
             key: ModelKey::from_bytes(bytes),
             lease_expires,
+            token_key,
         })
     }
 
@@ -478,11 +486,10 @@ impl Manager {
                     let service = Arc::clone(&self.service);
                     let item = self.item.clone();
                     let lease_expires = released.lease_expires;
-                    let installed = tokio::task::spawn_blocking(move || {
-                        install(&service, &item, &released.key, lease_expires)
-                    })
-                    .await
-                    .unwrap_or(false);
+                    let installed =
+                        tokio::task::spawn_blocking(move || install(&service, &item, &released))
+                            .await
+                            .unwrap_or(false);
                     if installed {
                         return Some(lease_expires);
                     }
@@ -552,16 +559,19 @@ impl Manager {
                 Ok(released) if released.key.id() == self.item.key_id => {
                     lease_expires = released.lease_expires;
                     backoff = FIRST_BACKOFF;
+                    // The owner may have set or changed the access-token key meanwhile.
+                    self.service
+                        .store()
+                        .set_token_key(&self.item.name, released.token_key.clone());
                     let platform = Arc::clone(self.service.identity().platform());
                     let (path, name) = (self.item.path.clone(), self.item.name.clone());
+                    let sealed = sealed_keys::SealedKey {
+                        key: released.key,
+                        lease_expires,
+                        token_key: released.token_key,
+                    };
                     let _ = tokio::task::spawn_blocking(move || {
-                        sealed_keys::seal_key(
-                            platform.as_ref(),
-                            &path,
-                            &name,
-                            &released.key,
-                            lease_expires,
-                        )
+                        sealed_keys::seal_key(platform.as_ref(), &path, &name, &sealed)
                     })
                     .await;
                     tracing::info!(model = %self.item.name, lease_expires, "key lease confirmed");
@@ -636,9 +646,10 @@ pub(crate) fn pending_reason(note: Option<&str>, waiting: &str) -> String {
     }
 }
 
-/// Loads a model with its released key, seals the key (with its lease) for restarts and
-/// re-attests (blocking); whether the model is now served.
-fn install(service: &Service, item: &Found, key: &ModelKey, lease_expires: u64) -> bool {
+/// Loads a model with its released key, seals the key (with its lease and access-token key) for
+/// restarts and re-attests (blocking); whether the model is now served.
+fn install(service: &Service, item: &Found, released: &Released) -> bool {
+    let key = &released.key;
     if key.id() != item.key_id {
         service.store().set_failed(FailedModel {
             name: item.name.clone(),
@@ -652,6 +663,10 @@ fn install(service: &Service, item: &Found, key: &ModelKey, lease_expires: u64) 
         });
         return false;
     }
+    // Who may query it is settled before it is served.
+    service
+        .store()
+        .set_token_key(&item.name, released.token_key.clone());
     if service
         .store()
         .load(item, key, service.engine(), service.limits())
@@ -665,8 +680,11 @@ fn install(service: &Service, item: &Found, key: &ModelKey, lease_expires: u64) 
         identity.platform().as_ref(),
         &item.path,
         &item.name,
-        key,
-        lease_expires,
+        &sealed_keys::SealedKey {
+            key: key.clone(),
+            lease_expires: released.lease_expires,
+            token_key: released.token_key.clone(),
+        },
     ) {
         tracing::warn!(
             model = %item.name,

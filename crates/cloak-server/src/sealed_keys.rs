@@ -6,7 +6,7 @@
 //!
 //! The sealed plaintext binds the key to its model and to the end of its lease:
 //! `"cloak-model-key/v2" ‖ 0x00 ‖ model name ‖ 0x00 ‖ lease end (Unix seconds, u64 big-endian) ‖
-//! key (32 bytes)`, so a sealed key renamed onto another container is refused, and a file cannot
+//! key (32 bytes) ‖ the owner's access-token key (SubjectPublicKeyInfo DER, when there is one)`, so a sealed key renamed onto another container is refused, and a file cannot
 //! be made to outlive its lease: the host may put back an older file, whose lease ends earlier,
 //! but cannot change what a file says. A key sealed before leases (`v1`) is not used: the broker
 //! is asked again.
@@ -28,25 +28,26 @@ pub fn sealed_key_path(container: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A key sealed here, with the end of its lease.
+/// A key sealed here, with the end of its lease and the owner's access-token key.
 #[derive(Debug)]
 pub struct SealedKey {
     /// The model key.
     pub key: ModelKey,
     /// When its lease ends (Unix seconds, the broker's clock).
     pub lease_expires: u64,
+    /// The model owner's access-token key, when the model's policy names one.
+    pub token_key: Option<Vec<u8>>,
 }
 
-/// Seals `key` for `model`, leased until `lease_expires`, to this enclave's measurement and
-/// writes it (atomically, mode 0600).
+/// Seals `sealed` for `model` to this enclave's measurement and writes it (atomically, mode
+/// 0600).
 pub fn seal_key(
     platform: &dyn Platform,
     container: &Path,
     model: &str,
-    key: &ModelKey,
-    lease_expires: u64,
+    sealed: &SealedKey,
 ) -> Result<(), cloak_tee::seal::SealError> {
-    let plaintext = zeroize::Zeroizing::new(encode(model, key, lease_expires));
+    let plaintext = zeroize::Zeroizing::new(encode(model, sealed));
     cloak_tee::seal::seal_to_file(
         platform,
         KeyPolicy::Measurement,
@@ -102,7 +103,12 @@ pub fn remove_sealed_key(container: &Path) {
     }
 }
 
-fn encode(model: &str, key: &ModelKey, lease_expires: u64) -> Vec<u8> {
+fn encode(model: &str, sealed: &SealedKey) -> Vec<u8> {
+    let SealedKey {
+        key,
+        lease_expires,
+        token_key,
+    } = sealed;
     let mut out = Vec::with_capacity(
         DOMAIN
             .len()
@@ -115,18 +121,23 @@ fn encode(model: &str, key: &ModelKey, lease_expires: u64) -> Vec<u8> {
     out.push(0);
     out.extend_from_slice(&lease_expires.to_be_bytes());
     out.extend_from_slice(key.secret_bytes());
+    if let Some(token_key) = token_key {
+        out.extend_from_slice(token_key);
+    }
     out
 }
 
 fn decode(plaintext: &[u8], model: &str) -> Option<SealedKey> {
     let rest = plaintext.strip_prefix(DOMAIN)?.strip_prefix(&[0])?;
     let rest = rest.strip_prefix(model.as_bytes())?.strip_prefix(&[0])?;
-    let (lease, key) = rest.split_at_checked(8)?;
+    let (lease, rest) = rest.split_at_checked(8)?;
     let lease_expires = u64::from_be_bytes(lease.try_into().ok()?);
+    let (key, token_key) = rest.split_at_checked(KEY_LEN)?;
     let bytes: [u8; KEY_LEN] = key.try_into().ok()?;
     Some(SealedKey {
         key: ModelKey::from_bytes(bytes),
         lease_expires,
+        token_key: (!token_key.is_empty()).then(|| token_key.to_vec()),
     })
 }
 
@@ -136,11 +147,24 @@ mod tests {
 
     #[test]
     fn encoding_binds_the_model_name() {
-        let key = ModelKey::from_bytes([7; KEY_LEN]);
-        let encoded = encode("cls", &key, 1_900_000_000);
-        let sealed = decode(&encoded, "cls").unwrap();
-        assert_eq!(sealed.key.secret_bytes(), &[7; KEY_LEN]);
-        assert_eq!(sealed.lease_expires, 1_900_000_000);
+        let sealed = SealedKey {
+            key: ModelKey::from_bytes([7; KEY_LEN]),
+            lease_expires: 1_900_000_000,
+            token_key: Some(vec![9; 91]),
+        };
+        let encoded = encode("cls", &sealed);
+        let opened = decode(&encoded, "cls").unwrap();
+        assert_eq!(opened.key.secret_bytes(), &[7; KEY_LEN]);
+        assert_eq!(opened.lease_expires, 1_900_000_000);
+        assert_eq!(opened.token_key.as_deref(), Some(&[9u8; 91][..]));
+        let open = SealedKey {
+            token_key: None,
+            ..sealed
+        };
+        assert_eq!(
+            decode(&encode("cls", &open), "cls").unwrap().token_key,
+            None
+        );
         assert!(decode(&encoded, "cl").is_none());
         assert!(decode(&encoded, "clsx").is_none());
         assert!(decode(&encoded[..encoded.len() - 1], "cls").is_none());

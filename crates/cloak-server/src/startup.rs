@@ -30,11 +30,12 @@ pub struct PreparedServer {
 }
 
 /// Where a model's key came from at start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum KeySource {
     Given,
-    /// Sealed here by an earlier run, leased until this time.
-    Sealed(u64),
+    /// Sealed here by an earlier run, leased until this time, with the owner's access-token key
+    /// if the model's policy names one.
+    Sealed(u64, Option<Vec<u8>>),
 }
 
 impl PreparedServer {
@@ -53,7 +54,8 @@ impl PreparedServer {
             match initial_key(&config, platform.as_ref(), &item) {
                 Start::Key(key, source) => match store.load(&item, &key, &engine, &config.limits) {
                     Ok(()) => {
-                        if let KeySource::Sealed(lease_expires) = source {
+                        if let KeySource::Sealed(lease_expires, token_key) = source {
+                            store.set_token_key(&item.name, token_key);
                             leased.push(key_release::Leased {
                                 item,
                                 lease_expires,
@@ -61,7 +63,7 @@ impl PreparedServer {
                         }
                     }
                     Err(failed)
-                        if matches!(source, KeySource::Sealed(_))
+                        if matches!(source, KeySource::Sealed(..))
                             && failed.code == "wrong-key"
                             && config.kbs.is_some() =>
                     {
@@ -301,7 +303,10 @@ fn initial_key(config: &ServerConfig, platform: &dyn Platform, item: &Found) -> 
                 lease_expires = sealed.lease_expires,
                 "model key unsealed"
             );
-            Start::Key(sealed.key, KeySource::Sealed(sealed.lease_expires))
+            Start::Key(
+                sealed.key,
+                KeySource::Sealed(sealed.lease_expires, sealed.token_key),
+            )
         }
         Ok(None) => Start::NoKey(None),
         Err(failure) => {

@@ -83,6 +83,8 @@ struct Inner {
     // Shared: a request takes its model with a reference-count increment, not a copy.
     ready: BTreeMap<String, Arc<LoadedModel>>,
     failed: Vec<FailedModel>,
+    /// The owners' access-token keys, by model name (only for models whose policy sets one).
+    token_keys: BTreeMap<String, Vec<u8>>,
 }
 
 impl ModelStore {
@@ -216,6 +218,21 @@ impl ModelStore {
     pub fn unload(&self, failed: FailedModel) {
         self.write().ready.remove(&failed.name);
         self.set_failed(failed);
+    }
+
+    /// Sets (or clears) the model owner's access-token key for `name`: with one, the model is
+    /// served only to requests carrying a token it signed.
+    pub fn set_token_key(&self, name: &str, key: Option<Vec<u8>>) {
+        let mut inner = self.write();
+        match key {
+            Some(key) => inner.token_keys.insert(name.to_owned(), key),
+            None => inner.token_keys.remove(name),
+        };
+    }
+
+    /// The access-token key `name` requires, if any.
+    pub fn token_key(&self, name: &str) -> Option<Vec<u8>> {
+        self.read().token_keys.get(name).cloned()
     }
 
     /// The model ready under `name`.

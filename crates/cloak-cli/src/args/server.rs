@@ -66,6 +66,11 @@ pub(crate) struct ServerArgs {
     /// offline (`cloak receipt verify --attestation`)
     #[arg(long, value_name = "FILE", alias = "out")]
     attestation_out: Option<PathBuf>,
+    /// The model owner's access token (from `cloak token issue`), for models whose owner
+    /// requires one: sent inside attested TLS or the encapsulation, never to a server the
+    /// policy rejects
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     #[command(flatten)]
     policy: PolicyArgs,
     #[command(flatten)]
@@ -102,6 +107,11 @@ impl ServerArgs {
             .transport(self.transport()?);
         if self.any_enclave.allowed() {
             builder = builder.dangerously_accept_any_enclave();
+        }
+        if let Some(path) = &self.token_file {
+            let token = cloak_fs::secret::read_secret(path, cloak_proto::access::MAX_TOKEN_LEN + 2)
+                .map_err(|e| Failure::usage(e.code(), format!("token file {e}")))?;
+            builder = builder.access_token(token.trim());
         }
         if let Some(collateral) = self.collateral()? {
             builder = builder.collateral(collateral);

@@ -16,3 +16,4 @@ pub(crate) mod receipt;
 pub(crate) mod serve;
 #[cfg(feature = "sim")]
 pub(crate) mod sim;
+pub(crate) mod token;

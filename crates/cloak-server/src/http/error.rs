@@ -62,6 +62,19 @@ impl From<ServiceError> for ApiError {
                 };
                 Self::new(status, e.to_string())
             }
+            ServiceError::Access {
+                status,
+                code,
+                message,
+            } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                let message = format!("{code}: {message}");
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    Self::retry_later(status, &message)
+                } else {
+                    Self::new(status, message)
+                }
+            }
             ServiceError::AttestationBusy => Self::retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "attestation-busy: the server is producing as many attestations as it may; \

@@ -278,6 +278,14 @@ async fn infer_request(
     body: Body,
 ) -> Result<Response, ApiError> {
     let model = service.model(name, version)?;
+    // Before the body is read: a request its model's owner did not allow costs nothing more.
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    service.authorize(name, bearer)?;
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
         && encoding.as_bytes() != b"identity"
     {

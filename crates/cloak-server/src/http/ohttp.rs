@@ -42,7 +42,8 @@ use crate::service::{ReplayRefusal, Service};
 const OVERHEAD: usize = 64 * 1024;
 /// Inner request headers passed to the KServe handlers; the rest are dropped. Names are
 /// lower case, as Binary HTTP carries them.
-const FORWARDED: [&str; 4] = [
+const FORWARDED: [&str; 5] = [
+    "authorization",
     "content-type",
     "content-encoding",
     "inference-header-content-length",

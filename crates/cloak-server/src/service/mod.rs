@@ -8,6 +8,7 @@
 //! [`ServiceError`]s, which name what went wrong in the service's terms; the HTTP layer alone
 //! decides how each one reads on the wire.
 
+mod access;
 mod infer;
 mod replay;
 
@@ -56,6 +57,8 @@ pub(crate) struct Service {
     preparing: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
     replay: replay::ReplayCache,
+    /// Per-token rate and quota of access tokens.
+    tokens: access::TokenMeter,
     ready: AtomicBool,
     /// Serialises re-attestation (see [`Service::models_changed`]).
     reattest: Mutex<()>,
@@ -66,6 +69,16 @@ pub(crate) struct Service {
 pub(crate) enum ServiceError {
     /// The engine refused the inputs (a client error) or failed (a server error).
     Engine(EngineError),
+    /// The model's owner requires an access token and this request's was missing or not good
+    /// enough: the HTTP status, a stable code and a sentence.
+    Access {
+        /// 401, 403 or 429.
+        status: u16,
+        /// `token-missing`, `token-signature`, `token-expired`, `token-rate-limited`, ...
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+    },
     /// Fresh attestations are at their limit of quotes at once, with a full wait.
     AttestationBusy,
     /// The client's address asked for fresh attestations faster than its rate.
@@ -145,6 +158,7 @@ impl Service {
             identity,
             engine,
             replay: replay::ReplayCache::new(limits.max_replay_ids),
+            tokens: access::TokenMeter::new(),
             limits,
             metrics,
             ready: AtomicBool::new(false),
@@ -276,6 +290,18 @@ impl Service {
             })?;
         self.metrics.attestation();
         Ok(document)
+    }
+
+    /// Lets an inference on `model` through if its owner requires no access token, or if
+    /// `bearer` is one the owner signed for it, unexpired, within its rate and quota.
+    pub(crate) fn authorize(&self, model: &str, bearer: Option<&str>) -> Result<(), ServiceError> {
+        let Some(key) = self.store.token_key(model) else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.tokens.admit(&key, model, bearer, now)
     }
 
     /// Reserves `bytes` of the request-body budget, or refuses at once when it is spent.
