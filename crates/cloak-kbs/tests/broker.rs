@@ -71,6 +71,20 @@ fn start(sim: &SimConfig, enclave: Identity) -> Harness {
 }
 
 fn start_with(sim: &SimConfig, enclave: Identity, rate: RateLimit) -> Harness {
+    start_full(
+        sim,
+        enclave,
+        rate,
+        cloak_kbs::http::ConnectionLimits::default(),
+    )
+}
+
+fn start_full(
+    sim: &SimConfig,
+    enclave: Identity,
+    rate: RateLimit,
+    limits: cloak_kbs::http::ConnectionLimits,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let platform = SimPlatform::init(&dir.path().join("sim"), sim)
         .unwrap()
@@ -109,7 +123,7 @@ fn start_with(sim: &SimConfig, enclave: Identity, rate: RateLimit) -> Harness {
         listener,
         None,
         router,
-        cloak_kbs::http::ConnectionLimits::default(),
+        limits,
         async {
             let _ = stopped.await;
         },
@@ -885,6 +899,42 @@ fn the_audit_log_is_read_and_checked_a_page_at_a_time() {
     let page: Value = response.into_body().read_json().unwrap();
     assert_eq!(page["records"].as_array().unwrap().len(), 2_300);
     assert!(page.get("next").is_none());
+}
+
+#[test]
+fn connections_that_say_nothing_are_closed_while_callers_are_served() {
+    use std::io::Read as _;
+
+    let mut limits = cloak_kbs::http::ConnectionLimits::default();
+    limits.idle_timeout = std::time::Duration::from_secs(1);
+    let h = start_full(
+        &SimConfig::up_to_date(),
+        identity(),
+        RateLimit::new(),
+        limits,
+    );
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let started = std::time::Instant::now();
+    let mut held: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    // The broker answers its callers meanwhile.
+    assert!(h.admin().audit(false).is_ok());
+    for conn in &mut held {
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            conn.read(&mut byte).unwrap(),
+            0,
+            "an idle connection stayed open"
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(4),
+        "closed after {took:?} under a 1 s idle deadline"
+    );
 }
 
 #[test]
