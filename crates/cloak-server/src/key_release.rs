@@ -250,7 +250,15 @@ impl BrokerClient {
         let bytes: [u8; KEY_LEN] = key_bytes
             .try_into()
             .map_err(|_| ReleaseError::Protocol("the released key is not 32 bytes".into()))?;
-        let token_key = (!token_key.is_empty()).then(|| token_key.to_vec());
+        let token_key = match token_key.len() {
+            0 => None,
+            sealed_keys::TOKEN_KEY_LEN => Some(token_key.to_vec()),
+            n => {
+                return Err(ReleaseError::Protocol(format!(
+                    "the released access-token key is {n} bytes, not a P-256 public key"
+                )));
+            }
+        };
         // A broker from before leases states none: the key is held for a day, then asked for
         // again, like any other.
         let lease_expires = released

@@ -17,6 +17,8 @@ use cloak_crypto::key::{KEY_LEN, ModelKey};
 use cloak_tee::{KeyPolicy, Platform};
 
 const DOMAIN: &[u8] = b"cloak-model-key/v2";
+/// The length of an access-token key (a P-256 SubjectPublicKeyInfo in DER).
+pub const TOKEN_KEY_LEN: usize = 91;
 /// The layout from before leases, recognised only to say why it is not used.
 const DOMAIN_V1: &[u8] = b"cloak-model-key/v1";
 const SUFFIX: &str = ".sealed-key";
@@ -134,10 +136,16 @@ fn decode(plaintext: &[u8], model: &str) -> Option<SealedKey> {
     let lease_expires = u64::from_be_bytes(lease.try_into().ok()?);
     let (key, token_key) = rest.split_at_checked(KEY_LEN)?;
     let bytes: [u8; KEY_LEN] = key.try_into().ok()?;
+    // Nothing, or exactly one P-256 public key: any other length is not this layout.
+    let token_key = match token_key.len() {
+        0 => None,
+        TOKEN_KEY_LEN => Some(token_key.to_vec()),
+        _ => return None,
+    };
     Some(SealedKey {
         key: ModelKey::from_bytes(bytes),
         lease_expires,
-        token_key: (!token_key.is_empty()).then(|| token_key.to_vec()),
+        token_key,
     })
 }
 
