@@ -19,12 +19,8 @@
 //! payload`. A client sends it as `Authorization: Bearer TOKEN` — inside attested TLS or inside
 //! an encapsulated request, so the host never sees it.
 
-use std::collections::BTreeMap;
-
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ciborium::Value;
-use cloak_crypto::sig::{self, SigningKey};
+use cloak_crypto::sig::SigningKey;
 
 /// What the signature covers before the payload.
 const CONTEXT: &[u8] = b"cloak-access-token/v1\0";
@@ -61,17 +57,7 @@ impl AccessToken {
 
     /// Signs the token with the owner's key: the text a client sends.
     pub fn sign(&self, key: &SigningKey) -> Result<String, TokenError> {
-        let payload = self.payload();
-        let signature = key
-            .sign(&[CONTEXT, &payload].concat())
-            .map_err(|_| TokenError::Signature)?;
-        let mut out = Vec::new();
-        ciborium::into_writer(
-            &Value::Array(vec![Value::Bytes(payload), Value::Bytes(signature)]),
-            &mut out,
-        )
-        .map_err(|e| TokenError::Malformed(e.to_string()))?;
-        Ok(URL_SAFE_NO_PAD.encode(out))
+        crate::signed::seal(CONTEXT, self.payload(), key).map_err(TokenError::from)
     }
 
     /// Reads `text`, checks its signature under `public_key` (SubjectPublicKeyInfo DER), that
@@ -82,25 +68,8 @@ impl AccessToken {
         model: &str,
         now: u64,
     ) -> Result<Self, TokenError> {
-        let text = text.trim();
-        if text.len() > MAX_TOKEN_LEN {
-            return Err(TokenError::Malformed("too long".into()));
-        }
-        let raw = URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| TokenError::Malformed("not base64url".into()))?;
-        let value: Value = ciborium::from_reader(raw.as_slice())
-            .map_err(|e| TokenError::Malformed(e.to_string()))?;
-        let Value::Array(items) = value else {
-            return Err(TokenError::Malformed("not a CBOR array".into()));
-        };
-        let [Value::Bytes(payload), Value::Bytes(signature)] = items.as_slice() else {
-            return Err(TokenError::Malformed(
-                "not [payload, signature] byte strings".into(),
-            ));
-        };
-        sig::verify(public_key, &[CONTEXT, payload].concat(), signature)
-            .map_err(|_| TokenError::Signature)?;
+        let payload = crate::signed::open(text, MAX_TOKEN_LEN, CONTEXT, public_key)?;
+        let payload = &payload;
         let token = Self::from_payload(payload)?;
         if token.payload() != *payload {
             return Err(TokenError::Malformed("not deterministic CBOR".into()));
@@ -115,20 +84,7 @@ impl AccessToken {
     }
 
     fn from_payload(payload: &[u8]) -> Result<Self, TokenError> {
-        let value: Value =
-            ciborium::from_reader(payload).map_err(|e| TokenError::Malformed(e.to_string()))?;
-        let Value::Map(entries) = value else {
-            return Err(TokenError::Malformed("the payload is not a map".into()));
-        };
-        let mut fields = BTreeMap::new();
-        for (key, value) in entries {
-            let Value::Text(key) = key else {
-                return Err(TokenError::Malformed("a key is not text".into()));
-            };
-            if fields.insert(key.clone(), value).is_some() {
-                return Err(TokenError::Malformed(format!("{key} appears twice")));
-            }
-        }
+        let mut fields = crate::signed::fields(payload).map_err(TokenError::Malformed)?;
         let mut take = |key: &str| {
             fields
                 .remove(key)
@@ -192,8 +148,20 @@ impl TokenError {
     }
 }
 
+impl From<crate::signed::EnvelopeError> for TokenError {
+    fn from(e: crate::signed::EnvelopeError) -> Self {
+        match e {
+            crate::signed::EnvelopeError::Malformed(what) => Self::Malformed(what),
+            crate::signed::EnvelopeError::Signature => Self::Signature,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn token() -> AccessToken {

@@ -18,4 +18,5 @@ pub mod identity;
 pub mod kbs;
 pub mod kserve;
 pub mod receipt;
+mod signed;
 pub mod tensor;

@@ -28,12 +28,8 @@
 //! verifier that trusts a quote over those claims therefore knows that the enclave produced that
 //! output from that input with that model.
 
-use std::collections::BTreeMap;
-
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ciborium::Value;
-use cloak_crypto::sig::{self, SigningKey};
+use cloak_crypto::sig::SigningKey;
 
 use crate::identity::IdentityClaims;
 
@@ -114,41 +110,14 @@ impl Receipt {
 
     /// Signs the receipt: the header value.
     pub fn sign(&self, key: &SigningKey) -> Result<String, ReceiptError> {
-        let payload = self.payload();
-        let signature = key
-            .sign(&signed_message(&payload))
-            .map_err(|_| ReceiptError::Signature)?;
-        let mut out = Vec::new();
-        ciborium::into_writer(
-            &Value::Array(vec![Value::Bytes(payload), Value::Bytes(signature)]),
-            &mut out,
-        )
-        .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        Ok(URL_SAFE_NO_PAD.encode(out))
+        crate::signed::seal(CONTEXT, self.payload(), key).map_err(ReceiptError::from)
     }
 
     /// Reads a receipt and checks its signature under `public_key` (SubjectPublicKeyInfo DER).
     /// Nothing else is checked: see [`Receipt::verify`].
     pub fn open(text: &str, public_key: &[u8]) -> Result<Self, ReceiptError> {
-        let text = text.trim();
-        if text.len() > MAX_RECEIPT_LEN {
-            return Err(ReceiptError::Malformed("too long".into()));
-        }
-        let raw = URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| ReceiptError::Malformed("not base64url".into()))?;
-        let value: Value = ciborium::from_reader(raw.as_slice())
-            .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        let Value::Array(items) = value else {
-            return Err(ReceiptError::Malformed("not a CBOR array".into()));
-        };
-        let [Value::Bytes(payload), Value::Bytes(signature)] = items.as_slice() else {
-            return Err(ReceiptError::Malformed(
-                "not [payload, signature] byte strings".into(),
-            ));
-        };
-        sig::verify(public_key, &signed_message(payload), signature)
-            .map_err(|_| ReceiptError::Signature)?;
+        let payload = crate::signed::open(text, MAX_RECEIPT_LEN, CONTEXT, public_key)?;
+        let payload = &payload;
         let receipt = Self::from_payload(payload)?;
         // A payload that is not in the one encoding this layout has could carry a second
         // meaning; only the canonical bytes are accepted.
@@ -220,20 +189,7 @@ impl Receipt {
     }
 
     fn from_payload(payload: &[u8]) -> Result<Self, ReceiptError> {
-        let value: Value =
-            ciborium::from_reader(payload).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        let Value::Map(entries) = value else {
-            return Err(ReceiptError::Malformed("the payload is not a map".into()));
-        };
-        let mut fields = BTreeMap::new();
-        for (key, value) in entries {
-            let Value::Text(key) = key else {
-                return Err(ReceiptError::Malformed("a key is not text".into()));
-            };
-            if fields.insert(key.clone(), value).is_some() {
-                return Err(ReceiptError::Malformed(format!("{key} appears twice")));
-            }
-        }
+        let mut fields = crate::signed::fields(payload).map_err(ReceiptError::Malformed)?;
         let mut take = |key: &str| {
             fields
                 .remove(key)
@@ -259,10 +215,6 @@ impl Receipt {
         }
         Ok(receipt)
     }
-}
-
-fn signed_message(payload: &[u8]) -> Vec<u8> {
-    [CONTEXT, payload].concat()
 }
 
 fn text(value: Value, key: &str) -> Result<String, ReceiptError> {
@@ -330,6 +282,15 @@ impl ReceiptError {
             Self::Input => "receipt-input-mismatch",
             Self::Output => "receipt-output-mismatch",
             Self::SaltMissing => "receipt-salt-missing",
+        }
+    }
+}
+
+impl From<crate::signed::EnvelopeError> for ReceiptError {
+    fn from(e: crate::signed::EnvelopeError) -> Self {
+        match e {
+            crate::signed::EnvelopeError::Malformed(what) => Self::Malformed(what),
+            crate::signed::EnvelopeError::Signature => Self::Signature,
         }
     }
 }

@@ -351,30 +351,23 @@ pub(crate) async fn obtain_keys(
     leased: Vec<Leased>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let manager = |item| Manager {
+        service: Arc::clone(&service),
+        client: Arc::clone(&client),
+        config: config.clone(),
+        item,
+        shutdown: shutdown.clone(),
+    };
     let mut tasks = JoinSet::new();
     for Waiting { item, note } in waiting {
-        let manager = Manager {
-            service: Arc::clone(&service),
-            client: Arc::clone(&client),
-            config: config.clone(),
-            item,
-            shutdown: shutdown.clone(),
-        };
-        tasks.spawn(manager.run(Phase::Obtain(note)));
+        tasks.spawn(manager(item).run(Phase::Obtain(note)));
     }
     for Leased {
         item,
         lease_expires,
     } in leased
     {
-        let manager = Manager {
-            service: Arc::clone(&service),
-            client: Arc::clone(&client),
-            config: config.clone(),
-            item,
-            shutdown: shutdown.clone(),
-        };
-        tasks.spawn(manager.run(Phase::Keep(lease_expires)));
+        tasks.spawn(manager(item).run(Phase::Keep(lease_expires)));
     }
     while tasks.join_next().await.is_some() {}
 }

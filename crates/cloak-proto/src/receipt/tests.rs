@@ -1,3 +1,6 @@
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use super::*;
 use crate::identity::ModelClaim;
 
@@ -199,4 +202,8 @@ fn non_canonical_or_extended_payloads_are_refused() {
         Receipt::verify(&"A".repeat(MAX_RECEIPT_LEN + 1), &claims),
         Err(ReceiptError::Malformed(_))
     ));
+}
+
+fn signed_message(payload: &[u8]) -> Vec<u8> {
+    [CONTEXT, payload].concat()
 }
