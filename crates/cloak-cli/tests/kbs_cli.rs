@@ -821,6 +821,71 @@ fn an_unconfirmed_lease_ends_and_an_old_sealed_key_does_not_revive_it() {
     assert!(reason.contains("key-lease-expired"), "{reason}");
 }
 
+/// A restart is when a host can present a sealed key the broker has since revoked: a server
+/// that starts from a sealed key serves it while it confirms the lease at once, not when half
+/// of a long lease is left, so a removal reaches it within seconds — whichever sealed file the
+/// host puts back.
+#[test]
+fn a_restarted_server_confirms_its_sealed_lease_at_once() {
+    let (tmp, sim, root) = host();
+    let dir = tmp.path();
+    let models = dir.join("models");
+    std::fs::create_dir(&models).unwrap();
+    let demo_key = seal_demo(dir, &models, "demo");
+    let owner = Owner::init(dir);
+    let broker = owner.serve("127.0.0.1:0", &[]);
+    let ours = mrenclave_of(&exe());
+    owner.add_model(
+        &broker.url,
+        "demo",
+        &demo_key,
+        &policy(&root, &[&ours], "lease = \"1h\""),
+    );
+    let server = serve(&exe(), dir, &models, &sim, &broker.url, &[]);
+    wait_for(&server, &root, "demo", is_ready);
+    drop(server);
+    let sealed = models.join("demo.cloak.sealed-key");
+    let kept = dir.join("kept.sealed-key");
+    std::fs::copy(&sealed, &kept).unwrap();
+
+    // Restarted while the key is granted: served from the sealed key, and confirmed at once
+    // (a second granted release, though the lease has most of an hour left).
+    let granted = || {
+        releases(&owner.audit(&broker.url), "demo")
+            .into_iter()
+            .filter(|(decision, ..)| decision == "granted")
+            .count()
+    };
+    assert_eq!(granted(), 1);
+    let server = serve(&exe(), dir, &models, &sim, &broker.url, &[]);
+    wait_for(&server, &root, "demo", is_ready);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while granted() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(granted(), 2, "the sealed lease was not confirmed at start");
+    drop(server);
+
+    ok(&owner.admin(&broker.url, "remove-model", &["--name", "demo"]));
+    for _ in 0..2 {
+        // The host restores the sealed key from before the removal (its lease has most of an
+        // hour left) and restarts the server.
+        std::fs::copy(&kept, &sealed).unwrap();
+        let started = Instant::now();
+        let server = serve(&exe(), dir, &models, &sim, &broker.url, &[]);
+        let (state, _) = wait_for(&server, &root, "demo", |_, reason| {
+            reason.contains("key-revoked")
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "revocation took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(state, "UNAVAILABLE");
+        assert!(!sealed.exists(), "the revoked key stayed sealed on disk");
+    }
+}
+
 /// A model whose owner names a token key is served only with a token that key signed: for that
 /// model, within its quota; a token the host mints with a key of its own gets nothing.
 #[test]

@@ -338,8 +338,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// unreachable, and after [`KbsConfig::denied_retry`] when it refuses. Each model's status is
 /// kept in the store (so `/v2/models/{name}/ready` and the repository index report it) and
 /// logged. A released key is sealed to this enclave's measurement beside its container, with
-/// its lease. Then, for these and for the `leased` models (unsealed at startup), each lease is
-/// confirmed with a new release when half of it is left: a refusal (the model removed, its
+/// its lease. Then each lease is confirmed with a new release when half of it is left — and a
+/// lease unsealed at startup (`leased`) at once, while its model is served: a restart is when
+/// a host can present an older sealed file, and the broker may have revoked the key or
+/// tightened the policy since it was sealed. A refusal (the model removed, its
 /// policy no longer accepting this enclave) stops serving the model at once (`key-revoked`); a
 /// broker unreachable until the lease ends stops it then (`key-lease-expired`); either way the
 /// sealed key is deleted and the key is asked for again.
@@ -367,7 +369,10 @@ pub(crate) async fn obtain_keys(
         lease_expires,
     } in leased
     {
-        tasks.spawn(manager(item).run(Phase::Keep(lease_expires)));
+        tasks.spawn(manager(item).run(Phase::Keep {
+            lease_expires,
+            confirm_now: true,
+        }));
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -406,8 +411,12 @@ pub(crate) async fn expire_leases(
 enum Phase {
     /// Asking for the key (why a sealed key was not used, if there was one).
     Obtain(Option<String>),
-    /// Serving with a key leased until this time; confirming it before then.
-    Keep(u64),
+    /// Serving with a key leased until `lease_expires`; confirming it at once (a key unsealed
+    /// at startup) or when half of the lease is left.
+    Keep {
+        lease_expires: u64,
+        confirm_now: bool,
+    },
     /// Waiting after the key was revoked or its lease ended, then asking again.
     Lapsed(&'static str, String),
 }
@@ -426,10 +435,16 @@ impl Manager {
         loop {
             phase = match phase {
                 Phase::Obtain(note) => match self.obtain(note).await {
-                    Some(lease_expires) => Phase::Keep(lease_expires),
+                    Some(lease_expires) => Phase::Keep {
+                        lease_expires,
+                        confirm_now: false,
+                    },
                     None => return,
                 },
-                Phase::Keep(lease_expires) => match self.keep(lease_expires).await {
+                Phase::Keep {
+                    lease_expires,
+                    confirm_now,
+                } => match self.keep(lease_expires, confirm_now).await {
                     Some((code, reason)) => Phase::Lapsed(code, reason),
                     None => return,
                 },
@@ -536,12 +551,21 @@ impl Manager {
         }
     }
 
-    /// Serves under the lease ending at `lease_expires`, confirming it when half of it is left
-    /// (from now), until the broker refuses or the lease ends unconfirmed: then the model is no
-    /// longer served, and the code and reason are returned. `None` when the server stops.
-    async fn keep(&mut self, mut lease_expires: u64) -> Option<(&'static str, String)> {
+    /// Serves under the lease ending at `lease_expires`, confirming it now (`confirm_now`) or
+    /// when half of it is left (from now), until the broker refuses or the lease ends
+    /// unconfirmed: then the model is no longer served, and the code and reason are returned.
+    /// `None` when the server stops.
+    async fn keep(
+        &mut self,
+        mut lease_expires: u64,
+        confirm_now: bool,
+    ) -> Option<(&'static str, String)> {
         let mut backoff = FIRST_BACKOFF;
-        let mut wait = Duration::from_secs(lease_expires.saturating_sub(unix_now()) / 2);
+        let mut wait = if confirm_now {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(lease_expires.saturating_sub(unix_now()) / 2)
+        };
         loop {
             if !self.pause(wait).await {
                 return None;
