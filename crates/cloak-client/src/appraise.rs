@@ -78,7 +78,7 @@ pub(crate) fn appraise_certificate(
     if claims.tls_spki_sha256 != spki_sha256 {
         return Err(BindingError::TlsKey.into());
     }
-    if claims.nonce.is_some() {
+    if claims.is_fresh() {
         return Err(BindingError::CertificateNonce.into());
     }
     let accepted = appraise_quote(
@@ -119,7 +119,10 @@ pub(crate) fn appraise_fresh_attestation(
     now: u64,
 ) -> Result<VerifiedServer, Error> {
     let server = appraise_recorded_attestation(document, collateral, policy, now)?;
-    if server.claims.nonce.as_deref() != Some(nonce) {
+    // The server may have answered several clients' nonces with one quote (it coalesces
+    // requests that arrive while it quotes); the quote binds the whole list, so ours being in
+    // it is as fresh as being alone.
+    if !server.claims.answers(nonce) {
         return Err(AppraisalError::from(BindingError::Nonce).into());
     }
     Ok(server)

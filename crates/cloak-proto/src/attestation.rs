@@ -12,7 +12,9 @@
 //!
 //! Nothing in the document is trusted for being in it: the client verifies the quote with the
 //! collateral under its own trust root and policy, recomputes the report data from the claims
-//! bytes, checks the claims' `nonce` against the one it sent, and parses the claims itself.
+//! bytes, checks that the claims answer the nonce it sent (their `nonce`, or one of their
+//! `nonces` when the server answered several clients with one quote), and parses the claims
+//! itself.
 //! `collateral` is `null` when the server has none to relay (the client must then bring its
 //! own).
 

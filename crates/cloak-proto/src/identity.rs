@@ -12,6 +12,7 @@
 //! | key (in encoded order) | CBOR value | meaning |
 //! |---|---|---|
 //! | `nonce` | bstr | present only in fresh attestations (`GET /v1/attestation?nonce=`): the client's nonce |
+//! | `nonces` | array of 2 to [`MAX_NONCES`] distinct bstr, in byte order | instead of `nonce`, in a fresh attestation that answers several clients at once (the server coalesces requests that arrive while it is quoting): every client's nonce |
 //! | `models` | array of maps `{"name": tstr, "bytes": uint, "sha256": bstr(32)}`, sorted by name | every model the server has loaded: name, plaintext size and plaintext SHA-256 |
 //! | `platform` | tstr | `sim` or `gramine` |
 //! | `pubkey-hash` | bstr(CBOR `[1, bstr(32)]`) | SHA-256 (hash id 1) of the TLS certificate's SubjectPublicKeyInfo DER, as Interoperable RA-TLS defines it |
@@ -36,6 +37,8 @@ const HASH_SHA256: u64 = 1;
 pub const MAX_CLAIMS_LEN: usize = 1 << 20;
 /// The most models a claims map may list.
 pub const MAX_MODELS: usize = 4096;
+/// The most nonces one coalesced fresh attestation may answer.
+pub const MAX_NONCES: usize = 256;
 
 /// A loaded model, as the claims state it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +83,8 @@ pub struct IdentityClaims {
     pub engine: Option<EngineClaim>,
     /// The client's nonce, in a fresh attestation.
     pub nonce: Option<Vec<u8>>,
+    /// The nonces of every client a coalesced fresh attestation answers (empty otherwise).
+    pub nonces: Vec<Vec<u8>>,
 }
 
 impl IdentityClaims {
@@ -126,6 +131,13 @@ impl IdentityClaims {
         if let Some(nonce) = &self.nonce {
             entries.push(("nonce", Value::Bytes(nonce.clone())));
         }
+        if !self.nonces.is_empty() {
+            let mut nonces = self.nonces.clone();
+            nonces.sort();
+            nonces.dedup();
+            let nonces = nonces.into_iter().map(Value::Bytes).collect();
+            entries.push(("nonces", Value::Array(nonces)));
+        }
         encode(&canonical_map(entries))
     }
 
@@ -156,7 +168,20 @@ impl IdentityClaims {
     pub fn evidence_digest(&self) -> [u8; 32] {
         let mut claims = self.clone();
         claims.nonce = None;
+        claims.nonces.clear();
         cloak_crypto::hash::sha256(&claims.to_cbor())
+    }
+
+    /// Whether these are fresh claims (with a nonce, or coalesced nonces) rather than the
+    /// claims a certificate carries.
+    pub fn is_fresh(&self) -> bool {
+        self.nonce.is_some() || !self.nonces.is_empty()
+    }
+
+    /// Whether these fresh claims answer `nonce`: it is their nonce, or one of their coalesced
+    /// nonces.
+    pub fn answers(&self, nonce: &[u8]) -> bool {
+        self.nonce.as_deref() == Some(nonce) || self.nonces.iter().any(|n| n == nonce)
     }
 
     /// The report data that binds these claims: SHA-512 of their encoding.
@@ -174,6 +199,7 @@ impl fmt::Debug for IdentityClaims {
             .field("models", &self.models)
             .field("engine", &self.engine)
             .field("nonce", &self.nonce.as_deref().map(hex))
+            .field("nonces", &self.nonces.len())
             .finish_non_exhaustive()
     }
 }
@@ -194,6 +220,7 @@ struct Fields {
     models: Option<Vec<ModelClaim>>,
     engine: Option<EngineClaim>,
     nonce: Option<Vec<u8>>,
+    nonces: Option<Vec<Vec<u8>>>,
 }
 
 impl Fields {
@@ -219,6 +246,7 @@ impl Fields {
                 set(&mut self.models, models, &key)?;
             }
             "nonce" => set(&mut self.nonce, bytes(&key, value)?, &key)?,
+            "nonces" => set(&mut self.nonces, nonces(value)?, &key)?,
             "platform" => set(&mut self.platform, text(&key, value)?, &key)?,
             "pubkey-hash" => {
                 let inner = bytes(&key, value)?;
@@ -240,6 +268,11 @@ impl Fields {
             Some(other) => return Err(ClaimsError::UnsupportedVersion(other.to_owned())),
             None => return Err(ClaimsError::Missing("cloak-identity")),
         }
+        if self.nonce.is_some() && self.nonces.is_some() {
+            return Err(ClaimsError::Malformed(
+                "nonce and nonces are both present".into(),
+            ));
+        }
         Ok(IdentityClaims {
             tls_spki_sha256: self
                 .tls_spki_sha256
@@ -257,6 +290,7 @@ impl Fields {
             models: self.models.ok_or(ClaimsError::Missing("models"))?,
             engine: self.engine,
             nonce: self.nonce,
+            nonces: self.nonces.unwrap_or_default(),
         })
     }
 }
@@ -289,6 +323,33 @@ fn bytes(key: &str, value: Value) -> Result<Vec<u8>, ClaimsError> {
 fn sha256_bytes(key: &str, value: Value) -> Result<[u8; 32], ClaimsError> {
     <[u8; 32]>::try_from(bytes(key, value)?)
         .map_err(|_| ClaimsError::Malformed(format!("{key} is not 32 bytes")))
+}
+
+/// A coalesced attestation's nonces: 2 to [`MAX_NONCES`] byte strings, strictly increasing
+/// (as the writer orders them, so one set of nonces has one encoding).
+fn nonces(value: Value) -> Result<Vec<Vec<u8>>, ClaimsError> {
+    let Value::Array(items) = value else {
+        return Err(wrong_type("nonces"));
+    };
+    if !(2..=MAX_NONCES).contains(&items.len()) {
+        return Err(ClaimsError::Malformed(format!(
+            "nonces must list 2 to {MAX_NONCES} nonces"
+        )));
+    }
+    let nonces = items
+        .into_iter()
+        .map(|item| bytes("nonces", item))
+        .collect::<Result<Vec<_>, _>>()?;
+    if nonces
+        .iter()
+        .zip(nonces.iter().skip(1))
+        .any(|(a, b)| a >= b)
+    {
+        return Err(ClaimsError::Malformed(
+            "nonces are not distinct and in byte order".into(),
+        ));
+    }
+    Ok(nonces)
 }
 
 fn pubkey_hash(inner: &[u8]) -> Result<[u8; 32], ClaimsError> {

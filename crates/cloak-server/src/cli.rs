@@ -105,8 +105,8 @@ pub struct ServeArgs {
     /// Fresh attestations one client address may make in a burst [default: 40]
     #[arg(long, value_name = "N", help_heading = "Limits")]
     attestation_burst: Option<u32>,
-    /// Fresh attestations produced at once (quoting is serialised on SGX); more wait up to 5 s,
-    /// then get 503 [default: 2]
+    /// Quotes made at once for fresh attestations (quoting is serialised on SGX); requests that
+    /// arrive meanwhile share the next quote, waiting up to 5 s, then get 503 [default: 2]
     #[arg(long, value_name = "N", help_heading = "Limits")]
     max_concurrent_attestations: Option<usize>,
     /// Encapsulated-request ids remembered against replays (two minutes' worth); when full,

@@ -105,6 +105,7 @@ impl ServerIdentity {
             models,
             engine: Some(engine),
             nonce: None,
+            nonces: Vec::new(),
         };
         let tls_key_der = Zeroizing::new(tls_key.serialize_der());
         let tls_signer = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&PrivateKeyDer::Pkcs8(
@@ -236,8 +237,25 @@ impl ServerIdentity {
     /// A fresh attestation over the current claims and `nonce` (blocking: the platform signs a
     /// quote).
     pub fn attest(&self, nonce: &[u8]) -> Result<AttestationDocument, IdentityError> {
+        self.attest_all(&[nonce.to_vec()])
+    }
+
+    /// One fresh attestation answering every one of `nonces` (blocking: the platform signs one
+    /// quote): the claims carry a single nonce as `nonce`, several as `nonces`. Each client
+    /// finds its own nonce among them; the quote binds them all.
+    pub fn attest_all(&self, nonces: &[Vec<u8>]) -> Result<AttestationDocument, IdentityError> {
+        let mut distinct = nonces.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.is_empty() || distinct.len() > cloak_proto::identity::MAX_NONCES {
+            return Err(IdentityError::Nonces(distinct.len()));
+        }
         let mut claims = IdentityClaims::clone(&self.claims());
-        claims.nonce = Some(nonce.to_vec());
+        if distinct.len() == 1 {
+            claims.nonce = distinct.pop();
+        } else {
+            claims.nonces = distinct;
+        }
         let claims_cbor = claims.to_cbor();
         let evidence = self
             .platform
@@ -376,6 +394,9 @@ pub enum IdentityError {
     /// Key generation failed.
     #[error("key generation: {0}")]
     Keys(String),
+    /// A fresh attestation was asked to answer no nonce, or more than one quote may.
+    #[error("a fresh attestation answers 1 to {max} nonces, not {0}", max = cloak_proto::identity::MAX_NONCES)]
+    Nonces(usize),
     /// The platform refused to produce evidence.
     #[error(transparent)]
     Platform(#[from] TeeError),

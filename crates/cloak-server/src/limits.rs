@@ -39,8 +39,8 @@ pub struct Limits {
     pub attestation_rate: u32,
     /// Fresh attestations a client address may make in a burst.
     pub attestation_burst: u32,
-    /// Fresh attestations produced at once (quoting is serialised on SGX hardware); more wait
-    /// briefly, then get 503.
+    /// Quotes made at once for fresh attestations (quoting is serialised on SGX hardware);
+    /// requests that arrive meanwhile share the next quote, or get 503 after a wait.
     pub max_concurrent_attestations: usize,
     /// Encapsulated-request ids remembered for replay protection (two minutes' worth); when
     /// full, new encapsulated requests get 503.

@@ -62,6 +62,7 @@ pub(crate) struct Metrics {
     models_loaded: Gauge,
     models_failed: Gauge,
     attestations: Counter,
+    attestation_quotes: Counter,
     replays_refused: Family<ReplayLabel, Counter>,
     plans_compiled: Family<ModelLabel, Counter>,
     connections: std::sync::Arc<cloak_net::ConnectionStats>,
@@ -97,6 +98,7 @@ impl Metrics {
         let models_loaded = Gauge::default();
         let models_failed = Gauge::default();
         let attestations = Counter::default();
+        let attestation_quotes = Counter::default();
         registry.register(
             "inference_requests",
             "Inference requests by model and outcome",
@@ -142,6 +144,12 @@ impl Metrics {
             "Fresh attestations served",
             attestations.clone(),
         );
+        registry.register(
+            "attestation_quotes",
+            "Quotes made for fresh attestations (attestations requested while the platform \
+             quotes share the next quote)",
+            attestation_quotes.clone(),
+        );
         let replays_refused = Family::<ReplayLabel, Counter>::default();
         registry.register(
             "encapsulated_refused",
@@ -168,6 +176,7 @@ impl Metrics {
             models_loaded,
             models_failed,
             attestations,
+            attestation_quotes,
             replays_refused,
             plans_compiled,
             connections,
@@ -224,6 +233,10 @@ impl Metrics {
 
     pub(crate) fn attestation(&self) {
         self.attestations.inc();
+    }
+
+    pub(crate) fn attestation_quote(&self) {
+        self.attestation_quotes.inc();
     }
 
     pub(crate) fn set_models(&self, loaded: usize, failed: usize) {

@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use cloak_proto::attestation::AttestationDocument;
 use cloak_server::Limits;
 use cloak_test_support::hostile::{connect_from, raw_http, tls, write_all};
 use cloak_test_support::server::SimServer;
@@ -160,4 +161,82 @@ async fn an_attestation_flood_gets_429_and_quotes_stay_bounded() {
         .parse()
         .unwrap();
     assert_eq!(quotes, ok + 1, "only admitted requests were quoted");
+}
+
+/// The `cloak_*_total` counter `name` in a metrics text.
+fn counter(metrics: &str, name: &str) -> usize {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cloak_{name}_total ")))
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attestations_asked_for_while_the_platform_quotes_share_its_next_quote() {
+    // Quotes as slow as an SGX quoting enclave's, so that requests pile up behind them.
+    let server = SimServer::builder()
+        .quote_delay(Duration::from_millis(150))
+        .start()
+        .await;
+    let addr = server.running().local_addr();
+    let before = counter(&server.metrics().await, "attestation_quotes");
+    // 120 clients on 60 addresses (within every per-address limit), connected first, then
+    // all asking at once, each with its own nonce.
+    let clients = 120u32;
+    let mut connections = Vec::new();
+    for i in 0..clients {
+        let source: IpAddr = format!("127.0.3.{}", i % 60 + 1).parse().unwrap();
+        connections.push(
+            tls(connect_from(source, addr).await.unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut tasks = Vec::new();
+    for (i, mut conn) in connections.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let nonce = format!("{:032x}", 0xC0A1_E5CE_u64 * 1000 + i as u64).into_bytes();
+            let path = format!("/v1/attestation?nonce={}", hex::encode(&nonce));
+            let (status, body) = raw_http(&mut conn, "GET", &path, "text/plain", b"")
+                .await
+                .unwrap();
+            (nonce, status, body)
+        }));
+    }
+    let policy = server.policy();
+    let collateral = server.sim().collateral();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut answered_with_others = 0;
+    for task in tasks {
+        let (nonce, status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let document: AttestationDocument = serde_json::from_slice(&body).unwrap();
+        // The client's own appraisal: a genuine quote over claims that answer its nonce.
+        let verified =
+            cloak_client::appraise_recorded_attestation(&document, &collateral, &policy, now)
+                .unwrap();
+        assert!(verified.claims().answers(&nonce));
+        assert!(!verified.claims().answers(b"a nonce nobody sent"));
+        if !verified.claims().nonces.is_empty() {
+            answered_with_others += 1;
+        }
+    }
+    let metrics = server.metrics().await;
+    let quotes = counter(&metrics, "attestation_quotes") - before;
+    // Two quoters take the first arrivals alone; everyone else shares the next quotes, at most
+    // 64 nonces each.
+    assert!(
+        (3..=12).contains(&quotes),
+        "{quotes} quotes for {clients} attestations"
+    );
+    assert!(
+        answered_with_others >= 64,
+        "{answered_with_others} coalesced"
+    );
 }

@@ -36,6 +36,7 @@ pub struct SimServerBuilder {
     metrics_listener: bool,
     listen: SocketAddr,
     engine: Engine,
+    quote_delay: Option<std::time::Duration>,
 }
 
 /// A server on the simulated platform in this process, with its models and platform in a
@@ -61,6 +62,7 @@ impl SimServer {
             metrics_listener: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             engine: Engine::tract(),
+            quote_delay: None,
         }
     }
 
@@ -179,6 +181,13 @@ impl SimServerBuilder {
         self
     }
 
+    /// Makes every quote take at least `delay` longer, as quoting through an SGX quoting
+    /// enclave does (the simulated platform quotes in well under a millisecond).
+    pub fn quote_delay(mut self, delay: std::time::Duration) -> Self {
+        self.quote_delay = Some(delay);
+        self
+    }
+
     /// Also serves `/metrics` on a plain-HTTP listener.
     pub fn metrics_listener(mut self) -> Self {
         self.metrics_listener = true;
@@ -261,7 +270,10 @@ async fn prepare(
         .with_libraries(&builder.engine.info().library_digests());
     let mut identity = platform.identity().expect("an identity");
     identity.debug = builder.debug;
-    let platform: Arc<dyn Platform> = Arc::new(platform.with_enclave(identity));
+    let mut platform: Arc<dyn Platform> = Arc::new(platform.with_enclave(identity));
+    if let Some(delay) = builder.quote_delay {
+        platform = Arc::new(SlowQuotes { platform, delay });
+    }
     let mut config = ServerConfig::new(dir.join("models"), listen);
     config.model_keys = keys;
     config.limits = builder.limits.clone();
@@ -273,4 +285,32 @@ async fn prepare(
         .await
         .expect("preparing")
         .expect("the server prepares")
+}
+
+/// A platform whose quotes take `delay` longer (see [`SimServerBuilder::quote_delay`]).
+struct SlowQuotes {
+    platform: Arc<dyn Platform>,
+    delay: std::time::Duration,
+}
+
+impl Platform for SlowQuotes {
+    fn kind(&self) -> cloak_tee::PlatformKind {
+        self.platform.kind()
+    }
+
+    fn identity(&self) -> Result<cloak_tee::Identity, cloak_tee::TeeError> {
+        self.platform.identity()
+    }
+
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<cloak_tee::Evidence, cloak_tee::TeeError> {
+        std::thread::sleep(self.delay);
+        self.platform.evidence(report_data)
+    }
+
+    fn sealing_key(
+        &self,
+        request: &cloak_tee::KeyRequest,
+    ) -> Result<cloak_tee::SealingKey, cloak_tee::TeeError> {
+        self.platform.sealing_key(request)
+    }
 }

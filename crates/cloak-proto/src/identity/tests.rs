@@ -25,6 +25,7 @@ fn claims() -> IdentityClaims {
             library_sha256: Some([0xCC; 32]),
         }),
         nonce: None,
+        nonces: Vec::new(),
     }
 }
 
@@ -232,4 +233,86 @@ fn unknown_claims_are_ignored() {
     let mut expected = claims();
     expected.models.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(IdentityClaims::from_cbor(&bytes).unwrap(), expected);
+}
+
+#[test]
+fn coalesced_claims_answer_each_of_their_nonces_and_no_other() {
+    let mut c = claims();
+    c.nonces = vec![vec![9; 32], vec![1; 8], vec![9; 32], vec![5]];
+    let cbor = c.to_cbor();
+    assert!(keys(&cbor).contains(&"nonces".to_owned()));
+    let read = IdentityClaims::from_cbor(&cbor).unwrap();
+    // Written once each, in byte order.
+    assert_eq!(read.nonces, [vec![1; 8], vec![5], vec![9; 32]]);
+    assert!(read.is_fresh());
+    for nonce in [&[1u8; 8][..], &[5], &[9; 32]] {
+        assert!(read.answers(nonce));
+    }
+    assert!(!read.answers(&[1; 7]));
+    assert!(!read.answers(&[6]));
+    // The digest receipts name ignores nonces however they are carried.
+    let mut single = claims();
+    single.nonce = Some(vec![5]);
+    assert_eq!(read.evidence_digest(), claims().evidence_digest());
+    assert_eq!(single.evidence_digest(), claims().evidence_digest());
+    assert!(!claims().is_fresh());
+    assert!(!claims().answers(&[5]));
+}
+
+#[test]
+fn malformed_nonce_lists_are_refused() {
+    let base: Value = ciborium::from_reader(claims().to_cbor().as_slice()).unwrap();
+    let Value::Map(fields) = base else {
+        panic!("not a map")
+    };
+    let fields: Vec<(String, Value)> = fields
+        .into_iter()
+        .map(|(k, v)| (k.into_text().unwrap(), v))
+        .collect();
+    let encoded = |nonces: Value, with_nonce: bool| {
+        let mut entries = vec![("nonces", nonces)];
+        entries.extend(fields.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        if with_nonce {
+            entries.push(("nonce", Value::Bytes(vec![1])));
+        }
+        encode_canonical(entries)
+    };
+    let list =
+        |items: &[&[u8]]| Value::Array(items.iter().map(|i| Value::Bytes(i.to_vec())).collect());
+    let good = encoded(list(&[&[1], &[2]]), false);
+    assert!(IdentityClaims::from_cbor(&good).is_ok());
+    for (bad, why) in [
+        (encoded(list(&[&[1]]), false), "one nonce"),
+        (encoded(list(&[]), false), "no nonce"),
+        (encoded(list(&[&[2], &[1]]), false), "out of order"),
+        (encoded(list(&[&[1], &[1]]), false), "repeated"),
+        (encoded(Value::Bytes(vec![1, 2]), false), "not an array"),
+        (
+            encoded(
+                Value::Array(vec![Value::Bytes(vec![1]), Value::Text("x".into())]),
+                false,
+            ),
+            "not bytes",
+        ),
+        (encoded(list(&[&[1], &[2]]), true), "nonce and nonces"),
+        (
+            encoded(
+                Value::Array(
+                    (0..=MAX_NONCES as u16)
+                        .map(|i| Value::Bytes(i.to_be_bytes().to_vec()))
+                        .collect(),
+                ),
+                false,
+            ),
+            "too many",
+        ),
+    ] {
+        assert!(
+            matches!(
+                IdentityClaims::from_cbor(&bad),
+                Err(ClaimsError::Malformed(_))
+            ),
+            "{why}"
+        );
+    }
 }

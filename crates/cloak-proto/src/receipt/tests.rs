@@ -18,6 +18,7 @@ fn claims(key: &SigningKey) -> IdentityClaims {
         }],
         engine: None,
         nonce: None,
+        nonces: Vec::new(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `GET /v1/attestation?nonce=HEX`: fresh evidence over the identity claims and the client's
-//! nonce, with the collateral relayed. Rate-limited per client address (429) and bounded in
-//! quotes at once (503): evidence is the most expensive thing an unauthenticated client can ask
-//! for, and on SGX hardware quoting is serialised.
+//! nonce, with the collateral relayed. Rate-limited per client address (429), coalesced (requests
+//! that arrive while the platform quotes share the next quote, whose claims list every nonce),
+//! and bounded in waiting requests (503): evidence is the most expensive thing an
+//! unauthenticated client can ask for, and on SGX hardware quoting is serialised.
 
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ pub(super) async fn fresh(
         |Extension(ConnectInfo(addr))| addr.ip(),
     );
     let document = service.attest(client, nonce).await?;
-    Ok(super::json(StatusCode::OK, &document))
+    Ok(super::json(StatusCode::OK, document.as_ref()))
 }
 
 /// The `nonce` query parameter: 1 to [`MAX_NONCE_LEN`] bytes of hex.

@@ -10,6 +10,7 @@
 
 mod access;
 mod infer;
+mod quotes;
 mod replay;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,9 +28,12 @@ use crate::store::{LoadedModel, ModelStore};
 pub(crate) use infer::Inference;
 pub(crate) use replay::ReplayRefusal;
 
-/// Fresh attestations that may wait for a quoting slot; more get 503 at once.
-const ATTESTATION_QUEUE: usize = 32;
-/// Longest a fresh attestation waits for a quoting slot.
+/// Fresh attestations that may wait for a quote; more get 503 at once.
+const ATTESTATION_QUEUE: usize = 1024;
+/// The most nonces one quote answers (well under what a claims map may list,
+/// [`cloak_proto::identity::MAX_NONCES`], and 4 KiB of claims at the largest nonces).
+const ATTESTATION_BATCH: usize = 64;
+/// Longest a fresh attestation waits for its quote.
 const ATTESTATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Bodies from this size up are decapsulated, hashed and parsed on a blocking thread, so that
 /// a few large requests cannot stall the async workers (health checks, handshakes). Smaller
@@ -51,7 +55,7 @@ pub(crate) struct Service {
     bodies: BodyBudget,
     /// Fresh attestations: per client address, and at once.
     attestation_rate: AddressRate,
-    attestations: Admission,
+    attestations: Arc<quotes::QuoteBatcher<AttestationDocument>>,
     /// Slots for CPU-heavy request preparation (decapsulating, hashing and parsing large
     /// bodies) off the async workers.
     preparing: Arc<tokio::sync::Semaphore>,
@@ -148,11 +152,12 @@ impl Service {
             admission: Admission::inference(&limits),
             bodies: BodyBudget::new(&limits),
             attestation_rate: AddressRate::new(limits.attestation_rate, limits.attestation_burst),
-            attestations: Admission::new(
+            attestations: Arc::new(quotes::QuoteBatcher::new(
                 limits.max_concurrent_attestations,
+                ATTESTATION_BATCH,
                 ATTESTATION_QUEUE,
                 ATTESTATION_WAIT,
-            ),
+            )),
             preparing: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1))),
             store,
             identity,
@@ -266,28 +271,38 @@ impl Service {
     }
 
     /// A fresh attestation over the current claims and `nonce`, made on the blocking pool (the
-    /// platform signs a quote).
+    /// platform signs a quote, which may answer other clients' nonces too: see
+    /// [`quotes::QuoteBatcher`]).
     pub(crate) async fn attest(
         self: &Arc<Self>,
         client: std::net::IpAddr,
         nonce: Vec<u8>,
-    ) -> Result<AttestationDocument, ServiceError> {
+    ) -> Result<Arc<AttestationDocument>, ServiceError> {
         if !self.attestation_rate.allow(client) {
             return Err(ServiceError::AttestationRateLimited);
         }
-        let _slot = self
-            .attestations
-            .admit()
-            .await
-            .map_err(|_| ServiceError::AttestationBusy)?;
         let service = Arc::clone(self);
-        let document = tokio::task::spawn_blocking(move || service.identity.attest(&nonce))
-            .await
-            .map_err(|_| ServiceError::Evidence)?
-            .map_err(|e| {
-                tracing::error!(error = %e, "attestation failed");
-                ServiceError::Evidence
-            })?;
+        let quote = move |nonces: Vec<Vec<u8>>| {
+            let document = service.identity.attest_all(&nonces);
+            match document {
+                Ok(document) => {
+                    service.metrics.attestation_quote();
+                    Some(document)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "attestation failed");
+                    None
+                }
+            }
+        };
+        let document =
+            self.attestations
+                .attest(nonce, quote)
+                .await
+                .map_err(|refusal| match refusal {
+                    quotes::QuoteRefusal::Busy => ServiceError::AttestationBusy,
+                    quotes::QuoteRefusal::Failed => ServiceError::Evidence,
+                })?;
         self.metrics.attestation();
         Ok(document)
     }
