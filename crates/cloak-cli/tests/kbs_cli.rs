@@ -42,8 +42,11 @@ fn host() -> (tempfile::TempDir, PathBuf, PathBuf) {
 /// The model owner's side: a broker database, its admin token, and the running broker.
 struct Owner {
     dir: PathBuf,
-    db: PathBuf,
+    /// A SQLite file or a PostgreSQL URL.
+    db: String,
     token: PathBuf,
+    /// The master-key file, when it is not `DB.master-key` (PostgreSQL).
+    master_key: Option<PathBuf>,
 }
 
 impl Owner {
@@ -57,14 +60,40 @@ impl Owner {
         )));
         Self {
             dir: dir.to_path_buf(),
-            db,
+            db: s(&db).to_owned(),
             token,
+            master_key: None,
+        }
+    }
+
+    /// A broker on the PostgreSQL database at `url`, its master key in a file of its own.
+    fn init_postgres(dir: &Path, url: &str) -> Self {
+        let token = dir.join("admin.token");
+        let master_key = dir.join("kbs.master-key");
+        ok(&cloak(&[
+            "kbs",
+            "init",
+            "--db",
+            url,
+            "--admin-token-out",
+            s(&token),
+            "--master-key-out",
+            s(&master_key),
+        ]));
+        Self {
+            dir: dir.to_path_buf(),
+            db: url.to_owned(),
+            token,
+            master_key: Some(master_key),
         }
     }
 
     /// `cloak kbs serve` on `listen` (`127.0.0.1:0` for any port).
     fn serve(&self, listen: &str, extra: &[&str]) -> Spawned {
-        let mut args = vec!["kbs", "serve", "--db", s(&self.db), "--listen", listen];
+        let mut args = vec!["kbs", "serve", "--db", &self.db, "--listen", listen];
+        if let Some(master_key) = &self.master_key {
+            args.extend(["--master-key", s(master_key)]);
+        }
         args.extend_from_slice(extra);
         let log = self.dir.join(format!(
             "kbs-{}.log",
@@ -884,6 +913,74 @@ fn a_restarted_server_confirms_its_sealed_lease_at_once() {
         assert_eq!(state, "UNAVAILABLE");
         assert!(!sealed.exists(), "the revoked key stayed sealed on disk");
     }
+}
+
+/// Two broker replicas on one PostgreSQL database act as one broker: a model added at one is
+/// released by the other, a removal at the other reaches the running server, and both show the
+/// same audit chain, which verifies. Without a master key beside the database, init and serve
+/// say what to give.
+#[test]
+fn two_broker_replicas_on_postgres_act_as_one() {
+    let Some(cluster) = cloak_test_support::postgres::TempPostgres::start() else {
+        return;
+    };
+    let url = cluster.database("kbs");
+    let (tmp, sim, root) = host();
+    let dir = tmp.path();
+    let models = dir.join("models");
+    std::fs::create_dir(&models).unwrap();
+    let demo_key = seal_demo(dir, &models, "demo");
+
+    let without_key = cloak(&[
+        "kbs",
+        "init",
+        "--db",
+        &url,
+        "--admin-token-out",
+        s(&dir.join("t")),
+    ]);
+    assert_eq!(without_key.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&without_key.stderr).contains("--master-key-out"),
+        "{without_key:?}"
+    );
+    let owner = Owner::init_postgres(dir, &url);
+    let no_key = cloak(&["kbs", "serve", "--db", &url, "--listen", "127.0.0.1:0"]);
+    assert_eq!(no_key.status.code(), Some(2), "{no_key:?}");
+
+    let a = owner.serve("127.0.0.1:0", &[]);
+    let b = owner.serve("127.0.0.1:0", &[]);
+    let ours = mrenclave_of(&exe());
+    owner.add_model(
+        &a.url,
+        "demo",
+        &demo_key,
+        &policy(&root, &[&ours], "lease = \"4s\""),
+    );
+    let server = serve(&exe(), dir, &models, &sim, &b.url, &[]);
+    wait_for(&server, &root, "demo", is_ready);
+    infer_demo(&server, dir, &root, "demo");
+
+    ok(&owner.admin(&b.url, "remove-model", &["--name", "demo"]));
+    let removed = Instant::now();
+    let (state, reason) = wait_for(&server, &root, "demo", |state, _| state != "READY");
+    assert!(removed.elapsed() < Duration::from_secs(4));
+    assert_eq!(state, "UNAVAILABLE");
+    assert!(reason.ends_with("(key-revoked)"), "{reason}");
+
+    let (from_a, from_b) = (owner.audit(&a.url), owner.audit(&b.url));
+    assert_eq!(from_a, from_b);
+    let events: Vec<&str> = from_a
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"add-model"));
+    assert_eq!(events.last(), Some(&"remove-model"));
+    assert!(
+        releases(&from_a, "demo")
+            .iter()
+            .any(|(decision, ..)| decision == "granted")
+    );
 }
 
 /// A model whose owner names a token key is served only with a token that key signed: for that

@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
     let master_path = cloak_kbs::default_master_key_path(&db);
     let now = cloak_kbs::Clock::now(&cloak_kbs::SystemClock);
     cloak_kbs::init(
-        &db,
+        &cloak_kbs::Database::Sqlite(db.clone()),
         &token_path,
         MasterKeySource::CreateFile(master_path.clone()),
         now,

@@ -39,7 +39,7 @@ pub const PROBLEM_MISSING: &str = "missing";
 pub const PROBLEM_REORDERED: &str = "reordered";
 
 /// The chain hash (hex) of `record` at `seq` after `prev` (hex).
-pub(crate) fn chain_hash(key: &[u8; 32], record: &NewAuditRecord, seq: u64, prev: &str) -> String {
+pub fn chain_hash(key: &[u8; 32], record: &NewAuditRecord, seq: u64, prev: &str) -> String {
     let canonical = canonical(
         seq,
         record.time,

@@ -23,10 +23,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::broker::{Broker, BrokerConfig};
 pub use crate::master::MasterKey;
+pub use crate::store::Database;
+pub use crate::store::postgres::PostgresStore;
 pub use crate::store::sqlite::SqliteStore;
 pub use crate::token::AdminToken;
 
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// The environment variable that may hold the master key (64 hex digits); the CLI reads it.
 pub const MASTER_KEY_ENV: &str = "CLOAK_KBS_MASTER_KEY";
@@ -67,11 +69,12 @@ pub enum MasterKeySource {
     Given(MasterKey),
 }
 
-/// `cloak kbs init`: creates the database (mode 0600) and, unless the key is given, the
-/// master-key file; generates the admin token and writes it to `token_out` (mode 0600).
-/// Nothing existing is overwritten and an initialised database is refused.
+/// `cloak kbs init`: creates the database (a SQLite file, mode 0600; a PostgreSQL database
+/// must exist, and gets the schema) and, unless the key is given, the master-key file;
+/// generates the admin token and writes it to `token_out` (mode 0600). Nothing existing is
+/// overwritten and an initialised database is refused.
 pub fn init(
-    db: &Path,
+    db: &Database,
     token_out: &Path,
     master: MasterKeySource,
     now: u64,
@@ -85,15 +88,17 @@ pub fn init(
     {
         return Err(BrokerError::FileExists(path.display().to_string()));
     }
-    if !exists(db) {
+    if let Database::Sqlite(path) = db
+        && !exists(path)
+    {
         OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(db)
-            .map_err(|e| BrokerError::Io(format!("cannot create {}: {e}", db.display())))?;
+            .open(path)
+            .map_err(|e| BrokerError::Io(format!("cannot create {}: {e}", path.display())))?;
     }
-    let store = SqliteStore::open(db)?;
+    let store = db.open()?;
     if store.meta("key_check")?.is_some() {
         return Err(BrokerError::AlreadyInitialised);
     }
@@ -106,7 +111,7 @@ pub fn init(
         }
     };
     let token = AdminToken::generate()?;
-    broker::initialise(&store, &master, &token, now)?;
+    broker::initialise(store.as_ref(), &master, &token, now)?;
     token.write_new_file(token_out)
 }
 

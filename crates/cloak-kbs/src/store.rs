@@ -1,12 +1,15 @@
 //! Where the broker keeps its state: settings, model keys (wrapped) and policies, outstanding
 //! nonces, and the audit log.
 //!
-//! [`Store`] is the interface; [`sqlite::SqliteStore`] the default backend (one file, WAL). The
-//! SQL is kept portable to PostgreSQL (TEXT and BIGINT columns, `ON CONFLICT DO NOTHING`,
-//! `UPDATE … RETURNING`, a `schema_migrations` table) so that a PostgreSQL backend can serve
-//! several broker replicas from one database: nonces live in the store, not in memory, for that
-//! reason. Every method is blocking; async callers run them on a blocking thread.
+//! [`Store`] is the interface, with two backends: [`sqlite::SqliteStore`], the embedded default
+//! (one file, WAL), and [`postgres::PostgresStore`], for several broker replicas on one
+//! database. They share the schema (`MIGRATIONS`: TEXT and BIGINT columns,
+//! `ON CONFLICT DO NOTHING`, `UPDATE … RETURNING`, a `schema_migrations` table) and pass one
+//! conformance suite (`tests/store.rs`). Nonces live in the store, not in memory, so that any
+//! replica redeems a nonce another issued. Every method is blocking; async callers run them on
+//! a blocking thread. [`Database`] picks the backend from what `--db` names.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -69,6 +72,164 @@ pub struct NewAuditRecord {
     pub client: String,
     /// What the evidence said.
     pub measurements: BTreeMap<String, String>,
+}
+
+/// The schema, as numbered migrations, shared by both backends; each runs once, in order.
+/// Types are TEXT and BIGINT (PostgreSQL's INTEGER is 32 bits; SQLite treats BIGINT as
+/// INTEGER).
+const MIGRATIONS: &[(u64, &str)] = &[(
+    1,
+    "CREATE TABLE meta (
+         key TEXT PRIMARY KEY,
+         value TEXT NOT NULL
+     );
+     CREATE TABLE models (
+         name TEXT PRIMARY KEY,
+         key_id TEXT NOT NULL,
+         wrapped_key TEXT NOT NULL,
+         policy TEXT NOT NULL,
+         created BIGINT NOT NULL,
+         updated BIGINT NOT NULL
+     );
+     CREATE TABLE nonces (
+         nonce TEXT PRIMARY KEY,
+         model TEXT NOT NULL REFERENCES models (name) ON DELETE CASCADE,
+         expires BIGINT NOT NULL,
+         uses BIGINT NOT NULL DEFAULT 0
+     );
+     CREATE INDEX nonces_expires ON nonces (expires);
+     CREATE TABLE audit_log (
+         seq BIGINT PRIMARY KEY,
+         time BIGINT NOT NULL,
+         event TEXT NOT NULL,
+         model TEXT NOT NULL,
+         decision TEXT NOT NULL,
+         reason TEXT NOT NULL,
+         client TEXT NOT NULL,
+         measurements TEXT NOT NULL,
+         prev TEXT NOT NULL,
+         hash TEXT NOT NULL
+     );",
+)];
+
+/// Where the broker's state lives, as `--db` names it: a `postgres://` (or `postgresql://`)
+/// URL, or else the path of a SQLite file.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL (it may carry a password: shown redacted).
+    Postgres(String),
+}
+
+impl Database {
+    /// Reads what `--db` gave.
+    pub fn parse(db: &str) -> Self {
+        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            Self::Postgres(db.to_owned())
+        } else {
+            Self::Sqlite(db.into())
+        }
+    }
+
+    /// Opens the store (a SQLite file is created if missing) and brings its schema up to
+    /// date.
+    pub fn open(&self) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            Self::Sqlite(path) => std::sync::Arc::new(sqlite::SqliteStore::open(path)?),
+            Self::Postgres(url) => std::sync::Arc::new(postgres::PostgresStore::open(url)?),
+        })
+    }
+
+    /// The master-key file `init` writes and `serve` reads by default: `DB.master-key` beside
+    /// a SQLite file; none for PostgreSQL (the key never goes near the database: give a file
+    /// or `CLOAK_KBS_MASTER_KEY`).
+    pub fn default_master_key_path(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Self::Sqlite(path) => Some(crate::default_master_key_path(path)),
+            Self::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "{}", path.display()),
+            Self::Postgres(url) => f.write_str(&redact_password(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({self})")
+    }
+}
+
+/// `scheme://user:password@host/...` with the password replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A chained record as returned by [`Store::append_audit`].
+fn chained(record: &NewAuditRecord, seq: u64, prev: String, hash: String) -> AuditRecord {
+    AuditRecord {
+        seq,
+        time: record.time,
+        event: record.event.clone(),
+        model: record.model.clone(),
+        decision: record.decision.clone(),
+        reason: record.reason.clone(),
+        client: record.client.clone(),
+        measurements: record.measurements.clone(),
+        prev,
+        hash,
+    }
+}
+
+/// An audit record as a row stores it: `[event, model, decision, reason, client]`, and the
+/// measurements as JSON. Out-of-range numbers cannot verify and are shown as 0 rather than
+/// hidden; an edited, unreadable measurements map is kept visible (and fails verification).
+fn stored_audit_record(
+    seq: i64,
+    time: i64,
+    [event, model, decision, reason, client]: [String; 5],
+    measurements: String,
+    prev: String,
+    hash: String,
+) -> AuditRecord {
+    AuditRecord {
+        seq: u64::try_from(seq).unwrap_or(0),
+        time: u64::try_from(time).unwrap_or(0),
+        event,
+        model,
+        decision,
+        reason,
+        client,
+        measurements: serde_json::from_str(&measurements)
+            .unwrap_or_else(|_| BTreeMap::from([("unreadable".to_owned(), measurements)])),
+        prev,
+        hash,
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Audit records read at once when a whole log is walked.
@@ -157,4 +318,29 @@ pub enum StoreError {
         /// Ours.
         known: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_names_pick_the_backend_and_urls_show_no_password() {
+        assert_eq!(Database::parse("kbs.db"), Database::Sqlite("kbs.db".into()));
+        let url = "postgresql://cloak:s3cret@db.internal:5432/kbs?sslmode=disable";
+        let db = Database::parse(url);
+        assert!(matches!(db, Database::Postgres(_)));
+        let shown = format!("{db} {db:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgresql://cloak:***@db.internal:5432/kbs?sslmode=disable"));
+        assert_eq!(db.default_master_key_path(), None);
+        assert_eq!(
+            Database::parse("postgres://cloak@host/kbs").to_string(),
+            "postgres://cloak@host/kbs"
+        );
+        assert_eq!(
+            Database::parse("/var/kbs.db").default_master_key_path(),
+            Some("/var/kbs.db.master-key".into())
+        );
+    }
 }

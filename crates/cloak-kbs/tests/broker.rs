@@ -94,7 +94,7 @@ fn start_full(
     let master_path = cloak_kbs::default_master_key_path(&db);
     let now = system_now();
     cloak_kbs::init(
-        &db,
+        &cloak_kbs::Database::Sqlite(db.clone()),
         &token_path,
         MasterKeySource::CreateFile(master_path.clone()),
         now,
@@ -964,14 +964,14 @@ fn migrations_are_idempotent_and_init_refuses_to_repeat() {
         assert!(store.model(MODEL).unwrap().is_some());
     }
     let again = cloak_kbs::init(
-        &h.db,
+        &cloak_kbs::Database::Sqlite(h.db.clone()),
         &h.dir.path().join("token2"),
         MasterKeySource::Given(MasterKey::generate().unwrap()),
         0,
     );
     assert!(matches!(again, Err(BrokerError::AlreadyInitialised)));
     let clobber = cloak_kbs::init(
-        &h.dir.path().join("other.db"),
+        &cloak_kbs::Database::Sqlite(h.dir.path().join("other.db")),
         &h.dir.path().join("admin.token"),
         MasterKeySource::Given(MasterKey::generate().unwrap()),
         0,

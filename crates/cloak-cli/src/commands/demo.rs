@@ -385,7 +385,7 @@ async fn start_broker(owner: &Path) -> Result<RunningBroker, Failure> {
     let token_path = owner.join("kbs-admin.token");
     let master = cloak_kbs::default_master_key_path(&db);
     cloak_kbs::init(
-        &db,
+        &cloak_kbs::Database::Sqlite(db.clone()),
         &token_path,
         MasterKeySource::CreateFile(master.clone()),
         unix_now(),

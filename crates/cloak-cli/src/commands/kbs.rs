@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use cloak_kbs::admin::{AdminClient, AdminError};
 use cloak_kbs::http::{DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SECOND, RateLimit};
 use cloak_kbs::{
-    AdminToken, Broker, BrokerConfig, BrokerError, Clock as _, MASTER_KEY_ENV, MasterKey,
-    MasterKeySource, SqliteStore, SystemClock,
+    AdminToken, Broker, BrokerConfig, BrokerError, Clock as _, Database, MASTER_KEY_ENV, MasterKey,
+    MasterKeySource, SystemClock,
 };
 use cloak_proto::kbs::{AuditRecord, AuditVerification};
 
@@ -44,20 +44,27 @@ pub(crate) enum KbsCommand {
 /// Arguments of `cloak kbs init`.
 #[derive(Debug, Args)]
 pub(crate) struct InitArgs {
-    /// The broker database to create (SQLite); the master key goes to DB.master-key
-    #[arg(long, value_name = "FILE")]
-    db: PathBuf,
+    /// The broker database: a SQLite file to create, or postgres://USER:PASSWORD@HOST:PORT/DB
+    /// (an existing, empty PostgreSQL database, for several broker replicas)
+    #[arg(long, value_name = "FILE|URL", value_parser = parse_database)]
+    db: Database,
     /// Where to write the new admin token (mode 0600; never overwritten)
     #[arg(long, value_name = "FILE")]
     admin_token_out: PathBuf,
+    /// Where to write the new master key (mode 0600; never overwritten), when
+    /// CLOAK_KBS_MASTER_KEY is not set [default: DB.master-key for a SQLite file; required for
+    /// PostgreSQL, whose replicas share the key through a file or the environment]
+    #[arg(long, value_name = "FILE")]
+    master_key_out: Option<PathBuf>,
 }
 
 /// Arguments of `cloak kbs serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// The broker database (made by `cloak kbs init`)
-    #[arg(long, value_name = "FILE")]
-    db: PathBuf,
+    /// The broker database (made by `cloak kbs init`): a SQLite file, or a postgres:// URL that
+    /// several replicas share
+    #[arg(long, value_name = "FILE|URL", value_parser = parse_database)]
+    db: Database,
     /// Address to listen on; plain HTTP only on loopback addresses, anything else needs TLS
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
@@ -67,7 +74,8 @@ pub(crate) struct ServeArgs {
     /// TLS private key (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// The master-key file, when CLOAK_KBS_MASTER_KEY is not set [default: DB.master-key]
+    /// The master-key file, when CLOAK_KBS_MASTER_KEY is not set [default: DB.master-key for a
+    /// SQLite file; required for PostgreSQL]
     #[arg(long, value_name = "FILE")]
     master_key: Option<PathBuf>,
     /// How long a challenge nonce stays valid (whole seconds: 60, 60s, 2m)
@@ -163,7 +171,12 @@ pub(crate) fn run(command: KbsCommand) -> Result<(), Reported> {
 fn init(args: &InitArgs) -> Result<(), Failure> {
     let master = match master_key_from_env()? {
         Some(key) => MasterKeySource::Given(key),
-        None => MasterKeySource::CreateFile(cloak_kbs::default_master_key_path(&args.db)),
+        None => MasterKeySource::CreateFile(
+            args.master_key_out
+                .clone()
+                .or_else(|| args.db.default_master_key_path())
+                .ok_or_else(|| no_master_key("--master-key-out"))?,
+        ),
     };
     let master_file = match &master {
         MasterKeySource::CreateFile(path) => Some(path.clone()),
@@ -171,7 +184,7 @@ fn init(args: &InitArgs) -> Result<(), Failure> {
     };
     cloak_kbs::init(&args.db, &args.admin_token_out, master, SystemClock.now())
         .map_err(|e| broker_failure(&e))?;
-    say!("initialised broker database {}", args.db.display())?;
+    say!("initialised broker database {}", args.db)?;
     match master_file {
         Some(path) => say!(
             "master key: {} (mode 0600; back it up — without it the model keys are lost)",
@@ -209,12 +222,14 @@ fn serve(args: &ServeArgs) -> Result<(), Reported> {
         )
         .into());
     }
-    if std::fs::symlink_metadata(&args.db).is_err() {
+    if let Database::Sqlite(path) = &args.db
+        && std::fs::symlink_metadata(path).is_err()
+    {
         return Err(Failure::usage(
             "not-initialised",
             format!(
                 "{} does not exist (create it with `cloak kbs init`)",
-                args.db.display()
+                path.display()
             ),
         )
         .into());
@@ -225,13 +240,14 @@ fn serve(args: &ServeArgs) -> Result<(), Reported> {
             let path = args
                 .master_key
                 .clone()
-                .unwrap_or_else(|| cloak_kbs::default_master_key_path(&args.db));
+                .or_else(|| args.db.default_master_key_path())
+                .ok_or_else(|| no_master_key("--master-key"))?;
             MasterKey::read_file(&path).map_err(|e| broker_failure(&e))?
         }
     };
-    let store = SqliteStore::open(&args.db).map_err(|e| broker_failure(&e.into()))?;
+    let store = args.db.open().map_err(|e| broker_failure(&e.into()))?;
     let broker = match Broker::open(
-        Arc::new(store),
+        store,
         &master,
         Arc::new(SystemClock),
         BrokerConfig {
@@ -512,4 +528,23 @@ fn admin_failure(error: &AdminError) -> Reported {
         // and the message names the broker's.
         Reported::from(Failure::usage("broker-refused", error.to_string()))
     }
+}
+
+/// `--db`: a SQLite file or a PostgreSQL URL.
+fn parse_database(db: &str) -> Result<Database, String> {
+    if db.is_empty() {
+        return Err("give a file or a postgres:// URL".into());
+    }
+    Ok(Database::parse(db))
+}
+
+/// With a PostgreSQL database there is no file beside it to keep the master key in.
+fn no_master_key(flag: &str) -> Failure {
+    Failure::usage(
+        "master-key-missing",
+        format!(
+            "a PostgreSQL database has no master-key file beside it: give {flag} FILE or set \
+             {MASTER_KEY_ENV}"
+        ),
+    )
 }

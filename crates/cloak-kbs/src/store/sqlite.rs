@@ -2,58 +2,19 @@
 //! concurrent processes wait instead of failing, and numbered migrations recorded in
 //! `schema_migrations`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cloak_proto::kbs::AuditRecord;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::audit::GENESIS;
 
-use super::{ModelRecord, NewAuditRecord, NonceRecord, Store, StoreError};
+use super::{MIGRATIONS, ModelRecord, NewAuditRecord, NonceRecord, Store, StoreError, unix_now};
 
 /// How long a statement waits for another writer before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The schema, as numbered migrations; each runs once, in order, in its own transaction.
-/// Types are TEXT and BIGINT (PostgreSQL's INTEGER is 32 bits; SQLite treats BIGINT as
-/// INTEGER).
-const MIGRATIONS: &[(u64, &str)] = &[(
-    1,
-    "CREATE TABLE meta (
-         key TEXT PRIMARY KEY,
-         value TEXT NOT NULL
-     );
-     CREATE TABLE models (
-         name TEXT PRIMARY KEY,
-         key_id TEXT NOT NULL,
-         wrapped_key TEXT NOT NULL,
-         policy TEXT NOT NULL,
-         created BIGINT NOT NULL,
-         updated BIGINT NOT NULL
-     );
-     CREATE TABLE nonces (
-         nonce TEXT PRIMARY KEY,
-         model TEXT NOT NULL REFERENCES models (name) ON DELETE CASCADE,
-         expires BIGINT NOT NULL,
-         uses BIGINT NOT NULL DEFAULT 0
-     );
-     CREATE INDEX nonces_expires ON nonces (expires);
-     CREATE TABLE audit_log (
-         seq BIGINT PRIMARY KEY,
-         time BIGINT NOT NULL,
-         event TEXT NOT NULL,
-         model TEXT NOT NULL,
-         decision TEXT NOT NULL,
-         reason TEXT NOT NULL,
-         client TEXT NOT NULL,
-         measurements TEXT NOT NULL,
-         prev TEXT NOT NULL,
-         hash TEXT NOT NULL
-     );",
-)];
 
 /// The SQLite store.
 #[derive(Debug)]
@@ -369,18 +330,7 @@ impl Store for SqliteStore {
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
-        Ok(AuditRecord {
-            seq,
-            time: record.time,
-            event: record.event.clone(),
-            model: record.model.clone(),
-            decision: record.decision.clone(),
-            reason: record.reason.clone(),
-            client: record.client.clone(),
-            measurements: record.measurements.clone(),
-            prev,
-            hash,
-        })
+        Ok(super::chained(record, seq, prev, hash))
     }
 
     fn audit_page(&self, after: u64, limit: u64) -> Result<Vec<AuditRecord>, StoreError> {
@@ -393,23 +343,20 @@ impl Store for SqliteStore {
             .map_err(db)?;
         let rows = statement
             .query_map(params![int(after)?, int(limit)?], |row| {
-                let measurements: String = row.get(7)?;
-                Ok(AuditRecord {
-                    // Out-of-range values cannot verify; they are shown as 0 rather than hidden.
-                    seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
-                    time: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
-                    event: row.get(2)?,
-                    model: row.get(3)?,
-                    decision: row.get(4)?,
-                    reason: row.get(5)?,
-                    client: row.get(6)?,
-                    // An edited, unreadable map is kept visible (and fails verification).
-                    measurements: serde_json::from_str(&measurements).unwrap_or_else(|_| {
-                        BTreeMap::from([("unreadable".to_owned(), measurements)])
-                    }),
-                    prev: row.get(8)?,
-                    hash: row.get(9)?,
-                })
+                Ok(super::stored_audit_record(
+                    row.get(0)?,
+                    row.get(1)?,
+                    [
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                    ],
+                    row.get(7)?,
+                    row.get(8)?,
+                    row.get(9)?,
+                ))
             })
             .map_err(db)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db)
@@ -426,12 +373,6 @@ fn int(value: u64) -> Result<i64, StoreError> {
 
 fn uint(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is out of range")))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -471,53 +412,5 @@ mod tests {
             SqliteStore::open(&path),
             Err(StoreError::SchemaTooNew { found: 99, .. })
         ));
-    }
-
-    #[test]
-    fn a_meta_number_only_goes_up() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        assert_eq!(store.raise_meta_number("n", 5).unwrap(), 0);
-        assert_eq!(store.raise_meta_number("n", 3).unwrap(), 5);
-        assert_eq!(store.meta("n").unwrap().as_deref(), Some("5"));
-        assert_eq!(store.raise_meta_number("n", 9).unwrap(), 5);
-        assert_eq!(store.meta("n").unwrap().as_deref(), Some("9"));
-    }
-
-    #[test]
-    fn insert_meta_is_all_or_nothing() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        assert!(store.insert_meta(&[("a", "1")]).unwrap());
-        assert!(!store.insert_meta(&[("b", "2"), ("a", "3")]).unwrap());
-        assert_eq!(store.meta("b").unwrap(), None);
-        assert_eq!(store.meta("a").unwrap().as_deref(), Some("1"));
-    }
-
-    #[test]
-    fn a_nonce_is_taken_once() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        let model = ModelRecord {
-            name: "m".into(),
-            key_id: "00".into(),
-            wrapped_key: "00".into(),
-            policy: String::new(),
-            created: 1,
-            updated: 1,
-        };
-        assert!(store.insert_model(&model).unwrap());
-        assert!(!store.insert_model(&model).unwrap());
-        store.insert_nonce("aa", "m", 100).unwrap();
-        assert_eq!(
-            store.take_nonce("aa").unwrap(),
-            Some(NonceRecord {
-                model: "m".into(),
-                expires: 100,
-                uses: 1,
-            })
-        );
-        assert_eq!(store.take_nonce("aa").unwrap().unwrap().uses, 2);
-        assert_eq!(store.take_nonce("zz").unwrap(), None);
-        store.insert_nonce("bb", "m", 100).unwrap();
-        assert_eq!(store.purge_nonces(101).unwrap(), 2);
-        assert!(store.insert_nonce("cc", "unknown", 100).is_err());
     }
 }
