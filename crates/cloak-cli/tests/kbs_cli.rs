@@ -916,8 +916,9 @@ fn a_restarted_server_confirms_its_sealed_lease_at_once() {
 }
 
 /// Two broker replicas on one PostgreSQL database act as one broker: a model added at one is
-/// released by the other, a removal at the other reaches the running server, and both show the
-/// same audit chain, which verifies. Without a master key beside the database, init and serve
+/// released by the other; when the replica a server uses dies, its lease is confirmed through
+/// the other (`--kbs` twice); a removal there reaches the running server; and every replica
+/// shows the same audit chain, which verifies. Without a master key beside the database, init and serve
 /// say what to give.
 #[test]
 fn two_broker_replicas_on_postgres_act_as_one() {
@@ -957,9 +958,17 @@ fn two_broker_replicas_on_postgres_act_as_one() {
         &demo_key,
         &policy(&root, &[&ours], "lease = \"4s\""),
     );
-    let server = serve(&exe(), dir, &models, &sim, &b.url, &[]);
+    // The server knows both replicas (and first asks the one about to die).
+    let server = serve(&exe(), dir, &models, &sim, &a.url, &["--kbs", &b.url]);
     wait_for(&server, &root, "demo", is_ready);
     infer_demo(&server, dir, &root, "demo");
+
+    // Replica a dies: the 4 s lease is confirmed through b, past its end.
+    drop(a);
+    let granted_before = releases(&owner.audit(&b.url), "demo").len();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(index(&server.url, &root)["demo"].0, "READY");
+    assert!(releases(&owner.audit(&b.url), "demo").len() > granted_before);
 
     ok(&owner.admin(&b.url, "remove-model", &["--name", "demo"]));
     let removed = Instant::now();
@@ -968,16 +977,18 @@ fn two_broker_replicas_on_postgres_act_as_one() {
     assert_eq!(state, "UNAVAILABLE");
     assert!(reason.ends_with("(key-revoked)"), "{reason}");
 
-    let (from_a, from_b) = (owner.audit(&a.url), owner.audit(&b.url));
-    assert_eq!(from_a, from_b);
-    let events: Vec<&str> = from_a
+    // A replica started on the same database shows the same chain (which its audit verifies).
+    let c = owner.serve("127.0.0.1:0", &[]);
+    let (from_b, from_c) = (owner.audit(&b.url), owner.audit(&c.url));
+    assert_eq!(from_b, from_c);
+    let events: Vec<&str> = from_b
         .iter()
         .map(|r| r["event"].as_str().unwrap())
         .collect();
     assert_eq!(events.first(), Some(&"add-model"));
     assert_eq!(events.last(), Some(&"remove-model"));
     assert!(
-        releases(&from_a, "demo")
+        releases(&from_b, "demo")
             .iter()
             .any(|(decision, ..)| decision == "granted")
     );

@@ -46,9 +46,10 @@ pub struct ServeArgs {
     model_keys: Vec<String>,
     /// The model owner's key broker (`cloak kbs serve`): models without a given or sealed key
     /// are loaded when it releases their keys to this enclave's evidence; released keys are
-    /// sealed to this build's measurement so a restart serves without the broker
+    /// sealed to this build's measurement so a restart serves without the broker. Repeatable:
+    /// replicas of one broker, each tried in turn while the others are unreachable
     #[arg(long, value_name = "URL", help_heading = "Key broker")]
-    kbs: Option<String>,
+    kbs: Vec<String>,
     /// PEM certificates that sign an https broker's certificate [default: the Mozilla roots]
     #[arg(
         long,
@@ -478,14 +479,19 @@ impl ServeArgs {
         let mut config = ServerConfig::new(self.model_dir.clone(), self.listen);
         config.model_keys = keys;
         config.limits = self.limits()?;
-        if let Some(url) = &self.kbs {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+        if let Some((url, fallbacks)) = self.kbs.split_first() {
+            if let Some(bad) = self
+                .kbs
+                .iter()
+                .find(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+            {
                 return Err(StartupFailure::new(
                     "invalid-argument",
-                    format!("--kbs {url}: expected an http:// or https:// URL"),
+                    format!("--kbs {bad}: expected an http:// or https:// URL"),
                 ));
             }
             let mut kbs = KbsConfig::new(url.clone());
+            kbs.fallback_urls = fallbacks.to_vec();
             if let Some(path) = &self.kbs_ca {
                 kbs.ca_pem = Some(std::fs::read(path).map_err(|e| {
                     StartupFailure::new("io", format!("cannot read {}: {e}", path.display()))

@@ -38,6 +38,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct KbsConfig {
     /// The broker's base URL (`http://127.0.0.1:8700`, `https://kbs.example`).
     pub url: String,
+    /// Other replicas of the same broker (sharing its database), tried in turn when the one in
+    /// use is unreachable or overloaded.
+    pub fallback_urls: Vec<String>,
     /// PEM certificates to trust for an `https` broker, instead of the Mozilla roots.
     pub ca_pem: Option<Vec<u8>>,
     /// The longest pause between attempts while the broker is unreachable.
@@ -53,6 +56,7 @@ impl KbsConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            fallback_urls: Vec::new(),
             ca_pem: None,
             max_backoff: Duration::from_secs(30),
             denied_retry: Duration::from_secs(300),
@@ -128,18 +132,30 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A client of one key broker.
+/// A client of one key broker, reached through any of its replicas.
+///
+/// A release is one exchange with one replica (its challenge and its release), so it works
+/// whether or not replicas share a database. When a replica is unreachable, overloaded (429) or
+/// failing (5xx), the whole exchange is tried at the next; the replica that answered last is
+/// tried first next time. A refusal is an answer and is not retried elsewhere.
 #[derive(Debug)]
 pub struct BrokerClient {
     agent: ureq::Agent,
-    base: String,
+    bases: Vec<String>,
+    preferred: std::sync::atomic::AtomicUsize,
 }
 
 impl BrokerClient {
     /// A client for the broker `config` names.
     pub fn new(config: &KbsConfig) -> Result<Self, ReleaseError> {
-        let base = config.url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
+        let bases: Vec<String> = std::iter::once(&config.url)
+            .chain(&config.fallback_urls)
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .collect();
+        if let Some(base) = bases
+            .iter()
+            .find(|base| !(base.starts_with("http://") || base.starts_with("https://")))
+        {
             return Err(ReleaseError::Config(format!(
                 "{base}: the broker URL must start with http:// or https://"
             )));
@@ -176,17 +192,55 @@ impl BrokerClient {
             .tls_config(tls)
             .build()
             .new_agent();
-        Ok(Self { agent, base })
+        Ok(Self {
+            agent,
+            bases,
+            preferred: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 
-    /// One release attempt for `model` (blocking: HTTP and quoting).
+    /// One release attempt for `model` (blocking: HTTP and quoting), at the replica that
+    /// answered last, then at each other in turn while they are unreachable.
     pub fn release(
         &self,
         platform: &dyn Platform,
         collateral: &CollateralSource,
         model: &str,
     ) -> Result<Released, ReleaseError> {
+        use std::sync::atomic::Ordering;
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut unreachable = Vec::new();
+        for step in 0..self.bases.len() {
+            let index = first.wrapping_add(step) % self.bases.len().max(1);
+            let Some(base) = self.bases.get(index) else {
+                break;
+            };
+            match self.release_at(base, platform, collateral, model) {
+                Err(ReleaseError::Unreachable(why)) => {
+                    if self.bases.len() > 1 {
+                        tracing::warn!(broker = %base, error = %why, "key broker replica unreachable; trying the next");
+                    }
+                    unreachable.push(why);
+                }
+                answered => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return answered;
+                }
+            }
+        }
+        Err(ReleaseError::Unreachable(unreachable.join("; ")))
+    }
+
+    /// One release exchange with the replica at `base`.
+    fn release_at(
+        &self,
+        base: &str,
+        platform: &dyn Platform,
+        collateral: &CollateralSource,
+        model: &str,
+    ) -> Result<Released, ReleaseError> {
         let challenge: ChallengeResponse = self.post(
+            base,
             "/kbs/v1/challenge",
             &ChallengeRequest {
                 model: model.to_owned(),
@@ -217,6 +271,7 @@ impl BrokerClient {
             .and_then(|text| RawValue::from_string(text).ok())
             .ok_or_else(|| ReleaseError::Evidence("the collateral is not JSON".into()))?;
         let released: ReleaseResponse = self.post(
+            base,
             "/kbs/v1/release",
             &ReleaseRequest {
                 nonce: challenge.nonce.clone(),
@@ -273,10 +328,11 @@ impl BrokerClient {
 
     fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
+        base: &str,
         path: &str,
         body: &Req,
     ) -> Result<Resp, ReleaseError> {
-        let url = format!("{}{path}", self.base);
+        let url = format!("{base}{path}");
         let mut response = self
             .agent
             .post(&url)
