@@ -7,7 +7,12 @@
 //!   key, append the HMAC-chained audit record (`synchronous = FULL`: an fsync), HPKE-seal the
 //!   key — plus the enclave opening it.
 //!
-//! `cargo bench -p cloak-kbs --bench release`; the ratio of the two is the broker's overhead.
+//! `challenge_and_release` runs on each store: SQLite (`synchronous = FULL`) and, when a
+//! PostgreSQL server is installed, a throwaway PostgreSQL cluster committing durably (fsync on),
+//! on this machine's loopback.
+//!
+//! `cargo bench -p cloak-kbs --bench release`; the ratio of `challenge_and_release` to
+//! `verify_only` is the broker's overhead, and the two stores' times compare the backends.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +24,7 @@ use cloak_attest::types::ReportData;
 use cloak_attest::verify::Verifier;
 use cloak_crypto::hpke::{HpkeKeyPair, HpkeSealed};
 use cloak_crypto::key::ModelKey;
-use cloak_kbs::{AdminToken, Broker, BrokerConfig, MasterKey, MasterKeySource, SqliteStore};
+use cloak_kbs::{AdminToken, Broker, BrokerConfig, Database, MasterKey, MasterKeySource};
 use cloak_proto::kbs::{
     AddModelRequest, ChallengeRequest, ReleaseRequest, release_info, release_report_data,
 };
@@ -29,6 +34,41 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::value::RawValue;
 
 const MODEL: &str = "bench-model";
+
+/// A broker on `db` (initialised here, its token and master key in `dir`) serving `key` as
+/// [`MODEL`] under `policy`.
+fn broker_on(db: &Database, dir: &std::path::Path, key: &ModelKey, policy: &str) -> Broker {
+    let token_path = dir.join("admin.token");
+    let master_path = dir.join("kbs.master-key");
+    let now = cloak_kbs::Clock::now(&cloak_kbs::SystemClock);
+    cloak_kbs::init(
+        db,
+        &token_path,
+        MasterKeySource::CreateFile(master_path.clone()),
+        now,
+    )
+    .unwrap();
+    let token = AdminToken::read_file(&token_path).unwrap();
+    let broker = Broker::open(
+        db.open().unwrap(),
+        &MasterKey::read_file(&master_path).unwrap(),
+        Arc::new(cloak_kbs::SystemClock),
+        BrokerConfig::new(),
+    )
+    .unwrap();
+    broker
+        .add_model(
+            Some(token.expose()),
+            "127.0.0.1:1",
+            MODEL,
+            AddModelRequest {
+                key: key.secret_bytes().to_vec(),
+                policy: policy.to_owned(),
+            },
+        )
+        .unwrap();
+    broker
+}
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -47,37 +87,21 @@ fn bench(c: &mut Criterion) {
         hex::encode(cloak_crypto::hash::sha256(platform.root_der())),
         hex::encode(enclave.mrenclave)
     );
-    let db = dir.path().join("kbs.db");
-    let token_path = dir.path().join("admin.token");
-    let master_path = cloak_kbs::default_master_key_path(&db);
     let now = cloak_kbs::Clock::now(&cloak_kbs::SystemClock);
-    cloak_kbs::init(
-        &cloak_kbs::Database::Sqlite(db.clone()),
-        &token_path,
-        MasterKeySource::CreateFile(master_path.clone()),
-        now,
-    )
-    .unwrap();
-    let token = AdminToken::read_file(&token_path).unwrap();
-    let broker = Broker::open(
-        Arc::new(SqliteStore::open(&db).unwrap()),
-        &MasterKey::read_file(&master_path).unwrap(),
-        Arc::new(cloak_kbs::SystemClock),
-        BrokerConfig::new(),
-    )
-    .unwrap();
     let key = ModelKey::generate().unwrap();
-    broker
-        .add_model(
-            Some(token.expose()),
-            "127.0.0.1:1",
-            MODEL,
-            AddModelRequest {
-                key: key.secret_bytes().to_vec(),
-                policy: policy_text.clone(),
-            },
-        )
-        .unwrap();
+    let sqlite = Database::Sqlite(dir.path().join("kbs.db"));
+    let cluster = cloak_test_support::postgres::TempPostgres::start_durable();
+    let postgres = cluster
+        .as_ref()
+        .map(|cluster| Database::parse(&cluster.database("kbs")));
+    let brokers: Vec<(&str, Broker)> = std::iter::once(("sqlite", &sqlite))
+        .chain(postgres.as_ref().map(|db| ("postgres", db)))
+        .map(|(name, db)| {
+            let store_dir = dir.path().join(name);
+            std::fs::create_dir(&store_dir).unwrap();
+            (name, broker_on(db, &store_dir, &key, &policy_text))
+        })
+        .collect();
     let collateral_json = platform.collateral(now).unwrap();
     let policy = AppraisalPolicy::from_toml(&policy_text, dir.path()).unwrap();
 
@@ -101,36 +125,38 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
         });
     });
-    group.bench_function("challenge_and_release", |b| {
-        b.iter(|| {
-            let challenge = broker
-                .challenge(&ChallengeRequest {
-                    model: MODEL.to_owned(),
-                })
-                .unwrap();
-            let ephemeral = HpkeKeyPair::generate();
-            let report_data = release_report_data(&challenge.nonce, ephemeral.public_key());
-            let quote = platform.evidence(&report_data).unwrap().quote;
-            let request = ReleaseRequest {
-                nonce: challenge.nonce.clone(),
-                evidence: quote,
-                collateral: RawValue::from_string(
-                    String::from_utf8(collateral_json.clone()).unwrap(),
-                )
-                .unwrap(),
-                ephemeral_key: ephemeral.public_key().to_vec(),
-            };
-            let released = broker.release(&request, "127.0.0.1:2").unwrap();
-            let sealed = HpkeSealed {
-                enc: released.enc.as_slice().try_into().unwrap(),
-                ciphertext: released.sealed_key,
-            };
-            let opened = ephemeral
-                .open(&sealed, &release_info(MODEL), &challenge.nonce)
-                .unwrap();
-            assert_eq!(opened.as_slice(), key.secret_bytes());
+    for (store, broker) in &brokers {
+        group.bench_function(format!("challenge_and_release/{store}"), |b| {
+            b.iter(|| {
+                let challenge = broker
+                    .challenge(&ChallengeRequest {
+                        model: MODEL.to_owned(),
+                    })
+                    .unwrap();
+                let ephemeral = HpkeKeyPair::generate();
+                let report_data = release_report_data(&challenge.nonce, ephemeral.public_key());
+                let quote = platform.evidence(&report_data).unwrap().quote;
+                let request = ReleaseRequest {
+                    nonce: challenge.nonce.clone(),
+                    evidence: quote,
+                    collateral: RawValue::from_string(
+                        String::from_utf8(collateral_json.clone()).unwrap(),
+                    )
+                    .unwrap(),
+                    ephemeral_key: ephemeral.public_key().to_vec(),
+                };
+                let released = broker.release(&request, "127.0.0.1:2").unwrap();
+                let sealed = HpkeSealed {
+                    enc: released.enc.as_slice().try_into().unwrap(),
+                    ciphertext: released.sealed_key,
+                };
+                let opened = ephemeral
+                    .open(&sealed, &release_info(MODEL), &challenge.nonce)
+                    .unwrap();
+                assert_eq!(opened.as_slice(), key.secret_bytes());
+            });
         });
-    });
+    }
     group.finish();
 }
 

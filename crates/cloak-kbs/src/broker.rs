@@ -336,6 +336,14 @@ impl Broker {
         seen: &mut BTreeMap<String, String>,
     ) -> Result<ReleaseResponse, BrokerError> {
         let record = self.store.model(model)?.ok_or(BrokerError::UnknownModel)?;
+        // Nothing in a row the broker did not write is acted on: its policy could name anyone.
+        if !self.keys.record_is_authentic(&record) {
+            return Err(BrokerError::denied(
+                "record-unauthenticated",
+                "the model's record in the database is not one this broker wrote (edited, or \
+                 written before records were authenticated: set its policy again)",
+            ));
+        }
         let ephemeral: [u8; EPHEMERAL_KEY_LEN] =
             request.ephemeral_key.as_slice().try_into().map_err(|_| {
                 BrokerError::MalformedRequest(format!(
@@ -443,14 +451,16 @@ impl Broker {
         let key = ModelKey::from_bytes(bytes);
         bytes.zeroize();
         parse_release_policy(&request.policy)?;
-        let record = ModelRecord {
+        let mut record = ModelRecord {
             name: name.to_owned(),
             key_id: key.id().to_string(),
             wrapped_key: self.keys.wrap(name, &key)?,
             policy: request.policy.clone(),
             created: now,
             updated: now,
+            mac: String::new(),
         };
+        record.mac = self.keys.record_mac(&record);
         if self.store.insert_model(&record)? {
             tracing::info!(model = %name, key_id = %record.key_id, "model added");
             Ok(())
@@ -471,7 +481,17 @@ impl Broker {
         let result = self.authorize(token).and_then(|()| {
             validate_model_name(name)?;
             parse_release_policy(&request.policy)?;
-            if self.store.update_policy(name, &request.policy, now)? {
+            // The new record is authenticated as a whole: the key fields as stored (a key
+            // wrapped for another name, or by another master key, still fails to unwrap),
+            // the new policy and time.
+            let mut record = self.store.model(name)?.ok_or(BrokerError::UnknownModel)?;
+            record.policy.clone_from(&request.policy);
+            record.updated = now;
+            record.mac = self.keys.record_mac(&record);
+            if self
+                .store
+                .update_policy(name, &record.policy, now, &record.mac)?
+            {
                 tracing::info!(model = %name, "policy replaced");
                 Ok(())
             } else {

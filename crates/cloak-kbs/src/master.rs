@@ -5,9 +5,21 @@
 //! wrap key   = HKDF-SHA256(salt = "cloak-kbs/v1", ikm = master, info = "model-key-wrap")
 //! audit key  = HKDF-SHA256(salt = "cloak-kbs/v1", ikm = master, info = "audit-chain")
 //! check key  = HKDF-SHA256(salt = "cloak-kbs/v1", ikm = master, info = "key-check")
+//! record key = HKDF-SHA256(salt = "cloak-kbs/v1", ikm = master, info = "model-record")
 //! key check  = HMAC-SHA256(check key, "cloak-kbs/v1 master key check")
 //! wrapped    = nonce (12 random bytes) ‖ AES-256-GCM(wrap key, nonce, aad = model name, key)
+//! record mac = HMAC-SHA256(record key, "cloak-kbs/v1 model record" ‖ for each of name, key id,
+//!              wrapped key, policy: its length (u64, big-endian) ‖ its bytes ‖ created (u64) ‖
+//!              updated (u64))
 //! ```
+//!
+//! The record MAC makes a model's row in the database authenticated: whoever can write the
+//! database (a database administrator, the network between broker and database) cannot put a
+//! policy there that the broker would act on — a policy that pins their own enclave would
+//! otherwise be a key theft. They can still delete rows (deny service) or put back a row the
+//! broker itself wrote earlier, with its MAC (undoing a later policy change or removal):
+//! rollback needs state outside the database, so keep the database's access and its link
+//! private (see the README).
 
 use std::fmt;
 use std::io::Write as _;
@@ -26,6 +38,8 @@ const KDF_SALT: &[u8] = b"cloak-kbs/v1";
 const WRAP_INFO: &[u8] = b"model-key-wrap";
 const AUDIT_INFO: &[u8] = b"audit-chain";
 const CHECK_INFO: &[u8] = b"key-check";
+const RECORD_INFO: &[u8] = b"model-record";
+const RECORD_CONTEXT: &[u8] = b"cloak-kbs/v1 model record";
 const CHECK_MESSAGE: &[u8] = b"cloak-kbs/v1 master key check";
 const WRAP_NONCE_LEN: usize = 12;
 /// Largest master-key file read (64 hex digits and a little whitespace).
@@ -78,6 +92,7 @@ impl MasterKey {
             wrap: self.derive(WRAP_INFO),
             audit: self.derive(AUDIT_INFO),
             check: self.derive(CHECK_INFO),
+            record: self.derive(RECORD_INFO),
         }
     }
 }
@@ -93,6 +108,7 @@ pub(crate) struct DerivedKeys {
     wrap: Zeroizing<[u8; 32]>,
     audit: Zeroizing<[u8; 32]>,
     check: Zeroizing<[u8; 32]>,
+    record: Zeroizing<[u8; 32]>,
 }
 
 impl DerivedKeys {
@@ -113,6 +129,42 @@ impl DerivedKeys {
     /// The audit-chain key.
     pub(crate) fn audit(&self) -> &[u8; 32] {
         &self.audit
+    }
+
+    /// The MAC (hex) that authenticates `record`'s fields (its own `mac` aside).
+    pub(crate) fn record_mac(&self, record: &crate::store::ModelRecord) -> String {
+        hex::encode(self.record_mac_bytes(record))
+    }
+
+    /// Whether `record.mac` authenticates its fields, compared in constant time.
+    pub(crate) fn record_is_authentic(&self, record: &crate::store::ModelRecord) -> bool {
+        let Ok(stored) = hex::decode(&record.mac) else {
+            return false;
+        };
+        let expected = self.record_mac_bytes(record);
+        subtle::ConstantTimeEq::ct_eq(stored.as_slice(), expected.as_slice()).into()
+    }
+
+    fn record_mac_bytes(&self, record: &crate::store::ModelRecord) -> [u8; 32] {
+        let fields = [
+            record.name.as_bytes(),
+            record.key_id.as_bytes(),
+            record.wrapped_key.as_bytes(),
+            record.policy.as_bytes(),
+        ];
+        let lengths: Vec<[u8; 8]> = fields
+            .iter()
+            .map(|f| u64::try_from(f.len()).unwrap_or(u64::MAX).to_be_bytes())
+            .collect();
+        let (created, updated) = (record.created.to_be_bytes(), record.updated.to_be_bytes());
+        let mut parts: Vec<&[u8]> = vec![RECORD_CONTEXT];
+        for (field, length) in fields.iter().zip(&lengths) {
+            parts.push(length);
+            parts.push(field);
+        }
+        parts.push(&created);
+        parts.push(&updated);
+        hmac_sha256(&self.record, &parts)
     }
 
     /// Wraps `key` for storage under `model`'s name: `nonce ‖ ciphertext ‖ tag`, hex.

@@ -31,6 +31,9 @@ pub struct ModelRecord {
     pub created: u64,
     /// When its policy last changed (Unix seconds).
     pub updated: u64,
+    /// HMAC (hex) over the other fields under a key derived from the master key, so that a
+    /// row the broker did not write is not acted on (empty in rows written before it existed).
+    pub mac: String,
 }
 
 impl std::fmt::Debug for ModelRecord {
@@ -77,9 +80,10 @@ pub struct NewAuditRecord {
 /// The schema, as numbered migrations, shared by both backends; each runs once, in order.
 /// Types are TEXT and BIGINT (PostgreSQL's INTEGER is 32 bits; SQLite treats BIGINT as
 /// INTEGER).
-const MIGRATIONS: &[(u64, &str)] = &[(
-    1,
-    "CREATE TABLE meta (
+const MIGRATIONS: &[(u64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE meta (
          key TEXT PRIMARY KEY,
          value TEXT NOT NULL
      );
@@ -110,7 +114,14 @@ const MIGRATIONS: &[(u64, &str)] = &[(
          prev TEXT NOT NULL,
          hash TEXT NOT NULL
      );",
-)];
+    ),
+    (
+        2,
+        // Model rows authenticated by the broker (see `master`); rows from before stay
+        // unauthenticated, and release nothing, until `set-policy` rewrites them.
+        "ALTER TABLE models ADD COLUMN mac TEXT NOT NULL DEFAULT ''",
+    ),
+];
 
 /// Where the broker's state lives, as `--db` names it: a `postgres://` (or `postgresql://`)
 /// URL, or else the path of a SQLite file.
@@ -264,8 +275,15 @@ pub trait Store: Send + Sync {
     /// Registers a model; `false` if the name is taken.
     fn insert_model(&self, model: &ModelRecord) -> Result<bool, StoreError>;
 
-    /// Replaces a model's policy; `false` if there is no such model.
-    fn update_policy(&self, name: &str, policy: &str, updated: u64) -> Result<bool, StoreError>;
+    /// Replaces a model's policy, its `updated` time and its `mac`; `false` if there is no such
+    /// model.
+    fn update_policy(
+        &self,
+        name: &str,
+        policy: &str,
+        updated: u64,
+        mac: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Removes a model; `false` if there is no such model.
     fn delete_model(&self, name: &str) -> Result<bool, StoreError>;

@@ -348,21 +348,35 @@ fn wrong_mrenclave_is_denied_and_audited() {
 }
 
 #[test]
-fn a_stored_policy_that_names_no_enclave_releases_nothing() {
-    // A database from before identities were required: its policy has only a trust root.
-    let h = with_model();
-    let root_only = h.policy("").split("\n[sgx]").next().unwrap().to_owned();
-    let updated = h
-        .sql()
-        .execute(
-            "UPDATE models SET policy = ?1 WHERE name = ?2",
-            rusqlite::params![root_only, MODEL],
-        )
-        .unwrap();
-    assert_eq!(updated, 1);
+fn a_record_the_broker_did_not_write_releases_nothing() {
+    // The owner's policy pins another enclave: ours is refused.
+    let h = start(&SimConfig::up_to_date(), identity());
+    let theirs = h
+        .policy("")
+        .replace(&hex::encode(identity().mrenclave), &"ab".repeat(32));
+    h.add_model(&theirs);
     let (status, body, ..) = h.attempt();
-    assert_denied(&h, status, &body, "policy-pins-no-identity");
-    // Naming the enclave again restores releases.
+    assert_denied(&h, status, &body, "measurement-mismatch");
+    // Whoever can write the database puts in a policy that pins our enclave: without the
+    // record's MAC this would release the key to us.
+    let edit = |sql: &str, value: &str| {
+        let changed = h
+            .sql()
+            .execute(sql, rusqlite::params![value, MODEL])
+            .unwrap();
+        assert_eq!(changed, 1);
+    };
+    edit(
+        "UPDATE models SET policy = ?1 WHERE name = ?2",
+        &h.policy(""),
+    );
+    let (status, body, ..) = h.attempt();
+    assert_denied(&h, status, &body, "record-unauthenticated");
+    // A row from before records were authenticated (no MAC) is not acted on either...
+    edit("UPDATE models SET mac = ?1 WHERE name = ?2", "");
+    let (status, body, ..) = h.attempt();
+    assert_denied(&h, status, &body, "record-unauthenticated");
+    // ...until the owner sets its policy again, which authenticates it.
     h.admin().set_policy(MODEL, &h.policy("")).unwrap();
     assert_eq!(h.attempt().0, 200);
 }
@@ -663,8 +677,11 @@ fn the_model_key_is_not_in_plaintext_in_the_database() {
     assert!(searched > 0);
 }
 
+/// A wrapped key moved into another model's row: the record's MAC no longer holds (and were it
+/// somehow to, the key is wrapped with its own model's name as associated data and would not
+/// unwrap; `master`'s unit tests show that layer).
 #[test]
-fn a_key_moved_to_another_models_row_does_not_unwrap() {
+fn a_key_moved_to_another_models_row_is_refused() {
     let h = with_model();
     let other_key = ModelKey::generate().unwrap();
     h.admin()
@@ -678,11 +695,11 @@ fn a_key_moved_to_another_models_row_does_not_unwrap() {
         )
         .unwrap();
     let (status, body, ..) = h.attempt();
-    assert_eq!((status, error_code(&body)), (500, "key-unwrap-failed"));
+    assert_eq!((status, error_code(&body)), (403, "record-unauthenticated"));
     let record = h.last_audit();
     assert_eq!(
         (record.decision.as_str(), record.reason.as_str()),
-        ("denied", "key-unwrap-failed")
+        ("denied", "record-unauthenticated")
     );
 }
 

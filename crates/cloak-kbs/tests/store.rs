@@ -21,6 +21,7 @@ fn model(name: &str) -> ModelRecord {
         policy: "[sgx]\nmrenclave = \"00\"\n".to_owned(),
         created: 10,
         updated: 10,
+        mac: "5a".repeat(32),
     }
 }
 
@@ -75,11 +76,18 @@ fn models(store: &dyn Store) {
     assert!(store.insert_model(&m).unwrap());
     assert!(!store.insert_model(&model("m")).unwrap(), "a taken name");
     assert_eq!(store.model("m").unwrap(), Some(m.clone()));
-    assert!(store.update_policy("m", "new", 20).unwrap());
+    assert!(store.update_policy("m", "new", 20, "mac2").unwrap());
     let updated = store.model("m").unwrap().unwrap();
-    assert_eq!((updated.policy.as_str(), updated.updated), ("new", 20));
+    assert_eq!(
+        (
+            updated.policy.as_str(),
+            updated.updated,
+            updated.mac.as_str()
+        ),
+        ("new", 20, "mac2")
+    );
     assert_eq!(updated.created, m.created);
-    assert!(!store.update_policy("other", "new", 20).unwrap());
+    assert!(!store.update_policy("other", "new", 20, "mac2").unwrap());
     assert!(store.delete_model("m").unwrap());
     assert!(!store.delete_model("m").unwrap());
     assert_eq!(store.model("m").unwrap(), None);
@@ -149,7 +157,7 @@ fn replicas(db: &Database) {
     // An admin change at one is in force at the other at once.
     assert!(a.insert_model(&model("m")).unwrap());
     assert!(b.model("m").unwrap().is_some());
-    assert!(b.update_policy("m", "tightened", 30).unwrap());
+    assert!(b.update_policy("m", "tightened", 30, "mac3").unwrap());
     assert_eq!(a.model("m").unwrap().unwrap().policy, "tightened");
 
     // A nonce issued through one is used up once, whichever replica presents it: of sixteen

@@ -13,7 +13,8 @@ use std::process::{Command, Output};
 
 use crate::deps::missing;
 
-/// A running PostgreSQL cluster (trust authentication, loopback only, no fsync).
+/// A running PostgreSQL cluster (trust authentication, loopback only; without fsync unless
+/// started [durable](TempPostgres::start_durable)).
 #[derive(Debug)]
 pub struct TempPostgres {
     dir: tempfile::TempDir,
@@ -26,6 +27,16 @@ impl TempPostgres {
     /// Starts a cluster, or `None` (after skipping out loud, or failing under
     /// `CLOAK_REQUIRE_POSTGRES=1`) when no PostgreSQL server is installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// As [`TempPostgres::start`], but committing durably (fsync, synchronous commit), as a
+    /// production database does: for benchmarks.
+    pub fn start_durable() -> Option<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Option<Self> {
         let Some(bin) = server_bin() else {
             missing(
                 "CLOAK_REQUIRE_POSTGRES",
@@ -65,9 +76,13 @@ impl TempPostgres {
                 "--no-sync",
             ],
         );
+        let relaxed = if durable {
+            ""
+        } else {
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200{relaxed}",
             cluster.dir.path().display()
         );
         let log = format!("{}/server.log", cluster.dir.path().display());

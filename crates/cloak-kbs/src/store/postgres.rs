@@ -222,7 +222,7 @@ impl Store for PostgresStore {
     fn model(&self, name: &str) -> Result<Option<ModelRecord>, StoreError> {
         self.client()?
             .query_opt(
-                "SELECT name, key_id, wrapped_key, policy, created, updated
+                "SELECT name, key_id, wrapped_key, policy, created, updated, mac
                  FROM models WHERE name = $1",
                 &[&name],
             )
@@ -235,6 +235,7 @@ impl Store for PostgresStore {
                     policy: row.get(3),
                     created: uint(row.get(4))?,
                     updated: uint(row.get(5))?,
+                    mac: row.get(6),
                 })
             })
             .transpose()
@@ -242,8 +243,8 @@ impl Store for PostgresStore {
 
     fn insert_model(&self, model: &ModelRecord) -> Result<bool, StoreError> {
         let inserted = self.execute(
-            "INSERT INTO models (name, key_id, wrapped_key, policy, created, updated)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO models (name, key_id, wrapped_key, policy, created, updated, mac)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             &[
                 &model.name,
                 &model.key_id,
@@ -251,15 +252,22 @@ impl Store for PostgresStore {
                 &model.policy,
                 &int(model.created)?,
                 &int(model.updated)?,
+                &model.mac,
             ],
         )?;
         Ok(inserted == 1)
     }
 
-    fn update_policy(&self, name: &str, policy: &str, updated: u64) -> Result<bool, StoreError> {
+    fn update_policy(
+        &self,
+        name: &str,
+        policy: &str,
+        updated: u64,
+        mac: &str,
+    ) -> Result<bool, StoreError> {
         let changed = self.execute(
-            "UPDATE models SET policy = $2, updated = $3 WHERE name = $1",
-            &[&name, &policy, &int(updated)?],
+            "UPDATE models SET policy = $2, updated = $3, mac = $4 WHERE name = $1",
+            &[&name, &policy, &int(updated)?, &mac],
         )?;
         Ok(changed == 1)
     }

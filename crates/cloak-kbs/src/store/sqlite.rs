@@ -213,7 +213,7 @@ impl Store for SqliteStore {
         let row = self
             .lock()
             .query_row(
-                "SELECT name, key_id, wrapped_key, policy, created, updated
+                "SELECT name, key_id, wrapped_key, policy, created, updated, mac
                  FROM models WHERE name = ?1",
                 [name],
                 |row| {
@@ -224,21 +224,25 @@ impl Store for SqliteStore {
                         row.get::<_, String>(3)?,
                         row.get::<_, i64>(4)?,
                         row.get::<_, i64>(5)?,
+                        row.get::<_, String>(6)?,
                     ))
                 },
             )
             .optional()
             .map_err(db)?;
-        row.map(|(name, key_id, wrapped_key, policy, created, updated)| {
-            Ok(ModelRecord {
-                name,
-                key_id,
-                wrapped_key,
-                policy,
-                created: uint(created)?,
-                updated: uint(updated)?,
-            })
-        })
+        row.map(
+            |(name, key_id, wrapped_key, policy, created, updated, mac)| {
+                Ok(ModelRecord {
+                    name,
+                    key_id,
+                    wrapped_key,
+                    policy,
+                    created: uint(created)?,
+                    updated: uint(updated)?,
+                    mac,
+                })
+            },
+        )
         .transpose()
     }
 
@@ -246,27 +250,34 @@ impl Store for SqliteStore {
         let inserted = self
             .lock()
             .execute(
-                "INSERT INTO models (name, key_id, wrapped_key, policy, created, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                "INSERT INTO models (name, key_id, wrapped_key, policy, created, updated, mac)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
                 params![
                     model.name,
                     model.key_id,
                     model.wrapped_key,
                     model.policy,
                     int(model.created)?,
-                    int(model.updated)?
+                    int(model.updated)?,
+                    model.mac
                 ],
             )
             .map_err(db)?;
         Ok(inserted == 1)
     }
 
-    fn update_policy(&self, name: &str, policy: &str, updated: u64) -> Result<bool, StoreError> {
+    fn update_policy(
+        &self,
+        name: &str,
+        policy: &str,
+        updated: u64,
+        mac: &str,
+    ) -> Result<bool, StoreError> {
         let changed = self
             .lock()
             .execute(
-                "UPDATE models SET policy = ?2, updated = ?3 WHERE name = ?1",
-                params![name, policy, int(updated)?],
+                "UPDATE models SET policy = ?2, updated = ?3, mac = ?4 WHERE name = ?1",
+                params![name, policy, int(updated)?, mac],
             )
             .map_err(db)?;
         Ok(changed == 1)
