@@ -130,17 +130,35 @@ const MIGRATIONS: &[(u64, &str)] = &[
 pub enum Database {
     /// A SQLite file.
     Sqlite(std::path::PathBuf),
-    /// A PostgreSQL URL (it may carry a password: shown redacted).
-    Postgres(String),
+    /// A PostgreSQL database.
+    Postgres {
+        /// Its URL (it may carry a password: shown redacted).
+        url: String,
+        /// PEM certificates that sign its TLS certificate [default: the Mozilla roots].
+        ca: Option<std::path::PathBuf>,
+    },
 }
 
 impl Database {
     /// Reads what `--db` gave.
     pub fn parse(db: &str) -> Self {
         if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-            Self::Postgres(db.to_owned())
+            Self::Postgres {
+                url: db.to_owned(),
+                ca: None,
+            }
         } else {
             Self::Sqlite(db.into())
+        }
+    }
+
+    /// The same database, its TLS certificate trusted through the PEM certificates in `ca`
+    /// (PostgreSQL; a SQLite file has no connection to secure).
+    #[must_use]
+    pub fn with_ca(self, ca: Option<std::path::PathBuf>) -> Self {
+        match self {
+            Self::Postgres { url, .. } => Self::Postgres { url, ca },
+            sqlite => sqlite,
         }
     }
 
@@ -149,7 +167,17 @@ impl Database {
     pub fn open(&self) -> Result<std::sync::Arc<dyn Store>, StoreError> {
         Ok(match self {
             Self::Sqlite(path) => std::sync::Arc::new(sqlite::SqliteStore::open(path)?),
-            Self::Postgres(url) => std::sync::Arc::new(postgres::PostgresStore::open(url)?),
+            Self::Postgres { url, ca } => {
+                let ca_pem = ca
+                    .as_ref()
+                    .map(|path| {
+                        std::fs::read(path).map_err(|e| {
+                            StoreError::Database(format!("cannot read {}: {e}", path.display()))
+                        })
+                    })
+                    .transpose()?;
+                std::sync::Arc::new(postgres::PostgresStore::open(url, ca_pem.as_deref())?)
+            }
         })
     }
 
@@ -159,7 +187,7 @@ impl Database {
     pub fn default_master_key_path(&self) -> Option<std::path::PathBuf> {
         match self {
             Self::Sqlite(path) => Some(crate::default_master_key_path(path)),
-            Self::Postgres(_) => None,
+            Self::Postgres { .. } => None,
         }
     }
 }
@@ -168,7 +196,7 @@ impl std::fmt::Display for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "{}", path.display()),
-            Self::Postgres(url) => f.write_str(&redact_password(url)),
+            Self::Postgres { url, .. } => f.write_str(&redact_password(url)),
         }
     }
 }
@@ -347,7 +375,7 @@ mod tests {
         assert_eq!(Database::parse("kbs.db"), Database::Sqlite("kbs.db".into()));
         let url = "postgresql://cloak:s3cret@db.internal:5432/kbs?sslmode=disable";
         let db = Database::parse(url);
-        assert!(matches!(db, Database::Postgres(_)));
+        assert!(matches!(db, Database::Postgres { .. }));
         let shown = format!("{db} {db:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("postgresql://cloak:***@db.internal:5432/kbs?sslmode=disable"));

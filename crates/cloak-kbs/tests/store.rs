@@ -250,3 +250,40 @@ fn a_postgres_store_that_cannot_connect_is_a_clear_error() {
     assert!(error.contains("cannot connect to PostgreSQL"), "{error}");
     assert!(!error.contains("hunter2"), "{error}");
 }
+
+#[test]
+fn the_postgres_store_speaks_tls_and_verifies_the_server() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let Some(cluster) = TempPostgres::start_tls(
+        &certified.cert.pem(),
+        &certified.signing_key.serialize_pem(),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("db-ca.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let url = format!("{}?sslmode=require", cluster.database("kbs"));
+
+    // Trusting the server's certificate: the store works (the cluster takes TCP clients over
+    // TLS only, so this connection was encrypted).
+    let store = Database::parse(&url)
+        .with_ca(Some(ca.clone()))
+        .open()
+        .unwrap();
+    settings(&*store);
+    // Trusting only the Mozilla roots, the certificate is refused, at once and with the reason.
+    let started = std::time::Instant::now();
+    let error = Database::parse(&url)
+        .open()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // In the clear, the server refuses.
+    let plain = url.replace("sslmode=require", "sslmode=disable");
+    assert!(Database::parse(&plain).with_ca(Some(ca)).open().is_err());
+}

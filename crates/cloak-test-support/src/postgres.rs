@@ -27,16 +27,22 @@ impl TempPostgres {
     /// Starts a cluster, or `None` (after skipping out loud, or failing under
     /// `CLOAK_REQUIRE_POSTGRES=1`) when no PostgreSQL server is installed.
     pub fn start() -> Option<Self> {
-        Self::start_with(false)
+        Self::start_with(false, None)
     }
 
     /// As [`TempPostgres::start`], but committing durably (fsync, synchronous commit), as a
     /// production database does: for benchmarks.
     pub fn start_durable() -> Option<Self> {
-        Self::start_with(true)
+        Self::start_with(true, None)
     }
 
-    fn start_with(durable: bool) -> Option<Self> {
+    /// As [`TempPostgres::start`], but accepting TCP connections over TLS only, with this
+    /// certificate chain and private key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<Self> {
+        Self::start_with(false, Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(durable: bool, tls: Option<(&str, &str)>) -> Option<Self> {
         let Some(bin) = server_bin() else {
             missing(
                 "CLOAK_REQUIRE_POSTGRES",
@@ -76,6 +82,9 @@ impl TempPostgres {
                 "--no-sync",
             ],
         );
+        if let Some((cert, key)) = tls {
+            cluster.require_tls(cert, key);
+        }
         let relaxed = if durable {
             ""
         } else {
@@ -135,6 +144,38 @@ impl TempPostgres {
             ],
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Turns TLS on with `cert` and `key`, and lets TCP clients in only over it.
+    fn require_tls(&self, cert: &str, key: &str) {
+        let data = std::path::Path::new(&self.data()).to_path_buf();
+        let write = |name: &str, contents: &str, mode: u32| {
+            let path = data.join(name);
+            std::fs::write(&path, contents).expect("a cluster file");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .expect("its mode");
+            path
+        };
+        let cert = write("server.crt", cert, 0o644);
+        let key = write("server.key", key, 0o600);
+        let conf = data.join("postgresql.conf");
+        let mut settings = std::fs::read_to_string(&conf).expect("postgresql.conf");
+        settings
+            .push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        write("postgresql.conf", &settings, 0o600);
+        write(
+            "pg_hba.conf",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            0o600,
+        );
+        if self.as_postgres {
+            run(Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&cert)
+                .arg(&key)
+                .arg(&conf)
+                .arg(data.join("pg_hba.conf")));
+        }
     }
 
     fn data(&self) -> String {

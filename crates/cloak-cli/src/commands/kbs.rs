@@ -48,6 +48,10 @@ pub(crate) struct InitArgs {
     /// (an existing, empty PostgreSQL database, for several broker replicas)
     #[arg(long, value_name = "FILE|URL", value_parser = parse_database)]
     db: Database,
+    /// PEM certificates that sign the PostgreSQL server's TLS certificate [default: the Mozilla
+    /// roots]; TLS is required for any host but a loopback one unless the URL sets sslmode
+    #[arg(long, value_name = "FILE")]
+    db_ca: Option<PathBuf>,
     /// Where to write the new admin token (mode 0600; never overwritten)
     #[arg(long, value_name = "FILE")]
     admin_token_out: PathBuf,
@@ -65,6 +69,10 @@ pub(crate) struct ServeArgs {
     /// several replicas share
     #[arg(long, value_name = "FILE|URL", value_parser = parse_database)]
     db: Database,
+    /// PEM certificates that sign the PostgreSQL server's TLS certificate [default: the Mozilla
+    /// roots]; TLS is required for any host but a loopback one unless the URL sets sslmode
+    #[arg(long, value_name = "FILE")]
+    db_ca: Option<PathBuf>,
     /// Address to listen on; plain HTTP only on loopback addresses, anything else needs TLS
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
@@ -182,7 +190,8 @@ fn init(args: &InitArgs) -> Result<(), Failure> {
         MasterKeySource::CreateFile(path) => Some(path.clone()),
         _ => None,
     };
-    cloak_kbs::init(&args.db, &args.admin_token_out, master, SystemClock.now())
+    let db = args.db.clone().with_ca(args.db_ca.clone());
+    cloak_kbs::init(&db, &args.admin_token_out, master, SystemClock.now())
         .map_err(|e| broker_failure(&e))?;
     say!("initialised broker database {}", args.db)?;
     match master_file {
@@ -245,7 +254,12 @@ fn serve(args: &ServeArgs) -> Result<(), Reported> {
             MasterKey::read_file(&path).map_err(|e| broker_failure(&e))?
         }
     };
-    let store = args.db.open().map_err(|e| broker_failure(&e.into()))?;
+    let store = args
+        .db
+        .clone()
+        .with_ca(args.db_ca.clone())
+        .open()
+        .map_err(|e| broker_failure(&e.into()))?;
     let broker = match Broker::open(
         store,
         &master,

@@ -12,18 +12,24 @@
 //!   is in force at all of them as soon as it commits.
 //!
 //! The client is the blocking `postgres` crate (rust-postgres) with an `r2d2` pool: the
-//! [`Store`] trait is blocking and every caller already runs it on a blocking thread. The
-//! connection is plain TCP (`NoTls`): a URL that demands TLS (`sslmode=require`) fails to
-//! connect rather than being silently downgraded; run the broker and the database on a private
-//! network (the Kubernetes manifests' NetworkPolicy). Nothing in the database is secret
-//! (model keys are wrapped under the master key, which never enters it).
+//! [`Store`] trait is blocking and every caller already runs it on a blocking thread.
+//!
+//! TLS (rustls, verifying the server's certificate and name against `--db-ca`, or the Mozilla
+//! roots) is required for any host but a loopback address unless the URL says otherwise
+//! (`sslmode=disable` or `prefer`, for a private network only): what crosses the link is not
+//! secret (model keys are wrapped under the master key, which never enters the database; model
+//! rows carry a MAC), but an attacker on it could replay rows the broker wrote earlier or deny
+//! service.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use cloak_proto::kbs::AuditRecord;
-use postgres::NoTls;
+use postgres::config::{Host, SslMode};
 use postgres::types::ToSql;
 use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::audit::GENESIS;
 
@@ -37,7 +43,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_LOCK: i64 = 0x636c_6f61_6b00_0001;
 const AUDIT_LOCK: i64 = 0x636c_6f61_6b00_0002;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Manager = PostgresConnectionManager<MakeRustlsConnect>;
+type Pool = r2d2::Pool<Manager>;
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
@@ -52,81 +59,89 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?…]`)
-    /// and brings its schema up to date.
-    pub fn open(url: &str) -> Result<Self, StoreError> {
-        let config: postgres::Config = url
+    /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?…]`),
+    /// over TLS trusting the certificates in `ca_pem` (PEM) or else the Mozilla roots, and
+    /// brings its schema up to date.
+    pub fn open(url: &str, ca_pem: Option<&[u8]>) -> Result<Self, StoreError> {
+        let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Database(format!("the PostgreSQL URL: {e}")))?;
-        let mut config = config;
+        if !url.contains("sslmode=") && !only_loopback(config.get_hosts()) {
+            config.ssl_mode(SslMode::Require);
+        }
+        if config.get_ssl_mode() == SslMode::Disable {
+            tracing::warn!("the PostgreSQL connection is not encrypted (sslmode=disable)");
+        }
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("cloak-kbs");
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let tls = MakeRustlsConnect::new(tls(ca_pem)?);
+        // One connection first, which also migrates: a wrong URL, an unreachable server or a
+        // refused certificate is reported at once with its reason (a pool would retry until
+        // its timeout and report only that).
+        let mut first = config.connect(tls.clone()).map_err(|e| {
+            StoreError::Database(format!("cannot connect to PostgreSQL: {}", with_causes(&e)))
+        })?;
+        migrate(&mut first)?;
+        drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(CONNECT_TIMEOUT)
             // A connection the server dropped (restart, failover) is found before it is used.
             .test_on_check_out(true)
-            .build(manager)
-            .map_err(|e| StoreError::Database(format!("cannot connect to PostgreSQL: {e}")))?;
-        let store = Self { pool };
-        store.migrate()?;
-        Ok(store)
+            .build_unchecked(PostgresConnectionManager::new(config, tls));
+        Ok(Self { pool })
     }
 
-    fn client(
-        &self,
-    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
+    fn client(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
         self.pool
             .get()
             .map_err(|e| StoreError::Database(format!("no PostgreSQL connection: {e}")))
     }
 
-    /// Runs the migrations the database has not seen, all in one transaction under an advisory
-    /// lock (PostgreSQL's DDL is transactional).
-    fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.client()?;
-        let mut tx = client.transaction().map_err(db)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .map_err(db)?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                 version BIGINT PRIMARY KEY,
-                 applied BIGINT NOT NULL
-             )",
-        )
-        .map_err(db)?;
-        let current: i64 = tx
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                &[],
-            )
-            .map_err(db)?
-            .get(0);
-        let current = u64::try_from(current).unwrap_or(0);
-        let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
-        if current > known {
-            return Err(StoreError::SchemaTooNew {
-                found: current,
-                known,
-            });
-        }
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-            tx.batch_execute(sql).map_err(db)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)",
-                &[&int(*version)?, &int(super::unix_now())?],
-            )
-            .map_err(db)?;
-            tracing::info!(version, "applied broker schema migration");
-        }
-        tx.commit().map_err(db)
-    }
-
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
         self.client()?.execute(sql, params).map_err(db)
     }
+}
+
+/// Runs the migrations the database has not seen, all in one transaction under an advisory
+/// lock (PostgreSQL's DDL is transactional).
+fn migrate(client: &mut postgres::Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction().map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(db)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version BIGINT PRIMARY KEY,
+             applied BIGINT NOT NULL
+         )",
+    )
+    .map_err(db)?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .map_err(db)?
+        .get(0);
+    let current = u64::try_from(current).unwrap_or(0);
+    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.batch_execute(sql).map_err(db)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)",
+            &[&int(*version)?, &int(super::unix_now())?],
+        )
+        .map_err(db)?;
+        tracing::info!(version, "applied broker schema migration");
+    }
+    tx.commit().map_err(db)
 }
 
 impl Store for PostgresStore {
@@ -351,6 +366,64 @@ impl Store for PostgresStore {
     }
 }
 
+/// Whether every host the URL names is a loopback address (or a Unix socket).
+fn only_loopback(hosts: &[Host]) -> bool {
+    hosts.iter().all(|host| match host {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Host::Unix(_) => true,
+    })
+}
+
+/// The TLS client configuration: TLS 1.2 or 1.3, the server's certificate and name verified
+/// against `ca_pem` (PEM certificates) or else the Mozilla roots.
+fn tls(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            let certs = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Database(format!("the database CA file: {e}")))?;
+            if certs.is_empty() {
+                return Err(StoreError::Database(
+                    "the database CA file holds no PEM certificate".into(),
+                ));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| StoreError::Database(format!("the database CA file: {e}")))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| StoreError::Database(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// An error and its causes, `: `-separated (a TLS failure's reason is a cause).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
 fn db(error: postgres::Error) -> StoreError {
     // The error names the statement's failure, never its parameters.
     StoreError::Database(error.to_string())
@@ -362,4 +435,33 @@ fn int(value: u64) -> Result<i64, StoreError> {
 
 fn uint(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is out of range")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_required_for_hosts_beyond_loopback() {
+        let hosts = |url: &str| {
+            url.parse::<postgres::Config>()
+                .unwrap()
+                .get_hosts()
+                .to_vec()
+        };
+        for local in [
+            "postgres://u@127.0.0.1/kbs",
+            "postgres://u@localhost:5433/kbs",
+            "postgres://u@[::1]/kbs",
+        ] {
+            assert!(only_loopback(&hosts(local)), "{local}");
+        }
+        for remote in [
+            "postgres://u@db.internal/kbs",
+            "postgres://u@10.0.0.5/kbs",
+            "postgres://u@127.0.0.1,db.internal/kbs",
+        ] {
+            assert!(!only_loopback(&hosts(remote)), "{remote}");
+        }
+    }
 }
