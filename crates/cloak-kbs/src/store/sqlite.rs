@@ -403,7 +403,47 @@ mod tests {
             .lock()
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(versions, 1);
+        assert_eq!(usize::try_from(versions).unwrap(), MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_database_from_an_earlier_schema_is_brought_up_to_date() {
+        // A database as the first schema left it, with a model row.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kbs.db");
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL);
+                 INSERT INTO schema_migrations VALUES (1, 0);",
+            )
+            .unwrap();
+        connection.execute_batch(MIGRATIONS[0].1).unwrap();
+        connection
+            .execute(
+                "INSERT INTO models VALUES ('m', 'id', 'wrapped', 'policy', 1, 1)",
+                [],
+            )
+            .unwrap();
+        drop(connection);
+        // The later migrations run; the old row has no MAC (and so releases nothing until its
+        // policy is set again: see the broker's tests).
+        let store = SqliteStore::open(&path).unwrap();
+        let record = store.model("m").unwrap().unwrap();
+        assert_eq!(
+            (record.policy.as_str(), record.mac.as_str()),
+            ("policy", "")
+        );
+        let versions: i64 = store
+            .lock()
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            u64::try_from(versions).unwrap(),
+            MIGRATIONS.last().unwrap().0
+        );
     }
 
     #[test]
