@@ -39,6 +39,30 @@ fn host() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (tmp, sim, root)
 }
 
+/// A host (see [`host`]) with the demo model sealed as `demo` in its `models` directory.
+struct DemoHost {
+    tmp: tempfile::TempDir,
+    sim: PathBuf,
+    root: PathBuf,
+    models: PathBuf,
+    /// The demo model's key file.
+    demo_key: PathBuf,
+}
+
+fn demo_host() -> DemoHost {
+    let (tmp, sim, root) = host();
+    let models = tmp.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let demo_key = seal_demo(tmp.path(), &models, "demo");
+    DemoHost {
+        tmp,
+        sim,
+        root,
+        models,
+        demo_key,
+    }
+}
+
 /// The model owner's side: a broker database, its admin token, and the running broker.
 struct Owner {
     dir: PathBuf,
@@ -338,11 +362,14 @@ fn infer_demo(server: &Spawned, dir: &Path, root: &Path, model: &str) -> Value {
 /// binary (a new MRENCLAVE) cannot unseal and go back to the broker once it is up.
 #[test]
 fn release_seal_restart_and_rebuild() {
-    let (tmp, sim, root) = host();
+    let DemoHost {
+        tmp,
+        sim,
+        root,
+        models,
+        demo_key,
+    } = demo_host();
     let dir = tmp.path();
-    let models = dir.join("models");
-    std::fs::create_dir(&models).unwrap();
-    let demo_key = seal_demo(dir, &models, "demo");
     let other_key = seal_demo(dir, &models, "other");
 
     let owner = Owner::init(dir);
@@ -576,11 +603,14 @@ fn post(url: &str, path: &str, body: &str) -> (u16, Value) {
 fn replay_expiry_tokens_and_audit_edits() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let (tmp, sim, root) = host();
+    let DemoHost {
+        tmp,
+        sim,
+        root,
+        models: _,
+        demo_key: key,
+    } = demo_host();
     let dir = tmp.path();
-    let models = dir.join("models");
-    std::fs::create_dir(&models).unwrap();
-    let key = seal_demo(dir, &models, "demo");
     let owner = Owner::init(dir);
     let broker = owner.serve("127.0.0.1:0", &["--nonce-ttl", "2"]);
     let kbs = broker.url.clone();
@@ -756,11 +786,14 @@ fn an_https_broker_is_trusted_through_kbs_ca() {
 /// half a lease (when the server confirms it), and its sealed key is deleted.
 #[test]
 fn a_revoked_key_stops_a_running_server() {
-    let (tmp, sim, root) = host();
+    let DemoHost {
+        tmp,
+        sim,
+        root,
+        models,
+        demo_key,
+    } = demo_host();
     let dir = tmp.path();
-    let models = dir.join("models");
-    std::fs::create_dir(&models).unwrap();
-    let demo_key = seal_demo(dir, &models, "demo");
     let owner = Owner::init(dir);
     let broker = owner.serve("127.0.0.1:0", &[]);
     let ours = mrenclave_of(&exe());
@@ -803,11 +836,14 @@ fn a_revoked_key_stops_a_running_server() {
 /// sealed key put back after its lease ended is not used at the next start.
 #[test]
 fn an_unconfirmed_lease_ends_and_an_old_sealed_key_does_not_revive_it() {
-    let (tmp, sim, root) = host();
+    let DemoHost {
+        tmp,
+        sim,
+        root,
+        models,
+        demo_key,
+    } = demo_host();
     let dir = tmp.path();
-    let models = dir.join("models");
-    std::fs::create_dir(&models).unwrap();
-    let demo_key = seal_demo(dir, &models, "demo");
     let owner = Owner::init(dir);
     let broker = owner.serve("127.0.0.1:0", &[]);
     let kbs = broker.url.clone();
@@ -856,11 +892,14 @@ fn an_unconfirmed_lease_ends_and_an_old_sealed_key_does_not_revive_it() {
 /// host puts back.
 #[test]
 fn a_restarted_server_confirms_its_sealed_lease_at_once() {
-    let (tmp, sim, root) = host();
+    let DemoHost {
+        tmp,
+        sim,
+        root,
+        models,
+        demo_key,
+    } = demo_host();
     let dir = tmp.path();
-    let models = dir.join("models");
-    std::fs::create_dir(&models).unwrap();
-    let demo_key = seal_demo(dir, &models, "demo");
     let owner = Owner::init(dir);
     let broker = owner.serve("127.0.0.1:0", &[]);
     let ours = mrenclave_of(&exe());
@@ -926,11 +965,14 @@ fn two_broker_replicas_on_postgres_act_as_one() {
         return;
     };
     let url = cluster.database("kbs");
-    let (tmp, sim, root) = host();
+    let DemoHost {
+        tmp,
+        sim,
+        root,
+        models,
+        demo_key,
+    } = demo_host();
     let dir = tmp.path();
-    let models = dir.join("models");
-    std::fs::create_dir(&models).unwrap();
-    let demo_key = seal_demo(dir, &models, "demo");
 
     let without_key = cloak(&[
         "kbs",
@@ -998,11 +1040,14 @@ fn two_broker_replicas_on_postgres_act_as_one() {
 /// model, within its quota; a token the host mints with a key of its own gets nothing.
 #[test]
 fn only_the_owners_tokens_open_a_model() {
-    let (tmp, sim, root) = host();
+    let DemoHost {
+        tmp,
+        sim,
+        root,
+        models,
+        demo_key,
+    } = demo_host();
     let dir = tmp.path();
-    let models = dir.join("models");
-    std::fs::create_dir(&models).unwrap();
-    let demo_key = seal_demo(dir, &models, "demo");
     let owner = Owner::init(dir);
     let signing = dir.join("owner.tokenkey");
     let out = cloak(&["token", "keygen", "--out", s(&signing)]);

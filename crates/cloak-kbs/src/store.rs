@@ -265,10 +265,19 @@ fn stored_audit_record(
     }
 }
 
+/// When a migration is applied, for its record.
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::Clock::now(&crate::SystemClock)
+}
+
+/// A number as the database's BIGINT holds it.
+fn int(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is out of range")))
+}
+
+/// A BIGINT read back as the number it holds.
+fn uint(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is out of range")))
 }
 
 /// Audit records read at once when a whole log is walked.

@@ -30,15 +30,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .map_or(default, |v| v.parse().expect("a number"))
 }
 
-/// The `cloak_*_total` counter `name` in a metrics text.
-fn counter(metrics: &str, name: &str) -> usize {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("cloak_{name}_total ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[derive(Default)]
 struct Tally {
     ok: AtomicUsize,
@@ -58,7 +49,7 @@ async fn main() {
         .await;
     let addr = server.running().local_addr();
     let client = server.client().await;
-    let quotes_before = counter(&server.metrics().await, "attestation_quotes");
+    let quotes_before = server.counter("attestation_quotes").await;
 
     let tally = Arc::new(Tally::default());
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -103,7 +94,7 @@ async fn main() {
     }
     times.sort_by(f64::total_cmp);
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    let quotes = counter(&server.metrics().await, "attestation_quotes") - quotes_before;
+    let quotes = server.counter("attestation_quotes").await - quotes_before;
     let ok = tally.ok.load(Ordering::Relaxed);
     println!(
         "{}",

@@ -234,16 +234,10 @@ impl ServerIdentity {
         Ok(Arc::new(config))
     }
 
-    /// A fresh attestation over the current claims and `nonce` (blocking: the platform signs a
-    /// quote).
-    pub fn attest(&self, nonce: &[u8]) -> Result<AttestationDocument, IdentityError> {
-        self.attest_all(&[nonce.to_vec()])
-    }
-
-    /// One fresh attestation answering every one of `nonces` (blocking: the platform signs one
-    /// quote): the claims carry a single nonce as `nonce`, several as `nonces`. Each client
-    /// finds its own nonce among them; the quote binds them all.
-    pub fn attest_all(&self, nonces: &[Vec<u8>]) -> Result<AttestationDocument, IdentityError> {
+    /// One fresh attestation over the current claims answering every one of `nonces`
+    /// (blocking: the platform signs one quote): the claims carry a single nonce as `nonce`,
+    /// several as `nonces`. Each client finds its own nonce among them; the quote binds them all.
+    pub fn attest(&self, nonces: &[Vec<u8>]) -> Result<AttestationDocument, IdentityError> {
         let mut distinct = nonces.to_vec();
         distinct.sort();
         distinct.dedup();

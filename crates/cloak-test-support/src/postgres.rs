@@ -183,6 +183,11 @@ impl TempPostgres {
     }
 
     fn run_bin(&self, program: &str, args: &[&str]) -> Output {
+        run(self.command(program).args(args))
+    }
+
+    /// The server program `program`, run as the cluster's owner, in the cluster's directory.
+    fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
         let mut command = if self.as_postgres {
             let mut c = Command::new("runuser");
@@ -191,23 +196,16 @@ impl TempPostgres {
         } else {
             Command::new(&program)
         };
-        command.args(args).current_dir(self.dir.path());
-        run(&mut command)
+        command.current_dir(self.dir.path());
+        command
     }
 }
 
 impl Drop for TempPostgres {
     fn drop(&mut self) {
         let data = self.data();
-        let program = self.bin.join("pg_ctl");
-        let mut command = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
-            c
-        } else {
-            Command::new(&program)
-        };
-        let _ = command
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "-w", "stop"])
             .output();
     }

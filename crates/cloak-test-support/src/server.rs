@@ -123,6 +123,18 @@ impl SimServer {
         String::from_utf8(response.body).expect("metrics are text")
     }
 
+    /// The counter `cloak_NAME_total` in `/metrics` (read, like [`SimServer::metrics`],
+    /// through a new client, whose appraisal is itself a fresh attestation).
+    pub async fn counter(&self, name: &str) -> u64 {
+        let metrics = self.metrics().await;
+        let prefix = format!("cloak_{name}_total ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no counter {name} in {metrics}"))
+    }
+
     /// Stops the server and starts it again on the same address with the same models and
     /// platform: new keys, so a new identity.
     pub async fn restart(&mut self) {

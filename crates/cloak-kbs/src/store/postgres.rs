@@ -33,7 +33,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::audit::GENESIS;
 
-use super::{MIGRATIONS, ModelRecord, NewAuditRecord, NonceRecord, Store, StoreError};
+use super::{MIGRATIONS, ModelRecord, NewAuditRecord, NonceRecord, Store, StoreError, int, uint};
 
 /// Connections a broker process keeps to the database at most.
 const POOL_SIZE: u32 = 8;
@@ -427,14 +427,6 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 fn db(error: postgres::Error) -> StoreError {
     // The error names the statement's failure, never its parameters.
     StoreError::Database(error.to_string())
-}
-
-fn int(value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is out of range")))
-}
-
-fn uint(value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is out of range")))
 }
 
 #[cfg(test)]

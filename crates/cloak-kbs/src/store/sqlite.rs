@@ -11,7 +11,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::audit::GENESIS;
 
-use super::{MIGRATIONS, ModelRecord, NewAuditRecord, NonceRecord, Store, StoreError, unix_now};
+use super::{
+    MIGRATIONS, ModelRecord, NewAuditRecord, NonceRecord, Store, StoreError, int, uint, unix_now,
+};
 
 /// How long a statement waits for another writer before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -376,14 +378,6 @@ impl Store for SqliteStore {
 
 fn db(error: rusqlite::Error) -> StoreError {
     StoreError::Database(error.to_string())
-}
-
-fn int(value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is out of range")))
-}
-
-fn uint(value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is out of range")))
 }
 
 #[cfg(test)]

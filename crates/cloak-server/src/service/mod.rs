@@ -283,7 +283,7 @@ impl Service {
         }
         let service = Arc::clone(self);
         let quote = move |nonces: Vec<Vec<u8>>| {
-            let document = service.identity.attest_all(&nonces);
+            let document = service.identity.attest(&nonces);
             match document {
                 Ok(document) => {
                     service.metrics.attestation_quote();
