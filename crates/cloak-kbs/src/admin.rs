@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloak_crypto::key::ModelKey;
+use cloak_proto::kbs::fleet::{AddFleetRequest, FleetStatus};
 use cloak_proto::kbs::{AddModelRequest, AuditResponse, ErrorBody, SetPolicyRequest};
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use zeroize::Zeroize as _;
@@ -88,7 +89,7 @@ impl AdminClient {
 
     /// `PUT /kbs/v1/admin/models/{name}/policy`.
     pub fn set_policy(&self, name: &str, policy: &str) -> Result<(), AdminError> {
-        model_name(name)?;
+        record_name(name)?;
         let sent = self
             .agent
             .put(self.url(&format!("/kbs/v1/admin/models/{name}/policy")))
@@ -101,13 +102,71 @@ impl AdminClient {
 
     /// `DELETE /kbs/v1/admin/models/{name}`.
     pub fn remove_model(&self, name: &str) -> Result<(), AdminError> {
-        model_name(name)?;
+        record_name(name)?;
         let sent = self
             .agent
             .delete(self.url(&format!("/kbs/v1/admin/models/{name}")))
             .header("authorization", self.authorization())
             .call();
         self.empty(sent)
+    }
+
+    /// `PUT /kbs/v1/admin/fleets/{name}`: the broker makes the fleet's first key.
+    pub fn add_fleet(&self, name: &str, policy: &str) -> Result<FleetStatus, AdminError> {
+        model_name(name)?;
+        let sent = self
+            .agent
+            .put(self.url(&format!("/kbs/v1/admin/fleets/{name}")))
+            .header("authorization", self.authorization())
+            .send_json(AddFleetRequest {
+                policy: policy.to_owned(),
+            });
+        self.json(sent)
+    }
+
+    /// `POST /kbs/v1/admin/fleets/{name}/rotate`.
+    pub fn rotate_fleet(&self, name: &str) -> Result<FleetStatus, AdminError> {
+        model_name(name)?;
+        let sent = self
+            .agent
+            .post(self.url(&format!("/kbs/v1/admin/fleets/{name}/rotate")))
+            .header("authorization", self.authorization())
+            .send_empty();
+        self.json(sent)
+    }
+
+    /// `PUT /kbs/v1/admin/fleets/{name}/policy`.
+    pub fn set_fleet_policy(&self, name: &str, policy: &str) -> Result<(), AdminError> {
+        model_name(name)?;
+        let sent = self
+            .agent
+            .put(self.url(&format!("/kbs/v1/admin/fleets/{name}/policy")))
+            .header("authorization", self.authorization())
+            .send_json(SetPolicyRequest {
+                policy: policy.to_owned(),
+            });
+        self.empty(sent)
+    }
+
+    /// `DELETE /kbs/v1/admin/fleets/{name}`.
+    pub fn remove_fleet(&self, name: &str) -> Result<(), AdminError> {
+        model_name(name)?;
+        let sent = self
+            .agent
+            .delete(self.url(&format!("/kbs/v1/admin/fleets/{name}")))
+            .header("authorization", self.authorization())
+            .call();
+        self.empty(sent)
+    }
+
+    /// `GET /kbs/v1/fleets/{name}` (public).
+    pub fn fleet_status(&self, name: &str) -> Result<FleetStatus, AdminError> {
+        model_name(name)?;
+        let sent = self
+            .agent
+            .get(self.url(&format!("/kbs/v1/fleets/{name}")))
+            .call();
+        self.json(sent)
     }
 
     /// `GET /kbs/v1/admin/audit[?verify=true]`.
@@ -174,6 +233,18 @@ impl AdminClient {
         format!("Bearer {}", self.token.expose())
     }
 
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, AdminError> {
+        check(sent.map_err(unreachable)?)?
+            .into_body()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_json()
+            .map_err(|e| AdminError::Protocol(format!("unreadable answer: {e}")))
+    }
+
     fn empty(
         &self,
         sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
@@ -184,6 +255,11 @@ impl AdminClient {
 
 fn model_name(name: &str) -> Result<(), AdminError> {
     crate::broker::validate_model_name(name).map_err(|e| AdminError::Usage(e.to_string()))
+}
+
+/// A model name, or one fleet key generation's record (`fleet:NAME:G`).
+fn record_name(name: &str) -> Result<(), AdminError> {
+    crate::broker::validate_record_name(name).map_err(|e| AdminError::Usage(e.to_string()))
 }
 
 fn unreachable(e: ureq::Error) -> AdminError {

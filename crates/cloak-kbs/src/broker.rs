@@ -23,8 +23,13 @@ use crate::store::{ModelRecord, NewAuditRecord, Store};
 use crate::token::AdminToken;
 use crate::{BrokerError, Clock};
 
+mod fleet;
+
 /// How long a nonce is accepted by default (seconds).
 pub const DEFAULT_NONCE_TTL: u64 = 60;
+/// How long a new fleet key generation is held back from replicas' claims by default
+/// (seconds): twice the default interval at which replicas look for new generations.
+pub const DEFAULT_FLEET_PROPAGATION: u64 = 60;
 /// Longest model name.
 pub const MAX_MODEL_NAME_LEN: usize = 128;
 /// Expired nonces are kept this long (seconds) so that a late release is told `nonce-expired`
@@ -52,13 +57,18 @@ const DONE: &str = "done";
 pub struct BrokerConfig {
     /// How long a nonce is accepted (seconds).
     pub nonce_ttl: u64,
+    /// How long a new fleet key generation is held back from replicas' claims (seconds), so
+    /// that every replica has fetched it before any client is sent to it.
+    pub fleet_propagation: u64,
 }
 
 impl BrokerConfig {
-    /// The defaults: nonces live [`DEFAULT_NONCE_TTL`] seconds.
+    /// The defaults: nonces live [`DEFAULT_NONCE_TTL`] seconds; new fleet keys are
+    /// advertised after [`DEFAULT_FLEET_PROPAGATION`] seconds.
     pub fn new() -> Self {
         Self {
             nonce_ttl: DEFAULT_NONCE_TTL,
+            fleet_propagation: DEFAULT_FLEET_PROPAGATION,
         }
     }
 }
@@ -102,6 +112,15 @@ pub fn validate_model_name(name: &str) -> Result<(), BrokerError> {
         Ok(())
     } else {
         Err(BrokerError::InvalidModelName)
+    }
+}
+
+/// Checks the name of a broker record: a model name, or a fleet key's `fleet:NAME:G` with a
+/// valid fleet name.
+pub fn validate_record_name(name: &str) -> Result<(), BrokerError> {
+    match cloak_proto::kbs::fleet::parse_fleet_record(name) {
+        Some((fleet, _)) => validate_model_name(fleet),
+        None => validate_model_name(name),
     }
 }
 
@@ -269,7 +288,7 @@ impl Broker {
 
     /// Issues a nonce for `request.model`.
     pub fn challenge(&self, request: &ChallengeRequest) -> Result<ChallengeResponse, BrokerError> {
-        validate_model_name(&request.model)?;
+        validate_record_name(&request.model)?;
         if self.store.model(&request.model)?.is_none() {
             return Err(BrokerError::UnknownModel);
         }
@@ -479,7 +498,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let now = self.clock.now();
         let result = self.authorize(token).and_then(|()| {
-            validate_model_name(name)?;
+            validate_record_name(name)?;
             parse_release_policy(&request.policy)?;
             // The new record is authenticated as a whole: the key fields as stored (a key
             // wrapped for another name, or by another master key, still fails to unwrap),
@@ -510,7 +529,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let now = self.clock.now();
         let result = self.authorize(token).and_then(|()| {
-            validate_model_name(name)?;
+            validate_record_name(name)?;
             if self.store.delete_model(name)? {
                 tracing::info!(model = %name, "model removed");
                 Ok(())
@@ -695,7 +714,10 @@ fn seal_key(
 /// [`MAX_MODEL_NAME_LEN`] characters and quoted with every control or non-ASCII character
 /// escaped, so that it can neither forge a line nor pass for a valid name.
 fn audit_name(name: &str) -> String {
-    if name.is_empty() || validate_model_name(name).is_ok() {
+    let fleet = name
+        .strip_prefix(cloak_proto::kbs::fleet::RECORD_PREFIX)
+        .is_some_and(|fleet| validate_model_name(fleet).is_ok());
+    if name.is_empty() || fleet || validate_record_name(name).is_ok() {
         return name.to_owned();
     }
     let cut: String = name.chars().take(MAX_MODEL_NAME_LEN).collect();

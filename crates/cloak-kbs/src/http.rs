@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use cloak_proto::kbs::fleet::AddFleetRequest;
 use cloak_proto::kbs::{
     AddModelRequest, ChallengeRequest, ErrorBody, ReleaseRequest, SetPolicyRequest,
 };
@@ -180,6 +181,13 @@ pub fn router(broker: Arc<Broker>, rate: RateLimit) -> Router {
             put(add_model).delete(remove_model),
         )
         .route("/kbs/v1/admin/models/{name}/policy", put(set_policy))
+        .route("/kbs/v1/fleets/{name}", get(fleet_status))
+        .route(
+            "/kbs/v1/admin/fleets/{name}",
+            put(add_fleet).delete(remove_fleet),
+        )
+        .route("/kbs/v1/admin/fleets/{name}/rotate", post(rotate_fleet))
+        .route("/kbs/v1/admin/fleets/{name}/policy", put(set_fleet_policy))
         .route("/kbs/v1/admin/audit", get(audit))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -274,6 +282,66 @@ async fn remove_model(
 ) -> Response {
     let removed = admin(&state, peer, &headers, move |broker, token, peer| {
         broker.remove_model(token, peer, &name)
+    });
+    respond_empty(removed.await, StatusCode::NO_CONTENT)
+}
+
+async fn fleet_status(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    let broker = Arc::clone(&state.broker);
+    respond(blocking(move || broker.fleet_status(&name)).await)
+}
+
+async fn add_fleet(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed = parse::<AddFleetRequest>(&body);
+    let added = admin(&state, peer, &headers, move |broker, token, peer| {
+        broker.add_fleet(token, peer, &name, &parsed.map_err(|ApiError(e)| e)?)
+    });
+    match added.await {
+        Ok(status) => (StatusCode::CREATED, Json(status)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn rotate_fleet(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let rotated = admin(&state, peer, &headers, move |broker, token, peer| {
+        broker.rotate_fleet(token, peer, &name)
+    });
+    respond(rotated.await)
+}
+
+async fn set_fleet_policy(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed = parse::<SetPolicyRequest>(&body);
+    let set = admin(&state, peer, &headers, move |broker, token, peer| {
+        broker.set_fleet_policy(token, peer, &name, &parsed.map_err(|ApiError(e)| e)?)
+    });
+    respond_empty(set.await, StatusCode::NO_CONTENT)
+}
+
+async fn remove_fleet(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let removed = admin(&state, peer, &headers, move |broker, token, peer| {
+        broker.remove_fleet(token, peer, &name)
     });
     respond_empty(removed.await, StatusCode::NO_CONTENT)
 }
@@ -409,7 +477,10 @@ impl IntoResponse for ApiError {
                 return too_many(&error.to_string(), (*retry_after).max(1));
             }
             BrokerError::UnknownModel => (StatusCode::NOT_FOUND, error.to_string()),
-            BrokerError::ModelExists => (StatusCode::CONFLICT, error.to_string()),
+            BrokerError::ModelExists | BrokerError::FleetConflict(_) => {
+                (StatusCode::CONFLICT, error.to_string())
+            }
+            BrokerError::UnknownFleet => (StatusCode::NOT_FOUND, error.to_string()),
             BrokerError::InvalidKey(_)
             | BrokerError::InvalidModelName
             | BrokerError::InvalidPolicy(_)

@@ -196,6 +196,13 @@ pub enum BrokerError {
     /// The master key is not the one the database was initialised with.
     #[error("the master key is not the one this broker database was initialised with")]
     WrongMasterKey,
+    /// A fleet of that name has a live key already, or another rotation made the same
+    /// generation first.
+    #[error("{0}")]
+    FleetConflict(&'static str),
+    /// No fleet of that name has a live key.
+    #[error("no fleet of that name has a live key")]
+    UnknownFleet,
 }
 
 impl BrokerError {
@@ -231,6 +238,8 @@ impl BrokerError {
             Self::Unauthorized => "unauthorized",
             Self::UnknownModel => "unknown-model",
             Self::WrongMasterKey => "wrong-master-key",
+            Self::FleetConflict(_) => "fleet-conflict",
+            Self::UnknownFleet => "unknown-fleet",
         }
     }
 }

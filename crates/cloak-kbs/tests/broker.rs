@@ -1062,3 +1062,133 @@ fn the_admin_client_trusts_only_the_given_ca_over_tls() {
         Err(AdminError::Unreachable(_))
     ));
 }
+
+/// Challenge and release `record` with a fresh ephemeral key; the opened key on success.
+fn release_record(h: &Harness, record: &str) -> Result<Vec<u8>, (u16, Value)> {
+    let (status, body) = h.post("/kbs/v1/challenge", &serde_json::json!({ "model": record }));
+    if status != 200 {
+        return Err((status, body));
+    }
+    let nonce: ChallengeResponse = serde_json::from_value(body).unwrap();
+    let ephemeral = HpkeKeyPair::generate();
+    let request = h.request(&nonce.nonce, ephemeral.public_key(), ephemeral.public_key());
+    let (status, body) = h.release(&request);
+    if status != 200 {
+        return Err((status, body));
+    }
+    let response: ReleaseResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(response.model, record);
+    let sealed = HpkeSealed {
+        enc: response.enc.as_slice().try_into().unwrap(),
+        ciphertext: response.sealed_key,
+    };
+    Ok(ephemeral
+        .open(&sealed, &release_info(record), &nonce.nonce)
+        .unwrap()
+        .to_vec())
+}
+
+/// A fleet's key is made by the broker, released like a model key under the fleet's policy
+/// (and refused to an enclave it does not name), rotated with the previous generation kept
+/// live and the new one advertised only after the propagation time, retired two rotations
+/// later, and never reused after the fleet is removed and made again.
+#[test]
+fn fleet_keys_are_generated_released_rotated_and_retired() {
+    use cloak_proto::kbs::fleet::{fleet_key_id, fleet_record};
+    let rate = RateLimit {
+        per_second: NonZeroU32::new(1000).unwrap(),
+        burst: NonZeroU32::new(1000).unwrap(),
+    };
+    let h = start_with(&SimConfig::up_to_date(), identity(), rate);
+    let admin = h.admin();
+    let status = admin.add_fleet("chat", &h.policy("")).unwrap();
+    assert_eq!(status.advertise, 1);
+    assert_eq!(status.generations.len(), 1);
+    assert_eq!(status.generations[0].key_id, fleet_key_id(1));
+    let first = release_record(&h, &fleet_record("chat", 1)).unwrap();
+    assert_eq!(first.len(), 32);
+    // The same key to every replica that asks.
+    assert_eq!(release_record(&h, &fleet_record("chat", 1)).unwrap(), first);
+    let record = h.last_audit();
+    assert_eq!(
+        (
+            record.event.as_str(),
+            record.model.as_str(),
+            record.decision.as_str()
+        ),
+        ("release", "fleet:chat:1", "granted")
+    );
+    // A fleet exists once; a model name cannot reach into the fleet namespace.
+    let again = admin.add_fleet("chat", &h.policy("")).unwrap_err();
+    assert_eq!(again.code(), "fleet-conflict", "{again}");
+    let key = ModelKey::generate().unwrap();
+    assert_eq!(
+        admin
+            .add_model("fleet:chat:9", &key, &h.policy(""))
+            .unwrap_err()
+            .code(),
+        "usage"
+    );
+
+    // Rotation: both generations live, the old one still advertised until propagation.
+    let rotated = admin.rotate_fleet("chat").unwrap();
+    let live: Vec<u32> = rotated.generations.iter().map(|g| g.generation).collect();
+    assert_eq!(live, [2, 1]);
+    assert_eq!(rotated.advertise, 1);
+    let second = release_record(&h, &fleet_record("chat", 2)).unwrap();
+    assert_ne!(second, first);
+    assert_eq!(release_record(&h, &fleet_record("chat", 1)).unwrap(), first);
+    h.clock.0.fetch_add(
+        cloak_kbs::broker::DEFAULT_FLEET_PROPAGATION,
+        Ordering::SeqCst,
+    );
+    assert_eq!(admin.fleet_status("chat").unwrap().advertise, 2);
+
+    // The next rotation retires generation 1.
+    admin.rotate_fleet("chat").unwrap();
+    let (status, body) = release_record(&h, &fleet_record("chat", 1)).unwrap_err();
+    assert_eq!(
+        (status, error_code(&body)),
+        (404, "unknown-model"),
+        "{body}"
+    );
+    assert!(release_record(&h, &fleet_record("chat", 3)).is_ok());
+
+    // The fleet's policy applies to every generation: another enclave is refused both.
+    let other = format!(
+        "trust_root = \"{}\"\n[sgx]\nmrenclave = [\"{}\"]\n",
+        h.root_pin(),
+        "ab".repeat(32)
+    );
+    admin.set_fleet_policy("chat", &other).unwrap();
+    for generation in [2, 3] {
+        let (status, body) = release_record(&h, &fleet_record("chat", generation)).unwrap_err();
+        assert_denied(&h, status, &body, "measurement-mismatch");
+    }
+
+    // Removed, then made again: a generation (and key id) no client can hold.
+    admin.remove_fleet("chat").unwrap();
+    assert_eq!(
+        admin.fleet_status("chat").unwrap_err().code(),
+        "unknown-fleet"
+    );
+    assert_eq!(admin.add_fleet("chat", &h.policy("")).unwrap().advertise, 4);
+    let events: Vec<String> = h
+        .audit()
+        .into_iter()
+        .filter(|r| r.event.contains("fleet"))
+        .map(|r| format!("{} {} {}", r.event, r.model, r.decision))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "add-fleet fleet:chat done",
+            "add-fleet fleet:chat denied",
+            "rotate-fleet fleet:chat done",
+            "rotate-fleet fleet:chat done",
+            "set-fleet-policy fleet:chat done",
+            "remove-fleet fleet:chat done",
+            "add-fleet fleet:chat done",
+        ]
+    );
+}

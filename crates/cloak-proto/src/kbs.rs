@@ -23,6 +23,8 @@
 //! `QuoteCollateralV3` JSON, inline. Errors are `{"error": CODE, "message": TEXT}` with the
 //! status of [`ErrorBody`]'s code (see the broker's README).
 
+pub mod fleet;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

@@ -39,6 +39,39 @@ pub(crate) enum KbsCommand {
     /// List a running broker's audit log, and with --verify check its hash chain (exit 1 when
     /// it is not intact)
     Audit(AuditArgs),
+    /// Create a fleet on a running broker: the broker generates the HPKE key that every
+    /// `cloak serve --fleet NAME` replica obtains under the policy, so any replica answers a
+    /// client that appraised one; prints the fleet's status as JSON
+    AddFleet(FleetPolicyArgs),
+    /// Make a fleet's next key generation (kept beside the current one; older ones retired);
+    /// replicas advertise it once the broker's --fleet-propagation has passed; prints the
+    /// fleet's status as JSON
+    RotateFleet(FleetArgs),
+    /// Replace the release policy of every live generation of a fleet's key
+    SetFleetPolicy(FleetPolicyArgs),
+    /// Remove a fleet's keys from a running broker (replicas are refused at their next lease
+    /// confirmation)
+    RemoveFleet(FleetArgs),
+}
+
+/// Arguments naming a fleet.
+#[derive(Debug, Args)]
+pub(crate) struct FleetArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The fleet name (1 to 128 characters of A-Z, a-z, 0-9, '.', '_', '-')
+    #[arg(long, value_name = "NAME")]
+    name: String,
+}
+
+/// Arguments naming a fleet and its release policy.
+#[derive(Debug, Args)]
+pub(crate) struct FleetPolicyArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// The release policy (appraisal-policy TOML, as for a model's key)
+    #[arg(long, value_name = "POLICY.toml")]
+    policy: PathBuf,
 }
 
 /// Arguments of `cloak kbs init`.
@@ -89,6 +122,11 @@ pub(crate) struct ServeArgs {
     /// How long a challenge nonce stays valid (whole seconds: 60, 60s, 2m)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     nonce_ttl: Duration,
+    /// How long a new fleet key generation is held back from replicas' claims, so that every
+    /// replica holds it before clients are sent to it: at least the replicas'
+    /// --fleet-refresh plus a release
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    fleet_propagation: Duration,
     /// Challenge and release requests per second per client address
     #[arg(long, value_name = "N", default_value_t = NonZeroU32::new(DEFAULT_RATE_PER_SECOND).unwrap_or(NonZeroU32::MIN))]
     rate_limit_per_second: NonZeroU32,
@@ -173,6 +211,10 @@ pub(crate) fn run(command: KbsCommand) -> Result<(), Reported> {
         KbsCommand::SetPolicy(args) => set_policy(&args),
         KbsCommand::RemoveModel(args) => remove_model(&args),
         KbsCommand::Audit(args) => audit(&args),
+        KbsCommand::AddFleet(args) => add_fleet(&args),
+        KbsCommand::RotateFleet(args) => rotate_fleet(&args),
+        KbsCommand::SetFleetPolicy(args) => set_fleet_policy(&args),
+        KbsCommand::RemoveFleet(args) => remove_fleet(&args),
     }
 }
 
@@ -266,6 +308,7 @@ fn serve(args: &ServeArgs) -> Result<(), Reported> {
         Arc::new(SystemClock),
         BrokerConfig {
             nonce_ttl: args.nonce_ttl.as_secs().max(1),
+            fleet_propagation: args.fleet_propagation.as_secs(),
         },
     ) {
         Ok(broker) => broker,
@@ -360,6 +403,52 @@ fn remove_model(args: &RemoveModelArgs) -> Result<(), Reported> {
         .remove_model(&args.name)
         .map_err(|e| admin_failure(&e))?;
     say!("removed model {}", args.name)?;
+    Ok(())
+}
+
+fn add_fleet(args: &FleetPolicyArgs) -> Result<(), Reported> {
+    let policy =
+        cloak_kbs::policy::policy_for_upload(&args.policy).map_err(|e| broker_failure(&e))?;
+    let client = admin_client(&args.fleet.admin)?;
+    let status = client
+        .add_fleet(&args.fleet.name, &policy)
+        .map_err(|e| admin_failure(&e))?;
+    print_fleet(&status)
+}
+
+fn rotate_fleet(args: &FleetArgs) -> Result<(), Reported> {
+    let client = admin_client(&args.admin)?;
+    let status = client
+        .rotate_fleet(&args.name)
+        .map_err(|e| admin_failure(&e))?;
+    print_fleet(&status)
+}
+
+fn set_fleet_policy(args: &FleetPolicyArgs) -> Result<(), Reported> {
+    let policy =
+        cloak_kbs::policy::policy_for_upload(&args.policy).map_err(|e| broker_failure(&e))?;
+    let client = admin_client(&args.fleet.admin)?;
+    client
+        .set_fleet_policy(&args.fleet.name, &policy)
+        .map_err(|e| admin_failure(&e))?;
+    say!("replaced the policy of fleet {}", args.fleet.name)?;
+    Ok(())
+}
+
+fn remove_fleet(args: &FleetArgs) -> Result<(), Reported> {
+    let client = admin_client(&args.admin)?;
+    client
+        .remove_fleet(&args.name)
+        .map_err(|e| admin_failure(&e))?;
+    say!("removed fleet {}", args.name)?;
+    Ok(())
+}
+
+/// A fleet's status as one line of JSON.
+fn print_fleet(status: &cloak_proto::kbs::fleet::FleetStatus) -> Result<(), Reported> {
+    let text = serde_json::to_string(status)
+        .map_err(|e| Failure::usage("json", format!("the fleet status: {e}")))?;
+    say!("{text}")?;
     Ok(())
 }
 
