@@ -203,6 +203,20 @@ fn seal_demo(dir: &Path, models: &Path, name: &str) -> PathBuf {
     key
 }
 
+/// A copy of the `cloak` binary in `dir` with other bytes, so another MRENCLAVE.
+fn rebuild(dir: &Path) -> PathBuf {
+    let rebuilt = dir.join("cloak-rebuilt");
+    let mut exe = std::fs::read(exe()).unwrap();
+    exe.extend_from_slice(b"\0rebuilt");
+    std::fs::write(&rebuilt, exe).unwrap();
+    std::fs::set_permissions(
+        &rebuilt,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    rebuilt
+}
+
 /// A release policy trusting the simulation root at `root`, pinning `mrenclaves`, plus `extra`
 /// lines at the top level.
 fn policy(root: &Path, mrenclaves: &[&str], extra: &str) -> String {
@@ -449,15 +463,7 @@ fn release_seal_restart_and_rebuild() {
     // A rebuilt server binary has another MRENCLAVE: the sealed key (bound to the old
     // measurement) does not unseal, and the broker releases the key only once the owner's
     // policy names the new measurement.
-    let rebuilt = dir.join("cloak-rebuilt");
-    let mut exe = std::fs::read(exe()).unwrap();
-    exe.extend_from_slice(b"\0rebuilt");
-    std::fs::write(&rebuilt, exe).unwrap();
-    std::fs::set_permissions(
-        &rebuilt,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let rebuilt = rebuild(dir);
     let theirs = mrenclave_of(&rebuilt);
     let server = serve(&rebuilt, dir, &models, &sim, &kbs, &[]);
     let (_, reason) = wait_for(&server, &root, "demo", is_waiting);
@@ -1133,4 +1139,513 @@ fn only_the_owners_tokens_open_a_model() {
     ok(&cloak(&["token", "keygen", "--out", s(&host_key)]));
     let forged = issue(&host_key, "demo", "forged.token", &[]);
     assert!(infer(Some(&forged)).1.contains("token-signature"));
+}
+
+/// `cloak serve` as a replica of fleet `fleet` listening on `port`, logging into `dir`, with its
+/// own copy of the models in `models`.
+fn replica(dir: &Path, models: &Path, sim: &Path, port: u16, brokers: &[&str]) -> Spawned {
+    replica_of(&exe(), dir, models, sim, port, brokers)
+}
+
+/// [`replica`], run from the binary `exe`.
+fn replica_of(
+    exe: &Path,
+    dir: &Path,
+    models: &Path,
+    sim: &Path,
+    port: u16,
+    brokers: &[&str],
+) -> Spawned {
+    let own_models = dir.join("models");
+    if !own_models.exists() {
+        std::fs::create_dir_all(&own_models).unwrap();
+        for entry in std::fs::read_dir(models).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "cloak") {
+                std::fs::copy(&path, own_models.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "serve",
+        "--model-dir",
+        s(&own_models),
+        "--listen",
+        &listen,
+        "--platform",
+        "sim",
+        "--sim-dir",
+        s(sim),
+        "--kbs-max-backoff",
+        "1",
+        "--fleet",
+        "web",
+        "--fleet-refresh",
+        "1s",
+    ];
+    for broker in brokers {
+        args.extend(["--kbs", broker]);
+    }
+    let log = dir.join(format!(
+        "server-{}.log",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    spawn(exe, &args, &log, "cloak serve: listening on ")
+}
+
+/// nginx round-robin over `upstreams` (host:port), terminating TLS with a certificate of its
+/// own (written to `DIR/nginx/lb.pem`), passing a request on to the next replica when one is
+/// down or has no fleet key yet; `None` without nginx.
+fn round_robin(
+    dir: &Path,
+    upstreams: &[String],
+) -> Option<(cloak_test_support::process::Killed, String, PathBuf)> {
+    let binary = cloak_test_support::deps::nginx()?;
+    let root = dir.join("nginx");
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ca = root.join("lb.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    std::fs::write(root.join("lb.key"), certified.signing_key.serialize_pem()).unwrap();
+    let port = cloak_test_support::process::free_port();
+    let r = s(&root);
+    let servers: String = upstreams
+        .iter()
+        .map(|u| format!("        server {u} max_fails=0;\n"))
+        .collect();
+    let config = format!(
+        r#"daemon off;
+master_process off;
+pid {r}/nginx.pid;
+error_log {r}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {r}/access.log;
+    client_body_temp_path {r}/tmp/body;
+    proxy_temp_path {r}/tmp/proxy;
+    fastcgi_temp_path {r}/tmp/fastcgi;
+    uwsgi_temp_path {r}/tmp/uwsgi;
+    scgi_temp_path {r}/tmp/scgi;
+    upstream replicas {{
+{servers}    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {r}/lb.pem;
+        ssl_certificate_key {r}/lb.key;
+        location / {{
+            proxy_pass https://replicas;
+            proxy_ssl_verify off;
+            proxy_ssl_protocols TLSv1.3;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+            proxy_connect_timeout 2s;
+        }}
+    }}
+}}
+"#
+    );
+    std::fs::write(root.join("nginx.conf"), config).unwrap();
+    let child = std::process::Command::new(binary)
+        .args(["-p", r, "-c", s(&root.join("nginx.conf"))])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(root.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((
+        cloak_test_support::process::Killed(child),
+        format!("https://localhost:{port}"),
+        ca,
+    ))
+}
+
+/// A data owner's policy: the simulation root at `root`, this build's MRENCLAVE.
+fn pinned_policy(root: &Path) -> cloak_attest::policy::AppraisalPolicy {
+    cloak_test_support::sim::policy_trusting(
+        std::fs::read(root).unwrap(),
+        cloak_test_support::sim::measurement_of(&exe()),
+    )
+    .allow_tcb_status("OutOfDate".parse().unwrap())
+}
+
+/// The claims of the replica at `url`, appraised over attested TLS.
+fn replica_claims(url: &str, root: &Path) -> cloak_client::IdentityClaims {
+    cloak_test_support::block_on(async {
+        let client = cloak_client::Client::builder()
+            .policy(pinned_policy(root))
+            .connect(url)
+            .await
+            .unwrap();
+        client.appraisal().server().claims().clone()
+    })
+}
+
+/// Successful inferences the replica at `url` counts in its metrics.
+fn inferences_served(url: &str, root: &Path) -> u64 {
+    cloak_test_support::block_on(async {
+        let client = cloak_client::Client::builder()
+            .policy(pinned_policy(root))
+            .connect(url)
+            .await
+            .unwrap();
+        let metrics = String::from_utf8(client.get("/metrics").await.unwrap().body).unwrap();
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("cloak_inference_requests_total{") && l.contains("success"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    })
+}
+
+/// Waits until the replica at `url` claims the fleet key with id `key_id`.
+fn wait_for_fleet_key(url: &str, root: &Path, key_id: u8) -> cloak_client::IdentityClaims {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let claims = replica_claims(url, root);
+        let config = cloak_crypto::ohttp::KeyConfig::parse(&claims.hpke_key_config).unwrap();
+        if claims.fleet.as_deref() == Some("web") && config.key_id == key_id {
+            return claims;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} never claimed fleet key {key_id}: {claims:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The fleet as users run it: PostgreSQL, two broker replicas, three `cloak serve` replicas
+/// of one fleet behind nginx round-robin (TLS-terminating, untrusted). Every encrypted request
+/// through nginx — from the SDK, which appraised one replica, and from `cloak infer --mode
+/// ohttp` — succeeds with a receipt verified against the replica that answered; every replica
+/// answers some; a replica and a broker killed mid-run lose no request, and the replica,
+/// restarted, gets its keys through the surviving broker. Then the fleet key is rotated: the
+/// client that holds the old key configuration goes on being answered, re-appraising once the
+/// old generation is retired.
+#[test]
+fn a_fleet_behind_round_robin_nginx_answers_every_request() {
+    let Some(cluster) = cloak_test_support::postgres::TempPostgres::start() else {
+        return;
+    };
+    let url = cluster.database("kbs");
+    let DemoHost {
+        tmp,
+        sim,
+        root,
+        models,
+        demo_key,
+    } = demo_host();
+    let dir = tmp.path();
+    let owner = Owner::init_postgres(dir, &url);
+    let a = owner.serve("127.0.0.1:0", &["--fleet-propagation", "3s"]);
+    let b = owner.serve("127.0.0.1:0", &["--fleet-propagation", "3s"]);
+    let ours = mrenclave_of(&exe());
+    let release_policy = policy(&root, &[&ours], "");
+    owner.add_model(&a.url, "demo", &demo_key, &release_policy);
+    let fleet_policy = dir.join("fleet.policy.toml");
+    std::fs::write(&fleet_policy, &release_policy).unwrap();
+    let out = owner.admin(
+        &b.url,
+        "add-fleet",
+        &["--name", "web", "--policy", s(&fleet_policy)],
+    );
+    ok(&out);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["advertise"], 1, "{status}");
+    let first_key_id = cloak_proto::kbs::fleet::fleet_key_id(1);
+
+    let ports: Vec<u16> = (0..3)
+        .map(|_| cloak_test_support::process::free_port())
+        .collect();
+    let broker_urls = [a.url.clone(), b.url.clone()];
+    let brokers = [broker_urls[0].as_str(), broker_urls[1].as_str()];
+    let replica_dir = |i: usize| {
+        let d = dir.join(format!("replica-{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let mut replicas: Vec<Option<Spawned>> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| Some(replica(&replica_dir(i), &models, &sim, *port, &brokers)))
+        .collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
+        .collect();
+    let mut evidence = std::collections::HashSet::new();
+    for (i, replica) in replicas.iter().enumerate() {
+        wait_for(replica.as_ref().unwrap(), &root, "demo", is_ready);
+        let claims = wait_for_fleet_key(&urls[i], &root, first_key_id);
+        evidence.insert(claims.evidence_digest());
+    }
+    // One key configuration, three enclaves (each its own TLS and receipt keys).
+    assert_eq!(evidence.len(), 3);
+    let configs: std::collections::HashSet<Vec<u8>> = urls
+        .iter()
+        .map(|u| replica_claims(u, &root).hpke_key_config)
+        .collect();
+    assert_eq!(configs.len(), 1);
+
+    let upstreams: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let Some((_nginx, lb_url, lb_ca)) = round_robin(dir, &upstreams) else {
+        return;
+    };
+    let request = br#"{"inputs":[{"name":"features","datatype":"FP32","shape":[1,4],"data":[0.5,-1.0,2.0,3.0]}]}"#;
+
+    // The data owner's SDK through nginx: it appraises whichever replica nginx picks, then
+    // every answer carries a receipt verified against the replica that signed it.
+    let client = cloak_test_support::block_on(async {
+        cloak_client::Client::builder()
+            .policy(pinned_policy(&root))
+            .mode(cloak_client::Mode::Encapsulated)
+            .transport(
+                cloak_client::Transport::with_ca_pem(&std::fs::read(&lb_ca).unwrap()).unwrap(),
+            )
+            .connect(&lb_url)
+            .await
+            .unwrap()
+    });
+    let send = |n: usize| {
+        cloak_test_support::block_on(async {
+            for i in 0..n {
+                let (response, receipt) = client
+                    .send_inference("/v2/models/demo/infer", request.to_vec(), None)
+                    .await
+                    .unwrap_or_else(|e| panic!("request {i}: {e} ({})", e.code()));
+                assert_eq!(response.status, 200);
+                assert!(receipt.is_some());
+            }
+        });
+    };
+    send(100);
+    let before: Vec<u64> = urls.iter().map(|u| inferences_served(u, &root)).collect();
+    assert!(
+        before.iter().all(|n| *n > 0),
+        "not every replica answered: {before:?}"
+    );
+
+    // A replica and a broker die while requests are in flight: none fails (nginx passes a
+    // request the dead replica did not answer on to the next; the SDK re-appraises if the
+    // replica it appraised is the one that died).
+    std::thread::scope(|scope| {
+        let sending = scope.spawn(|| send(100));
+        std::thread::sleep(Duration::from_millis(300));
+        replicas[1] = None;
+        drop(a);
+        sending.join().unwrap();
+    });
+    // The replica comes back, and its keys come through the surviving broker.
+    replicas[1] = Some(replica(&replica_dir(1), &models, &sim, ports[1], &brokers));
+    wait_for(replicas[1].as_ref().unwrap(), &root, "demo", is_ready);
+    wait_for_fleet_key(&urls[1], &root, first_key_id);
+    send(80);
+    assert!(
+        inferences_served(&urls[1], &root) > 0,
+        "the restarted replica answered nothing"
+    );
+
+    // `cloak infer --mode ohttp` through nginx: a new appraisal each time, answered by any
+    // replica, the receipt and the answering replica's attestation kept verify offline.
+    let request_file = dir.join("fleet-request.json");
+    std::fs::write(&request_file, request).unwrap();
+    let trust_root = s(&root).to_owned();
+    for i in 0..20 {
+        let receipt = dir.join(format!("receipt-{i}.txt"));
+        let attestation = dir.join(format!("attestation-{i}.json"));
+        ok(&cloak(&[
+            "infer",
+            &lb_url,
+            "--mode",
+            "ohttp",
+            "--ca",
+            s(&lb_ca),
+            "--model",
+            "demo",
+            "--input",
+            s(&request_file),
+            "--json",
+            "--trust-root",
+            &trust_root,
+            "--expect-mrenclave",
+            &ours,
+            "--allow-status",
+            "OutOfDate",
+            "--receipt-out",
+            s(&receipt),
+            "--attestation-out",
+            s(&attestation),
+        ]));
+        ok(&cloak(&[
+            "receipt",
+            "verify",
+            s(&receipt),
+            "--attestation",
+            s(&attestation),
+            "--trust-root",
+            &trust_root,
+            "--expect-mrenclave",
+            &ours,
+            "--allow-status",
+            "OutOfDate",
+        ]));
+    }
+
+    // Rotation with overlap: generation 2 is fetched by every replica but advertised only
+    // after the propagation time; the SDK client, holding generation 1's configuration, is
+    // answered throughout, and after generation 1 is retired it re-appraises once and goes on.
+    ok(&owner.admin(&b.url, "rotate-fleet", &["--name", "web"]));
+    let second_key_id = cloak_proto::kbs::fleet::fleet_key_id(2);
+    for u in &urls {
+        wait_for_fleet_key(u, &root, second_key_id);
+    }
+    send(10);
+    ok(&owner.admin(&b.url, "rotate-fleet", &["--name", "web"]));
+    let third_key_id = cloak_proto::kbs::fleet::fleet_key_id(3);
+    for u in &urls {
+        wait_for_fleet_key(u, &root, third_key_id);
+    }
+    // Generation 1 is gone from every replica: the stale client re-appraises and carries on.
+    send(10);
+    let old = client.appraisal();
+    let config =
+        cloak_crypto::ohttp::KeyConfig::parse(&old.server().claims().hpke_key_config).unwrap();
+    assert_eq!(config.key_id, third_key_id);
+    // 320 requests answered, each counted by the replica that ran it; the killed replica's
+    // count died with it: what it ran before the first count is added back, what it ran in the
+    // batch it died in (at most 100) is not.
+    let served: u64 = urls.iter().map(|u| inferences_served(u, &root)).sum();
+    let counted = served + before[1];
+    assert!((220..=320).contains(&counted), "{served} {before:?}");
+}
+
+/// A replica the broker's fleet policy admits but the data owner's policy does not is never
+/// trusted by that owner's client: its answers are refused when its attestation fails the
+/// client's policy, while a client whose policy admits both is answered by both.
+#[test]
+fn an_answer_from_a_replica_outside_the_clients_policy_is_refused() {
+    let DemoHost {
+        tmp,
+        sim,
+        root,
+        models,
+        demo_key,
+    } = demo_host();
+    let dir = tmp.path();
+    let owner = Owner::init(dir);
+    let broker = owner.serve("127.0.0.1:0", &[]);
+    let rebuilt = rebuild(dir);
+    let (ours, theirs) = (mrenclave_of(&exe()), mrenclave_of(&rebuilt));
+    let both = policy(&root, &[&ours, &theirs], "");
+    owner.add_model(&broker.url, "demo", &demo_key, &both);
+    let fleet_policy = dir.join("fleet.policy.toml");
+    std::fs::write(&fleet_policy, &both).unwrap();
+    ok(&owner.admin(
+        &broker.url,
+        "add-fleet",
+        &["--name", "web", "--policy", s(&fleet_policy)],
+    ));
+    let ports = [
+        cloak_test_support::process::free_port(),
+        cloak_test_support::process::free_port(),
+    ];
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::create_dir_all(&two).unwrap();
+    let brokers = [broker.url.as_str()];
+    let ours_replica = replica(&one, &models, &sim, ports[0], &brokers);
+    let their_replica = replica_of(&rebuilt, &two, &models, &sim, ports[1], &brokers);
+    for (server, port) in [(&ours_replica, ports[0]), (&their_replica, ports[1])] {
+        wait_for(server, &root, "demo", is_ready);
+        let url = format!("https://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while fetch_claims(&url, &root).fleet.is_none() {
+            assert!(Instant::now() < deadline, "no fleet key at {url}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let upstreams: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let Some((_nginx, lb_url, lb_ca)) = round_robin(dir, &upstreams) else {
+        return;
+    };
+    let request = br#"{"inputs":[{"name":"features","datatype":"FP32","shape":[1,4],"data":[0.5,-1.0,2.0,3.0]}]}"#;
+    let ca = std::fs::read(&lb_ca).unwrap();
+    // Four requests from a client with `policy`, appraising (through nginx) until it reaches
+    // a replica the policy accepts; the codes of the failed ones.
+    let failures = |policy: cloak_attest::policy::AppraisalPolicy| {
+        cloak_test_support::block_on(async {
+            let mut client = None;
+            for _ in 0..4 {
+                if let Ok(c) = cloak_client::Client::builder()
+                    .policy(policy.clone())
+                    .mode(cloak_client::Mode::Encapsulated)
+                    .transport(cloak_client::Transport::with_ca_pem(&ca).unwrap())
+                    .connect(&lb_url)
+                    .await
+                {
+                    client = Some(c);
+                    break;
+                }
+            }
+            let client = client.expect("no replica the policy accepts was reached");
+            let mut codes = Vec::new();
+            for _ in 0..4 {
+                match client
+                    .send_inference("/v2/models/demo/infer", request.to_vec(), None)
+                    .await
+                {
+                    Ok((response, receipt)) => {
+                        assert_eq!(response.status, 200);
+                        assert!(receipt.is_some());
+                    }
+                    Err(e) => codes.push(e.code()),
+                }
+            }
+            codes
+        })
+    };
+    let root_der = std::fs::read(&root).unwrap();
+    let only_ours = pinned_policy(&root);
+    let mut both_policy =
+        only_ours
+            .clone()
+            .with_sgx_identity(cloak_attest::policy::SgxIdentityPolicy {
+                mrenclave: Some(
+                    [&ours, &theirs]
+                        .iter()
+                        .map(|m| m.parse().unwrap())
+                        .collect(),
+                ),
+                ..cloak_attest::policy::SgxIdentityPolicy::default()
+            });
+    both_policy = both_policy.with_trust_root(cloak_attest::policy::TrustRootPolicy::Der(root_der));
+    assert_eq!(failures(both_policy), Vec::<&str>::new());
+    let refused = failures(only_ours);
+    assert!(!refused.is_empty(), "every answer was accepted");
+    assert!(
+        refused.iter().all(|code| *code == "measurement-mismatch"),
+        "{refused:?}"
+    );
+}
+
+/// The claims of the server at `url` as an observer reads them.
+fn fetch_claims(url: &str, root: &Path) -> cloak_client::IdentityClaims {
+    cloak_test_support::block_on(async {
+        let client = cloak_client::Client::builder()
+            .policy(observer_policy(root))
+            .dangerously_accept_any_enclave()
+            .connect(url)
+            .await
+            .unwrap();
+        client.appraisal().server().claims().clone()
+    })
 }

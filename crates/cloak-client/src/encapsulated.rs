@@ -21,7 +21,9 @@ use cloak_proto::freshness;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::appraise::appraise_fresh_attestation;
+use cloak_proto::receipt::ReceiptError;
+
+use crate::appraise::{VerifiedServer, appraise_fresh_attestation};
 use crate::attested::{fetch_attestation, relayed_collateral};
 use crate::error::{Error, ServerStatus};
 use crate::http::{self, Connection, Endpoint, Method, Response};
@@ -90,6 +92,7 @@ pub(crate) async fn appraise(
         .transpose()?;
     let mut connection = open(&endpoint, tls.as_ref()).await?;
     let attestation = fetch_attestation(&mut connection, &endpoint, nonce).await?;
+    let configured = collateral.clone();
     let collateral = match collateral {
         Some(collateral) => collateral,
         None => relayed_collateral(&attestation)?,
@@ -102,6 +105,7 @@ pub(crate) async fn appraise(
             "the attested HPKE key configuration does not offer AES-256-GCM".into(),
         ));
     }
+    let peers = Peers::new(policy.clone(), configured, server.claims().fleet.clone());
     Ok(Appraisal {
         server,
         attestation,
@@ -109,6 +113,7 @@ pub(crate) async fn appraise(
             endpoint,
             tls,
             key_config,
+            peers: Box::new(peers),
         },
     })
 }
@@ -130,6 +135,8 @@ pub(crate) struct Target<'a> {
     pub(crate) endpoint: &'a Endpoint,
     pub(crate) key_config: &'a KeyConfig,
     pub(crate) evidence: [u8; 32],
+    /// Other replicas' evidence digests the client has appraised.
+    pub(crate) known: Vec<[u8; 32]>,
 }
 
 /// Encapsulates `method path` with `body` to the target's key, posts it on `connection`, and
@@ -143,20 +150,12 @@ pub(crate) async fn send(
     header_len: Option<usize>,
     extras: http::Extras<'_>,
 ) -> Result<Response, Error> {
+    let inner = inner_request(&target, method, path, body, header_len, extras)?;
     let Target {
         endpoint,
         key_config,
-        evidence,
+        ..
     } = target;
-    let inner = inner_request(
-        &endpoint.authority,
-        &evidence,
-        method,
-        path,
-        body,
-        header_len,
-        extras,
-    )?;
     let (encapsulated, opener) = ohttp::encapsulate_request(key_config, AeadId::Aes256Gcm, &inner)
         .map_err(|e| Error::Protocol(format!("encapsulation: {e}")))?;
     drop(inner);
@@ -187,8 +186,7 @@ pub(crate) async fn send(
 }
 
 fn inner_request(
-    authority: &str,
-    evidence: &[u8; 32],
+    target: &Target<'_>,
     method: Method,
     path: &str,
     body: &[u8],
@@ -198,7 +196,7 @@ fn inner_request(
     let mut message = bhttp::Message::request(
         method.as_str().as_bytes().to_vec(),
         b"https".to_vec(),
-        authority.as_bytes().to_vec(),
+        target.endpoint.authority.as_bytes().to_vec(),
         path.as_bytes().to_vec(),
     );
     if !body.is_empty() {
@@ -221,7 +219,14 @@ fn inner_request(
     message.put_header(freshness::TIME_HEADER, unix_now().to_string());
     message.put_header(freshness::ID_HEADER, freshness::format_id(&id));
     // The claims this client appraised: its receipt names them while the server stands by them.
-    message.put_header(cloak_proto::receipt::EVIDENCE_HEADER, hex::encode(evidence));
+    message.put_header(
+        cloak_proto::receipt::EVIDENCE_HEADER,
+        hex::encode(target.evidence),
+    );
+    if !target.known.is_empty() {
+        let list: Vec<String> = target.known.iter().map(hex::encode).collect();
+        message.put_header(cloak_proto::receipt::KNOWN_EVIDENCE_HEADER, list.join(","));
+    }
     for (name, value) in extras.headers() {
         message.put_header(name, value);
     }
@@ -248,7 +253,16 @@ fn inner_response(bhttp: &[u8]) -> Result<Response, Error> {
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_owned)
     };
+    let peer = http::PeerEvidence {
+        evidence: header(cloak_proto::receipt::EVIDENCE_HEADER).and_then(|v| {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(v.as_bytes(), &mut digest).ok()?;
+            Some(digest)
+        }),
+        attestation: header(cloak_proto::receipt::ATTESTATION_HEADER),
+    };
     Ok(Response {
+        peer,
         status,
         header_len: header("inference-header-content-length").and_then(|v| v.parse().ok()),
         receipt: header(cloak_proto::receipt::HEADER),
@@ -258,3 +272,90 @@ fn inner_response(bhttp: &[u8]) -> Result<Response, Error> {
         body: message.content().to_vec(),
     })
 }
+
+/// The other replicas of the appraised server's fleet whose receipts this appraisal has
+/// checked: each appraised once, from the attestation it sent with its first answer, under the
+/// same policy (no freshness: the answer itself, sealed under the fleet key that only enclaves
+/// the broker's fleet policy accepted hold, is the proof of liveness), and kept by evidence
+/// digest.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    policy: AppraisalPolicy,
+    collateral: Option<Collateral>,
+    fleet: Option<String>,
+    cache: std::sync::Mutex<Vec<([u8; 32], Arc<VerifiedServer>)>>,
+}
+
+impl Peers {
+    fn new(policy: AppraisalPolicy, collateral: Option<Collateral>, fleet: Option<String>) -> Self {
+        Self {
+            policy,
+            collateral,
+            fleet,
+            cache: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The evidence digests held, most recent first, as many as a request lists.
+    pub(crate) fn known(&self) -> Vec<[u8; 32]> {
+        self.lock()
+            .iter()
+            .rev()
+            .take(cloak_proto::receipt::MAX_KNOWN_EVIDENCE)
+            .map(|(digest, _)| *digest)
+            .collect()
+    }
+
+    /// The replica whose claims have evidence digest `digest`: held, or appraised from
+    /// `attestation` (which must be of those claims and name the same fleet).
+    pub(crate) fn server(
+        &self,
+        digest: &[u8; 32],
+        attestation: Option<&str>,
+    ) -> Result<Arc<VerifiedServer>, Error> {
+        // Outside a fleet, other claims mean the server changed: appraise it again.
+        if self.fleet.is_none() {
+            return Err(Error::Receipt(ReceiptError::Evidence));
+        }
+        if let Some((_, server)) = self.lock().iter().find(|(d, _)| d == digest) {
+            return Ok(Arc::clone(server));
+        }
+        let text = attestation.ok_or(Error::Receipt(ReceiptError::Evidence))?;
+        let document: cloak_proto::attestation::AttestationDocument = serde_json::from_str(text)
+            .map_err(|e| Error::Protocol(format!("the answering replica's attestation: {e}")))?;
+        let collateral = match &self.collateral {
+            Some(collateral) => collateral.clone(),
+            None => relayed_collateral(&document)?,
+        };
+        let server = crate::appraise::appraise_recorded_attestation(
+            &document,
+            &collateral,
+            &self.policy,
+            unix_now(),
+        )?;
+        if server.claims().evidence_digest() != *digest {
+            return Err(Error::Receipt(ReceiptError::Evidence));
+        }
+        if server.claims().fleet != self.fleet {
+            return Err(Error::IdentityChanged(
+                "an answer came from a server outside the appraised server's fleet".into(),
+            ));
+        }
+        let server = Arc::new(server);
+        let mut cache = self.lock();
+        if cache.len() >= PEERS {
+            cache.remove(0);
+        }
+        cache.push((*digest, Arc::clone(&server)));
+        Ok(server)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<([u8; 32], Arc<VerifiedServer>)>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Replicas kept per appraisal.
+const PEERS: usize = 64;

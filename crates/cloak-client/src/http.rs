@@ -64,14 +64,33 @@ pub struct Response {
     pub receipt_salt: Option<cloak_proto::receipt::Salt>,
     /// The `Retry-After` header, when present.
     pub retry_after: Option<String>,
+    /// Encapsulated answers: the evidence digest the receipt names (`Cloak-Evidence`), and
+    /// the answering replica's attestation when the client may not hold it
+    /// (`Cloak-Attestation`, JSON).
+    pub(crate) peer: PeerEvidence,
     /// The body.
     pub body: Vec<u8>,
+}
+
+/// What an encapsulated answer says about the server that answered it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PeerEvidence {
+    pub(crate) evidence: Option<[u8; 32]>,
+    pub(crate) attestation: Option<String>,
 }
 
 impl Response {
     /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// The attestation of the fleet replica that answered an encapsulated request, when it was
+    /// not the appraised server and sent its attestation (the receipt was checked against it):
+    /// keep it with the receipt to check the receipt offline.
+    pub fn answering_attestation(&self) -> Option<cloak_proto::attestation::AttestationDocument> {
+        let text = self.peer.attestation.as_deref()?;
+        serde_json::from_str(text).ok()
     }
 }
 
@@ -298,6 +317,7 @@ pub(crate) async fn exchange(
             .to_bytes()
             .to_vec();
         Ok(Response {
+            peer: PeerEvidence::default(),
             status,
             header_len,
             receipt,

@@ -87,6 +87,8 @@ enum Route {
         endpoint: http::Endpoint,
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
         key_config: KeyConfig,
+        /// Other replicas of the server's fleet, appraised as their answers arrive.
+        peers: Box<encapsulated::Peers>,
     },
 }
 

@@ -75,6 +75,20 @@ impl Session {
             .unwrap_or_else(|| self.appraisal.server())
     }
 
+    /// The other fleet replica that answered `response`, if it was not the appraised server:
+    /// the receipt is checked against that replica's claims, appraised under the same policy.
+    fn answered_by(&self, response: &Response) -> Result<Option<Arc<VerifiedServer>>, Error> {
+        let Route::Encapsulated { peers, .. } = &self.appraisal.route else {
+            return Ok(None);
+        };
+        match response.peer.evidence {
+            Some(digest) if digest != self.server().claims().evidence_digest() => peers
+                .server(&digest, response.peer.attestation.as_deref())
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// The appraisal this session was opened under.
     pub(crate) fn appraisal(&self) -> &Arc<Appraisal> {
         &self.appraisal
@@ -127,7 +141,10 @@ impl Session {
         }
         // The task cannot fail (hashing does not panic); if it somehow did, hash here.
         let digest = digest.unwrap_or_else(|_| salted_digest(&salt, &body));
-        let receipt = verify_receipt(&response, self.server(), &digest)?;
+        let receipt = match self.answered_by(&response)? {
+            Some(peer) => verify_receipt(&response, &peer, &digest)?,
+            None => verify_receipt(&response, self.server(), &digest)?,
+        };
         Ok((response, Some(receipt)))
     }
 
@@ -178,12 +195,14 @@ impl Session {
             Route::Encapsulated {
                 endpoint,
                 key_config,
+                peers,
                 ..
             } => {
                 let target = encapsulated::Target {
                     endpoint,
                     key_config,
                     evidence: self.appraisal.server.claims().evidence_digest(),
+                    known: peers.known(),
                 };
                 encapsulated::send(
                     &mut self.connection,

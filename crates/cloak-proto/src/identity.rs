@@ -81,6 +81,9 @@ pub struct IdentityClaims {
     /// The engine that runs them (absent only in claims of servers that predate engines, which
     /// ran tract).
     pub engine: Option<EngineClaim>,
+    /// The fleet whose shared HPKE key `hpke_key_config` is (`cloak serve --fleet`): any
+    /// replica of the fleet opens requests sealed to it, and answers with its own receipts.
+    pub fleet: Option<String>,
     /// The client's nonce, in a fresh attestation.
     pub nonce: Option<Vec<u8>>,
     /// The nonces of every client a coalesced fresh attestation answers (empty otherwise).
@@ -127,6 +130,9 @@ impl IdentityClaims {
                 fields.push(("library-sha256", Value::Bytes(sha256.to_vec())));
             }
             entries.push(("engine", canonical_map(fields)));
+        }
+        if let Some(fleet) = &self.fleet {
+            entries.push(("fleet", Value::Text(fleet.clone())));
         }
         if let Some(nonce) = &self.nonce {
             entries.push(("nonce", Value::Bytes(nonce.clone())));
@@ -198,6 +204,7 @@ impl fmt::Debug for IdentityClaims {
             .field("platform", &self.platform)
             .field("models", &self.models)
             .field("engine", &self.engine)
+            .field("fleet", &self.fleet)
             .field("nonce", &self.nonce.as_deref().map(hex))
             .field("nonces", &self.nonces.len())
             .finish_non_exhaustive()
@@ -219,6 +226,7 @@ struct Fields {
     platform: Option<String>,
     models: Option<Vec<ModelClaim>>,
     engine: Option<EngineClaim>,
+    fleet: Option<String>,
     nonce: Option<Vec<u8>>,
     nonces: Option<Vec<Vec<u8>>>,
 }
@@ -229,6 +237,7 @@ impl Fields {
         match key.as_str() {
             "cloak-identity" => set(&mut self.version, text(&key, value)?, &key)?,
             "engine" => set(&mut self.engine, engine(value)?, &key)?,
+            "fleet" => set(&mut self.fleet, text(&key, value)?, &key)?,
             "hpke-key-config" => set(&mut self.hpke_key_config, bytes(&key, value)?, &key)?,
             "models" => {
                 let Value::Array(items) = value else {
@@ -289,6 +298,7 @@ impl Fields {
             platform: self.platform.ok_or(ClaimsError::Missing("platform"))?,
             models: self.models.ok_or(ClaimsError::Missing("models"))?,
             engine: self.engine,
+            fleet: self.fleet,
             nonce: self.nonce,
             nonces: self.nonces.unwrap_or_default(),
         })

@@ -42,6 +42,18 @@ pub const REQUEST_ID_HEADER: &str = "cloak-request-id";
 /// server attested it, so that claims changing mid-request (a model becoming ready) do not
 /// make a correct answer fail verification.
 pub const EVIDENCE_HEADER: &str = "cloak-evidence";
+/// The request header (inside an encapsulated request) listing, comma-separated, the evidence
+/// digests (64 hex digits each, at most [`MAX_KNOWN_EVIDENCE`]) of the other fleet replicas
+/// whose attestations the client has appraised already: a replica not among them, and not the
+/// one in [`EVIDENCE_HEADER`], sends its attestation with its answer ([`ATTESTATION_HEADER`]).
+pub const KNOWN_EVIDENCE_HEADER: &str = "cloak-known-evidence";
+/// The most digests [`KNOWN_EVIDENCE_HEADER`] lists.
+pub const MAX_KNOWN_EVIDENCE: usize = 32;
+/// The response header (inside an encapsulated response) carrying the answering server's
+/// attestation document (JSON, no nonce) when the client may not hold it: with it the client
+/// appraises the replica that signed the receipt. [`EVIDENCE_HEADER`] in a response names the
+/// evidence the receipt names.
+pub const ATTESTATION_HEADER: &str = "cloak-attestation";
 /// The request and response header carrying the receipt's salt: 16 bytes as 32 lowercase hex
 /// digits.
 pub const SALT_HEADER: &str = "cloak-receipt-salt";

@@ -67,6 +67,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration,
           requires = "kbs", help_heading = "Key broker")]
     kbs_denied_retry: Duration,
+    /// Serve as a replica of this fleet (`cloak kbs add-fleet`): the broker releases the
+    /// fleet's shared HPKE key to this enclave under the fleet's policy, and the claims carry
+    /// it, so a client that appraised any replica behind a load balancer is answered by all
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "kbs",
+        help_heading = "Key broker"
+    )]
+    fleet: Option<String>,
+    /// How often to look for a new generation of the fleet's key (rotation)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          requires = "fleet", help_heading = "Key broker")]
+    fleet_refresh: Duration,
     /// Collateral to relay to clients (dcap-qvl QuoteCollateralV3 JSON, kept fresh by the
     /// host) [default: the platform's own, for sim]
     #[arg(long, value_name = "FILE")]
@@ -499,6 +513,24 @@ impl ServeArgs {
             }
             kbs.max_backoff = self.kbs_max_backoff.max(Duration::from_secs(1));
             kbs.denied_retry = self.kbs_denied_retry.max(Duration::from_secs(1));
+            if let Some(fleet) = &self.fleet {
+                if fleet.is_empty()
+                    || fleet.len() > 128
+                    || !fleet
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                {
+                    return Err(StartupFailure::new(
+                        "invalid-argument",
+                        format!(
+                            "--fleet {fleet}: a fleet name is 1 to 128 characters of A-Z, a-z, \
+                             0-9, '.', '_' and '-'"
+                        ),
+                    ));
+                }
+                kbs.fleet = Some(fleet.clone());
+                kbs.fleet_refresh = self.fleet_refresh.max(Duration::from_secs(1));
+            }
             config.kbs = Some(kbs);
         }
         config.engine = self.engine.engine()?;

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use ciborium::Value;
 use cloak_crypto::hpke::HpkeKeyPair;
-use cloak_crypto::ohttp::{AeadId, Gateway};
+use cloak_crypto::ohttp::{AeadId, Gateway, OhttpError, ServerResponse};
+use cloak_crypto::secret::SecretBytes;
 use cloak_crypto::sig::SigningKey as ReceiptKey;
 use cloak_proto::attestation::AttestationDocument;
 use cloak_proto::identity::{EngineClaim, IdentityClaims, ModelClaim};
@@ -66,8 +67,29 @@ pub struct ServerIdentity {
     earlier: Mutex<VecDeque<Arc<Attested>>>,
     tls_key: KeyPair,
     tls_signer: Arc<dyn SigningKey>,
-    gateway: Gateway,
+    gateways: RwLock<Arc<Gateways>>,
     receipt_key: ReceiptKey,
+}
+
+/// The HPKE keys encrypted requests may be sealed to: this process's own, and in a fleet the
+/// fleet's live generations (none until the broker has released one).
+#[derive(Debug)]
+struct Gateways {
+    own: Arc<Gateway>,
+    /// The fleet this server belongs to (`--fleet`), once it is configured.
+    fleet: Option<String>,
+    fleet_keys: Vec<Arc<Gateway>>,
+}
+
+/// Why an encrypted request was not opened.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum DecapsulateError {
+    /// The request is not usable (malformed, unknown key, not authentic).
+    Ohttp(OhttpError),
+    /// The request is sealed to a fleet key and this server holds none yet: another replica
+    /// can answer it.
+    FleetKeyPending,
 }
 
 /// Claims and the certificate that carries evidence over them.
@@ -76,6 +98,9 @@ struct Attested {
     claims: Arc<IdentityClaims>,
     evidence_sha256: [u8; 32],
     certified: Arc<CertifiedKey>,
+    /// The attestation document of these claims (no nonce), as JSON: what a client that
+    /// appraised another replica of a fleet needs to check this one's receipts.
+    document: Option<Arc<str>>,
 }
 
 impl ServerIdentity {
@@ -89,13 +114,7 @@ impl ServerIdentity {
     ) -> Result<Self, IdentityError> {
         let tls_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let receipt_key = ReceiptKey::generate().map_err(|e| IdentityError::Keys(e.to_string()))?;
-        // AES-256-GCM is Cloak's suite; AES-128-GCM is what other RFC 9458 clients (the `ohttp`
-        // crate's pure-Rust backend) can speak.
-        let gateway = Gateway::new(
-            HPKE_KEY_ID,
-            HpkeKeyPair::generate(),
-            vec![AeadId::Aes256Gcm, AeadId::Aes128Gcm],
-        );
+        let gateway = Gateway::new(HPKE_KEY_ID, HpkeKeyPair::generate(), aeads());
         let claims = IdentityClaims {
             tls_spki_sha256: cloak_crypto::hash::sha256(&tls_key.subject_public_key_info()),
             hpke_key_config: gateway.config().encode(),
@@ -104,6 +123,7 @@ impl ServerIdentity {
             platform: platform.kind().name().to_owned(),
             models,
             engine: Some(engine),
+            fleet: None,
             nonce: None,
             nonces: Vec::new(),
         };
@@ -111,7 +131,14 @@ impl ServerIdentity {
         let tls_signer = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&PrivateKeyDer::Pkcs8(
             PrivatePkcs8KeyDer::from(tls_key_der.as_slice()),
         ))?;
-        let attested = attest_claims(platform.as_ref(), claims, &tls_key, &tls_signer, hostnames)?;
+        let attested = attest_claims(
+            platform.as_ref(),
+            &collateral,
+            claims,
+            &tls_key,
+            &tls_signer,
+            hostnames,
+        )?;
         Ok(Self {
             platform,
             collateral,
@@ -120,7 +147,11 @@ impl ServerIdentity {
             earlier: Mutex::new(VecDeque::new()),
             tls_key,
             tls_signer,
-            gateway,
+            gateways: RwLock::new(Arc::new(Gateways {
+                own: Arc::new(gateway),
+                fleet: None,
+                fleet_keys: Vec::new(),
+            })),
             receipt_key,
         })
     }
@@ -144,10 +175,109 @@ impl ServerIdentity {
     /// for the same TLS key (blocking: the platform signs a quote). Connections made from now on
     /// see the new certificate.
     pub fn update_models(&self, models: Vec<ModelClaim>) -> Result<(), IdentityError> {
+        self.reattest(|claims| claims.models = models)
+    }
+
+    /// Makes this server a replica of `fleet`: encrypted requests sealed to any of `keys`
+    /// (the fleet's live generations: key id and private key) are opened, and the claims —
+    /// re-attested — carry the fleet's name and the key configuration of `advertise` (one of
+    /// `keys`' ids). With no keys the server waits for them: requests sealed to another key
+    /// than its own are answered `fleet-key-pending`, and the claims carry its own key.
+    pub fn set_fleet(
+        &self,
+        fleet: &str,
+        keys: Vec<(u8, HpkeKeyPair)>,
+        advertise: u8,
+    ) -> Result<(), IdentityError> {
+        let fleet_keys: Vec<Arc<Gateway>> = keys
+            .into_iter()
+            .map(|(id, key)| Arc::new(Gateway::new(id, key, aeads())))
+            .collect();
+        let advertised = fleet_keys
+            .iter()
+            .find(|g| g.config().key_id == advertise)
+            .map(|g| g.config().encode());
+        let own = Arc::clone(&self.lock_gateways().own);
+        let (config, claimed_fleet) = match advertised {
+            Some(config) => (config, Some(fleet.to_owned())),
+            None => (own.config().encode(), None),
+        };
+        *self
+            .gateways
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(Gateways {
+            own,
+            fleet: Some(fleet.to_owned()),
+            fleet_keys,
+        });
+        if self.claims().hpke_key_config == config && self.claims().fleet == claimed_fleet {
+            return Ok(());
+        }
+        self.reattest(|claims| {
+            claims.hpke_key_config = config;
+            claims.fleet = claimed_fleet;
+        })
+    }
+
+    /// Whether this server is a fleet replica without a fleet key yet.
+    pub fn fleet_key_pending(&self) -> bool {
+        let gateways = self.lock_gateways();
+        gateways.fleet.is_some() && gateways.fleet_keys.is_empty()
+    }
+
+    /// Opens an encrypted request sealed to this server's own key or to one of its fleet's.
+    pub fn decapsulate(
+        &self,
+        enc_request: &[u8],
+    ) -> Result<(SecretBytes, ServerResponse), DecapsulateError> {
+        let gateways = self.lock_gateways();
+        let key_id = enc_request.first().copied();
+        if let Some(fleet_key) = gateways
+            .fleet_keys
+            .iter()
+            .find(|g| Some(g.config().key_id) == key_id)
+        {
+            return fleet_key
+                .decapsulate(enc_request)
+                .map_err(DecapsulateError::Ohttp);
+        }
+        if key_id != Some(HPKE_KEY_ID) && gateways.fleet.is_some() && gateways.fleet_keys.is_empty()
+        {
+            return Err(DecapsulateError::FleetKeyPending);
+        }
+        gateways
+            .own
+            .decapsulate(enc_request)
+            .map_err(DecapsulateError::Ohttp)
+    }
+
+    fn lock_gateways(&self) -> Arc<Gateways> {
+        Arc::clone(&self.gateways.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The attestation document (JSON, no nonce) of claims this process attested with evidence
+    /// digest `digest`, now or among its last [`EARLIER_CLAIMS`].
+    pub fn document(&self, digest: &[u8; 32]) -> Option<Arc<str>> {
+        let current = self.current();
+        if current.evidence_sha256 == *digest {
+            return current.document.clone();
+        }
+        self.earlier
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|a| a.evidence_sha256 == *digest)
+            .and_then(|a| a.document.clone())
+    }
+
+    /// Replaces the claims with `change(claims)`, quotes them and issues a new certificate for
+    /// the same TLS key (blocking).
+    fn reattest(&self, change: impl FnOnce(&mut IdentityClaims)) -> Result<(), IdentityError> {
         let mut claims = IdentityClaims::clone(&self.claims());
-        claims.models = models;
+        change(&mut claims);
         let attested = attest_claims(
             self.platform.as_ref(),
+            &self.collateral,
             claims,
             &self.tls_key,
             &self.tls_signer,
@@ -171,12 +301,6 @@ impl ServerIdentity {
         self.current().evidence_sha256
     }
 
-    /// The Oblivious HTTP gateway whose key configuration the claims carry (for encrypted
-    /// requests).
-    pub fn gateway(&self) -> &Gateway {
-        &self.gateway
-    }
-
     /// Signs a receipt for an inference over `model` (its digests salted), naming the evidence the request was
     /// accepted under: `accepted_under`, when it is the digest of claims this process attested
     /// (now or among its last [`EARLIER_CLAIMS`]) that list `model` with its digest — the
@@ -191,7 +315,7 @@ impl ServerIdentity {
         input_sha256: [u8; 32],
         output_sha256: [u8; 32],
         accepted_under: Option<[u8; 32]>,
-    ) -> Result<String, IdentityError> {
+    ) -> Result<(String, [u8; 32]), IdentityError> {
         let evidence_sha256 = accepted_under
             .filter(|digest| self.attested_with(digest, model))
             .unwrap_or_else(|| self.current().evidence_sha256);
@@ -207,9 +331,10 @@ impl ServerIdentity {
             evidence_sha256,
             salted: true,
         };
-        receipt
+        let text = receipt
             .sign(&self.receipt_key)
-            .map_err(|e| IdentityError::Keys(e.to_string()))
+            .map_err(|e| IdentityError::Keys(e.to_string()))?;
+        Ok((text, evidence_sha256))
     }
 
     /// The platform the server runs on.
@@ -311,9 +436,16 @@ impl ResolvesServerCert for CurrentCertificate {
     }
 }
 
+/// The AEADs every key configuration offers: AES-256-GCM is Cloak's suite; AES-128-GCM is what
+/// other RFC 9458 clients (the `ohttp` crate's pure-Rust backend) can speak.
+fn aeads() -> Vec<AeadId> {
+    vec![AeadId::Aes256Gcm, AeadId::Aes128Gcm]
+}
+
 /// Quotes `claims` and issues the certificate carrying the quote.
 fn attest_claims(
     platform: &dyn Platform,
+    collateral: &CollateralSource,
     claims: IdentityClaims,
     tls_key: &KeyPair,
     signer: &Arc<dyn SigningKey>,
@@ -322,10 +454,27 @@ fn attest_claims(
     let claims_cbor = claims.to_cbor();
     let evidence = platform.evidence(&IdentityClaims::report_data(&claims_cbor))?;
     let certificate = certificate(tls_key, hostnames, &evidence.quote, &claims_cbor)?;
+    // The document is a convenience for clients of a fleet: without collateral to relay, or
+    // if it is unreadable now, they fetch this replica's attestation instead.
+    let document = collateral
+        .resolve(evidence.collateral)
+        .ok()
+        .and_then(|collateral| {
+            AttestationDocument::new(
+                platform.kind().name(),
+                evidence.quote.clone(),
+                claims_cbor.clone(),
+                collateral.as_deref(),
+            )
+            .ok()
+        })
+        .and_then(|document| serde_json::to_string(&document).ok())
+        .map(Arc::from);
     Ok(Attested {
         evidence_sha256: claims.evidence_digest(),
         claims: Arc::new(claims),
         certified: Arc::new(CertifiedKey::new(vec![certificate], Arc::clone(signer))),
+        document,
     })
 }
 
@@ -423,12 +572,14 @@ mod tests {
 
     /// The evidence digest a receipt for `model`, accepted under `under`, names.
     fn named(identity: &ServerIdentity, model: &ModelClaim, under: Option<[u8; 32]>) -> [u8; 32] {
-        let text = identity
+        let (text, named) = identity
             .receipt(model, "id".to_owned(), [1; 32], [2; 32], under)
             .unwrap();
-        Receipt::open(&text, &identity.claims().receipt_public_key)
+        let evidence = Receipt::open(&text, &identity.claims().receipt_public_key)
             .unwrap()
-            .evidence_sha256
+            .evidence_sha256;
+        assert_eq!(evidence, named);
+        evidence
     }
 
     #[test]

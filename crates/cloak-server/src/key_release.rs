@@ -48,6 +48,11 @@ pub struct KbsConfig {
     /// The pause before asking again after the broker refused a release (its policy may be
     /// changed meanwhile).
     pub denied_retry: Duration,
+    /// The fleet this server is a replica of (`--fleet`): its shared HPKE key comes from the
+    /// broker.
+    pub fleet: Option<String>,
+    /// How often the fleet's status is read for new key generations (`--fleet-refresh`).
+    pub fleet_refresh: Duration,
 }
 
 impl KbsConfig {
@@ -60,6 +65,8 @@ impl KbsConfig {
             ca_pem: None,
             max_backoff: Duration::from_secs(30),
             denied_retry: Duration::from_secs(300),
+            fleet: None,
+            fleet_refresh: Duration::from_secs(30),
         }
     }
 }
@@ -207,6 +214,31 @@ impl BrokerClient {
         collateral: &CollateralSource,
         model: &str,
     ) -> Result<Released, ReleaseError> {
+        self.at_any(|base| self.release_at(base, platform, collateral, model))
+    }
+
+    /// The status of fleet `fleet` (its live key generations), from any replica.
+    pub fn fleet_status(
+        &self,
+        fleet: &str,
+    ) -> Result<cloak_proto::kbs::fleet::FleetStatus, ReleaseError> {
+        self.at_any(|base| {
+            let url = format!("{base}/kbs/v1/fleets/{fleet}");
+            let response = self
+                .agent
+                .get(&url)
+                .call()
+                .map_err(|e| ReleaseError::Unreachable(format!("{url}: {e}")))?;
+            self.answer(&url, response)
+        })
+    }
+
+    /// `exchange` with the replica that answered last, then with each other in turn while they
+    /// are unreachable.
+    fn at_any<T>(
+        &self,
+        exchange: impl Fn(&str) -> Result<T, ReleaseError>,
+    ) -> Result<T, ReleaseError> {
         use std::sync::atomic::Ordering;
         let first = self.preferred.load(Ordering::Relaxed);
         let mut unreachable = Vec::new();
@@ -215,7 +247,7 @@ impl BrokerClient {
             let Some(base) = self.bases.get(index) else {
                 break;
             };
-            match self.release_at(base, platform, collateral, model) {
+            match exchange(base) {
                 Err(ReleaseError::Unreachable(why)) => {
                     if self.bases.len() > 1 {
                         tracing::warn!(broker = %base, error = %why, "key broker replica unreachable; trying the next");
@@ -333,11 +365,20 @@ impl BrokerClient {
         body: &Req,
     ) -> Result<Resp, ReleaseError> {
         let url = format!("{base}{path}");
-        let mut response = self
+        let response = self
             .agent
             .post(&url)
             .send_json(body)
             .map_err(|e| ReleaseError::Unreachable(format!("{url}: {e}")))?;
+        self.answer(&url, response)
+    }
+
+    /// A broker's answer from `url`: its JSON on success, else the error it states.
+    fn answer<Resp: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> Result<Resp, ReleaseError> {
         let status = response.status().as_u16();
         let bytes = response
             .body_mut()

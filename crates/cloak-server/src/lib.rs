@@ -37,6 +37,7 @@
 //! | `sim` | yes | `--platform sim`: the simulated SGX platform, for machines without SGX. Enclave builds leave it out (`--no-default-features`), so the enclave image holds no simulation root or keys. |
 
 pub mod cli;
+mod fleet;
 mod http;
 pub mod identity;
 pub mod key_release;

@@ -190,11 +190,23 @@ impl PreparedServer {
             ));
         }
         match self.kbs {
-            Some(config) if !(self.waiting.is_empty() && self.leased.is_empty()) => {
-                let client = BrokerClient::new(&config).map_err(ServerError::Kbs)?;
+            Some(config)
+                if config.fleet.is_some()
+                    || !(self.waiting.is_empty() && self.leased.is_empty()) =>
+            {
+                let client = Arc::new(BrokerClient::new(&config).map_err(ServerError::Kbs)?);
+                if let Some(fleet) = config.fleet.clone() {
+                    tasks.spawn(crate::fleet::keep_fleet_keys(
+                        Arc::clone(&self.service),
+                        Arc::clone(&client),
+                        fleet,
+                        config.fleet_refresh,
+                        shutdown.subscribe(),
+                    ));
+                }
                 tasks.spawn(key_release::obtain_keys(
                     Arc::clone(&self.service),
-                    Arc::new(client),
+                    client,
                     config,
                     self.waiting,
                     self.leased,

@@ -59,9 +59,6 @@ pub(crate) fn run(args: &InferArgs) -> Result<(), Reported> {
         Ok(client) => client,
         Err(e) => return Err(report::refused(&e, false)?),
     };
-    if let Some(path) = args.server.attestation_out() {
-        files::write_json(path, client.appraisal().attestation(), "attestation")?;
-    }
     let path = format!("/v2/models/{}/infer", args.model);
     let (response, receipt) = match runtime.block_on(client.send_inference(&path, body, None)) {
         Ok(answer) => answer,
@@ -74,6 +71,16 @@ pub(crate) fn run(args: &InferArgs) -> Result<(), Reported> {
         }
         Err(e) => return Err(Failure::usage(e.code(), e.to_string()).into()),
     };
+    // The attestation the receipt verifies against: the appraised server's, or that of the
+    // fleet replica that answered.
+    if let Some(path) = args.server.attestation_out() {
+        match response.answering_attestation() {
+            Some(answering) if receipt.is_some() => {
+                files::write_json(path, &answering, "attestation")?;
+            }
+            _ => files::write_json(path, client.appraisal().attestation(), "attestation")?,
+        }
+    }
     let Some(receipt) = receipt else {
         let status = ServerStatus::from_response(&response);
         return Err(Failure::usage("server-error", status.to_string()).into());

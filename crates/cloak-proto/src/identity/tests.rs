@@ -24,6 +24,7 @@ fn claims() -> IdentityClaims {
             version: "1.32.0".to_owned(),
             library_sha256: Some([0xCC; 32]),
         }),
+        fleet: None,
         nonce: None,
         nonces: Vec::new(),
     }
@@ -315,4 +316,20 @@ fn malformed_nonce_lists_are_refused() {
             "{why}"
         );
     }
+}
+
+#[test]
+fn a_fleet_name_is_claimed_and_covered_by_the_evidence_digest() {
+    let mut fleet = claims();
+    fleet.fleet = Some("chat".to_owned());
+    let cbor = fleet.to_cbor();
+    assert!(keys(&cbor).contains(&"fleet".to_owned()));
+    assert_eq!(
+        IdentityClaims::from_cbor(&cbor).unwrap().fleet.as_deref(),
+        Some("chat")
+    );
+    assert_ne!(fleet.evidence_digest(), claims().evidence_digest());
+    assert!(!keys(&claims().to_cbor()).contains(&"fleet".to_owned()));
+    let wrong = edited("fleet", Some(Value::Integer(1.into())));
+    assert!(IdentityClaims::from_cbor(&wrong).is_err());
 }

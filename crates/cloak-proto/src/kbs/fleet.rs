@@ -29,10 +29,10 @@ pub fn parse_fleet_record(record: &str) -> Option<(&str, u32)> {
     (generation > 0 && generation.to_string() == digits).then_some((fleet, generation))
 }
 
-/// The Oblivious HTTP key id of generation `generation`: 1 to 255, never 0 (a replica's own
-/// key in a fleet), and distinct for any two generations fewer than 255 apart.
+/// The Oblivious HTTP key id of generation `generation`: 2 to 255, never 1 (each server's own
+/// key), and distinct for any two generations fewer than 254 apart.
 pub fn fleet_key_id(generation: u32) -> u8 {
-    u8::try_from(generation.saturating_sub(1) % 255).map_or(1, |id| id.saturating_add(1))
+    u8::try_from(generation.saturating_sub(1) % 254).map_or(2, |id| id.saturating_add(2))
 }
 
 /// `PUT /kbs/v1/admin/fleets/{name}`: create a fleet (the broker generates its first key).
@@ -95,12 +95,12 @@ mod tests {
 
     #[test]
     fn key_ids_skip_zero_and_differ_between_neighbours() {
-        assert_eq!(fleet_key_id(1), 1);
-        assert_eq!(fleet_key_id(255), 255);
-        assert_eq!(fleet_key_id(256), 1);
-        assert_eq!(fleet_key_id(0), 1);
+        assert_eq!(fleet_key_id(1), 2);
+        assert_eq!(fleet_key_id(254), 255);
+        assert_eq!(fleet_key_id(255), 2);
+        assert_eq!(fleet_key_id(0), 2);
         for generation in 1..2000u32 {
-            assert_ne!(fleet_key_id(generation), 0);
+            assert!(fleet_key_id(generation) >= 2);
             assert_ne!(fleet_key_id(generation), fleet_key_id(generation + 1));
         }
     }

@@ -17,6 +17,7 @@ fn claims(key: &SigningKey) -> IdentityClaims {
             sha256: [0xAA; 32],
         }],
         engine: None,
+        fleet: None,
         nonce: None,
         nonces: Vec::new(),
     }

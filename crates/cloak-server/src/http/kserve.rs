@@ -398,5 +398,8 @@ fn answer(inference: Inference) -> Response {
     if let Ok(salt) = HeaderValue::from_str(&hex::encode(inference.salt)) {
         headers.insert(receipt::SALT_HEADER, salt);
     }
+    if let Ok(evidence) = HeaderValue::from_str(&hex::encode(inference.evidence)) {
+        headers.insert(receipt::EVIDENCE_HEADER, evidence);
+    }
     (StatusCode::OK, headers, Body::from(inference.body)).into_response()
 }

@@ -35,6 +35,7 @@ use cloak_proto::freshness;
 use tower::ServiceExt;
 
 use super::error::ApiError;
+use crate::identity::DecapsulateError;
 use crate::service::{ReplayRefusal, Service};
 
 /// Bytes an encapsulation adds around the BHTTP request (header, `enc`, AEAD tag), plus the
@@ -50,13 +51,14 @@ const FORWARDED: [&str; 5] = [
     cloak_proto::receipt::SALT_HEADER,
 ];
 /// Inner response headers returned to the client.
-const RETURNED: [&str; 6] = [
+const RETURNED: [&str; 7] = [
     "content-type",
     "retry-after",
     "inference-header-content-length",
     cloak_proto::receipt::HEADER,
     cloak_proto::receipt::REQUEST_ID_HEADER,
     cloak_proto::receipt::SALT_HEADER,
+    cloak_proto::receipt::EVIDENCE_HEADER,
 ];
 
 /// The gateway's state: the service, and the KServe routes that inner requests are sent to.
@@ -108,15 +110,27 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
     let opened = gateway
         .service
         .prepare(encapsulated.len(), move || {
-            service.identity().gateway().decapsulate(&encapsulated)
+            service.identity().decapsulate(&encapsulated)
         })
         .await;
     let (inner, responder) = match opened {
         Ok(Ok(opened)) => opened,
-        Ok(Err(e)) => return refuse_ohttp(&e),
+        Ok(Err(DecapsulateError::Ohttp(e))) => return refuse_ohttp(&e),
+        Ok(Err(DecapsulateError::FleetKeyPending)) => {
+            let mut response = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "fleet-key-pending: this replica does not hold its fleet's key yet; another \
+                 replica can answer"
+                    .to_owned(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let (mut request, freshness) = match inner_request(&inner) {
+    let (mut request, freshness, known) = match inner_request(&inner) {
         Ok(parsed) => parsed,
         Err(message) => {
             return refuse(
@@ -145,7 +159,16 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
         Ok(response) => response,
         Err(never) => match never {},
     };
-    let message = match inner_response(response, gateway.service.limits().max_request_bytes).await {
+    // A client that appraised another replica (or these claims' predecessors) gets the
+    // attestation of the claims the receipt names, unless it says it holds it.
+    let identity = gateway.service.identity();
+    let attestation = |named: &[u8; 32]| {
+        (Some(*named) != known.accepted_under && !known.digests.contains(named))
+            .then(|| identity.document(named))
+            .flatten()
+    };
+    let limit = gateway.service.limits().max_request_bytes;
+    let message = match inner_response(response, limit, attestation).await {
         Ok(message) => message,
         Err(message) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, message),
     };
@@ -160,9 +183,18 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
     }
 }
 
+/// The evidence an encapsulated request's client holds: the claims it appraised, and the other
+/// replicas' it has appraised since.
+#[derive(Debug, Default)]
+struct Known {
+    accepted_under: Option<[u8; 32]>,
+    digests: Vec<[u8; 32]>,
+}
+
 /// The inner request as an HTTP request for the KServe router (which answers 404 for anything
-/// outside KServe v2), with its freshness fields (time and id) when it has both.
-fn inner_request(bhttp: &[u8]) -> Result<(Request<Body>, Option<Freshness>), String> {
+/// outside KServe v2), with its freshness fields (time and id) when it has both, and the
+/// evidence its client holds.
+fn inner_request(bhttp: &[u8]) -> Result<(Request<Body>, Option<Freshness>, Known), String> {
     let message = bhttp::Message::read_bhttp(&mut Cursor::new(bhttp)).map_err(|e| e.to_string())?;
     let control = message.control();
     let (Some(method), Some(path)) = (control.method(), control.path()) else {
@@ -175,6 +207,7 @@ fn inner_request(bhttp: &[u8]) -> Result<(Request<Body>, Option<Freshness>), Str
     }
     let mut builder = Request::builder().method(method).uri(path);
     let (mut time, mut id, mut accepted_under) = (None, None, None);
+    let mut known = Vec::new();
     for field in message.header().fields() {
         let Ok(name) = HeaderName::from_bytes(field.name()) else {
             return Err("a header name is not valid".into());
@@ -189,6 +222,21 @@ fn inner_request(bhttp: &[u8]) -> Result<(Request<Body>, Option<Freshness>), Str
             hex::decode_to_slice(field.value(), &mut digest)
                 .map_err(|_| format!("{name} is not 64 hex digits"))?;
             accepted_under = Some(digest);
+        } else if name.as_str() == cloak_proto::receipt::KNOWN_EVIDENCE_HEADER {
+            let list =
+                std::str::from_utf8(field.value()).map_err(|_| format!("{name} is not text"))?;
+            for item in list.split(',').filter(|item| !item.trim().is_empty()) {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(item.trim(), &mut digest)
+                    .map_err(|_| format!("{name} lists something other than 64 hex digits"))?;
+                if known.len() >= cloak_proto::receipt::MAX_KNOWN_EVIDENCE {
+                    return Err(format!(
+                        "{name} lists more than {} digests",
+                        cloak_proto::receipt::MAX_KNOWN_EVIDENCE
+                    ));
+                }
+                known.push(digest);
+            }
         } else if name.as_str() == freshness::ID_HEADER {
             id = Some(
                 freshness::parse_id(field.value())
@@ -209,7 +257,11 @@ fn inner_request(bhttp: &[u8]) -> Result<(Request<Body>, Option<Freshness>), Str
             .extensions_mut()
             .insert(super::kserve::AcceptedUnder(digest));
     }
-    Ok((request, time.zip(id)))
+    let known = Known {
+        accepted_under,
+        digests: known,
+    };
+    Ok((request, time.zip(id), known))
 }
 
 /// An encapsulated request's time (Unix seconds) and random id.
@@ -254,8 +306,13 @@ impl AsRef<[u8]> for Content {
     }
 }
 
-/// The KServe router's answer as a known-length BHTTP response.
-async fn inner_response(response: Response, limit: usize) -> Result<Vec<u8>, String> {
+/// The KServe router's answer as a known-length BHTTP response, with `attestation(evidence)`
+/// when its receipt names `evidence` and that gives a document.
+async fn inner_response(
+    response: Response,
+    limit: usize,
+    attestation: impl FnOnce(&[u8; 32]) -> Option<Arc<str>>,
+) -> Result<Vec<u8>, String> {
     let (parts, body) = response.into_parts();
     let status = bhttp::StatusCode::try_from(parts.status.as_u16())
         .map_err(|_| "the inner status is not encodable".to_owned())?;
@@ -264,6 +321,20 @@ async fn inner_response(response: Response, limit: usize) -> Result<Vec<u8>, Str
         if let Some(value) = parts.headers.get(name) {
             message.put_header(name, value.as_bytes());
         }
+    }
+    let named = parts
+        .headers
+        .get(cloak_proto::receipt::EVIDENCE_HEADER)
+        .and_then(|value| {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(value.as_bytes(), &mut digest).ok()?;
+            Some(digest)
+        });
+    if let Some(document) = named.as_ref().and_then(attestation) {
+        message.put_header(
+            cloak_proto::receipt::ATTESTATION_HEADER,
+            document.as_bytes(),
+        );
     }
     // Responses are bounded by what the engine may produce; the request limit is generous for
     // them, and the encapsulation keeps them whole.

@@ -32,6 +32,8 @@ pub(crate) struct Inference {
     pub(crate) request_id: String,
     /// The receipt (base64url text).
     pub(crate) receipt: String,
+    /// The evidence digest the receipt names.
+    pub(crate) evidence: [u8; 32],
     /// The salt of the receipt's digests.
     pub(crate) salt: Salt,
 }
@@ -114,7 +116,7 @@ impl Service {
             }
         };
         let request_id = request_id();
-        let receipt = self
+        let (receipt, evidence) = self
             .identity
             .receipt(
                 &model.claim,
@@ -134,6 +136,7 @@ impl Service {
             body: std::mem::take(&mut *encoded.into_body()),
             request_id,
             receipt,
+            evidence,
             salt,
         })
     }
