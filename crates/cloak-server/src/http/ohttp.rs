@@ -19,8 +19,15 @@
 //! encapsulation or the inner message is not usable, 400 `request-freshness-missing`,
 //! `request-stale` or `request-replayed` for a request without its time and id, outside the
 //! window, or seen before, and 503 `replay-cache-full` when the replay cache is full. `ohttp-key` and `ohttp-decrypt` tell a
-//! client that its key configuration is stale (the server restarted): it must appraise the
-//! server again.
+//! client that its key configuration is stale (the server restarted, or its fleet's key
+//! generation was retired): it must appraise the server again. A fleet replica without its
+//! fleet's key yet answers 503 `fleet-key-pending` (Retry-After: 1) for requests sealed to
+//! another key than its own, so a balancer passes them on.
+//!
+//! In a fleet the answering replica may not be the one the client appraised: the inner answer
+//! names the evidence its receipt names (`Cloak-Evidence`) and, unless that is the evidence the
+//! client appraised or one it lists in `Cloak-Known-Evidence`, carries this replica's
+//! attestation of it (`Cloak-Attestation`, JSON, no nonce) for the client to appraise.
 
 use std::io::Cursor;
 use std::sync::Arc;
