@@ -1197,39 +1197,16 @@ fn replica_of(
     spawn(exe, &args, &log, "cloak serve: listening on ")
 }
 
-/// nginx round-robin over `upstreams` (host:port), terminating TLS with a certificate of its
-/// own (written to `DIR/nginx/lb.pem`), passing a request on to the next replica when one is
-/// down or has no fleet key yet; `None` without nginx.
-fn round_robin(
-    dir: &Path,
-    upstreams: &[String],
-) -> Option<(cloak_test_support::process::Killed, String, PathBuf)> {
-    let binary = cloak_test_support::deps::nginx()?;
-    let root = dir.join("nginx");
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let ca = root.join("lb.pem");
-    std::fs::write(&ca, certified.cert.pem()).unwrap();
-    std::fs::write(root.join("lb.key"), certified.signing_key.serialize_pem()).unwrap();
-    let port = cloak_test_support::process::free_port();
-    let r = s(&root);
+/// nginx round-robin over `upstreams` (host:port), terminating TLS, passing a request on to
+/// the next replica when one is down or has no fleet key yet; `None` without nginx.
+fn round_robin(dir: &Path, upstreams: &[String]) -> Option<cloak_test_support::nginx::Nginx> {
     let servers: String = upstreams
         .iter()
         .map(|u| format!("        server {u} max_fails=0;\n"))
         .collect();
-    let config = format!(
-        r#"daemon off;
-master_process off;
-pid {r}/nginx.pid;
-error_log {r}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {r}/access.log;
-    client_body_temp_path {r}/tmp/body;
-    proxy_temp_path {r}/tmp/proxy;
-    fastcgi_temp_path {r}/tmp/fastcgi;
-    uwsgi_temp_path {r}/tmp/uwsgi;
-    scgi_temp_path {r}/tmp/scgi;
+    cloak_test_support::nginx::start(dir, |r, port| {
+        format!(
+            r#"    access_log {r}/access.log;
     upstream replicas {{
 {servers}    }}
     server {{
@@ -1245,27 +1222,9 @@ http {{
             proxy_next_upstream error timeout http_502 http_503 non_idempotent;
             proxy_connect_timeout 2s;
         }}
-    }}
-}}
-"#
-    );
-    std::fs::write(root.join("nginx.conf"), config).unwrap();
-    let child = std::process::Command::new(binary)
-        .args(["-p", r, "-c", s(&root.join("nginx.conf"))])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(root.join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some((
-        cloak_test_support::process::Killed(child),
-        format!("https://localhost:{port}"),
-        ca,
-    ))
+    }}"#
+        )
+    })
 }
 
 /// A data owner's policy: the simulation root at `root`, this build's MRENCLAVE.
@@ -1397,9 +1356,10 @@ fn a_fleet_behind_round_robin_nginx_answers_every_request() {
     assert_eq!(configs.len(), 1);
 
     let upstreams: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let Some((_nginx, lb_url, lb_ca)) = round_robin(dir, &upstreams) else {
+    let Some(lb) = round_robin(dir, &upstreams) else {
         return;
     };
+    let (lb_url, lb_ca) = (lb.url.clone(), lb.ca.clone());
     let request = br#"{"inputs":[{"name":"features","datatype":"FP32","shape":[1,4],"data":[0.5,-1.0,2.0,3.0]}]}"#;
 
     // The data owner's SDK through nginx: it appraises whichever replica nginx picks, then
@@ -1574,9 +1534,10 @@ fn an_answer_from_a_replica_outside_the_clients_policy_is_refused() {
         }
     }
     let upstreams: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let Some((_nginx, lb_url, lb_ca)) = round_robin(dir, &upstreams) else {
+    let Some(lb) = round_robin(dir, &upstreams) else {
         return;
     };
+    let (lb_url, lb_ca) = (lb.url.clone(), lb.ca.clone());
     let request = br#"{"inputs":[{"name":"features","datatype":"FP32","shape":[1,4],"data":[0.5,-1.0,2.0,3.0]}]}"#;
     let ca = std::fs::read(&lb_ca).unwrap();
     // Four requests from a client with `policy`, appraising (through nginx) until it reaches

@@ -9,12 +9,14 @@
 //! | [`server`] | a builder for an in-process server on the simulated platform |
 //! | [`hostile`] | the attacker's side of a connection: a chosen source address, TLS without appraisal, slow bytes, timing the server's close |
 //! | [`deps`] | optional test dependencies (Python packages, nginx, `script`): found, required by CI, or skipped out loud |
+//! | [`nginx`] | nginx as an untrusted TLS-terminating load balancer |
 //! | [`postgres`] | a throwaway PostgreSQL cluster on a free port (skipped out loud without a PostgreSQL server) |
 
 pub mod cli;
 pub mod deps;
 pub mod hostile;
 pub mod models;
+pub mod nginx;
 pub mod postgres;
 pub mod process;
 pub mod server;

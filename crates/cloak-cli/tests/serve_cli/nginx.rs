@@ -2,21 +2,20 @@
 //! forwards: it sees ciphertext; a plaintext control request shows it would have seen the rest.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use cloak_test_support::cli::{ok, s};
-use cloak_test_support::process::Killed;
 use serde_json::Value;
 
 use crate::{cloak, cloak_infer, proxy, serve};
 
-/// nginx from the distribution as an untrusted TLS-terminating load balancer on loopback, which
-/// logs every request body it forwards. Killed on drop.
+/// nginx in front of one upstream, logging every request body it forwards.
 struct Nginx {
-    _child: Killed,
+    /// Kept running until the test ends.
+    _running: cloak_test_support::nginx::Nginx,
     url: String,
-    access_log: PathBuf,
     ca: PathBuf,
+    access_log: PathBuf,
 }
 
 impl Nginx {
@@ -41,31 +40,12 @@ impl Nginx {
 /// Starts nginx in front of `upstream` (host:port), or `None` where there is no nginx (CI
 /// installs it and sets `CLOAK_REQUIRE_NGINX=1`).
 fn nginx(dir: &Path, upstream: &str) -> Option<Nginx> {
-    let binary = cloak_test_support::deps::nginx()?;
-    let root = dir.join("nginx");
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let ca = root.join("lb.pem");
-    std::fs::write(&ca, certified.cert.pem()).unwrap();
-    std::fs::write(root.join("lb.key"), certified.signing_key.serialize_pem()).unwrap();
-    let port = cloak_test_support::process::free_port();
-    let r = s(&root);
-    // One process, no user switch, everything under `root`; the access log records each
-    // request body as nginx forwards it (non-printable bytes escaped as \xHH).
-    let config = format!(
-        r#"daemon off;
-master_process off;
-pid {r}/nginx.pid;
-error_log {r}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    log_format bodies '$remote_addr "$request" $status "$http_content_type" "$request_body"';
+    // The access log records each request body as nginx forwards it (non-printable bytes
+    // escaped as \xHH).
+    let inner = cloak_test_support::nginx::start(dir, |r, port| {
+        format!(
+            r#"    log_format bodies '$remote_addr "$request" $status "$http_content_type" "$request_body"';
     access_log {r}/access.log bodies;
-    client_body_temp_path {r}/tmp/body;
-    proxy_temp_path {r}/tmp/proxy;
-    fastcgi_temp_path {r}/tmp/fastcgi;
-    uwsgi_temp_path {r}/tmp/uwsgi;
-    scgi_temp_path {r}/tmp/scgi;
     client_body_buffer_size 1m;
     client_max_body_size 16m;
     server {{
@@ -80,31 +60,14 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
-    }}
-}}
-"#
-    );
-    std::fs::write(root.join("nginx.conf"), config).unwrap();
-    let child = Command::new(binary)
-        .args(["-p", r, "-c", s(&root.join("nginx.conf"))])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(root.join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nginx did not start: {}",
-            std::fs::read_to_string(root.join("stderr.log")).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    }}"#
+        )
+    })?;
     Some(Nginx {
-        _child: Killed(child),
-        url: format!("https://localhost:{port}"),
-        access_log: root.join("access.log"),
-        ca,
+        url: inner.url.clone(),
+        ca: inner.ca.clone(),
+        access_log: inner.root.join("access.log"),
+        _running: inner,
     })
 }
 
