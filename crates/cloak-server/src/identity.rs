@@ -621,4 +621,80 @@ mod tests {
         assert_ne!(latest, before);
         assert_eq!(named(&identity, &a, Some(before)), latest);
     }
+
+    /// A fleet replica opens requests sealed to its own key and to each live fleet generation,
+    /// tells a request for a fleet key it does not hold yet to go elsewhere, refuses a retired
+    /// generation as a stale key, and claims (with a fresh attestation document) the
+    /// advertised generation and the fleet's name.
+    #[test]
+    fn a_fleet_replica_opens_requests_to_every_live_generation_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = SimPlatform::init(dir.path(), &SimConfig::up_to_date()).unwrap();
+        let engine = EngineClaim {
+            name: "tract".to_owned(),
+            version: "test".to_owned(),
+            library_sha256: None,
+        };
+        let identity = ServerIdentity::create(
+            Arc::new(platform),
+            CollateralSource::Platform,
+            vec![model("a", 1)],
+            engine,
+            &[],
+        )
+        .unwrap();
+        let own =
+            cloak_crypto::ohttp::KeyConfig::parse(&identity.claims().hpke_key_config).unwrap();
+        // Generation `seed` of a fleet key, made from `seed` (the broker's 32 random bytes).
+        let key = |seed: u8| HpkeKeyPair::from_private_bytes(&[seed; 32]).unwrap();
+        let generation = |seed: u8| cloak_crypto::ohttp::KeyConfig {
+            key_id: cloak_proto::kbs::fleet::fleet_key_id(u32::from(seed)),
+            public_key: *key(seed).public_key(),
+            aeads: aeads(),
+        };
+        let sealed = |config: &cloak_crypto::ohttp::KeyConfig| {
+            cloak_crypto::ohttp::encapsulate_request(config, AeadId::Aes256Gcm, b"request")
+                .unwrap()
+                .0
+        };
+        let (one, two) = (generation(1), generation(2));
+
+        // A replica waiting for its fleet key: its own key still opens; a fleet key is pending.
+        identity.set_fleet("web", Vec::new(), 0).unwrap();
+        assert!(identity.fleet_key_pending());
+        assert!(identity.claims().fleet.is_none());
+        assert!(identity.decapsulate(&sealed(&own)).is_ok());
+        assert!(matches!(
+            identity.decapsulate(&sealed(&one)),
+            Err(DecapsulateError::FleetKeyPending)
+        ));
+
+        // Two live generations, the first advertised.
+        identity
+            .set_fleet(
+                "web",
+                vec![(one.key_id, key(1)), (two.key_id, key(2))],
+                one.key_id,
+            )
+            .unwrap();
+        let claims = identity.claims();
+        assert_eq!(claims.fleet.as_deref(), Some("web"));
+        assert_eq!(claims.hpke_key_config, one.encode());
+        assert!(identity.document(&claims.evidence_digest()).is_some());
+        for config in [&own, &one, &two] {
+            let (opened, _) = identity.decapsulate(&sealed(config)).unwrap();
+            assert_eq!(opened.as_slice(), b"request");
+        }
+
+        // The first generation retired: a request sealed to it is a stale key, not pending.
+        identity
+            .set_fleet("web", vec![(two.key_id, key(2))], two.key_id)
+            .unwrap();
+        assert_eq!(identity.claims().hpke_key_config, two.encode());
+        assert!(matches!(
+            identity.decapsulate(&sealed(&one)),
+            Err(DecapsulateError::Ohttp(OhttpError::Unsupported))
+        ));
+        assert!(identity.decapsulate(&sealed(&two)).is_ok());
+    }
 }
