@@ -62,7 +62,8 @@ import sys, subprocess, pathlib
 d = pathlib.Path(sys.argv[1])
 subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                 "-nodes", "-keyout", str(d / "lb.key"), "-out", str(d / "lb.pem"), "-days", "1",
-                "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                "-addext", "basicConstraints=critical,CA:FALSE"],
                check=True, capture_output=True)
 PY
 
@@ -85,6 +86,7 @@ http {
     ssl_certificate $tmp/lb.pem; ssl_certificate_key $tmp/lb.key;
     location / {
       proxy_pass https://replicas; proxy_ssl_verify off; proxy_ssl_session_reuse on;
+      proxy_ssl_protocols TLSv1.3;
       proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_next_upstream error timeout http_503 non_idempotent;
     }
@@ -93,6 +95,7 @@ http {
 CONF
   nginx -p "$tmp/nginx$n" -c "$tmp/nginx$n/nginx.conf" &
   local nginx_pid=$!
+  pids+=("$nginx_pid")
   until (exec 3<>"/dev/tcp/127.0.0.1/$lb_port") 2>/dev/null; do sleep 0.1; done
   local out
   out=$(CLOAK_CA=$tmp/lb.pem CLOAK_ALLOW_STATUS=OutOfDate "$load" "https://localhost:$lb_port" m "$input" \
