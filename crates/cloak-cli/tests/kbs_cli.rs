@@ -1156,6 +1156,19 @@ fn replica_of(
     port: u16,
     brokers: &[&str],
 ) -> Spawned {
+    replica_in(exe, "web", dir, models, sim, port, brokers)
+}
+
+/// [`replica_of`], in fleet `fleet`.
+fn replica_in(
+    exe: &Path,
+    fleet: &str,
+    dir: &Path,
+    models: &Path,
+    sim: &Path,
+    port: u16,
+    brokers: &[&str],
+) -> Spawned {
     let own_models = dir.join("models");
     if !own_models.exists() {
         std::fs::create_dir_all(&own_models).unwrap();
@@ -1180,7 +1193,7 @@ fn replica_of(
         "--kbs-max-backoff",
         "1",
         "--fleet",
-        "web",
+        fleet,
         "--fleet-refresh",
         "1s",
     ];
@@ -1533,6 +1546,29 @@ fn an_answer_from_a_replica_outside_the_clients_policy_is_refused() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    // Ready means holding the fleet key: a replica of a fleet the broker does not know serves
+    // its model but is not ready, so a balancer's health check keeps clients away.
+    for port in ports {
+        assert_eq!(
+            health_ready(&format!("https://127.0.0.1:{port}"), &root),
+            200
+        );
+    }
+    let lost_dir = dir.join("lost");
+    std::fs::create_dir_all(&lost_dir).unwrap();
+    let lost_port = cloak_test_support::process::free_port();
+    let lost = replica_in(
+        &exe(),
+        "nosuch",
+        &lost_dir,
+        &models,
+        &sim,
+        lost_port,
+        &brokers,
+    );
+    wait_for(&lost, &root, "demo", is_ready);
+    assert_eq!(health_ready(&lost.url, &root), 503);
+    drop(lost);
     let upstreams: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let Some(lb) = round_robin(dir, &upstreams) else {
         return;
@@ -1596,6 +1632,19 @@ fn an_answer_from_a_replica_outside_the_clients_policy_is_refused() {
         refused.iter().all(|code| *code == "measurement-mismatch"),
         "{refused:?}"
     );
+}
+
+/// The status of `GET /v2/health/ready` at the server at `url`.
+fn health_ready(url: &str, root: &Path) -> u16 {
+    cloak_test_support::block_on(async {
+        let client = cloak_client::Client::builder()
+            .policy(observer_policy(root))
+            .dangerously_accept_any_enclave()
+            .connect(url)
+            .await
+            .unwrap();
+        client.get("/v2/health/ready").await.unwrap().status
+    })
 }
 
 /// The claims of the server at `url` as an observer reads them.

@@ -49,8 +49,6 @@ pub(crate) async fn keep_fleet_keys(
     refresh: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // The claims say at once that this is a fleet replica still waiting for its key.
-    let _ = install(&service, &fleet, &BTreeMap::new(), None).await;
     let mut held: BTreeMap<u32, Held> = BTreeMap::new();
     let mut installed: Option<(Vec<u32>, Option<u32>)> = None;
     let mut wait = Duration::ZERO;

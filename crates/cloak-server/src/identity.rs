@@ -69,6 +69,9 @@ pub struct ServerIdentity {
     tls_signer: Arc<dyn SigningKey>,
     gateways: RwLock<Arc<Gateways>>,
     receipt_key: ReceiptKey,
+    /// Held through each change of the claims, so that two changes made at once (a model's key
+    /// and the fleet's key arriving together) both end up in the claims.
+    changing: Mutex<()>,
 }
 
 /// The HPKE keys encrypted requests may be sealed to: this process's own, and in a fleet the
@@ -145,6 +148,7 @@ impl ServerIdentity {
             hostnames: hostnames.to_vec(),
             current: Arc::new(RwLock::new(Arc::new(attested))),
             earlier: Mutex::new(VecDeque::new()),
+            changing: Mutex::new(()),
             tls_key,
             tls_signer,
             gateways: RwLock::new(Arc::new(Gateways {
@@ -175,7 +179,10 @@ impl ServerIdentity {
     /// for the same TLS key (blocking: the platform signs a quote). Connections made from now on
     /// see the new certificate.
     pub fn update_models(&self, models: Vec<ModelClaim>) -> Result<(), IdentityError> {
-        self.reattest(|claims| claims.models = models)
+        self.reattest(|claims| {
+            claims.models = models;
+            true
+        })
     }
 
     /// Makes this server a replica of `fleet`: encrypted requests sealed to any of `keys`
@@ -210,12 +217,11 @@ impl ServerIdentity {
             fleet: Some(fleet.to_owned()),
             fleet_keys,
         });
-        if self.claims().hpke_key_config == config && self.claims().fleet == claimed_fleet {
-            return Ok(());
-        }
         self.reattest(|claims| {
+            let changed = claims.hpke_key_config != config || claims.fleet != claimed_fleet;
             claims.hpke_key_config = config;
             claims.fleet = claimed_fleet;
+            changed
         })
     }
 
@@ -270,11 +276,17 @@ impl ServerIdentity {
             .and_then(|a| a.document.clone())
     }
 
-    /// Replaces the claims with `change(claims)`, quotes them and issues a new certificate for
-    /// the same TLS key (blocking).
-    fn reattest(&self, change: impl FnOnce(&mut IdentityClaims)) -> Result<(), IdentityError> {
+    /// Replaces the claims with `change(claims)` — when it says it changed them — quotes them
+    /// and issues a new certificate for the same TLS key (blocking), one change at a time.
+    fn reattest(
+        &self,
+        change: impl FnOnce(&mut IdentityClaims) -> bool,
+    ) -> Result<(), IdentityError> {
+        let _one = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
         let mut claims = IdentityClaims::clone(&self.claims());
-        change(&mut claims);
+        if !change(&mut claims) {
+            return Ok(());
+        }
         let attested = attest_claims(
             self.platform.as_ref(),
             &self.collateral,

@@ -196,6 +196,11 @@ impl PreparedServer {
             {
                 let client = Arc::new(BrokerClient::new(&config).map_err(ServerError::Kbs)?);
                 if let Some(fleet) = config.fleet.clone() {
+                    // A fleet replica is not ready until it holds the fleet's key.
+                    self.service
+                        .identity()
+                        .set_fleet(&fleet, Vec::new(), 0)
+                        .map_err(ServerError::Identity)?;
                     tasks.spawn(crate::fleet::keep_fleet_keys(
                         Arc::clone(&self.service),
                         Arc::clone(&client),

@@ -217,9 +217,12 @@ impl Service {
         self.ready.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the server is started and serves at least one model.
+    /// Whether the server is started and serves at least one model — and, in a fleet, holds
+    /// the fleet's key (until then a balancer must send clients elsewhere).
     pub(crate) fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && self.store.counts().0 > 0
+        self.ready.load(Ordering::SeqCst)
+            && self.store.counts().0 > 0
+            && !self.identity.fleet_key_pending()
     }
 
     /// After a model became ready: updates the model gauges and re-attests the claims, so that
