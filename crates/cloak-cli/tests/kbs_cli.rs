@@ -268,17 +268,22 @@ fn observer_policy(root: &Path) -> cloak_attest::policy::AppraisalPolicy {
     policy
 }
 
+/// An observer's client for the server at `url` over attested TLS: it reads whichever enclave
+/// answers, to see what it claims and reports.
+async fn observer(url: &str, root: &Path) -> cloak_client::Client {
+    cloak_client::Client::builder()
+        .policy(observer_policy(root))
+        .dangerously_accept_any_enclave()
+        .connect(url)
+        .await
+        .unwrap()
+}
+
 /// Connects to the server at `url` over attested TLS; returns the model names its claims bind
 /// and the body of `POST path`.
 fn fetch(url: &str, root: &Path, path: &str) -> (Vec<String>, Vec<u8>) {
     cloak_test_support::block_on(async {
-        // An observer that reads whichever enclave answers, to see what it claims.
-        let client = cloak_client::Client::builder()
-            .policy(observer_policy(root))
-            .dangerously_accept_any_enclave()
-            .connect(url)
-            .await
-            .unwrap();
+        let client = observer(url, root).await;
         let claimed = client
             .appraisal()
             .server()
@@ -1249,26 +1254,10 @@ fn pinned_policy(root: &Path) -> cloak_attest::policy::AppraisalPolicy {
     .allow_tcb_status("OutOfDate".parse().unwrap())
 }
 
-/// The claims of the replica at `url`, appraised over attested TLS.
-fn replica_claims(url: &str, root: &Path) -> cloak_client::IdentityClaims {
-    cloak_test_support::block_on(async {
-        let client = cloak_client::Client::builder()
-            .policy(pinned_policy(root))
-            .connect(url)
-            .await
-            .unwrap();
-        client.appraisal().server().claims().clone()
-    })
-}
-
 /// Successful inferences the replica at `url` counts in its metrics.
 fn inferences_served(url: &str, root: &Path) -> u64 {
     cloak_test_support::block_on(async {
-        let client = cloak_client::Client::builder()
-            .policy(pinned_policy(root))
-            .connect(url)
-            .await
-            .unwrap();
+        let client = observer(url, root).await;
         let metrics = String::from_utf8(client.get("/metrics").await.unwrap().body).unwrap();
         metrics
             .lines()
@@ -1282,7 +1271,7 @@ fn inferences_served(url: &str, root: &Path) -> u64 {
 fn wait_for_fleet_key(url: &str, root: &Path, key_id: u8) -> cloak_client::IdentityClaims {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let claims = replica_claims(url, root);
+        let claims = fetch_claims(url, root);
         let config = cloak_crypto::ohttp::KeyConfig::parse(&claims.hpke_key_config).unwrap();
         if claims.fleet.as_deref() == Some("web") && config.key_id == key_id {
             return claims;
@@ -1364,7 +1353,7 @@ fn a_fleet_behind_round_robin_nginx_answers_every_request() {
     assert_eq!(evidence.len(), 3);
     let configs: std::collections::HashSet<Vec<u8>> = urls
         .iter()
-        .map(|u| replica_claims(u, &root).hpke_key_config)
+        .map(|u| fetch_claims(u, &root).hpke_key_config)
         .collect();
     assert_eq!(configs.len(), 1);
 
@@ -1637,12 +1626,7 @@ fn an_answer_from_a_replica_outside_the_clients_policy_is_refused() {
 /// The status of `GET /v2/health/ready` at the server at `url`.
 fn health_ready(url: &str, root: &Path) -> u16 {
     cloak_test_support::block_on(async {
-        let client = cloak_client::Client::builder()
-            .policy(observer_policy(root))
-            .dangerously_accept_any_enclave()
-            .connect(url)
-            .await
-            .unwrap();
+        let client = observer(url, root).await;
         client.get("/v2/health/ready").await.unwrap().status
     })
 }
@@ -1650,12 +1634,7 @@ fn health_ready(url: &str, root: &Path) -> u16 {
 /// The claims of the server at `url` as an observer reads them.
 fn fetch_claims(url: &str, root: &Path) -> cloak_client::IdentityClaims {
     cloak_test_support::block_on(async {
-        let client = cloak_client::Client::builder()
-            .policy(observer_policy(root))
-            .dangerously_accept_any_enclave()
-            .connect(url)
-            .await
-            .unwrap();
+        let client = observer(url, root).await;
         client.appraisal().server().claims().clone()
     })
 }

@@ -503,14 +503,8 @@ impl Broker {
             // The new record is authenticated as a whole: the key fields as stored (a key
             // wrapped for another name, or by another master key, still fails to unwrap),
             // the new policy and time.
-            let mut record = self.store.model(name)?.ok_or(BrokerError::UnknownModel)?;
-            record.policy.clone_from(&request.policy);
-            record.updated = now;
-            record.mac = self.keys.record_mac(&record);
-            if self
-                .store
-                .update_policy(name, &record.policy, now, &record.mac)?
-            {
+            let record = self.store.model(name)?.ok_or(BrokerError::UnknownModel)?;
+            if self.replace_policy(record, &request.policy, now)? {
                 tracing::info!(model = %name, "policy replaced");
                 Ok(())
             } else {
@@ -518,6 +512,22 @@ impl Broker {
             }
         });
         self.administered(EVENT_SET_POLICY, name, client, now, result)
+    }
+
+    /// Stores `record` with `policy`, updated `now`, authenticated anew; whether its row was
+    /// still there.
+    fn replace_policy(
+        &self,
+        mut record: ModelRecord,
+        policy: &str,
+        now: u64,
+    ) -> Result<bool, BrokerError> {
+        record.policy = policy.to_owned();
+        record.updated = now;
+        record.mac = self.keys.record_mac(&record);
+        Ok(self
+            .store
+            .update_policy(&record.name, &record.policy, now, &record.mac)?)
     }
 
     /// Removes a model and its key (administrator).

@@ -582,6 +582,24 @@ mod tests {
         }
     }
 
+    /// An identity on a simulated platform made in `dir`, serving `model` with tract.
+    fn identity_with(dir: &std::path::Path, model: &ModelClaim) -> ServerIdentity {
+        let platform = SimPlatform::init(dir, &SimConfig::up_to_date()).unwrap();
+        let engine = EngineClaim {
+            name: "tract".to_owned(),
+            version: "test".to_owned(),
+            library_sha256: None,
+        };
+        ServerIdentity::create(
+            Arc::new(platform),
+            CollateralSource::Platform,
+            vec![model.clone()],
+            engine,
+            &[],
+        )
+        .unwrap()
+    }
+
     /// The evidence digest a receipt for `model`, accepted under `under`, names.
     fn named(identity: &ServerIdentity, model: &ModelClaim, under: Option<[u8; 32]>) -> [u8; 32] {
         let (text, named) = identity
@@ -597,21 +615,8 @@ mod tests {
     #[test]
     fn a_receipt_names_the_claims_its_request_was_accepted_under_while_they_list_its_model() {
         let dir = tempfile::tempdir().unwrap();
-        let platform = SimPlatform::init(dir.path(), &SimConfig::up_to_date()).unwrap();
-        let engine = EngineClaim {
-            name: "tract".to_owned(),
-            version: "test".to_owned(),
-            library_sha256: None,
-        };
         let (a, b) = (model("a", 1), model("b", 2));
-        let identity = ServerIdentity::create(
-            Arc::new(platform),
-            CollateralSource::Platform,
-            vec![a.clone()],
-            engine,
-            &[],
-        )
-        .unwrap();
+        let identity = identity_with(dir.path(), &a);
         let before = identity.evidence_digest();
         // A model becomes ready: new claims, new evidence.
         identity.update_models(vec![a.clone(), b.clone()]).unwrap();
@@ -641,20 +646,7 @@ mod tests {
     #[test]
     fn a_fleet_replica_opens_requests_to_every_live_generation_and_no_other() {
         let dir = tempfile::tempdir().unwrap();
-        let platform = SimPlatform::init(dir.path(), &SimConfig::up_to_date()).unwrap();
-        let engine = EngineClaim {
-            name: "tract".to_owned(),
-            version: "test".to_owned(),
-            library_sha256: None,
-        };
-        let identity = ServerIdentity::create(
-            Arc::new(platform),
-            CollateralSource::Platform,
-            vec![model("a", 1)],
-            engine,
-            &[],
-        )
-        .unwrap();
+        let identity = identity_with(dir.path(), &model("a", 1));
         let own =
             cloak_crypto::ohttp::KeyConfig::parse(&identity.claims().hpke_key_config).unwrap();
         // Generation `seed` of a fleet key, made from `seed` (the broker's 32 random bytes).

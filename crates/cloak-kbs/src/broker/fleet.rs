@@ -152,12 +152,8 @@ impl Broker {
             if live.is_empty() {
                 return Err(BrokerError::UnknownFleet);
             }
-            for (_, mut record) in live {
-                record.policy.clone_from(&request.policy);
-                record.updated = now;
-                record.mac = self.keys.record_mac(&record);
-                self.store
-                    .update_policy(&record.name, &record.policy, now, &record.mac)?;
+            for (_, record) in live {
+                self.replace_policy(record, &request.policy, now)?;
             }
             Ok(())
         });
