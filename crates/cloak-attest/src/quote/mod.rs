@@ -78,6 +78,23 @@ pub struct Quote {
 impl Quote {
     /// Parses a quote.
     pub fn parse(bytes: &[u8]) -> Result<Self, QuoteError> {
+        let (mut quote, len) = Self::parse_prefix(bytes)?;
+        let padding = bytes.get(len..).unwrap_or_default();
+        if let Some(position) = padding.iter().position(|&b| b != 0) {
+            return Err(QuoteError::TrailingBytes {
+                structure: "quote",
+                offset: len.saturating_add(position),
+                count: padding.len().saturating_sub(position),
+            });
+        }
+        quote.padding = padding.len();
+        Ok(quote)
+    }
+
+    /// Parses the quote at the start of `bytes` and returns it with its length (header, body,
+    /// signature data), leaving whatever follows to the caller: wrappers such as Open
+    /// Enclave's evidence put other data after the quote.
+    pub fn parse_prefix(bytes: &[u8]) -> Result<(Self, usize), QuoteError> {
         let mut r = Reader::new(bytes);
         let header = QuoteHeader::parse(&mut r)?;
         let body = match (header.version, header.tee) {
@@ -91,21 +108,14 @@ impl Quote {
         let mut signature = r.sub(usize_from(signature_len), "signature data")?;
         let signature_data = QuoteSignature::parse(&mut signature, header.version)?;
         signature.finish("signature data")?;
-        let padding = r.rest();
-        if let Some(position) = padding.iter().position(|&b| b != 0) {
-            return Err(QuoteError::TrailingBytes {
-                structure: "quote",
-                offset: r.offset().saturating_add(position),
-                count: padding.len().saturating_sub(position),
-            });
-        }
-        Ok(Self {
+        let quote = Self {
             header,
             body,
             signature: signature_data,
             signed_len,
-            padding: padding.len(),
-        })
+            padding: 0,
+        };
+        Ok((quote, r.offset()))
     }
 
     /// The header.
@@ -737,36 +747,47 @@ pub(crate) fn parse_pem_chain(text: &[u8]) -> Result<Vec<Vec<u8>>, QuoteError> {
 }
 
 /// [`parse_pem_chain`], and the text must be exactly the canonical encoding of what it decodes
-/// to (64-character lines, LF or CRLF throughout, nothing else), so that no byte of a quote can
-/// change without changing what the quote says.
+/// to, certificate by certificate: each in 64-character lines (RFC 7468) or the 76-character
+/// MIME lines some quotes from 2019 carry (Open Enclave's), with LF or CRLF line endings, and
+/// with or without the line ending after its last line (real chains run one certificate's END
+/// line into the next BEGIN). Nothing else is accepted, so that a quote's bytes cannot change
+/// in any other way without changing what it says.
 fn parse_canonical_pem_chain(text: &[u8]) -> Result<Vec<Vec<u8>>, QuoteError> {
     let certs = parse_pem_chain(text)?;
     let end = text
         .iter()
         .rposition(|&b| b != 0)
         .map_or(0, |last| last.saturating_add(1));
-    let trimmed = text.get(..end).unwrap_or_default();
-    let blocks: Vec<pem::Pem> = certs
-        .iter()
-        .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
-        .collect();
-    let canonical = [pem::LineEnding::LF, pem::LineEnding::CRLF]
-        .into_iter()
-        .any(|ending| {
-            let config = pem::EncodeConfig::new().set_line_ending(ending);
-            let encoded: String = blocks
-                .iter()
-                .map(|b| pem::encode_config(b, config))
-                .collect();
-            let encoded = encoded.as_bytes();
-            trimmed == encoded || Some(trimmed) == encoded.strip_suffix(ending_bytes(ending))
-        });
-    if canonical {
+    let mut rest = text.get(..end).unwrap_or_default();
+    for der in &certs {
+        let block = pem::Pem::new("CERTIFICATE", der.clone());
+        let matched = [pem::LineEnding::LF, pem::LineEnding::CRLF]
+            .into_iter()
+            .flat_map(|ending| PEM_LINE_WIDTHS.map(|width| (ending, width)))
+            .find_map(|(ending, width)| {
+                let config = pem::EncodeConfig::new()
+                    .set_line_ending(ending)
+                    .set_line_wrap(width);
+                let encoded = pem::encode_config(&block, config);
+                let encoded = encoded.as_bytes();
+                let unended = encoded.strip_suffix(ending_bytes(ending))?;
+                [encoded, unended]
+                    .into_iter()
+                    .find(|candidate| rest.starts_with(candidate))
+                    .map(<[u8]>::len)
+            })
+            .ok_or(QuoteError::InvalidPckChain)?;
+        rest = rest.get(matched..).unwrap_or_default();
+    }
+    if rest.is_empty() {
         Ok(certs)
     } else {
         Err(QuoteError::InvalidPckChain)
     }
 }
+
+/// The line widths of the PEM in real quotes: RFC 7468's 64, and MIME's 76.
+const PEM_LINE_WIDTHS: [usize; 2] = [64, 76];
 
 fn ending_bytes(ending: pem::LineEnding) -> &'static [u8] {
     match ending {
