@@ -15,7 +15,8 @@
 //! Nothing here verifies a signature: the quote is verified as any other, by
 //! [`crate::verify::Verifier`].
 
-use crate::quote::{Quote, QuoteError};
+use crate::quote::reader::Reader;
+use crate::quote::{Quote, QuoteError, zero_padding};
 
 /// `OE_REPORT_HEADER_VERSION`.
 const OE_REPORT_VERSION: u32 = 1;
@@ -25,10 +26,6 @@ const OE_REPORT_TYPE_SGX_REMOTE: u32 = 2;
 const OE_REPORT_TYPE_SGX_LOCAL: u32 = 1;
 /// `OE_ATTESTATION_HEADER_VERSION`.
 const OE_ATTESTATION_VERSION: u32 = 3;
-/// The OE report header's length.
-const OE_REPORT_HEADER_LEN: usize = 16;
-/// The OE attestation header's length (`u32`, 16 bytes, 4 of padding, `u64`).
-const OE_ATTESTATION_HEADER_LEN: usize = 32;
 /// The custom-claims buffer's version.
 const CUSTOM_CLAIMS_VERSION: u64 = 1;
 /// More custom claims than any real evidence carries.
@@ -119,7 +116,8 @@ pub struct Evidence<'a> {
     oe_format_id: Option<[u8; 16]>,
     quote_bytes: &'a [u8],
     quote: Quote,
-    custom_claims: Option<&'a [u8]>,
+    /// OE `SGX_ECDSA` custom claims: the raw buffer (what the report data binds) and its claims.
+    custom_claims: Option<(&'a [u8], Vec<CustomClaim>)>,
 }
 
 impl<'a> Evidence<'a> {
@@ -138,14 +136,13 @@ impl<'a> Evidence<'a> {
                     return Err(EvidenceError::UnsupportedOeReportType(report_type));
                 }
                 let (quote, len) = Quote::parse_prefix(report)?;
-                let quote_bytes = report.get(..len).unwrap_or_default();
                 // A report holds its quote and nothing else; zero padding is tolerated as in a
                 // bare quote.
-                check_zero_padding(report.get(len..).unwrap_or_default(), "OE report", len)?;
+                zero_padding(report.get(len..).unwrap_or_default(), "OE report", len)?;
                 Ok(Self {
                     format,
                     oe_format_id: None,
-                    quote_bytes,
+                    quote_bytes: report.get(..len).unwrap_or_default(),
                     quote,
                     custom_claims: None,
                 })
@@ -180,13 +177,12 @@ impl<'a> Evidence<'a> {
         let quote_bytes = bytes.get(..len).unwrap_or_default();
         let rest = bytes.get(len..).unwrap_or_default();
         let raw = oe_format_id == Some(oe_format::RAW_SGX_QUOTE_ECDSA);
-        let custom_claims = if rest.is_empty() || raw || rest.iter().all(|&b| b == 0) {
-            check_zero_padding(rest, "quote", len)?;
+        let custom_claims = if raw || rest.iter().all(|&b| b == 0) {
+            zero_padding(rest, "quote", len)?;
             None
         } else {
             // Must parse as OE's custom-claims buffer, or it is not evidence we understand.
-            parse_custom_claims(rest)?;
-            Some(rest)
+            Some((rest, parse_custom_claims(rest)?))
         };
         Ok(Self {
             format,
@@ -219,20 +215,20 @@ impl<'a> Evidence<'a> {
 
     /// The raw custom-claims buffer of OE `SGX_ECDSA` evidence, if any.
     pub fn custom_claims_raw(&self) -> Option<&'a [u8]> {
-        self.custom_claims
+        self.custom_claims.as_ref().map(|(raw, _)| *raw)
     }
 
-    /// The custom claims, parsed (empty when there are none).
-    pub fn custom_claims(&self) -> Vec<CustomClaim> {
+    /// The custom claims (empty when there are none).
+    pub fn custom_claims(&self) -> &[CustomClaim] {
         self.custom_claims
-            .and_then(|raw| parse_custom_claims(raw).ok())
-            .unwrap_or_default()
+            .as_ref()
+            .map_or(&[], |(_, claims)| claims.as_slice())
     }
 
     /// For evidence carrying custom claims: whether the report data's first 32 bytes are
     /// SHA-256 of the claims buffer, as Open Enclave binds them. `None` without claims.
     pub fn claims_bound(&self) -> Option<bool> {
-        let raw = self.custom_claims?;
+        let raw = self.custom_claims_raw()?;
         let digest = cloak_crypto::hash::sha256(raw);
         Some(self.quote.report_data().as_bytes().get(..32) == Some(&digest[..]))
     }
@@ -249,97 +245,66 @@ pub fn detect(bytes: &[u8]) -> EvidenceFormat {
 
 /// An OE report header's type and the report it declares.
 fn oe_report(bytes: &[u8]) -> Result<(u32, &[u8]), EvidenceError> {
-    let header = bytes
-        .first_chunk::<OE_REPORT_HEADER_LEN>()
-        .ok_or(EvidenceError::Truncated("OE report header"))?;
-    let (version, rest) = header.split_at(4);
-    let (report_type, size) = rest.split_at(4);
-    let version = le_u32(version);
+    let mut r = Reader::new(bytes);
+    let version = r.u32("OE report header version")?;
     if version != OE_REPORT_VERSION {
         return Err(EvidenceError::UnsupportedOeVersion(version));
     }
-    let report_type = le_u32(report_type);
+    let report_type = r.u32("OE report type")?;
     if report_type != OE_REPORT_TYPE_SGX_REMOTE && report_type != OE_REPORT_TYPE_SGX_LOCAL {
         return Err(EvidenceError::UnsupportedOeReportType(report_type));
     }
-    let body = bytes.get(OE_REPORT_HEADER_LEN..).unwrap_or_default();
-    let report = declared(body, le_u64(size), "OE report")?;
-    Ok((report_type, report))
+    let size = r.u64("OE report size")?;
+    Ok((report_type, declared(r, size, "OE report")?))
 }
 
 /// An OE attestation header's format UUID and the data it declares.
 fn oe_attestation(bytes: &[u8]) -> Result<([u8; 16], &[u8]), EvidenceError> {
-    let header = bytes
-        .first_chunk::<OE_ATTESTATION_HEADER_LEN>()
-        .ok_or(EvidenceError::Truncated("OE attestation header"))?;
-    let (version, rest) = header.split_at(4);
-    let (id, rest) = rest.split_at(16);
-    let (padding, size) = rest.split_at(4);
-    let version = le_u32(version);
+    let mut r = Reader::new(bytes);
+    let version = r.u32("OE attestation header version")?;
     if version != OE_ATTESTATION_VERSION {
         return Err(EvidenceError::UnsupportedOeVersion(version));
     }
+    let format_id = r.array::<16>("OE format id")?;
     // The C structure's alignment padding; OE zeroes the header before filling it in.
-    if padding.iter().any(|&b| b != 0) {
+    if r.array::<4>("OE attestation header padding")? != [0; 4] {
         return Err(EvidenceError::Malformed(
             "the OE attestation header's padding is not zero",
         ));
     }
-    let mut format_id = [0u8; 16];
-    format_id.copy_from_slice(id);
-    let body = bytes.get(OE_ATTESTATION_HEADER_LEN..).unwrap_or_default();
-    let data = declared(body, le_u64(size), "OE evidence")?;
-    Ok((format_id, data))
+    let size = r.u64("OE evidence size")?;
+    Ok((format_id, declared(r, size, "OE evidence")?))
 }
 
-/// Exactly `size` bytes of `body`: shorter is truncated, longer has trailing bytes.
-fn declared<'b>(body: &'b [u8], size: u64, what: &'static str) -> Result<&'b [u8], EvidenceError> {
-    let size = usize::try_from(size).map_err(|_| EvidenceError::Truncated(what))?;
-    match body.len().cmp(&size) {
-        std::cmp::Ordering::Less => Err(EvidenceError::Truncated(what)),
-        std::cmp::Ordering::Greater => Err(EvidenceError::Malformed(
-            "bytes follow the size the header declares",
-        )),
-        std::cmp::Ordering::Equal => Ok(body),
-    }
-}
-
-fn check_zero_padding(
-    rest: &[u8],
-    structure: &'static str,
-    offset: usize,
-) -> Result<(), QuoteError> {
-    match rest.iter().position(|&b| b != 0) {
-        None => Ok(()),
-        Some(position) => Err(QuoteError::TrailingBytes {
-            structure,
-            offset: offset.saturating_add(position),
-            count: rest.len().saturating_sub(position),
-        }),
-    }
+/// Exactly the `size` bytes left in `r`: fewer is truncated, more is trailing bytes.
+fn declared<'b>(mut r: Reader<'b>, size: u64, what: &'static str) -> Result<&'b [u8], QuoteError> {
+    let data = r.bytes(usize::try_from(size).unwrap_or(usize::MAX), what)?;
+    r.finish(what)?;
+    Ok(data)
 }
 
 /// OE's custom-claims buffer: `u64 version = 1`, `u64 count`, then per claim `u64 name_size`
 /// (with its NUL), `u64 value_size`, the name, the value; nothing after the last claim.
 fn parse_custom_claims(bytes: &[u8]) -> Result<Vec<CustomClaim>, EvidenceError> {
-    let mut cursor = Cursor(bytes);
-    if cursor.u64()? != CUSTOM_CLAIMS_VERSION {
+    let mut r = Reader::new(bytes);
+    if r.u64("OE custom claims version")? != CUSTOM_CLAIMS_VERSION {
         return Err(EvidenceError::Malformed(
             "the OE custom-claims buffer's version is not 1",
         ));
     }
-    let count = cursor.u64()?;
+    let count = r.u64("OE custom claims count")?;
     if count > MAX_CUSTOM_CLAIMS {
         return Err(EvidenceError::Malformed(
             "the OE custom-claims buffer declares too many claims",
         ));
     }
+    let len = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
     let mut claims = Vec::new();
     for _ in 0..count {
-        let name_size = cursor.len()?;
-        let value_size = cursor.len()?;
-        let name = cursor
-            .take(name_size)?
+        let name_size = len(r.u64("OE custom claim name size")?);
+        let value_size = len(r.u64("OE custom claim value size")?);
+        let name = r
+            .bytes(name_size, "OE custom claim name")?
             .strip_suffix(&[0])
             .filter(|n| !n.contains(&0))
             .and_then(|n| std::str::from_utf8(n).ok())
@@ -347,49 +312,11 @@ fn parse_custom_claims(bytes: &[u8]) -> Result<Vec<CustomClaim>, EvidenceError> 
                 "an OE custom claim's name is not NUL-terminated UTF-8",
             ))?
             .to_owned();
-        let value = cursor.take(value_size)?.to_vec();
+        let value = r.bytes(value_size, "OE custom claim value")?.to_vec();
         claims.push(CustomClaim { name, value });
     }
-    if !cursor.0.is_empty() {
-        return Err(EvidenceError::Malformed(
-            "bytes follow the last OE custom claim",
-        ));
-    }
+    r.finish("OE custom claims")?;
     Ok(claims)
-}
-
-/// A cursor over the custom-claims buffer.
-struct Cursor<'b>(&'b [u8]);
-
-impl<'b> Cursor<'b> {
-    fn take(&mut self, n: usize) -> Result<&'b [u8], EvidenceError> {
-        let (head, tail) = self
-            .0
-            .split_at_checked(n)
-            .ok_or(EvidenceError::Truncated("OE custom claims"))?;
-        self.0 = tail;
-        Ok(head)
-    }
-
-    fn u64(&mut self) -> Result<u64, EvidenceError> {
-        self.take(8).map(le_u64)
-    }
-
-    fn len(&mut self) -> Result<usize, EvidenceError> {
-        usize::try_from(self.u64()?).map_err(|_| EvidenceError::Truncated("OE custom claims"))
-    }
-}
-
-fn le_u32(bytes: &[u8]) -> u32 {
-    let mut out = [0u8; 4];
-    out.copy_from_slice(bytes.get(..4).unwrap_or(&[0; 4]));
-    u32::from_le_bytes(out)
-}
-
-fn le_u64(bytes: &[u8]) -> u64 {
-    let mut out = [0u8; 8];
-    out.copy_from_slice(bytes.get(..8).unwrap_or(&[0; 8]));
-    u64::from_le_bytes(out)
 }
 
 /// Why evidence could not be unwrapped.
@@ -399,9 +326,6 @@ pub enum EvidenceError {
     /// The quote inside is not a quote this verifier reads.
     #[error(transparent)]
     Quote(#[from] QuoteError),
-    /// A wrapper ends early.
-    #[error("truncated {0}")]
-    Truncated(&'static str),
     /// A wrapper is not well formed.
     #[error("{0}")]
     Malformed(&'static str),
@@ -428,7 +352,7 @@ impl EvidenceError {
             Self::UnsupportedOeVersion(_)
             | Self::UnsupportedOeReportType(_)
             | Self::UnsupportedOeFormat(_) => "unsupported-quote-format",
-            Self::Truncated(_) | Self::Malformed(_) => "malformed-quote",
+            Self::Malformed(_) => "malformed-quote",
         }
     }
 }

@@ -6,7 +6,7 @@
 //! accepted, and bytes after the signature data may only be zero padding (which real TDX quotes
 //! carry). Parsing authenticates nothing; [`crate::verify`] does.
 
-mod reader;
+pub(crate) mod reader;
 
 use std::fmt;
 
@@ -79,15 +79,7 @@ impl Quote {
     /// Parses a quote.
     pub fn parse(bytes: &[u8]) -> Result<Self, QuoteError> {
         let (mut quote, len) = Self::parse_prefix(bytes)?;
-        let padding = bytes.get(len..).unwrap_or_default();
-        if let Some(position) = padding.iter().position(|&b| b != 0) {
-            return Err(QuoteError::TrailingBytes {
-                structure: "quote",
-                offset: len.saturating_add(position),
-                count: padding.len().saturating_sub(position),
-            });
-        }
-        quote.padding = padding.len();
+        quote.padding = zero_padding(bytes.get(len..).unwrap_or_default(), "quote", len)?;
         Ok(quote)
     }
 
@@ -732,13 +724,18 @@ impl CertificationData {
     }
 }
 
-/// Decodes concatenated PEM certificates (real quotes sometimes end the text with NUL bytes).
-pub(crate) fn parse_pem_chain(text: &[u8]) -> Result<Vec<Vec<u8>>, QuoteError> {
+/// `text` without the NUL bytes real quotes sometimes end their PEM with.
+fn without_trailing_nuls(text: &[u8]) -> &[u8] {
     let end = text
         .iter()
         .rposition(|&b| b != 0)
         .map_or(0, |last| last.saturating_add(1));
-    let trimmed = text.get(..end).unwrap_or_default();
+    text.get(..end).unwrap_or_default()
+}
+
+/// Decodes concatenated PEM certificates (real quotes sometimes end the text with NUL bytes).
+pub(crate) fn parse_pem_chain(text: &[u8]) -> Result<Vec<Vec<u8>>, QuoteError> {
+    let trimmed = without_trailing_nuls(text);
     let blocks = pem::parse_many(trimmed).map_err(|_| QuoteError::InvalidPckChain)?;
     if blocks.is_empty() || blocks.iter().any(|b| b.tag() != "CERTIFICATE") {
         return Err(QuoteError::InvalidPckChain);
@@ -754,11 +751,7 @@ pub(crate) fn parse_pem_chain(text: &[u8]) -> Result<Vec<Vec<u8>>, QuoteError> {
 /// in any other way without changing what it says.
 fn parse_canonical_pem_chain(text: &[u8]) -> Result<Vec<Vec<u8>>, QuoteError> {
     let certs = parse_pem_chain(text)?;
-    let end = text
-        .iter()
-        .rposition(|&b| b != 0)
-        .map_or(0, |last| last.saturating_add(1));
-    let mut rest = text.get(..end).unwrap_or_default();
+    let mut rest = without_trailing_nuls(text);
     for der in &certs {
         let block = pem::Pem::new("CERTIFICATE", der.clone());
         let matched = [pem::LineEnding::LF, pem::LineEnding::CRLF]
@@ -793,6 +786,23 @@ fn ending_bytes(ending: pem::LineEnding) -> &'static [u8] {
     match ending {
         pem::LineEnding::CRLF => b"\r\n",
         pem::LineEnding::LF => b"\n",
+    }
+}
+
+/// The length of `rest`, the bytes after a `structure` that ends at `offset`, which may only be
+/// zero padding.
+pub(crate) fn zero_padding(
+    rest: &[u8],
+    structure: &'static str,
+    offset: usize,
+) -> Result<usize, QuoteError> {
+    match rest.iter().position(|&b| b != 0) {
+        None => Ok(rest.len()),
+        Some(position) => Err(QuoteError::TrailingBytes {
+            structure,
+            offset: offset.saturating_add(position),
+            count: rest.len().saturating_sub(position),
+        }),
     }
 }
 
