@@ -29,6 +29,8 @@ pub struct Collateral {
 #[derive(Clone, Debug)]
 pub(crate) struct SignedJsonDates {
     pub(crate) id: String,
+    /// The format version (TCB info 2 or 3, QE identity 2).
+    pub(crate) version: u32,
     pub(crate) issue_date: u64,
     pub(crate) next_update: u64,
     pub(crate) tcb_evaluation_data_number: u32,
@@ -46,6 +48,12 @@ impl Collateral {
     pub fn from_json(json: &[u8]) -> Result<Self, CollateralError> {
         let raw: dcap_qvl::QuoteCollateralV3 =
             serde_json::from_slice(json).map_err(|e| CollateralError::Json(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// Checks collateral assembled from another encoding (Open Enclave's endorsements) as
+    /// strictly as [`Self::from_json`] does.
+    pub(crate) fn from_raw(raw: dcap_qvl::QuoteCollateralV3) -> Result<Self, CollateralError> {
         let tcb_info = signed_json_dates("tcb_info", &raw.tcb_info)?;
         let qe_identity = signed_json_dates("qe_identity", &raw.qe_identity)?;
         for (field, signature) in [
@@ -96,6 +104,11 @@ impl Collateral {
         &self.tcb_info.id
     }
 
+    /// The version of Intel's TCB info format (2, as in 2019–2022 collateral, or 3).
+    pub fn tcb_info_version(&self) -> u32 {
+        self.tcb_info.version
+    }
+
     /// The TCB evaluation data number of the TCB info.
     pub fn tcb_evaluation_data_number(&self) -> u32 {
         self.tcb_info.tcb_evaluation_data_number
@@ -141,6 +154,7 @@ struct DatedBody {
     /// Absent from version 2 TCB info.
     #[serde(default)]
     id: String,
+    version: u32,
     issue_date: String,
     next_update: String,
     tcb_evaluation_data_number: u32,
@@ -153,6 +167,7 @@ fn signed_json_dates(field: &'static str, body: &str) -> Result<SignedJsonDates,
     })?;
     Ok(SignedJsonDates {
         id: parsed.id,
+        version: parsed.version,
         issue_date: rfc3339(field, &parsed.issue_date)?,
         next_update: rfc3339(field, &parsed.next_update)?,
         tcb_evaluation_data_number: parsed.tcb_evaluation_data_number,

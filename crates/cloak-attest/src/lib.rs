@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::arithmetic_side_effects))]
 
 pub mod collateral;
+pub mod endorsements;
 pub mod evidence;
 pub mod policy;
 pub mod quote;

@@ -453,3 +453,301 @@ fn hex_quotes_may_be_wrapped_and_unusable_inputs_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+const OE: &str = "openenclave";
+/// CREATION_DATETIME of each OE endorsements file, the time Open Enclave verifies at.
+const OE_AT: u64 = 1_651_016_590;
+const OE_OLDER_AT: u64 = 1_649_278_165;
+const OE_MRENCLAVE: &str = "91dd79e47cae70787883e617838c7c981cc9744ebac9756c8ce03f09057538ac";
+
+/// Runs `cloak attest verify --quote Q --endorsements E ... --json`.
+fn verify_oe(quote: &str, endorsements: &str, extra: &[&str]) -> (i32, Value) {
+    let quote = testdata(&format!("{OE}/{quote}"));
+    let endorsements = testdata(&format!("{OE}/{endorsements}"));
+    let mut args = vec![
+        "attest",
+        "verify",
+        "--quote",
+        s(&quote),
+        "--endorsements",
+        s(&endorsements),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = cloak(&args);
+    let verdict = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), verdict)
+}
+
+#[test]
+fn open_enclave_evidence_is_verified_with_its_endorsements() {
+    let at = OE_AT.to_string();
+    // Authentic, but a debug enclave: the default policy refuses it for that reason.
+    let (code, verdict) = verify_oe("evidence", "endorsements", &["--at", &at]);
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("debug-enclave")),
+        "{verdict}"
+    );
+    assert_eq!(verdict["verified"], true);
+    assert_eq!(verdict["tcb_status"], "SWHardeningNeeded");
+    assert_eq!(verdict["qe_tcb_status"], "UpToDate");
+    assert_eq!(verdict["endorsements_created_at"], OE_AT);
+    assert_eq!(verdict["collateral_window"]["valid_until"], 1_653_604_765);
+    // Allowing debug still leaves a TCB status the strict default refuses.
+    let (code, verdict) = verify_oe("evidence", "endorsements", &["--at", &at, "--allow-debug"]);
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("tcb-status-not-allowed")),
+        "{verdict}"
+    );
+    let accept = [
+        "--at",
+        &at,
+        "--allow-debug",
+        "--allow-status",
+        "SWHardeningNeeded",
+        "--expect-mrenclave",
+        OE_MRENCLAVE,
+    ];
+    let (code, verdict) = verify_oe("evidence", "endorsements", &accept);
+    assert_eq!(code, 0, "{verdict}");
+    assert_eq!(verdict["trust_root"], "intel");
+    assert_eq!(verdict["measurements"]["mrenclave"], OE_MRENCLAVE);
+    // Another enclave is another measurement.
+    let mut other = accept.to_vec();
+    other[6] = "451fbca0f4ecb12ba896c7562f6d38c88c6343b0ccdbe42174f12ff88c7f8beb";
+    let (code, verdict) = verify_oe("evidence", "endorsements", &other);
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("measurement-mismatch"))
+    );
+    // The older pair, at its own creation time.
+    let older_at = OE_OLDER_AT.to_string();
+    let (code, verdict) = verify_oe(
+        "older/evidence",
+        "older/endorsements",
+        &[
+            "--at",
+            &older_at,
+            "--allow-debug",
+            "--allow-status",
+            "SWHardeningNeeded",
+        ],
+    );
+    assert_eq!(code, 0, "{verdict}");
+    // Today the 2022 endorsements have long expired.
+    let (code, verdict) = verify_oe("evidence", "endorsements", &[]);
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("collateral-expired"))
+    );
+}
+
+#[test]
+fn open_enclave_reports_are_refused_for_what_is_wrong_with_them() {
+    // The 2019 reports have no collateral of their own; the 2022 endorsements are for another
+    // platform, but every check that fails on these comes before the TCB is matched.
+    let at = OE_AT.to_string();
+    for (report, reason) in [
+        // A changed character in the PCK Processor CA: no longer issued by the Intel root.
+        ("sgx_report_bad.bin", "untrusted-root"),
+        // The attestation key's signature over the report does not verify.
+        ("sgx_report_bad_tcb.bin", "signature-invalid"),
+    ] {
+        let (code, verdict) = verify_oe(report, "endorsements", &["--at", &at, "--allow-debug"]);
+        assert_eq!(
+            (code, verdict["reason"].as_str()),
+            (1, Some(reason)),
+            "{report}: {verdict}"
+        );
+        assert_eq!(verdict["format"], "oe-report", "{report}");
+        assert_eq!(verdict["verified"], false);
+    }
+}
+
+#[test]
+fn collateral_and_endorsements_are_one_or_the_other() {
+    let quote = testdata(SGX);
+    let collateral = testdata(SGX_COLLATERAL);
+    let endorsements = testdata(&format!("{OE}/endorsements"));
+    let both = cloak(&[
+        "attest",
+        "verify",
+        "--quote",
+        s(&quote),
+        "--collateral",
+        s(&collateral),
+        "--endorsements",
+        s(&endorsements),
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+    let neither = cloak(&["attest", "verify", "--quote", s(&quote)]);
+    assert_eq!(neither.status.code(), Some(2));
+    // Endorsements that are not endorsements are unreadable input.
+    let wrong = cloak(&[
+        "attest",
+        "verify",
+        "--quote",
+        s(&quote),
+        "--endorsements",
+        s(&collateral),
+    ]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("endorsements header"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}
+
+/// `cloak attest inspect-quote FILE --json [extra]`: exit code and report.
+fn inspect(path: &Path, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["attest", "inspect-quote", s(path), "--json"];
+    args.extend_from_slice(extra);
+    let out = cloak(&args);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap(), report)
+}
+
+#[test]
+fn inspect_quote_reads_quotes_and_every_open_enclave_wrapper() {
+    let facts: Value =
+        serde_json::from_slice(&std::fs::read(testdata(&format!("{OE}/facts.json"))).unwrap())
+            .unwrap();
+    let (code, report) = inspect(&testdata(&format!("{OE}/evidence")), &[]);
+    assert_eq!(code, 0);
+    let expect = &facts["vectors"][0]["quote"];
+    assert_eq!(report["format"], "dcap-quote");
+    assert_eq!(report["verified"], false);
+    assert_eq!(report["tee"], "sgx");
+    assert_eq!(report["quote_len"], 4599);
+    assert_eq!(report["measurements"]["mrenclave"], expect["mrenclave"]);
+    assert_eq!(report["measurements"]["mrsigner"], expect["mrsigner"]);
+    assert_eq!(report["measurements"]["isv_prod_id"], expect["isvprodid"]);
+    assert_eq!(report["measurements"]["isv_svn"], expect["isvsvn"]);
+    assert_eq!(report["measurements"]["debug"], true);
+    assert_eq!(report["report_data"], expect["report_data"]);
+    assert_eq!(report["pck"]["fmspc"], "00906ED50000");
+    assert_eq!(report["pck"]["pce_svn"], 11);
+    assert_eq!(
+        report["pck"]["tcb_components"],
+        expect["pck"]["tcb_comp_svns"]
+    );
+
+    // An OE remote report: the header is unwrapped, the quote inside is what is shown.
+    let (code, report) = inspect(&testdata(&format!("{OE}/sgx_report_bad_tcb.bin")), &[]);
+    assert_eq!(code, 0);
+    assert_eq!(report["format"], "oe-report");
+    assert_eq!(report["quote_len"], 4579);
+    assert_eq!(
+        report["measurements"]["mrenclave"],
+        "bc4531c3eb9f4ad7e6d91c8f7564c0099aa9074fe8fed7db62a1af7bd85a8fef"
+    );
+    assert_eq!(report["measurements"]["isv_prod_id"], 0);
+    assert_eq!(report["pck"]["fmspc"], "00906EA10000");
+
+    // The same quote in OE's attestation header (format SGX_ECDSA) with one custom claim
+    // after it, bound or not by the report data.
+    let dir = tempfile::tempdir().unwrap();
+    let quote = std::fs::read(testdata(&format!("{OE}/evidence"))).unwrap();
+    let mut claims = Vec::new();
+    for word in [1_u64, 1, 5, 3] {
+        claims.extend_from_slice(&word.to_le_bytes());
+    }
+    claims.extend_from_slice(b"name\0abc");
+    let mut data = quote.clone();
+    data.extend_from_slice(&claims);
+    let mut wrapped = 3_u32.to_le_bytes().to_vec();
+    wrapped.extend_from_slice(&hex::decode("a3a21e871b4d4014b70aa125d2fbcd8c").unwrap());
+    wrapped.extend_from_slice(&[0; 4]);
+    wrapped.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    wrapped.extend_from_slice(&data);
+    let path = dir.path().join("wrapped.bin");
+    std::fs::write(&path, &wrapped).unwrap();
+    let (code, report) = inspect(&path, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["format"], "oe-evidence");
+    assert_eq!(report["oe_format"]["name"], "OE_FORMAT_UUID_SGX_ECDSA");
+    assert_eq!(
+        report["oe_format"]["uuid"],
+        "a3a21e87-1b4d-4014-b70a-a125d2fbcd8c"
+    );
+    assert_eq!(report["custom_claims"]["claims"][0]["name"], "name");
+    assert_eq!(report["custom_claims"]["claims"][0]["value"], "616263");
+    // The quote's report data is SHA-256 of the empty string, so these claims are not bound.
+    assert_eq!(report["custom_claims"]["bound"], false);
+    let text = cloak(&["attest", "inspect-quote", s(&path)]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("NOT bound by the report data"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+
+    // Hex text is read like binary.
+    let hex_path = dir.path().join("evidence.hex");
+    std::fs::write(&hex_path, hex::encode(&quote)).unwrap();
+    let (code, report) = inspect(&hex_path, &[]);
+    assert_eq!((code, report["quote_len"].as_u64()), (0, Some(4599)));
+
+    // A named format that does not fit, a non-quote, a missing file.
+    let (code, report) = inspect(
+        &testdata(&format!("{OE}/evidence")),
+        &["--format", "oe-report"],
+    );
+    assert_eq!(
+        (code, report["readable"].as_bool()),
+        (1, Some(false)),
+        "{report}"
+    );
+    // Endorsements start as an OE report header does ({1, 2, ...}): a broken report.
+    let (code, report) = inspect(&testdata(&format!("{OE}/endorsements")), &[]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["reason"], "malformed-quote");
+    let (code, report) = inspect(&testdata(SGX_COLLATERAL), &[]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["reason"], "unsupported-quote-format");
+    let (code, _) = inspect(&dir.path().join("missing"), &[]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn evidence_whose_claims_the_report_data_does_not_bind_is_refused() {
+    // OE evidence with a custom claim its report data does not bind: authentic quote, but the
+    // claims are not the enclave's.
+    let dir = tempfile::tempdir().unwrap();
+    let mut evidence = std::fs::read(testdata(&format!("{OE}/evidence"))).unwrap();
+    for word in [1_u64, 1, 2, 1] {
+        evidence.extend_from_slice(&word.to_le_bytes());
+    }
+    evidence.extend_from_slice(b"k\0v");
+    let path = dir.path().join("claims.bin");
+    std::fs::write(&path, &evidence).unwrap();
+    let endorsements = testdata(&format!("{OE}/endorsements"));
+    let at = OE_AT.to_string();
+    let out = cloak(&[
+        "attest",
+        "verify",
+        "--quote",
+        s(&path),
+        "--endorsements",
+        s(&endorsements),
+        "--at",
+        &at,
+        "--allow-debug",
+        "--allow-status",
+        "SWHardeningNeeded",
+        "--json",
+    ]);
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{verdict}");
+    assert_eq!(verdict["reason"], "report-data-mismatch");
+    assert_eq!(verdict["custom_claims"]["bound"], false);
+    assert_eq!(verdict["verified"], true, "the quote itself verified");
+}

@@ -4,8 +4,8 @@
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
-    UnparsedPublicKey,
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED, EcdsaKeyPair,
+    KeyPair, UnparsedPublicKey,
 };
 use zeroize::Zeroizing;
 
@@ -74,6 +74,19 @@ pub fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(),
         .map_err(|_| SignatureError::Invalid)
 }
 
+/// Verifies a fixed-width signature (`r‖s`, 32 bytes each, as Intel's quotes and collateral
+/// carry them) over `message` under the P-256 key `public_key` (SubjectPublicKeyInfo DER or an
+/// uncompressed point).
+pub fn verify_fixed(
+    public_key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), SignatureError> {
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public_key)
+        .verify(message, signature)
+        .map_err(|_| SignatureError::Invalid)
+}
+
 /// Why signing or verifying failed.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,6 +127,30 @@ mod tests {
             verify(other.public_key_spki(), b"receipt", &signature),
             Err(SignatureError::Invalid)
         );
+    }
+
+    #[test]
+    fn fixed_width_signatures_verify_under_the_point_or_the_spki() {
+        use aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let signature = key.sign(&SystemRandom::new(), b"tcb info").unwrap();
+        let signature = signature.as_ref();
+        assert_eq!(signature.len(), 64);
+        let point = key.public_key().as_ref();
+        let spki = key.public_key().as_der().unwrap();
+        for public_key in [point, spki.as_ref()] {
+            verify_fixed(public_key, b"tcb info", signature).unwrap();
+            assert_eq!(
+                verify_fixed(public_key, b"tcb infO", signature),
+                Err(SignatureError::Invalid)
+            );
+        }
+        // The two encodings are not interchangeable.
+        assert!(verify(point, b"tcb info", signature).is_err());
     }
 
     #[test]

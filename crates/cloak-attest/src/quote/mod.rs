@@ -673,6 +673,20 @@ impl QuoteSignature {
     }
 }
 
+/// The platform a PCK certificate was issued to, as its SGX extension names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PckPlatform {
+    /// FMSPC (family-model-stepping-platform-customSKU), upper-case hex as Intel writes it:
+    /// what selects the TCB info.
+    pub fmspc: String,
+    /// PCE id, upper-case hex.
+    pub pce_id: String,
+    /// PCE security version.
+    pub pce_svn: u16,
+    /// The 16 SGX TCB component SVNs (the CPUSVN the certificate was issued for).
+    pub tcb_components: Vec<u8>,
+}
+
 /// How a quote provides the PCK certificate that signs the QE report.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -713,6 +727,19 @@ impl CertificationData {
             Self::PckChain(chain) => Some(chain),
             Self::Other { .. } => None,
         }
+    }
+
+    /// What the PCK certificate's SGX extension says about the platform, when the quote
+    /// carries the certificate: read, not verified.
+    pub fn pck_platform(&self) -> Option<PckPlatform> {
+        let leaf = self.pck_chain()?.first()?;
+        let ext = dcap_qvl::intel::parse_pck_extension(leaf).ok()?;
+        Some(PckPlatform {
+            fmspc: hex::encode_upper(ext.fmspc),
+            pce_id: hex::encode_upper(&ext.pce_id),
+            pce_svn: ext.pce_svn,
+            tcb_components: ext.cpu_svn.to_vec(),
+        })
     }
 
     /// The certification data type.

@@ -99,7 +99,7 @@ pub(super) fn classify(error: &anyhow::Error) -> VerifyError {
         )
 }
 
-fn from_webpki(error: &WebPki, message: String) -> VerifyError {
+pub(super) fn from_webpki(error: &WebPki, message: String) -> VerifyError {
     match error {
         WebPki::CertRevoked => VerifyError::Revoked(message),
         WebPki::CertExpired { .. } | WebPki::CrlExpired { .. } => expired(message),
@@ -108,9 +108,12 @@ fn from_webpki(error: &WebPki, message: String) -> VerifyError {
         WebPki::InvalidSignatureForPublicKey
         | WebPki::InvalidCrlSignatureForPublicKey
         | WebPki::SignatureAlgorithmMismatch => VerifyError::SignatureInvalid(message),
-        WebPki::UnknownRevocationStatus | WebPki::IssuerNotCrlSigner => {
-            VerifyError::MalformedCollateral(message)
-        }
+        // A chain whose certificates are in the wrong roles (a CA where a signing certificate
+        // belongs, or the reverse) is collateral put together wrongly.
+        WebPki::UnknownRevocationStatus
+        | WebPki::IssuerNotCrlSigner
+        | WebPki::CaUsedAsEndEntity
+        | WebPki::EndEntityUsedAsCa => VerifyError::MalformedCollateral(message),
         WebPki::BadDer
         | WebPki::BadDerTime
         | WebPki::TrailingData(_)

@@ -14,6 +14,7 @@
 //! and a verified debug quote says so in [`VerifiedQuote::is_debug`].
 
 mod classify;
+mod tcb_v2;
 
 use std::fmt;
 use std::str::FromStr;
@@ -32,6 +33,10 @@ pub const INTEL_ROOT_SHA256: [u8; 32] = [
     0x44, 0xa0, 0x19, 0x6b, 0x2b, 0x99, 0xf8, 0x89, 0xb8, 0xe1, 0x49, 0xe9, 0x5b, 0x80, 0x7a, 0x35,
     0x0e, 0x74, 0x24, 0x96, 0x43, 0x99, 0xe8, 0x85, 0xa7, 0xcb, 0xb8, 0xcc, 0xfa, 0xb6, 0x74, 0xd3,
 ];
+
+/// ecdsa-with-SHA256 (1.2.840.10045.4.3.2), the algorithm of every Intel SGX PKI signature.
+const ECDSA_WITH_SHA256: x509_parser::der_parser::Oid<'static> =
+    x509_parser::der_parser::oid!(1.2.840.10045.4.3.2);
 
 /// The root certificate that quotes and collateral must chain to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +121,37 @@ impl TrustAnchor {
     /// The certificate, DER.
     pub fn der(&self) -> &[u8] {
         &self.der
+    }
+
+    /// Whether `der` is this root: the same certificate, or another issue of it — the same name
+    /// and key, signed by that key. Intel reissued its SGX Root CA (2018 certificates with
+    /// BasicConstraints path length 0 and 1, then the one valid to 2049) without changing its
+    /// key, and 2019–2021 quotes carry the older issues; what a chain's signatures prove is the
+    /// key, so trust follows the key. The self-signature must verify, so a copy with any byte
+    /// changed is still refused; the path itself is always built to this anchor's certificate,
+    /// never to the copy a chain carries.
+    pub fn is_same_root(&self, der: &[u8]) -> bool {
+        if der == self.der {
+            return true;
+        }
+        let (Ok((_, ours)), Ok((rest, theirs))) = (
+            X509Certificate::from_der(&self.der),
+            X509Certificate::from_der(der),
+        ) else {
+            return false;
+        };
+        let key = ours.tbs_certificate.subject_pki.raw;
+        rest.is_empty()
+            && theirs.subject().as_raw() == theirs.issuer().as_raw()
+            && theirs.subject().as_raw() == ours.subject().as_raw()
+            && theirs.tbs_certificate.subject_pki.raw == key
+            && theirs.signature_algorithm.algorithm == ECDSA_WITH_SHA256
+            && cloak_crypto::sig::verify(
+                key,
+                theirs.tbs_certificate.as_ref(),
+                &theirs.signature_value.data,
+            )
+            .is_ok()
     }
 
     /// Whether this is a simulation root (its name says SIMULATED, as `cloak sim` roots do):
@@ -269,11 +305,31 @@ impl Verifier {
     }
 
     /// Verifies `quote` with `collateral` at `now` (Unix seconds).
+    ///
+    /// Collateral with Intel's TCB info version 3 is verified by dcap-qvl. Version 2 (SGX
+    /// collateral of 2019–2022, as Open Enclave endorsements hold), which dcap-qvl cannot read,
+    /// is verified by this crate's own core, held to dcap-qvl's verdicts by a differential test
+    /// (see the crate README).
     pub fn verify(
         &self,
         quote: &[u8],
         collateral: &Collateral,
         now: u64,
+    ) -> Result<VerifiedQuote, VerifyError> {
+        let core = if collateral.tcb_info_version() == 2 {
+            Core::Own
+        } else {
+            Core::DcapQvl
+        };
+        self.verify_with(quote, collateral, now, core)
+    }
+
+    fn verify_with(
+        &self,
+        quote: &[u8],
+        collateral: &Collateral,
+        now: u64,
+        core: Core,
     ) -> Result<VerifiedQuote, VerifyError> {
         // Which root the collateral chains to is known before the quote is even parsed.
         let mut chains: Vec<(&str, &[Vec<u8>])> = collateral.chains().collect();
@@ -293,12 +349,26 @@ impl Verifier {
         }
         let window = check_window(collateral, &chains, now)?;
 
-        let verifier = dcap_qvl::verify::QuoteVerifier::new(self.anchor.der.clone())
-            // Debug is appraisal policy, not authenticity: see the module documentation.
-            .allow_debug(true);
-        let report = verifier
-            .verify(quote, &collateral.raw, now)
-            .map_err(|e| classify::classify(&e))?;
+        let appraisal = if core == Core::Own {
+            tcb_v2::verify(&self.anchor.der, quote, &parsed, collateral, now)?
+        } else {
+            let verifier = dcap_qvl::verify::QuoteVerifier::new(self.anchor.der.clone())
+                // Debug is appraisal policy, not authenticity: see the module documentation.
+                .allow_debug(true);
+            let report = verifier
+                .verify(quote, &collateral.raw, now)
+                .map_err(|e| classify::classify(&e))?;
+            let status = |text: &str| {
+                TcbStatus::from_str(text)
+                    .map_err(|e| VerifyError::MalformedCollateral(e.to_string()))
+            };
+            tcb_v2::Appraisal {
+                tcb_status: status(&report.status)?,
+                platform_tcb_status: status(&report.platform_status.status.to_string())?,
+                qe_tcb_status: status(&report.qe_status.status.to_string())?,
+                advisory_ids: report.advisory_ids,
+            }
+        };
 
         // dcap-qvl checks the lower half of the QE report data; Intel's QE zeroes the upper half.
         let qe_data = parsed.signature().qe_report.report_data.as_bytes();
@@ -310,22 +380,14 @@ impl Verifier {
                 "the upper 32 bytes of the QE report data are not zero".to_owned(),
             ));
         }
-        let tcb_status = report
-            .status
-            .parse()
-            .map_err(|e: UnknownTcbStatus| VerifyError::MalformedCollateral(e.to_string()))?;
-        let platform_tcb_status = TcbStatus::from_str(&report.platform_status.status.to_string())
-            .map_err(|e| VerifyError::MalformedCollateral(e.to_string()))?;
-        let qe_tcb_status = TcbStatus::from_str(&report.qe_status.status.to_string())
-            .map_err(|e| VerifyError::MalformedCollateral(e.to_string()))?;
         Ok(VerifiedQuote {
             quote: parsed,
             trust_root: self.anchor.root,
             simulated: self.anchor.simulated,
-            tcb_status,
-            platform_tcb_status,
-            qe_tcb_status,
-            advisory_ids: report.advisory_ids,
+            tcb_status: appraisal.tcb_status,
+            platform_tcb_status: appraisal.platform_tcb_status,
+            qe_tcb_status: appraisal.qe_tcb_status,
+            advisory_ids: appraisal.advisory_ids,
             collateral_window: window,
             tcb_evaluation_data_number: collateral.tcb_evaluation_data_number(),
             verified_at: now,
@@ -342,7 +404,9 @@ impl Verifier {
                         "{name}: a certificate does not parse"
                     )));
                 };
-                if cert.subject().as_raw() == cert.issuer().as_raw() && *der != self.anchor.der {
+                if cert.subject().as_raw() == cert.issuer().as_raw()
+                    && !self.anchor.is_same_root(der)
+                {
                     return Err(VerifyError::UntrustedRoot(format!(
                         "{name} carries root {} ({}), not the trust anchor {}",
                         hex::encode(cloak_crypto::hash::sha256(der)),
@@ -363,7 +427,7 @@ impl Verifier {
         let [_leaf, _ca, root] = chain else {
             return Err(VerifyError::Quote(QuoteError::InvalidPckChain));
         };
-        if *root != self.anchor.der {
+        if !self.anchor.is_same_root(root) {
             return Err(VerifyError::UntrustedRoot(format!(
                 "the quote's PCK chain ends in {}, not the trust anchor {}",
                 hex::encode(cloak_crypto::hash::sha256(root)),
@@ -372,6 +436,15 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// Which implementation runs the cryptographic core of a verification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Core {
+    /// dcap-qvl (TCB info version 3: every TDX quote, SGX collateral since 2022).
+    DcapQvl,
+    /// [`tcb_v2`] (SGX with TCB info version 2; version 3 too, for the differential tests).
+    Own,
 }
 
 /// The window in which the collateral and every certificate are valid; an error if `now` is

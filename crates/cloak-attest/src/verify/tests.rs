@@ -1,4 +1,5 @@
 use super::*;
+use crate::quote::Measurements;
 
 fn vector(path: &str) -> Vec<u8> {
     std::fs::read(format!("{}/testdata/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -377,4 +378,320 @@ fn every_flipped_bit_of_a_real_quote_gets_a_typed_reason() {
         }
     }
     assert!(unclassified.is_empty(), "{unclassified:?}");
+}
+
+/// The Open Enclave vectors with endorsements (SGX evidence of 2022, TCB info version 2).
+fn oe_vectors() -> Vec<serde_json::Value> {
+    let facts: serde_json::Value =
+        serde_json::from_slice(&vector("openenclave/facts.json")).unwrap();
+    facts["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["endorsements"].is_string())
+        .cloned()
+        .collect()
+}
+
+/// A vector's quote (unwrapped from its OE evidence) and its endorsements' collateral.
+fn oe_inputs(v: &serde_json::Value) -> (Vec<u8>, crate::endorsements::Endorsements) {
+    let evidence = vector(&format!("openenclave/{}", v["evidence"].as_str().unwrap()));
+    let quote = crate::evidence::Evidence::parse(&evidence)
+        .unwrap()
+        .quote_bytes()
+        .to_vec();
+    let endorsements = crate::endorsements::Endorsements::parse(&vector(&format!(
+        "openenclave/{}",
+        v["endorsements"].as_str().unwrap()
+    )))
+    .unwrap();
+    (quote, endorsements)
+}
+
+#[test]
+fn open_enclave_evidence_verifies_with_its_endorsements_as_the_facts_say() {
+    let vectors = oe_vectors();
+    assert_eq!(vectors.len(), 2);
+    for v in vectors {
+        let id = v["id"].as_str().unwrap();
+        let (quote, endorsements) = oe_inputs(&v);
+        let at = v["verify_at"].as_u64().unwrap();
+        assert_eq!(
+            at,
+            endorsements.created_at(),
+            "{id}: OE verifies at creation"
+        );
+        let verified = intel()
+            .verify(&quote, endorsements.collateral(), at)
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let expect = &v["expect"];
+        assert_eq!(
+            verified.tcb_status().as_str(),
+            expect["overall_tcb_status"].as_str().unwrap(),
+            "{id}"
+        );
+        assert_eq!(
+            verified.platform_tcb_status().as_str(),
+            expect["platform_tcb_status"].as_str().unwrap(),
+            "{id}"
+        );
+        assert_eq!(
+            verified.qe_tcb_status().as_str(),
+            expect["qe_tcb_status"].as_str().unwrap(),
+            "{id}"
+        );
+        assert!(verified.advisory_ids().is_empty(), "{id}");
+        assert_eq!(
+            verified.is_debug(),
+            expect["debug_enclave"].as_bool().unwrap()
+        );
+        assert_eq!(verified.trust_root(), TrustRoot::Intel);
+        assert_eq!(verified.tcb_evaluation_data_number(), 12);
+        assert_eq!(
+            verified.collateral_window(),
+            (
+                v["valid_from"].as_u64().unwrap(),
+                v["valid_until"].as_u64().unwrap()
+            ),
+            "{id}"
+        );
+        let Measurements::Sgx(m) = verified.quote().measurements() else {
+            panic!("{id}: not SGX");
+        };
+        assert_eq!(
+            hex::encode(m.mrenclave.as_bytes()),
+            v["quote"]["mrenclave"].as_str().unwrap()
+        );
+        // Outside the window the same evidence is refused, with the reason.
+        let from = v["valid_from"].as_u64().unwrap();
+        let until = v["valid_until"].as_u64().unwrap();
+        let collateral = endorsements.collateral();
+        let early = intel().verify(&quote, collateral, from - 1).unwrap_err();
+        assert_eq!(early.code(), "collateral-not-yet-valid", "{id}: {early}");
+        let late = intel().verify(&quote, collateral, until + 1).unwrap_err();
+        assert_eq!(late.code(), "collateral-expired", "{id}: {late}");
+    }
+}
+
+#[test]
+fn collateral_is_per_platform_and_not_per_quote() {
+    let vectors = oe_vectors();
+    let (new_quote, new) = oe_inputs(&vectors[0]);
+    let (old_quote, old) = oe_inputs(&vectors[1]);
+    // Both quotes come from one platform (FMSPC 00906ED50000): the older quote verifies with
+    // the newer endorsements, and gets the same TCB status...
+    let verified = intel()
+        .verify(&old_quote, new.collateral(), new.created_at())
+        .unwrap();
+    assert_eq!(verified.tcb_status(), TcbStatus::SwHardeningNeeded);
+    // ...but the newer quote's PCK certificate (issued 2022-04-26) did not exist when the older
+    // endorsements were made, nor is the older collateral still valid once it did.
+    for at in [old.created_at(), 1_651_016_590] {
+        let err = intel()
+            .verify(&new_quote, old.collateral(), at)
+            .unwrap_err();
+        assert!(
+            ["collateral-not-yet-valid", "collateral-expired"].contains(&err.code()),
+            "{at}: {err}"
+        );
+    }
+}
+
+#[test]
+fn an_earlier_issue_of_the_intel_root_is_the_same_root_and_a_tampered_copy_is_not() {
+    // The 2019 OE certificate's quote ends its PCK chain in the January 2019 issue of the Intel
+    // SGX Root CA (same key, path length 0, valid to 2033).
+    let cert = vector("openenclave/tls_between_host_enclave_cert.der");
+    let (_, x509) = X509Certificate::from_der(&cert).unwrap();
+    let report = x509
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == "1.2.840.113556.10.1.1")
+        .unwrap()
+        .value;
+    let evidence = crate::evidence::Evidence::parse(report).unwrap();
+    let quote = evidence.quote();
+    let chain = quote.signature().certification.pck_chain().unwrap();
+    let root = chain.last().unwrap();
+    assert_eq!(
+        hex::encode(cloak_crypto::hash::sha256(root)),
+        "72f9c2498a067b1eea50222d8c95bfe8a8eb3eaa635253575cb1d31dffadb19c"
+    );
+    let anchor = TrustAnchor::intel();
+    assert!(anchor.is_same_root(root));
+    assert!(anchor.is_same_root(INTEL_ROOT_DER));
+    // Any changed byte (of the validity, of the signature) is another certificate.
+    for i in [200, root.len() - 5] {
+        let mut tampered = root.clone();
+        tampered[i] ^= 1;
+        assert!(!anchor.is_same_root(&tampered), "byte {i}");
+    }
+    // The Processor CA above it has another name and key.
+    assert!(!anchor.is_same_root(&chain[1]));
+    // Under another anchor, Intel's root is not the same root.
+    let other = pem::parse(vector("intel-qvl-synthetic/sgx/trustedRootCaCert.pem"))
+        .unwrap()
+        .into_contents();
+    assert!(!TrustAnchor::custom(other).unwrap().is_same_root(root));
+}
+
+/// OE endorsements with the TCB info or QE identity object rewritten by `edit`.
+fn oe_collateral_with(edit: impl Fn(&mut dcap_qvl::QuoteCollateralV3)) -> Collateral {
+    let (_, endorsements) = oe_inputs(&oe_vectors()[0]);
+    let mut raw = endorsements.collateral().raw.clone();
+    edit(&mut raw);
+    Collateral::from_raw(raw).unwrap()
+}
+
+#[test]
+fn tampered_version_2_collateral_is_refused_with_its_reason() {
+    let v = &oe_vectors()[0];
+    let (quote, _) = oe_inputs(v);
+    let at = v["verify_at"].as_u64().unwrap();
+    let cases: Vec<(&str, Collateral, &str)> = vec![
+        (
+            "TCB info signature",
+            oe_collateral_with(|raw| raw.tcb_info_signature[5] ^= 1),
+            "signature-invalid",
+        ),
+        (
+            "QE identity signature",
+            oe_collateral_with(|raw| raw.qe_identity_signature[40] ^= 1),
+            "signature-invalid",
+        ),
+        (
+            "a TCB level's status",
+            oe_collateral_with(|raw| {
+                raw.tcb_info = raw
+                    .tcb_info
+                    .replacen("\"SWHardeningNeeded\"", "\"UpToDate\"", 1)
+            }),
+            "signature-invalid",
+        ),
+        (
+            "the QE identity's MRSIGNER",
+            oe_collateral_with(|raw| {
+                raw.qe_identity = raw.qe_identity.replacen("8C4F5775", "8C4F5776", 1)
+            }),
+            "signature-invalid",
+        ),
+        (
+            "the Root CA CRL in the PCK CRL's place",
+            oe_collateral_with(|raw| raw.pck_crl = raw.root_ca_crl.clone()),
+            "malformed-collateral",
+        ),
+        (
+            "the PCK CRL in the Root CA CRL's place",
+            oe_collateral_with(|raw| raw.root_ca_crl = raw.pck_crl.clone()),
+            "signature-invalid",
+        ),
+        (
+            "a TCB signing chain without its signing certificate",
+            oe_collateral_with(|raw| {
+                let chain =
+                    crate::quote::parse_pem_chain(raw.tcb_info_issuer_chain.as_bytes()).unwrap();
+                raw.tcb_info_issuer_chain =
+                    pem::encode(&pem::Pem::new("CERTIFICATE", chain[1].clone()));
+            }),
+            "malformed-collateral",
+        ),
+    ];
+    for (name, collateral, code) in cases {
+        let err = intel().verify(&quote, &collateral, at).unwrap_err();
+        assert_eq!(err.code(), code, "{name}: {err}");
+    }
+}
+
+/// Every single-bit flip of the OE quote is refused by the version 2 core with a typed reason.
+#[test]
+fn every_flipped_bit_of_the_open_enclave_quote_is_refused_with_a_typed_reason() {
+    let v = &oe_vectors()[0];
+    let (quote, endorsements) = oe_inputs(v);
+    let at = v["verify_at"].as_u64().unwrap();
+    let mut codes = std::collections::BTreeMap::<&'static str, usize>::new();
+    for i in 0..quote.len() {
+        let mut q = quote.clone();
+        q[i] ^= 0x01;
+        match intel().verify(&q, endorsements.collateral(), at) {
+            Ok(_) => panic!("a quote with bit 0 of byte {i} flipped was accepted"),
+            Err(e @ VerifyError::Unclassified(_)) => panic!("byte {i}: {e}"),
+            Err(e) => *codes.entry(e.code()).or_default() += 1,
+        }
+    }
+    for code in [
+        "signature-invalid",
+        "qe-report-data-mismatch",
+        "malformed-quote",
+    ] {
+        assert!(codes.contains_key(code), "{code} never seen: {codes:?}");
+    }
+}
+
+/// The version 2 core, run on every SGX vector and mutation the dcap-qvl core is tested with
+/// (version 3 collateral), gives the same verdict: the same statuses and advisories when both
+/// accept, the same reason code when both refuse.
+#[test]
+fn the_own_core_agrees_with_dcap_qvl_on_every_sgx_vector_and_mutation() {
+    let verifier = intel();
+    let compare = |what: &str, quote: &[u8], c: &Collateral, at: u64| {
+        let theirs = verifier.verify_with(quote, c, at, Core::DcapQvl);
+        let ours = verifier.verify_with(quote, c, at, Core::Own);
+        match (&theirs, &ours) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.tcb_status(), b.tcb_status(), "{what}");
+                assert_eq!(a.platform_tcb_status(), b.platform_tcb_status(), "{what}");
+                assert_eq!(a.qe_tcb_status(), b.qe_tcb_status(), "{what}");
+                assert_eq!(a.advisory_ids(), b.advisory_ids(), "{what}");
+                assert_eq!(a.collateral_window(), b.collateral_window(), "{what}");
+            }
+            (Err(a), Err(b)) => assert_eq!(a.code(), b.code(), "{what}: {a} / {b}"),
+            _ => panic!("{what}: dcap-qvl {theirs:?}, own {ours:?}"),
+        }
+    };
+    let mut sgx_vectors = 0;
+    for v in expected()["vectors"].as_array().unwrap() {
+        let Some(collateral_path) = v["collateral"].as_str() else {
+            continue;
+        };
+        let quote = vector(v["quote"].as_str().unwrap());
+        if Quote::parse(&quote).map(|q| q.tee()) != Ok(TeeType::Sgx) {
+            continue;
+        }
+        sgx_vectors += 1;
+        let id = v["id"].as_str().unwrap();
+        let c = collateral(collateral_path);
+        for at in [
+            v["verify_at"].as_u64().unwrap(),
+            v["valid_from"].as_u64().unwrap() - 1,
+            v["valid_until"].as_u64().unwrap() + 1,
+        ] {
+            compare(&format!("{id} at {at}"), &quote, &c, at);
+        }
+    }
+    assert!(sgx_vectors >= 2, "{sgx_vectors} SGX vectors");
+    let quote = vector(SGX);
+    let c = collateral(SGX_COLLATERAL);
+    for i in 0..quote.len() {
+        let mut q = quote.clone();
+        q[i] ^= 0x01;
+        compare(&format!("byte {i}"), &q, &c, SGX_AT);
+    }
+    for field in ["tcb_info_signature", "qe_identity_signature"] {
+        let mut json: serde_json::Value = serde_json::from_slice(&vector(SGX_COLLATERAL)).unwrap();
+        let mut sig = hex::decode(json[field].as_str().unwrap()).unwrap();
+        sig[10] ^= 1;
+        json[field] = serde_json::Value::String(hex::encode(sig));
+        let c = Collateral::from_json(&serde_json::to_vec(&json).unwrap()).unwrap();
+        compare(field, &quote, &c, SGX_AT);
+    }
+    let mut json: serde_json::Value = serde_json::from_slice(&vector(SGX_COLLATERAL)).unwrap();
+    json["pck_crl"] = json["root_ca_crl"].clone();
+    let c = Collateral::from_json(&serde_json::to_vec(&json).unwrap()).unwrap();
+    compare("root CRL as PCK CRL", &quote, &c, SGX_AT);
+    compare(
+        "TDX collateral",
+        &quote,
+        &collateral(TDX_COLLATERAL),
+        SGX_AT,
+    );
 }

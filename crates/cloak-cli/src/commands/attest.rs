@@ -1,12 +1,14 @@
-//! `cloak attest`: verify DCAP quotes against collateral and a policy; read RA-TLS certificates.
+//! `cloak attest`: verify DCAP quotes and Open Enclave evidence against collateral and a policy;
+//! read quotes and RA-TLS certificates.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use cloak_attest::collateral::Collateral;
+use cloak_attest::endorsements::Endorsements;
+use cloak_attest::evidence::{Evidence, EvidenceFormat};
 use cloak_attest::policy::AppraisalPolicy;
-use cloak_attest::quote::Quote;
 use cloak_attest::ratls::{Binding, RaTlsCertificate};
 use cloak_attest::types::ReportData;
 use cloak_attest::verify::{TrustAnchor, VerifiedQuote, Verifier};
@@ -25,9 +27,14 @@ const MAX_INPUT: u64 = 4 * 1024 * 1024;
 /// `cloak attest …`
 #[derive(Debug, Subcommand)]
 pub(crate) enum AttestCommand {
-    /// Verify a DCAP quote (SGX v3, TDX v4/v5) with its collateral and appraise it against a
-    /// policy; exit 0 accepted, 1 rejected, 2 bad usage or unreadable input
+    /// Verify a DCAP quote (SGX v3, TDX v4/v5) or Open Enclave evidence with its collateral and
+    /// appraise it against a policy; exit 0 accepted, 1 rejected, 2 bad usage or unreadable
+    /// input
     Verify(Box<VerifyArgs>),
+    /// Read a quote or Open Enclave evidence without verifying it: format, TEE, identity,
+    /// attributes, FMSPC, report data; exit 0 readable, 1 not evidence this verifier reads, 2
+    /// unreadable file
+    InspectQuote(InspectQuoteArgs),
     /// Show the attestation evidence in an RA-TLS certificate and whether it binds the key;
     /// exit 0 if every evidence extension binds, 1 if one does not, 2 if unreadable
     InspectCert(InspectCertArgs),
@@ -39,12 +46,26 @@ pub(crate) enum AttestCommand {
 /// Arguments of `cloak attest verify`.
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// The quote: binary, or hex text (with or without 0x)
+    /// The evidence: a DCAP quote, Open Enclave SGX evidence (with or without its attestation
+    /// header, custom claims after the quote) or an OE remote report; binary, or hex text (with
+    /// or without 0x)
     #[arg(long, value_name = "FILE")]
     quote: PathBuf,
+    #[command(flatten)]
+    format: FormatArg,
     /// The collateral, as dcap-qvl QuoteCollateralV3 JSON
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "endorsements",
+        conflicts_with = "endorsements"
+    )]
+    collateral: Option<PathBuf>,
+    /// The collateral as Open Enclave serialized endorsements (oe_endorsements_t), instead of
+    /// --collateral; OE itself judges them at their creation time, which --json reports as
+    /// endorsements_created_at (pass it to --at to do the same)
     #[arg(long, value_name = "FILE")]
-    collateral: PathBuf,
+    endorsements: Option<PathBuf>,
     /// Verify as of this time (Unix seconds) [default: now]
     #[arg(long, value_name = "UNIX_SECONDS")]
     at: Option<u64>,
@@ -71,6 +92,39 @@ pub(crate) struct ServerAttestArgs {
     json: bool,
 }
 
+/// `--format`: what an evidence file is.
+#[derive(Debug, Args)]
+pub(crate) struct FormatArg {
+    /// What the evidence file is [default: detected from its first bytes]
+    #[arg(long, value_name = "FORMAT", value_parser = ["dcap-quote", "oe-report", "oe-evidence"])]
+    format: Option<String>,
+}
+
+impl FormatArg {
+    /// Unwraps `bytes` as the named format, or the detected one.
+    fn unwrap<'a>(
+        &self,
+        bytes: &'a [u8],
+    ) -> Result<Evidence<'a>, cloak_attest::evidence::EvidenceError> {
+        match self.format.as_deref().and_then(EvidenceFormat::from_name) {
+            Some(format) => Evidence::parse_as(bytes, format),
+            None => Evidence::parse(bytes),
+        }
+    }
+}
+
+/// Arguments of `cloak attest inspect-quote`.
+#[derive(Debug, Args)]
+pub(crate) struct InspectQuoteArgs {
+    /// The quote or evidence: binary, or hex text (with or without 0x)
+    quote: PathBuf,
+    #[command(flatten)]
+    format: FormatArg,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
 /// Arguments of `cloak attest inspect-cert`.
 #[derive(Debug, Args)]
 pub(crate) struct InspectCertArgs {
@@ -85,6 +139,7 @@ pub(crate) struct InspectCertArgs {
 pub(crate) fn run(command: AttestCommand) -> Result<(), Reported> {
     match command {
         AttestCommand::Verify(args) => verify(&args),
+        AttestCommand::InspectQuote(args) => inspect_quote(&args),
         AttestCommand::InspectCert(args) => inspect_cert(&args),
         AttestCommand::Server(args) => server(&args),
     }
@@ -100,10 +155,19 @@ struct Verdict {
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    /// The evidence format (`dcap-quote`, `oe-report`, `oe-evidence`), once unwrapped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tee: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     quote_version: Option<u16>,
+    /// Open Enclave custom claims, and whether the report data binds them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    custom_claims: Option<Value>,
+    /// The creation time of Open Enclave endorsements (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endorsements_created_at: Option<u64>,
     trust_root: String,
     /// Whether the trust root is a simulation root (the evidence comes from no real TEE).
     simulated: bool,
@@ -132,38 +196,56 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
             hex,
         )?));
     }
-    let quote = read_quote(&args.quote)?;
-    let collateral_bytes = files::read_limited(&args.collateral, MAX_INPUT, "collateral")?;
-    let collateral = Collateral::from_json(&collateral_bytes).map_err(|e| {
-        Failure::usage(
-            "unreadable-input",
-            format!("{}: {e}", args.collateral.display()),
-        )
-    })?;
+    let bytes = read_quote(&args.quote)?;
+    let (collateral, created_at) = read_collateral(args)?;
     let now = args.at.unwrap_or_else(unix_now);
-    let parsed = Quote::parse(&quote).ok();
+    let evidence = args.format.unwrap(&bytes);
+    let parsed = evidence.as_ref().ok();
     let mut verdict = Verdict {
         verdict: "rejected",
         verified: false,
         reason: None,
         message: None,
-        tee: parsed.as_ref().map(|q| q.tee().as_str()),
-        quote_version: parsed.as_ref().map(|q| q.header().version()),
+        format: parsed.map(|e| e.format().name()),
+        tee: parsed.map(|e| e.quote().tee().as_str()),
+        quote_version: parsed.map(|e| e.quote().header().version()),
+        custom_claims: parsed.and_then(custom_claims),
+        endorsements_created_at: created_at,
         trust_root: policy.trust_root().to_string(),
         simulated: false,
         tcb_status: None,
         advisory_ids: None,
         platform_tcb_status: None,
         qe_tcb_status: None,
-        measurements: parsed
-            .as_ref()
-            .and_then(|q| serde_json::to_value(q.measurements()).ok()),
-        report_data: parsed.as_ref().map(|q| q.report_data().to_string()),
+        measurements: parsed.and_then(|e| serde_json::to_value(e.quote().measurements()).ok()),
+        report_data: parsed.map(|e| e.quote().report_data().to_string()),
         collateral_window: None,
         verified_at: now,
     };
 
-    let outcome = evaluate(&policy, &quote, &collateral, now, &mut verdict);
+    let outcome = match &evidence {
+        Ok(evidence) => {
+            evaluate(
+                &policy,
+                evidence.quote_bytes(),
+                &collateral,
+                now,
+                &mut verdict,
+            )
+            .and_then(
+                // Claims the report data does not bind are not the enclave's: refuse them
+                // rather than pass them on as if attested.
+                |()| match evidence.claims_bound() {
+                    Some(false) => Err((
+                        "report-data-mismatch",
+                        "the report data does not bind the evidence's custom claims".to_owned(),
+                    )),
+                    _ => Ok(()),
+                },
+            )
+        }
+        Err(e) => Err((e.code(), e.to_string())),
+    };
     if let Err((code, message)) = outcome {
         verdict.reason = Some(code);
         verdict.message = Some(message);
@@ -176,6 +258,41 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
     } else {
         Err(Reported(std::process::ExitCode::from(EXIT_VERIFICATION)))
     }
+}
+
+/// The collateral, from `--collateral` or `--endorsements` (with their creation time).
+fn read_collateral(args: &VerifyArgs) -> Result<(Collateral, Option<u64>), Failure> {
+    let unreadable = |path: &Path, e: &dyn std::fmt::Display| {
+        Failure::usage("unreadable-input", format!("{}: {e}", path.display()))
+    };
+    match (&args.collateral, &args.endorsements) {
+        (Some(path), _) => {
+            let bytes = files::read_limited(path, MAX_INPUT, "collateral")?;
+            let collateral = Collateral::from_json(&bytes).map_err(|e| unreadable(path, &e))?;
+            Ok((collateral, None))
+        }
+        (None, Some(path)) => {
+            let bytes = files::read_limited(path, MAX_INPUT, "endorsements")?;
+            let endorsements = Endorsements::parse(&bytes).map_err(|e| unreadable(path, &e))?;
+            let created_at = endorsements.created_at();
+            Ok((endorsements.into_collateral(), Some(created_at)))
+        }
+        (None, None) => Err(Failure::usage(
+            "invalid-argument",
+            "give --collateral or --endorsements".to_owned(),
+        )),
+    }
+}
+
+/// OE custom claims as JSON: each name with its value in hex, and whether they are bound.
+fn custom_claims(evidence: &Evidence<'_>) -> Option<Value> {
+    let bound = evidence.claims_bound()?;
+    let claims: Vec<Value> = evidence
+        .custom_claims()
+        .iter()
+        .map(|c| json!({ "name": c.name, "value": hex::encode(&c.value) }))
+        .collect();
+    Some(json!({ "bound": bound, "claims": claims }))
 }
 
 /// Verifies and appraises; fills in what verification established, even when the policy
@@ -243,6 +360,18 @@ fn print_verdict(verdict: &Verdict, as_json: bool) -> Result<(), Failure> {
     if let Some(report_data) = &verdict.report_data {
         say!("  {:<16} {report_data}", "report_data")?;
     }
+    if let Some(format) = verdict
+        .format
+        .filter(|f| *f != EvidenceFormat::DcapQuote.name())
+    {
+        say!("  {:<16} {format}", "format")?;
+    }
+    if let Some(created) = verdict.endorsements_created_at {
+        say!(
+            "  {:<16} {created} (Open Enclave judges them at this time)",
+            "endorsed_at"
+        )?;
+    }
     if let Some(status) = verdict.tcb_status.filter(|_| verdict.verdict != "accepted") {
         say!(
             "  {:<16} {status} (advisories [{}])",
@@ -285,6 +414,110 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `cloak attest inspect-quote`: what the evidence says, read and not verified.
+fn inspect_quote(args: &InspectQuoteArgs) -> Result<(), Reported> {
+    let bytes = read_quote(&args.quote)?;
+    let evidence = match args.format.unwrap(&bytes) {
+        Ok(evidence) => evidence,
+        Err(e) => {
+            if args.json {
+                report::print_json(&json!({
+                    "readable": false,
+                    "reason": e.code(),
+                    "message": e.to_string(),
+                }))?;
+            } else {
+                say!("UNREADABLE ({}): {e}", e.code())?;
+            }
+            return Err(Reported(std::process::ExitCode::from(EXIT_VERIFICATION)));
+        }
+    };
+    let quote = evidence.quote();
+    let header = quote.header();
+    let certification = &quote.signature().certification;
+    let pck = certification.pck_platform();
+    let oe_format = evidence.oe_format_id().map(|id| {
+        json!({
+            "uuid": cloak_attest::evidence::uuid_text(id),
+            "name": cloak_attest::evidence::oe_format::name(id),
+        })
+    });
+    let report = json!({
+        "readable": true,
+        "verified": false,
+        "format": evidence.format().name(),
+        "oe_format": oe_format,
+        "tee": quote.tee().as_str(),
+        "quote_version": header.version(),
+        "quote_len": evidence.quote_bytes().len(),
+        "measurements": quote.measurements(),
+        "report_data": quote.report_data().to_string(),
+        "qe_svn": header.qe_svn(),
+        "pce_svn": header.pce_svn(),
+        "certification_data_type": certification.kind(),
+        "pck": pck.as_ref().map(|p| json!({
+            "fmspc": p.fmspc,
+            "pce_id": p.pce_id,
+            "pce_svn": p.pce_svn,
+            "tcb_components": p.tcb_components,
+        })),
+        "custom_claims": custom_claims(&evidence),
+    });
+    if args.json {
+        report::print_json(&report)?;
+        return Ok(());
+    }
+    say!(
+        "{} quote v{} ({} bytes) in {}{}",
+        quote.tee(),
+        header.version(),
+        evidence.quote_bytes().len(),
+        evidence.format().name(),
+        evidence
+            .oe_format_id()
+            .and_then(cloak_attest::evidence::oe_format::name)
+            .map_or_else(String::new, |name| format!(" ({name})"))
+    )?;
+    if let Ok(Value::Object(fields)) = serde_json::to_value(quote.measurements()) {
+        report::print_fields(&fields)?;
+    }
+    say!("  {:<16} {}", "report_data", quote.report_data())?;
+    match &pck {
+        Some(p) => say!(
+            "  {:<16} {} (PCE id {}, PCE SVN {}, TCB components {:?})",
+            "fmspc",
+            p.fmspc,
+            p.pce_id,
+            p.pce_svn,
+            p.tcb_components
+        )?,
+        None => say!(
+            "  {:<16} not in the quote (certification data type {})",
+            "fmspc",
+            certification.kind()
+        )?,
+    }
+    if let Some(bound) = evidence.claims_bound() {
+        say!(
+            "  {:<16} {} claim(s), {}",
+            "custom_claims",
+            evidence.custom_claims().len(),
+            if bound {
+                "bound by the report data"
+            } else {
+                "NOT bound by the report data"
+            }
+        )?;
+        for claim in evidence.custom_claims() {
+            say!("    {} = {}", claim.name, hex::encode(&claim.value))?;
+        }
+    }
+    say!(
+        "note             nothing here is verified; use `cloak attest verify` with its collateral"
+    )?;
+    Ok(())
 }
 
 fn inspect_cert(args: &InspectCertArgs) -> Result<(), Reported> {
