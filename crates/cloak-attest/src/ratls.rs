@@ -1,24 +1,30 @@
 //! RA-TLS certificates: X.509 certificates that carry attestation evidence binding the
 //! certificate's public key to an enclave.
 //!
-//! Three real-world carriers are read:
+//! Five real-world carriers are read:
 //!
 //! | carrier | extension OID | value | binding |
 //! |---|---|---|---|
 //! | TCG DICE tagged evidence (Interoperable RA-TLS; Gramine ≥ 1.8, Intel SGX SDK, rats-tls) | `2.23.133.5.4.9` | CBOR `tag(60000 or 0x1a7501)([quote, claims])` | `REPORTDATA = SHA-256(claims)` (zero-padded), and the claims' `pubkey-hash` = hash of the SubjectPublicKeyInfo DER |
 //! | Gramine legacy | `0.6.9.42.840.113741.1337.6` (Gramine's mis-encoding of 1.2.840.113741.1337.6) | the raw quote | `REPORTDATA = SHA-256(SubjectPublicKeyInfo DER)`, zero-padded |
 //! | Intel SGX SDK legacy | `1.2.840.113741.1.13.1` | the raw quote | as the DICE extension carrying the same quote; else as Gramine legacy |
+//! | Open Enclave report | `1.3.6.1.4.1.311.105.1`, legacy `1.2.840.113556.10.1.1` | an OE remote report (`oe_report_header_t` + quote); Azure Attestation's 2020 signing certificates put a DER OCTET STRING holding a bare quote there | `REPORTDATA[0..32]` = SHA-256 of the public key as OE writes it (PEM, 64-column lines, LF) followed by one NUL byte; the rest zero |
+//! | Open Enclave evidence | `1.3.6.1.4.1.311.105.2`, legacy `1.2.840.113556.10.1.2` | OE evidence with its attestation header (version 3) | as the OE report; under the legacy OID, Azure Attestation's INTEGER marker is not evidence and is skipped |
 //!
 //! Reading checks the binding; whether the quote is genuine and acceptable is for
-//! [`crate::verify`] and [`crate::policy`]. X.509 validity dates and the self-signature are not
-//! checked: RA-TLS certificates are self-signed with arbitrary dates, and their trust comes from
-//! the quote that binds their key.
+//! [`crate::verify`] and [`crate::policy`]. X.509 validity dates are not checked: RA-TLS
+//! certificates are self-signed with arbitrary dates, and their trust comes from the quote that
+//! binds their key. The self-signature is checked where the algorithm allows
+//! ([`SelfSignature`]): it proves nothing the TLS handshake does not (possession of the key),
+//! but a certificate whose own signature fails has been altered after it was made, as Open
+//! Enclave's verifier reports.
 
 use std::fmt;
 
 use ciborium::Value;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::evidence::{Evidence as OeEvidence, EvidenceError, EvidenceFormat};
 use crate::quote::{Quote, QuoteError};
 use crate::types::ReportData;
 
@@ -31,6 +37,19 @@ const OID_GRAMINE_LEGACY: &[u8] = &[
 ];
 /// Intel SGX SDK's quote extension, 1.2.840.113741.1.13.1.
 const OID_INTEL_SGX_SDK: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF8, 0x4D, 0x01, 0x0D, 0x01];
+/// Open Enclave's report extension, 1.3.6.1.4.1.311.105.1.
+const OID_OE_REPORT: &[u8] = &[0x2B, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x69, 0x01];
+/// Open Enclave's legacy report extension, 1.2.840.113556.10.1.1.
+const OID_OE_REPORT_LEGACY: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x14, 0x0A, 0x01, 0x01];
+/// Open Enclave's evidence extension, 1.3.6.1.4.1.311.105.2.
+const OID_OE_EVIDENCE: &[u8] = &[0x2B, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x69, 0x02];
+/// Open Enclave's legacy evidence extension, 1.2.840.113556.10.1.2.
+const OID_OE_EVIDENCE_LEGACY: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x14, 0x0A, 0x01, 0x02];
+/// ecdsa-with-SHA256 and sha256WithRSAEncryption: the self-signatures checked.
+const OID_ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
+const OID_SHA256_WITH_RSA: &str = "1.2.840.113549.1.1.11";
+/// prime256v1 (P-256), the one curve whose ECDSA self-signatures are checked.
+const OID_P256: &str = "1.2.840.10045.3.1.7";
 /// CBOR tags for an Intel TEE quote: the Interoperable RA-TLS draft's 60000, and librats'.
 const CBOR_TAGS_INTEL_QUOTE: [u64; 2] = [60_000, 0x1A_7501];
 /// Named Information hash algorithm ids (IANA): sha-256, sha-384, sha-512.
@@ -46,6 +65,15 @@ pub enum Carrier {
     GramineLegacy,
     /// Intel SGX SDK's quote extension.
     IntelSgxSdk,
+    /// Open Enclave's evidence extension (`oe_attestation_header_t` and evidence).
+    OpenEnclaveEvidence,
+    /// Open Enclave's legacy evidence extension.
+    OpenEnclaveEvidenceLegacy,
+    /// Open Enclave's report extension (an OE remote report).
+    OpenEnclaveReport,
+    /// Open Enclave's legacy report extension, also used by Azure Attestation's signing
+    /// certificates.
+    OpenEnclaveReportLegacy,
     /// The TCG DICE tagged-evidence extension.
     TcgDiceTaggedEvidence,
 }
@@ -56,6 +84,10 @@ impl Carrier {
         match self {
             Self::GramineLegacy => "gramine-legacy",
             Self::IntelSgxSdk => "intel-sgx-sdk",
+            Self::OpenEnclaveEvidence => "open-enclave-evidence",
+            Self::OpenEnclaveEvidenceLegacy => "open-enclave-evidence-legacy",
+            Self::OpenEnclaveReport => "open-enclave-report",
+            Self::OpenEnclaveReportLegacy => "open-enclave-report-legacy",
             Self::TcgDiceTaggedEvidence => "tcg-dice-tagged-evidence",
         }
     }
@@ -65,8 +97,37 @@ impl Carrier {
         match self {
             Self::GramineLegacy => "0.6.9.42.840.113741.1337.6",
             Self::IntelSgxSdk => "1.2.840.113741.1.13.1",
+            Self::OpenEnclaveEvidence => "1.3.6.1.4.1.311.105.2",
+            Self::OpenEnclaveEvidenceLegacy => "1.2.840.113556.10.1.2",
+            Self::OpenEnclaveReport => "1.3.6.1.4.1.311.105.1",
+            Self::OpenEnclaveReportLegacy => "1.2.840.113556.10.1.1",
             Self::TcgDiceTaggedEvidence => "2.23.133.5.4.9",
         }
+    }
+
+    /// Whether this is one of Open Enclave's extensions (bound as OE binds keys).
+    pub fn is_open_enclave(self) -> bool {
+        matches!(
+            self,
+            Self::OpenEnclaveEvidence
+                | Self::OpenEnclaveEvidenceLegacy
+                | Self::OpenEnclaveReport
+                | Self::OpenEnclaveReportLegacy
+        )
+    }
+
+    fn from_oid(oid: &[u8]) -> Option<Self> {
+        [
+            (OID_TCG_DICE_TAGGED_EVIDENCE, Self::TcgDiceTaggedEvidence),
+            (OID_GRAMINE_LEGACY, Self::GramineLegacy),
+            (OID_INTEL_SGX_SDK, Self::IntelSgxSdk),
+            (OID_OE_REPORT, Self::OpenEnclaveReport),
+            (OID_OE_REPORT_LEGACY, Self::OpenEnclaveReportLegacy),
+            (OID_OE_EVIDENCE, Self::OpenEnclaveEvidence),
+            (OID_OE_EVIDENCE_LEGACY, Self::OpenEnclaveEvidenceLegacy),
+        ]
+        .into_iter()
+        .find_map(|(known, carrier)| (known == oid).then_some(carrier))
     }
 }
 
@@ -81,6 +142,7 @@ impl fmt::Display for Carrier {
 pub struct RaTlsCertificate {
     subject: String,
     spki_der: Vec<u8>,
+    self_signature: SelfSignature,
     evidence: Vec<Evidence>,
 }
 
@@ -115,16 +177,14 @@ impl RaTlsCertificate {
         let spki_der = cert.public_key().raw.to_vec();
         let mut found = Vec::new();
         for ext in cert.extensions() {
-            let oid = ext.oid.as_bytes();
-            let carrier = if oid == OID_TCG_DICE_TAGGED_EVIDENCE {
-                Carrier::TcgDiceTaggedEvidence
-            } else if oid == OID_GRAMINE_LEGACY {
-                Carrier::GramineLegacy
-            } else if oid == OID_INTEL_SGX_SDK {
-                Carrier::IntelSgxSdk
-            } else {
+            let Some(carrier) = Carrier::from_oid(ext.oid.as_bytes()) else {
                 continue;
             };
+            // Azure Attestation's signing certificates mark themselves with INTEGER 1 under
+            // OE's legacy evidence OID: a marker, not evidence.
+            if carrier == Carrier::OpenEnclaveEvidenceLegacy && is_der_integer(ext.value) {
+                continue;
+            }
             if found.iter().any(|(c, _)| *c == carrier) {
                 return Err(RaTlsError::MalformedEvidence(format!(
                     "the {} extension appears twice",
@@ -147,9 +207,15 @@ impl RaTlsCertificate {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             subject: cert.subject().to_string(),
+            self_signature: self_signature(&cert),
             spki_der,
             evidence,
         })
+    }
+
+    /// Whether the certificate's signature verifies under its own key.
+    pub fn self_signature(&self) -> &SelfSignature {
+        &self.self_signature
     }
 
     /// The certificate subject.
@@ -200,6 +266,14 @@ impl Evidence {
                 (quote, Some(claims))
             }
             Carrier::GramineLegacy | Carrier::IntelSgxSdk => (value.to_vec(), None),
+            Carrier::OpenEnclaveReport | Carrier::OpenEnclaveReportLegacy => {
+                let inner = octet_string_contents(value).unwrap_or(value);
+                (open_enclave_quote(inner, None)?, None)
+            }
+            Carrier::OpenEnclaveEvidence | Carrier::OpenEnclaveEvidenceLegacy => (
+                open_enclave_quote(value, Some(EvidenceFormat::OeEvidence))?,
+                None,
+            ),
         };
         let quote = Quote::parse(&quote_bytes);
         let claims = claims_raw.map(Claims::parse).transpose()?;
@@ -215,6 +289,9 @@ impl Evidence {
                     }
                     None => spki_binding(report_data.as_ref(), spki_der),
                 }
+            }
+            (None, carrier) if carrier.is_open_enclave() => {
+                oe_binding(report_data.as_ref(), spki_der)
             }
             (None, _) => spki_binding(report_data.as_ref(), spki_der),
         };
@@ -372,6 +449,9 @@ impl Binding {
 pub enum BindingKind {
     /// `REPORTDATA` hashes the claims, whose `pubkey-hash` hashes the key.
     ClaimsHash,
+    /// `REPORTDATA` is SHA-256 of the public key as Open Enclave writes it (PEM and a NUL),
+    /// zero-padded.
+    OePemSha256,
     /// `REPORTDATA` is SHA-256 of the SubjectPublicKeyInfo, zero-padded.
     SpkiSha256,
 }
@@ -381,6 +461,7 @@ impl BindingKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::ClaimsHash => "claims-hash",
+            Self::OePemSha256 => "oe-pem-sha256",
             Self::SpkiSha256 => "spki-sha256",
         }
     }
@@ -398,6 +479,135 @@ fn spki_binding(report_data: Option<&ReportData>, spki_der: &[u8]) -> Binding {
         Binding::Holds(BindingKind::SpkiSha256)
     } else {
         Binding::Broken("the report data is not SHA-256 of the certificate's public key".into())
+    }
+}
+
+/// What Open Enclave puts in the first half of the report data of an attested-TLS certificate
+/// with key `spki_der`: SHA-256 of the key written as `oe_public_key_write_pem` writes it
+/// (`-----BEGIN PUBLIC KEY-----`, base64 of the SubjectPublicKeyInfo in 64-column lines, the END
+/// line, each line ending in LF) and the NUL that ends OE's buffer.
+pub fn open_enclave_key_digest(spki_der: &[u8]) -> [u8; 32] {
+    let mut text = pem::encode_config(
+        &pem::Pem::new("PUBLIC KEY", spki_der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+    .into_bytes();
+    text.push(0);
+    cloak_crypto::hash::sha256(&text)
+}
+
+/// Open Enclave's binding: [`open_enclave_key_digest`], zero-padded.
+fn oe_binding(report_data: Option<&ReportData>, spki_der: &[u8]) -> Binding {
+    let Some(report_data) = report_data else {
+        return Binding::Broken("the quote does not parse".into());
+    };
+    let mut expected = [0u8; 64];
+    if let Some(head) = expected.get_mut(..32) {
+        head.copy_from_slice(&open_enclave_key_digest(spki_der));
+    }
+    if report_data.ct_eq(&ReportData(expected)) {
+        Binding::Holds(BindingKind::OePemSha256)
+    } else {
+        Binding::Broken(
+            "the report data is not SHA-256 of the certificate's public key in PEM with its NUL"
+                .into(),
+        )
+    }
+}
+
+/// The quote in an OE extension's value: an OE report, a bare quote, or (`format`) OE evidence.
+fn open_enclave_quote(value: &[u8], format: Option<EvidenceFormat>) -> Result<Vec<u8>, RaTlsError> {
+    let parsed = match format {
+        Some(format) => OeEvidence::parse_as(value, format),
+        None => OeEvidence::parse(value),
+    };
+    match parsed {
+        Ok(evidence) => Ok(evidence.quote_bytes().to_vec()),
+        // A quote that does not parse is kept, as for the other carriers, to say why.
+        Err(EvidenceError::Quote(_)) => Ok(value.to_vec()),
+        Err(e) => Err(RaTlsError::MalformedEvidence(e.to_string())),
+    }
+}
+
+/// The contents of `value` if it is exactly one DER OCTET STRING.
+fn octet_string_contents(value: &[u8]) -> Option<&[u8]> {
+    use x509_parser::der_parser::ber::BerObjectContent;
+    let (rest, object) = x509_parser::der_parser::parse_der(value).ok()?;
+    match object.content {
+        BerObjectContent::OctetString(contents) if rest.is_empty() => Some(contents),
+        _ => None,
+    }
+}
+
+/// Whether `value` is exactly one DER INTEGER.
+fn is_der_integer(value: &[u8]) -> bool {
+    use x509_parser::der_parser::ber::BerObjectContent;
+    matches!(
+        x509_parser::der_parser::parse_der(value),
+        Ok((rest, object)) if rest.is_empty() && matches!(object.content, BerObjectContent::Integer(_))
+    )
+}
+
+/// Whether a certificate's signature verifies under its own key.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SelfSignature {
+    /// It does not: the certificate was changed after it was signed, or is not self-signed.
+    Invalid,
+    /// Not checked: an algorithm or key this crate does not verify (the string says which).
+    Unchecked(String),
+    /// It verifies.
+    Valid,
+}
+
+impl SelfSignature {
+    /// A stable name: `valid`, `invalid` or `unchecked`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Unchecked(_) => "unchecked",
+            Self::Valid => "valid",
+        }
+    }
+}
+
+fn self_signature(cert: &X509Certificate<'_>) -> SelfSignature {
+    let algorithm = cert.signature_algorithm.algorithm.to_id_string();
+    let tbs = cert.tbs_certificate.as_ref();
+    let signature = &cert.signature_value.data;
+    let result = match algorithm.as_str() {
+        OID_ECDSA_WITH_SHA256 => {
+            let curve = cert
+                .public_key()
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|oid| oid.to_id_string());
+            if curve.as_deref() != Some(OID_P256) {
+                return SelfSignature::Unchecked("an EC key on a curve other than P-256".into());
+            }
+            cloak_crypto::sig::verify(cert.public_key().raw, tbs, signature)
+        }
+        OID_SHA256_WITH_RSA => {
+            // Below 2048 bits nothing is verified (Azure Attestation's 2020 certificates have
+            // RSA-1024 keys): say so rather than call the signature invalid.
+            if let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = cert.public_key().parsed()
+                && rsa.key_size() < 2048
+            {
+                return SelfSignature::Unchecked(format!("an RSA-{} key", rsa.key_size()));
+            }
+            cloak_crypto::sig::verify_rsa_pkcs1_sha256(
+                &cert.public_key().subject_public_key.data,
+                tbs,
+                signature,
+            )
+        }
+        other => return SelfSignature::Unchecked(format!("signature algorithm {other}")),
+    };
+    match result {
+        Ok(()) => SelfSignature::Valid,
+        Err(_) => SelfSignature::Invalid,
     }
 }
 

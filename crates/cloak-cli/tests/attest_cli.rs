@@ -751,3 +751,45 @@ fn evidence_whose_claims_the_report_data_does_not_bind_is_refused() {
     assert_eq!(verdict["custom_claims"]["bound"], false);
     assert_eq!(verdict["verified"], true, "the quote itself verified");
 }
+
+#[test]
+fn inspect_cert_reads_open_enclave_and_azure_attestation_certificates() {
+    for (file, exit, self_signature) in [
+        ("openenclave/tls_between_host_enclave_cert.der", 0, "valid"),
+        ("openenclave/sgx_cert_ec_bad_tcb.der", 0, "valid"),
+        ("openenclave/sgx_cert_rsa_bad_tcb.der", 0, "valid"),
+        // One base64 character of the embedded PCK leaf or root changed after signing.
+        ("openenclave/sgx_cert_ec_bad.der", 1, "invalid"),
+        ("openenclave/sgx_cert_rsa_bad.der", 1, "invalid"),
+        // Azure Attestation's 2020 signing certificate: an RSA-1024 key, not verified.
+        ("azure-maa/derived/sample.signing.cert.der", 0, "unchecked"),
+    ] {
+        let out = cloak(&["attest", "inspect-cert", s(&testdata(file)), "--json"]);
+        assert_eq!(out.status.code(), Some(exit), "{file}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["self_signature"]["state"], self_signature, "{file}");
+        assert_eq!(report["binds"], true, "{file}");
+        let evidence = &report["evidence"][0];
+        assert_eq!(evidence["carrier"], "open-enclave-report-legacy", "{file}");
+        assert_eq!(evidence["binding"]["kind"], "oe-pem-sha256", "{file}");
+        assert_eq!(evidence["quote"]["tee"], "sgx", "{file}");
+    }
+    let out = cloak(&[
+        "attest",
+        "inspect-cert",
+        s(&testdata("azure-maa/derived/maa.prod.uks.signing.cert.der")),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("5eaa887fb1744de9a13ef95967faa264a5d025512952549c69f541566cbff209"),
+        "{text}"
+    );
+    assert!(text.contains("not checked (an RSA-1024 key)"), "{text}");
+    // A signing certificate without a quote is not an attested certificate.
+    let out = cloak(&[
+        "attest",
+        "inspect-cert",
+        s(&testdata("azure-maa/derived/eus2.signing.cert.der")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -12,6 +12,7 @@ mod client;
 mod encapsulated;
 mod error;
 mod http;
+mod peer;
 mod session;
 mod tls;
 
@@ -27,6 +28,7 @@ pub use error::{
     AppraisalError, BindingError, Error, ServerStatus, TransportError, TransportErrorKind,
 };
 pub use http::{Method, Response};
+pub use peer::{AttestedPeer, PeerRefused, appraise_peer_certificate, peer_tls_config};
 pub use session::{Inference, Session};
 
 /// The attestation verifier: quotes, collateral, policies and verdicts (`cloak-attest`).

@@ -5,7 +5,7 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED, EcdsaKeyPair,
-    KeyPair, UnparsedPublicKey,
+    KeyPair, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey,
 };
 use zeroize::Zeroizing;
 
@@ -83,6 +83,19 @@ pub fn verify_fixed(
     signature: &[u8],
 ) -> Result<(), SignatureError> {
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public_key)
+        .verify(message, signature)
+        .map_err(|_| SignatureError::Invalid)
+}
+
+/// Verifies an RSASSA-PKCS1-v1_5 signature with SHA-256 (X.509's sha256WithRSAEncryption, JWS
+/// `RS256`) over `message` under `public_key`, a PKCS#1 `RSAPublicKey` (DER) of 2048 to 8192
+/// bits: smaller keys are refused, as [`SignatureError::Invalid`].
+pub fn verify_rsa_pkcs1_sha256(
+    public_key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), SignatureError> {
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key)
         .verify(message, signature)
         .map_err(|_| SignatureError::Invalid)
 }

@@ -163,3 +163,160 @@ fn flipping_any_byte_of_a_certificate_never_panics() {
         let _ = RaTlsCertificate::parse(&c);
     }
 }
+
+/// The OE attested-TLS certificates' facts.
+fn oe_certificates() -> Vec<serde_json::Value> {
+    let facts: serde_json::Value =
+        serde_json::from_slice(&vector("openenclave/facts.json")).unwrap();
+    facts["certificates"].as_array().unwrap().clone()
+}
+
+#[test]
+fn open_enclave_certificates_bind_their_keys_as_open_enclave_does() {
+    let certificates = oe_certificates();
+    assert_eq!(certificates.len(), 5);
+    for facts in certificates {
+        let file = facts["file"].as_str().unwrap();
+        let cert = RaTlsCertificate::parse(&vector(&format!("openenclave/{file}"))).unwrap();
+        let [evidence] = cert.evidence() else {
+            panic!("{file}: {} evidence extensions", cert.evidence().len());
+        };
+        assert_eq!(
+            evidence.carrier(),
+            Carrier::OpenEnclaveReportLegacy,
+            "{file}"
+        );
+        assert_eq!(evidence.carrier().oid(), facts["ext_oid"].as_str().unwrap());
+        // The report header is unwrapped: what is kept is the quote alone.
+        assert_eq!(
+            evidence.quote_bytes().len(),
+            usize::try_from(facts["oe_report_header"]["report_size"].as_u64().unwrap()).unwrap(),
+            "{file}"
+        );
+        assert_eq!(
+            mrenclave(evidence),
+            facts["quote"]["mrenclave"].as_str().unwrap(),
+            "{file}"
+        );
+        // Every one binds its key (the tampering in the two bad ones is elsewhere).
+        assert_eq!(
+            evidence.binding(),
+            &Binding::Holds(BindingKind::OePemSha256),
+            "{file}"
+        );
+        assert_eq!(
+            hex::encode(&evidence.quote().unwrap().report_data().as_bytes()[..32]),
+            facts["sha256_pubkey_pem_nul"].as_str().unwrap(),
+            "{file}"
+        );
+        // The self-signature is as the facts say: valid except where a byte was changed.
+        let expected = if facts["self_signature_valid"].as_bool().unwrap() {
+            SelfSignature::Valid
+        } else {
+            SelfSignature::Invalid
+        };
+        assert_eq!(cert.self_signature(), &expected, "{file}");
+    }
+}
+
+#[test]
+fn the_open_enclave_binding_is_the_pem_with_its_nul_and_nothing_else() {
+    let cert = vector("openenclave/tls_between_host_enclave_cert.der");
+    let parsed = RaTlsCertificate::parse(&cert).unwrap();
+    let report_data = *parsed.evidence()[0].quote().unwrap().report_data();
+    let spki = parsed.spki_der();
+    // The Gramine rule (SHA-256 of the DER) does not hold for it, nor does the PEM without NUL.
+    assert!(!spki_binding(Some(&report_data), spki).holds());
+    assert!(oe_binding(Some(&report_data), spki).holds());
+    let mut other_key = spki.to_vec();
+    let last = other_key.len() - 1;
+    other_key[last] ^= 1;
+    assert!(!oe_binding(Some(&report_data), &other_key).holds());
+    // A non-zero upper half breaks it too.
+    let mut bytes = *report_data.as_bytes();
+    bytes[40] = 1;
+    assert!(!oe_binding(Some(&ReportData(bytes)), spki).holds());
+}
+
+#[test]
+fn a_changed_byte_of_an_open_enclave_certificate_fails_its_self_signature() {
+    let cert = vector("openenclave/sgx_cert_ec_bad_tcb.der");
+    assert_eq!(
+        RaTlsCertificate::parse(&cert).unwrap().self_signature(),
+        &SelfSignature::Valid
+    );
+    // A byte of the subject's name (inside the signed part, outside the evidence).
+    let at = cert.windows(9).position(|w| w == b"OESDK TLS").unwrap();
+    let mut changed = cert.clone();
+    changed[at] = b'X';
+    assert_eq!(
+        RaTlsCertificate::parse(&changed).unwrap().self_signature(),
+        &SelfSignature::Invalid
+    );
+    let rsa = RaTlsCertificate::parse(&vector("openenclave/sgx_cert_rsa_bad_tcb.der")).unwrap();
+    assert_eq!(rsa.self_signature(), &SelfSignature::Valid, "RSA-2048");
+}
+
+#[test]
+fn azure_attestation_signing_certificates_carry_the_service_enclaves_quote() {
+    let facts: serde_json::Value = serde_json::from_slice(&vector("azure-maa/facts.json")).unwrap();
+    let _ = facts;
+    for (file, mrenclave_hex) in [
+        (
+            "azure-maa/derived/sample.signing.cert.der",
+            "600f7ba9e063e3e35f414ca38f445e9b0641ea4b1a724a5f4dd6bca1b326e371",
+        ),
+        (
+            "azure-maa/derived/uksouth.signing.cert.der",
+            "600f7ba9e063e3e35f414ca38f445e9b0641ea4b1a724a5f4dd6bca1b326e371",
+        ),
+        (
+            "azure-maa/derived/maa.prod.uks.signing.cert.der",
+            "5eaa887fb1744de9a13ef95967faa264a5d025512952549c69f541566cbff209",
+        ),
+    ] {
+        let cert = RaTlsCertificate::parse(&vector(file)).unwrap();
+        // The INTEGER marker under OE's legacy evidence OID is skipped; the quote is read from
+        // the OCTET STRING under the report OID.
+        let [evidence] = cert.evidence() else {
+            panic!("{file}: {:?}", cert.evidence());
+        };
+        assert_eq!(evidence.carrier(), Carrier::OpenEnclaveReportLegacy);
+        assert_eq!(evidence.quote_bytes().len(), 4584, "{file}");
+        assert_eq!(mrenclave(evidence), mrenclave_hex, "{file}");
+        assert!(evidence.quote().unwrap().is_debug());
+        assert_eq!(
+            evidence.binding(),
+            &Binding::Holds(BindingKind::OePemSha256),
+            "{file}"
+        );
+        assert_eq!(
+            hex::encode(&evidence.quote().unwrap().report_data().as_bytes()[..32]),
+            "2901401eb935c402ca1c10f86f8bbb4c2bc2275330d0c95865efabc5d78f3ad8"
+        );
+        // RSA-1024: not verified, and said so.
+        assert!(
+            matches!(cert.self_signature(), SelfSignature::Unchecked(why) if why.contains("1024")),
+            "{file}: {:?}",
+            cert.self_signature()
+        );
+    }
+    // The East US 2 certificate has no quote.
+    assert_eq!(
+        RaTlsCertificate::parse(&vector("azure-maa/derived/eus2.signing.cert.der")).unwrap_err(),
+        RaTlsError::NoEvidence
+    );
+}
+
+#[test]
+fn the_other_real_certificates_have_valid_self_signatures() {
+    for path in [
+        "ratls/gramine-cert.pem",
+        "ratls/intel-sgxsdk-cert.pem",
+        "ratls/rats-tls-cert.pem",
+    ] {
+        let cert = RaTlsCertificate::parse(&vector(path)).unwrap();
+        assert_ne!(cert.self_signature(), &SelfSignature::Invalid, "{path}");
+        println!("{path}: {:?}", cert.self_signature());
+    }
+}

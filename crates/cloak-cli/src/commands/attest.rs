@@ -9,7 +9,7 @@ use cloak_attest::collateral::Collateral;
 use cloak_attest::endorsements::Endorsements;
 use cloak_attest::evidence::{Evidence, EvidenceFormat};
 use cloak_attest::policy::AppraisalPolicy;
-use cloak_attest::ratls::{Binding, RaTlsCertificate};
+use cloak_attest::ratls::{Binding, RaTlsCertificate, SelfSignature};
 use cloak_attest::types::ReportData;
 use cloak_attest::verify::{TrustAnchor, VerifiedQuote, Verifier};
 use cloak_client::VerifiedServer;
@@ -35,8 +35,10 @@ pub(crate) enum AttestCommand {
     /// attributes, FMSPC, report data; exit 0 readable, 1 not evidence this verifier reads, 2
     /// unreadable file
     InspectQuote(InspectQuoteArgs),
-    /// Show the attestation evidence in an RA-TLS certificate and whether it binds the key;
-    /// exit 0 if every evidence extension binds, 1 if one does not, 2 if unreadable
+    /// Show the attestation evidence in an RA-TLS certificate (Gramine, Intel SGX SDK, rats-tls,
+    /// Open Enclave, Azure Attestation signing certificates) and whether it binds the key; exit
+    /// 0 if every evidence extension binds and the self-signature is not invalid, 1 if not, 2 if
+    /// unreadable
     InspectCert(InspectCertArgs),
     /// Appraise a running Cloak server: its attested TLS certificate and a fresh attestation
     /// for a nonce; exit 0 accepted, 1 rejected, 2 unreachable or bad usage
@@ -561,8 +563,14 @@ fn inspect_cert(args: &InspectCertArgs) -> Result<(), Reported> {
         })
         .collect();
     let all_bind = cert.evidence().iter().all(|e| e.binding().holds());
+    let self_signature = cert.self_signature();
+    let self_signature_json = match self_signature {
+        SelfSignature::Unchecked(why) => json!({ "state": self_signature.name(), "why": why }),
+        other => json!({ "state": other.name() }),
+    };
     let report = json!({
         "subject": cert.subject(),
+        "self_signature": self_signature_json,
         "spki_sha256": hex::encode(cloak_crypto::hash::sha256(cert.spki_der())),
         "preferred": cert.preferred().map(|e| e.carrier().name()),
         "binds": all_bind,
@@ -572,6 +580,14 @@ fn inspect_cert(args: &InspectCertArgs) -> Result<(), Reported> {
         report::print_json(&report)?;
     } else {
         say!("certificate  {}", cert.subject())?;
+        match self_signature {
+            SelfSignature::Valid => say!("signature    self-signed, valid")?,
+            SelfSignature::Invalid => {
+                say!("signature    INVALID: the certificate was changed after it was signed")?;
+            }
+            SelfSignature::Unchecked(why) => say!("signature    not checked ({why})")?,
+            _ => {}
+        }
         say!(
             "spki sha256  {}",
             hex::encode(cloak_crypto::hash::sha256(cert.spki_der()))
@@ -606,7 +622,7 @@ fn inspect_cert(args: &InspectCertArgs) -> Result<(), Reported> {
             "note         the quote itself is not verified here; use `cloak attest verify` with its collateral"
         )?;
     }
-    if all_bind {
+    if all_bind && *self_signature != SelfSignature::Invalid {
         Ok(())
     } else {
         Err(Reported(std::process::ExitCode::from(EXIT_VERIFICATION)))
