@@ -52,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let text = URL_SAFE_NO_PAD.encode(envelope);
     if let Ok(token) = AccessToken::verify(&text, key.public_key_spki(), "m", 0) {
-        assert_eq!(token.payload(), body, "a token is read only from its own encoding");
+        assert_eq!(
+            token.payload(),
+            body,
+            "a token is read only from its own encoding"
+        );
         assert_eq!(token.model, "m");
         assert!(AccessToken::verify(&text, key.public_key_spki(), "n", 0).is_err());
         assert!(AccessToken::verify(&text, other.public_key_spki(), "m", 0).is_err());

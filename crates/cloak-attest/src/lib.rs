@@ -8,6 +8,7 @@
 pub mod collateral;
 pub mod endorsements;
 pub mod evidence;
+pub mod maa;
 pub mod policy;
 pub mod quote;
 pub mod ratls;

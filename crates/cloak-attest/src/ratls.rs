@@ -597,7 +597,8 @@ fn self_signature(cert: &X509Certificate<'_>) -> SelfSignature {
             {
                 return SelfSignature::Unchecked(format!("an RSA-{} key", rsa.key_size()));
             }
-            cloak_crypto::sig::verify_rsa_pkcs1_sha256(
+            cloak_crypto::sig::verify_rsa_pkcs1(
+                cloak_crypto::sig::RsaHash::Sha256,
                 &cert.public_key().subject_public_key.data,
                 tbs,
                 signature,

@@ -793,3 +793,213 @@ fn inspect_cert_reads_open_enclave_and_azure_attestation_certificates() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+const MAA: &str = "azure-maa/recorded";
+const MAA_AT: &str = "1654041600";
+const MAA_ISSUER: &str = "https://sharedwus.wus.attest.azure.net";
+const MAA_MRENCLAVE: &str = "292a1f4b519e46627eb2478a3d9851405653c5b4b0a6925de843834d9216850e";
+
+/// Runs `cloak attest verify-token TOKEN --jwks JWKS ... --json`.
+fn verify_token(token: &str, extra: &[&str]) -> (i32, Value) {
+    let token = testdata(&format!("{MAA}/{token}"));
+    let jwks = testdata(&format!("{MAA}/jwks.json"));
+    let mut args = vec![
+        "attest",
+        "verify-token",
+        s(&token),
+        "--jwks",
+        s(&jwks),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = cloak(&args);
+    let verdict = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap(), verdict)
+}
+
+#[test]
+fn recorded_azure_attestation_tokens_are_refused_for_debug_and_accepted_when_pinned() {
+    let runtime = testdata(&format!("{MAA}/sdk_runtime_data.bin"));
+    for n in 1..=6 {
+        let token = format!("token-{n}.jwt");
+        let (code, verdict) = verify_token(&token, &["--at", MAA_AT, "--issuer", MAA_ISSUER]);
+        assert_eq!(
+            (code, verdict["reason"].as_str()),
+            (1, Some("debug-enclave")),
+            "{token}: {verdict}"
+        );
+        assert_eq!(verdict["verified"], true);
+        let (code, verdict) = verify_token(
+            &token,
+            &[
+                "--at",
+                MAA_AT,
+                "--issuer",
+                MAA_ISSUER,
+                "--allow-debug",
+                "--expect-mrenclave",
+                MAA_MRENCLAVE,
+                "--expect-mrsigner",
+                "4aea5f9a0ed04b11f889aadfe6a1d376213a29a95a85ce7337ae6f7fece6610c",
+                "--expect-ehd",
+                s(&runtime),
+            ],
+        );
+        assert_eq!(code, 0, "{token}: {verdict}");
+        assert_eq!(verdict["measurements"]["isv_svn"], 1);
+        assert_eq!(verdict["algorithm"], "RS256");
+    }
+}
+
+#[test]
+fn every_token_negative_has_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = std::fs::read(testdata(&format!("{MAA}/sdk_runtime_data.bin"))).unwrap();
+    let without_nul = dir.path().join("runtime.bin");
+    std::fs::write(&without_nul, &runtime[..runtime.len() - 1]).unwrap();
+    let debug = ["--at", MAA_AT, "--allow-debug"];
+    let zeros = "00".repeat(32);
+    let ones = "11".repeat(64);
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        ("token-1.jwt", vec![], "token-expired"),
+        (
+            "token-1.jwt",
+            vec!["--at", "1654037275"],
+            "token-not-yet-valid",
+        ),
+        (
+            "token-1.jwt",
+            vec![
+                "--at",
+                MAA_AT,
+                "--issuer",
+                "https://sharedeus.eus.attest.azure.net",
+            ],
+            "token-issuer-mismatch",
+        ),
+        (
+            "token-1.jwt",
+            [debug.as_slice(), &["--expect-mrenclave", &zeros]].concat(),
+            "measurement-mismatch",
+        ),
+        (
+            "token-3.jwt",
+            [debug.as_slice(), &["--expect-ehd", s(&without_nul)]].concat(),
+            "enclave-held-data-mismatch",
+        ),
+        (
+            "token-5.jwt",
+            [debug.as_slice(), &["--expect-report-data", &ones]].concat(),
+            "report-data-mismatch",
+        ),
+        (
+            "negative-alg-none-draft-policy.jwt",
+            debug.to_vec(),
+            "token-algorithm-not-allowed",
+        ),
+    ];
+    for (token, extra, reason) in cases {
+        let (code, verdict) = verify_token(token, &extra);
+        assert_eq!(
+            (code, verdict["reason"].as_str()),
+            (1, Some(reason)),
+            "{token} {extra:?}: {verdict}"
+        );
+    }
+    // A token with one character of its signature changed.
+    let mut tampered = std::fs::read(testdata(&format!("{MAA}/token-1.jwt"))).unwrap();
+    let last = tampered.len() - 5;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let path = dir.path().join("tampered.jwt");
+    std::fs::write(&path, &tampered).unwrap();
+    let jwks = testdata(&format!("{MAA}/jwks.json"));
+    let out = cloak(&[
+        "attest",
+        "verify-token",
+        s(&path),
+        "--jwks",
+        s(&jwks),
+        "--at",
+        MAA_AT,
+        "--json",
+    ]);
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["reason"], "signature-invalid", "{verdict}");
+    // Bad usage: flags that only mean something for quotes, a JWKS that is not one.
+    let (code, _) = verify_token("token-1.jwt", &["--allow-status", "OutOfDate"]);
+    assert_eq!(code, 2);
+    let out = cloak(&[
+        "attest",
+        "verify-token",
+        s(&testdata(&format!("{MAA}/token-1.jwt"))),
+        "--jwks",
+        s(&testdata(SGX_COLLATERAL)),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_attestation_services_own_enclave_is_appraised_with_verify_signer() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("signer.toml");
+    // The MAA enclave of 2022 was a debug build, on a SWHardeningNeeded platform.
+    std::fs::write(
+        &policy,
+        "allowed_tcb_statuses = [\"UpToDate\", \"SWHardeningNeeded\"]\nallow_debug = true\n\
+         [sgx]\nmrenclave = [\"b3cdb7c6d8da25088334d8864c06794f0cd7f505708abe44cc074c1e6ae0e283\"]\n",
+    )
+    .unwrap();
+    let endorsements = testdata(&format!("{OE}/endorsements"));
+    let base = [
+        "--at",
+        MAA_AT,
+        "--allow-debug",
+        "--expect-mrenclave",
+        MAA_MRENCLAVE,
+        "--verify-signer",
+        s(&policy),
+        "--signer-endorsements",
+        s(&endorsements),
+    ];
+    // The only collateral of its platform family here is Open Enclave's of 2022-04-26, valid to
+    // 2022-05-26; the signing certificate's PCK certificate dates from 2022-05-09. Inside both:
+    let (code, verdict) = verify_token(
+        "token-1.jwt",
+        &[base.as_slice(), &["--signer-at", "1653004800"]].concat(),
+    );
+    assert_eq!(code, 0, "{verdict}");
+    assert_eq!(verdict["signer"]["verdict"], "accepted");
+    assert_eq!(verdict["signer"]["carrier"], "open-enclave-report");
+    assert_eq!(verdict["signer"]["tcb_status"], "SWHardeningNeeded");
+    assert_eq!(verdict["signer"]["trust_root"], "intel");
+    // At the token's own time that collateral has expired: refused, and said so.
+    let (code, verdict) = verify_token("token-1.jwt", &base);
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("collateral-expired")),
+        "{verdict}"
+    );
+    assert_eq!(verdict["signer"]["verdict"], "rejected");
+    // Another service build pinned: refused.
+    std::fs::write(
+        &policy,
+        "allowed_tcb_statuses = [\"UpToDate\", \"SWHardeningNeeded\"]\nallow_debug = true\n\
+         [sgx]\nmrenclave = [\"00000000000000000000000000000000000000000000000000000000000000aa\"]\n",
+    )
+    .unwrap();
+    let (code, verdict) = verify_token(
+        "token-1.jwt",
+        &[base.as_slice(), &["--signer-at", "1653004800"]].concat(),
+    );
+    assert_eq!(
+        (code, verdict["reason"].as_str()),
+        (1, Some("measurement-mismatch")),
+        "{verdict}"
+    );
+    // --verify-signer without collateral is bad usage.
+    let (code, _) = verify_token(
+        "token-1.jwt",
+        &["--at", MAA_AT, "--verify-signer", s(&policy)],
+    );
+    assert_eq!(code, 2);
+}

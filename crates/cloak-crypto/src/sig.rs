@@ -5,7 +5,8 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED, EcdsaKeyPair,
-    KeyPair, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey,
+    KeyPair, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384, RSA_PKCS1_2048_8192_SHA512,
+    UnparsedPublicKey,
 };
 use zeroize::Zeroizing;
 
@@ -87,15 +88,33 @@ pub fn verify_fixed(
         .map_err(|_| SignatureError::Invalid)
 }
 
-/// Verifies an RSASSA-PKCS1-v1_5 signature with SHA-256 (X.509's sha256WithRSAEncryption, JWS
-/// `RS256`) over `message` under `public_key`, a PKCS#1 `RSAPublicKey` (DER) of 2048 to 8192
-/// bits: smaller keys are refused, as [`SignatureError::Invalid`].
-pub fn verify_rsa_pkcs1_sha256(
+/// The hash of an RSASSA-PKCS1-v1_5 signature.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RsaHash {
+    /// SHA-256 (X.509 sha256WithRSAEncryption, JWS `RS256`).
+    Sha256,
+    /// SHA-384 (JWS `RS384`).
+    Sha384,
+    /// SHA-512 (JWS `RS512`).
+    Sha512,
+}
+
+/// Verifies an RSASSA-PKCS1-v1_5 signature over `message` under `public_key`, a PKCS#1
+/// `RSAPublicKey` (DER) of 2048 to 8192 bits: smaller keys are refused, as
+/// [`SignatureError::Invalid`].
+pub fn verify_rsa_pkcs1(
+    hash: RsaHash,
     public_key: &[u8],
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), SignatureError> {
-    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key)
+    let algorithm = match hash {
+        RsaHash::Sha256 => &RSA_PKCS1_2048_8192_SHA256,
+        RsaHash::Sha384 => &RSA_PKCS1_2048_8192_SHA384,
+        RsaHash::Sha512 => &RSA_PKCS1_2048_8192_SHA512,
+    };
+    UnparsedPublicKey::new(algorithm, public_key)
         .verify(message, signature)
         .map_err(|_| SignatureError::Invalid)
 }

@@ -28,6 +28,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::collateral::Collateral;
+use crate::maa::VerifiedToken;
 use crate::quote::{ReportBody, TdReport10, TeeType};
 use crate::types::{Measurement, ReportData};
 use crate::verify::{TcbStatus, TrustAnchor, TrustRoot, VerifiedQuote, VerifyError};
@@ -355,37 +356,76 @@ impl AppraisalPolicy {
         Ok(AcceptedQuote { verified })
     }
 
+    /// Decides whether the enclave a verified Azure Attestation token describes is acceptable:
+    /// debug, the SGX identity and the report data, exactly as for a quote. The trust-root,
+    /// TCB-status, advisory and TCB-evaluation settings do not apply: a token carries no quote
+    /// chain and no TCB status — the attestation service appraised those under its own policy,
+    /// and pinning its signing keys (the JWKS) and issuer is trusting that appraisal.
+    pub fn appraise_token(&self, token: VerifiedToken) -> Result<AcceptedToken, PolicyViolation> {
+        let sgx = token.sgx();
+        if self.debug == DebugPolicy::Reject && sgx.debug {
+            return Err(PolicyViolation::DebugEnclave { tee: TeeType::Sgx });
+        }
+        self.check_sgx(&sgx.mrenclave, &sgx.mrsigner, sgx.isv_prod_id, sgx.isv_svn)?;
+        if let Some(expected) = &self.report_data {
+            match &sgx.report_data {
+                Some(found) if expected.ct_eq(found) => {}
+                Some(found) => {
+                    return Err(PolicyViolation::ReportDataMismatch {
+                        expected: Box::new(*expected),
+                        found: Box::new(*found),
+                    });
+                }
+                None => return Err(PolicyViolation::ReportDataAbsent),
+            }
+        }
+        Ok(AcceptedToken { token })
+    }
+
+    fn check_sgx(
+        &self,
+        mrenclave: &Measurement<32>,
+        mrsigner: &Measurement<32>,
+        isv_prod_id: u16,
+        isv_svn: u16,
+    ) -> Result<(), PolicyViolation> {
+        if self.sgx.is_none() && self.tdx.is_some() {
+            return Err(PolicyViolation::TeeMismatch {
+                found: TeeType::Sgx,
+            });
+        }
+        let Some(policy) = &self.sgx else {
+            return Ok(());
+        };
+        one_of("mrenclave", policy.mrenclave.as_deref(), mrenclave)?;
+        one_of("mrsigner", policy.mrsigner.as_deref(), mrsigner)?;
+        if let Some(expected) = policy.isv_prod_id
+            && expected != isv_prod_id
+        {
+            return Err(PolicyViolation::MeasurementMismatch {
+                field: "isv_prod_id",
+                detail: format!("expected {expected}, found {isv_prod_id}"),
+            });
+        }
+        if let Some(min) = policy.min_isv_svn
+            && isv_svn < min
+        {
+            return Err(PolicyViolation::MeasurementMismatch {
+                field: "isv_svn",
+                detail: format!("at least {min} required, found {isv_svn}"),
+            });
+        }
+        Ok(())
+    }
+
     fn check_identity(&self, body: &ReportBody) -> Result<(), PolicyViolation> {
         match body {
-            ReportBody::Sgx(report) => {
-                if self.sgx.is_none() && self.tdx.is_some() {
-                    return Err(PolicyViolation::TeeMismatch {
-                        found: TeeType::Sgx,
-                    });
-                }
-                let Some(policy) = &self.sgx else {
-                    return Ok(());
-                };
-                one_of("mrenclave", policy.mrenclave.as_deref(), &report.mr_enclave)?;
-                one_of("mrsigner", policy.mrsigner.as_deref(), &report.mr_signer)?;
-                if let Some(expected) = policy.isv_prod_id
-                    && expected != report.isv_prod_id
-                {
-                    return Err(PolicyViolation::MeasurementMismatch {
-                        field: "isv_prod_id",
-                        detail: format!("expected {expected}, found {}", report.isv_prod_id),
-                    });
-                }
-                if let Some(min) = policy.min_isv_svn
-                    && report.isv_svn < min
-                {
-                    return Err(PolicyViolation::MeasurementMismatch {
-                        field: "isv_svn",
-                        detail: format!("at least {min} required, found {}", report.isv_svn),
-                    });
-                }
-                Ok(())
-            }
+            ReportBody::Sgx(report) => self.check_sgx(
+                &report.mr_enclave,
+                &report.mr_signer,
+                report.isv_prod_id,
+                report.isv_svn,
+            ),
             ReportBody::TdxV10(report) => self.check_td(report),
             ReportBody::TdxV15(report) => self.check_td(&report.base),
             ReportBody::TdxV15Ex(report) => self.check_td(&report.base.base),
@@ -448,6 +488,20 @@ fn one_of<const N: usize>(
     }
 }
 
+/// A verified Azure Attestation token whose enclave satisfies an appraisal policy. Only
+/// [`AppraisalPolicy::appraise_token`] constructs it.
+#[derive(Clone, Debug)]
+pub struct AcceptedToken {
+    token: VerifiedToken,
+}
+
+impl AcceptedToken {
+    /// The verified token.
+    pub fn token(&self) -> &VerifiedToken {
+        &self.token
+    }
+}
+
 /// A verified quote that satisfies an appraisal policy. Only [`AppraisalPolicy::appraise`]
 /// constructs it; APIs that release secrets or accept connections take it as proof.
 #[derive(Clone, Debug)]
@@ -486,6 +540,9 @@ pub enum PolicyViolation {
         /// Expected and found values.
         detail: String,
     },
+    /// The policy requires report data, and the evidence states none.
+    #[error("the policy requires report data, and the evidence states none")]
+    ReportDataAbsent,
     /// The report data differs from what the policy requires.
     #[error("report data does not match: expected {expected}, found {found}")]
     ReportDataMismatch {
@@ -529,7 +586,7 @@ impl PolicyViolation {
             Self::AdvisoryNotAllowed { .. } => "advisory-not-allowed",
             Self::DebugEnclave { .. } => "debug-enclave",
             Self::MeasurementMismatch { .. } => "measurement-mismatch",
-            Self::ReportDataMismatch { .. } => "report-data-mismatch",
+            Self::ReportDataAbsent | Self::ReportDataMismatch { .. } => "report-data-mismatch",
             Self::TcbEvaluationDataTooOld { .. } => "tcb-evaluation-data-too-old",
             Self::TcbStatusNotAllowed { .. } => "tcb-status-not-allowed",
             Self::TeeMismatch { .. } => "tee-mismatch",

@@ -102,6 +102,20 @@ impl PolicyArgs {
         }
         Ok(policy)
     }
+
+    /// The first flag given that has no meaning for an Azure Attestation token (which carries
+    /// no quote chain and no TCB status), if any.
+    pub(crate) fn quote_only_flag(&self) -> Option<&'static str> {
+        if self.trust_root.is_some() {
+            Some("--trust-root")
+        } else if !self.allow_status.is_empty() {
+            Some("--allow-status")
+        } else if !self.allow_advisory.is_empty() {
+            Some("--allow-advisory")
+        } else {
+            None
+        }
+    }
 }
 
 /// For commands that send data to a server or trust its answers (`infer`, `attest server`,

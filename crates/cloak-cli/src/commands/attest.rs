@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use cloak_attest::collateral::Collateral;
 use cloak_attest::endorsements::Endorsements;
 use cloak_attest::evidence::{Evidence, EvidenceFormat};
+use cloak_attest::maa::{self, Jwks};
 use cloak_attest::policy::AppraisalPolicy;
 use cloak_attest::ratls::{Binding, RaTlsCertificate, SelfSignature};
 use cloak_attest::types::ReportData;
@@ -31,6 +32,10 @@ pub(crate) enum AttestCommand {
     /// appraise it against a policy; exit 0 accepted, 1 rejected, 2 bad usage or unreadable
     /// input
     Verify(Box<VerifyArgs>),
+    /// Verify an Azure Attestation (MAA) token offline against a pinned JWKS and appraise its
+    /// SGX claims against a policy; exit 0 accepted, 1 rejected, 2 bad usage or unreadable
+    /// input
+    VerifyToken(Box<VerifyTokenArgs>),
     /// Read a quote or Open Enclave evidence without verifying it: format, TEE, identity,
     /// attributes, FMSPC, report data; exit 0 readable, 1 not evidence this verifier reads, 2
     /// unreadable file
@@ -115,6 +120,55 @@ impl FormatArg {
     }
 }
 
+/// Arguments of `cloak attest verify-token`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyTokenArgs {
+    /// The token (compact JWS text)
+    token: PathBuf,
+    /// The attestation instance's signing keys, as its `/certs` endpoint returns them (JWKS with
+    /// x5c certificates), pinned: nothing is fetched
+    #[arg(long, value_name = "FILE")]
+    jwks: PathBuf,
+    /// Require this issuer (`iss`), e.g. `https://myinstance.weu.attest.azure.net`
+    #[arg(long, value_name = "URL")]
+    issuer: Option<String>,
+    /// Verify as of this time (Unix seconds) [default: now]
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    at: Option<u64>,
+    /// Policy flags: debug, MRENCLAVE, MRSIGNER and report data apply to tokens; --trust-root,
+    /// --allow-status and --allow-advisory do not (the service appraised the quote and its TCB)
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Require exactly this 64-byte report data (x-ms-sgx-report-data)
+    #[arg(long, value_name = "HEX")]
+    expect_report_data: Option<String>,
+    /// Require the enclave-held (runtime) data to be this file's bytes: equal to x-ms-sgx-ehd
+    /// when the token carries it, and hashing (SHA-256) to the first half of the report data
+    #[arg(long, value_name = "FILE")]
+    expect_ehd: Option<PathBuf>,
+    /// Also appraise the attestation service's own enclave: the quote in the signing key's
+    /// certificate, with --signer-collateral or --signer-endorsements, under this policy (TOML)
+    #[arg(long, value_name = "FILE.toml", help_heading = "Signer")]
+    verify_signer: Option<PathBuf>,
+    /// Collateral for the signer's quote (QuoteCollateralV3 JSON)
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Signer",
+        conflicts_with = "signer_endorsements"
+    )]
+    signer_collateral: Option<PathBuf>,
+    /// Collateral for the signer's quote, as Open Enclave endorsements
+    #[arg(long, value_name = "FILE", help_heading = "Signer")]
+    signer_endorsements: Option<PathBuf>,
+    /// Appraise the signer's quote as of this time [default: --at]
+    #[arg(long, value_name = "UNIX_SECONDS", help_heading = "Signer")]
+    signer_at: Option<u64>,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
 /// Arguments of `cloak attest inspect-quote`.
 #[derive(Debug, Args)]
 pub(crate) struct InspectQuoteArgs {
@@ -142,6 +196,7 @@ pub(crate) fn run(command: AttestCommand) -> Result<(), Reported> {
     match command {
         AttestCommand::Verify(args) => verify(&args),
         AttestCommand::InspectQuote(args) => inspect_quote(&args),
+        AttestCommand::VerifyToken(args) => verify_token(&args),
         AttestCommand::InspectCert(args) => inspect_cert(&args),
         AttestCommand::Server(args) => server(&args),
     }
@@ -416,6 +471,281 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The verdict of `cloak attest verify-token`, as printed with `--json`: the shape of
+/// [`Verdict`], with the token's own fields.
+#[derive(Serialize)]
+struct TokenVerdict {
+    verdict: &'static str,
+    /// Whether the token's signature, key, times and issuer verified.
+    verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    format: &'static str,
+    tee: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    algorithm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_window: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    measurements: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report_data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enclave_held_data_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer: Option<Value>,
+    verified_at: u64,
+}
+
+fn verify_token(args: &VerifyTokenArgs) -> Result<(), Reported> {
+    if let Some(flag) = args.policy.quote_only_flag() {
+        return Err(Failure::usage(
+            "invalid-argument",
+            format!(
+                "{flag} does not apply to tokens: the attestation service appraised the quote \
+                 and its TCB under its own policy"
+            ),
+        )
+        .into());
+    }
+    let mut policy = args.policy.build()?;
+    if let Some(hex) = &args.expect_report_data {
+        policy = policy.with_report_data(ReportData::from_bytes(hex_arg(
+            "--expect-report-data",
+            hex,
+        )?));
+    }
+    let signer = match &args.verify_signer {
+        Some(path) => Some(signer_inputs(args, path)?),
+        None => None,
+    };
+    let token = files::read_limited(&args.token, MAX_INPUT, "token")?;
+    let jwks_bytes = files::read_limited(&args.jwks, MAX_INPUT, "JWKS")?;
+    let jwks = Jwks::from_json(&jwks_bytes)
+        .map_err(|e| Failure::usage(e.code(), format!("{}: {e}", args.jwks.display())))?;
+    let expected_ehd = match &args.expect_ehd {
+        Some(path) => Some(files::read_limited(path, MAX_INPUT, "enclave-held data")?),
+        None => None,
+    };
+    let now = args.at.unwrap_or_else(unix_now);
+    let mut verdict = TokenVerdict {
+        verdict: "rejected",
+        verified: false,
+        reason: None,
+        message: None,
+        format: "maa-token",
+        tee: "sgx",
+        issuer: None,
+        kid: None,
+        algorithm: None,
+        token_window: None,
+        measurements: None,
+        report_data: None,
+        enclave_held_data_sha256: None,
+        signer: None,
+        verified_at: now,
+    };
+    let outcome = (|| {
+        let verified = maa::verify_token(&token, &jwks, args.issuer.as_deref(), now)
+            .map_err(|e| (e.code(), e.to_string()))?;
+        record_token(&verified, &mut verdict);
+        if let Some(expected) = &expected_ehd {
+            check_ehd(verified.sgx(), expected)?;
+        }
+        let signer_certificate = verified.signer_certificate().to_vec();
+        policy
+            .appraise_token(verified)
+            .map_err(|e| (e.code(), e.to_string()))?;
+        if let Some((signer_policy, collateral)) = &signer {
+            let at = args.signer_at.unwrap_or(now);
+            let appraisal = appraise_signer(&signer_certificate, collateral, signer_policy, at);
+            let refusal = appraisal.as_ref().err().cloned();
+            verdict.signer = Some(match appraisal {
+                Ok(value) => value,
+                Err((code, message)) => json!({
+                    "verdict": "rejected", "reason": code, "message": message, "verified_at": at,
+                }),
+            });
+            if let Some((code, message)) = refusal {
+                return Err((code, format!("the signing key's enclave: {message}")));
+            }
+        }
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => verdict.verdict = "accepted",
+        Err((code, message)) => {
+            verdict.reason = Some(code);
+            verdict.message = Some(message);
+        }
+    }
+    print_token_verdict(&verdict, args.json)?;
+    if verdict.verdict == "accepted" {
+        Ok(())
+    } else {
+        Err(Reported(std::process::ExitCode::from(EXIT_VERIFICATION)))
+    }
+}
+
+/// The signer's policy and collateral, read before anything is verified (bad usage exits 2).
+fn signer_inputs(
+    args: &VerifyTokenArgs,
+    policy_path: &Path,
+) -> Result<(AppraisalPolicy, Collateral), Failure> {
+    let text = std::fs::read_to_string(policy_path)
+        .map_err(|e| Failure::io("read policy", policy_path, &e))?;
+    let base = policy_path.parent().unwrap_or(Path::new("."));
+    let policy = AppraisalPolicy::from_toml(&text, base)
+        .map_err(|e| Failure::usage("invalid-policy", format!("{}: {e}", policy_path.display())))?;
+    let unreadable = |path: &Path, e: &dyn std::fmt::Display| {
+        Failure::usage("unreadable-input", format!("{}: {e}", path.display()))
+    };
+    let collateral = match (&args.signer_collateral, &args.signer_endorsements) {
+        (Some(path), _) => {
+            let bytes = files::read_limited(path, MAX_INPUT, "collateral")?;
+            Collateral::from_json(&bytes).map_err(|e| unreadable(path, &e))?
+        }
+        (None, Some(path)) => {
+            let bytes = files::read_limited(path, MAX_INPUT, "endorsements")?;
+            Endorsements::parse(&bytes)
+                .map_err(|e| unreadable(path, &e))?
+                .into_collateral()
+        }
+        (None, None) => {
+            return Err(Failure::usage(
+                "invalid-argument",
+                "--verify-signer needs --signer-collateral or --signer-endorsements".to_owned(),
+            ));
+        }
+    };
+    Ok((policy, collateral))
+}
+
+fn record_token(verified: &maa::VerifiedToken, verdict: &mut TokenVerdict) {
+    let sgx = verified.sgx();
+    let (issued_at, not_before, expires) = verified.times();
+    verdict.verified = true;
+    verdict.issuer = Some(verified.issuer().to_owned());
+    verdict.kid = Some(verified.kid().to_owned());
+    verdict.algorithm = Some(verified.algorithm().to_owned());
+    verdict.token_window = Some(json!({
+        "issued_at": issued_at, "not_before": not_before, "expires": expires,
+    }));
+    verdict.measurements = Some(json!({
+        "mrenclave": sgx.mrenclave.to_string(),
+        "mrsigner": sgx.mrsigner.to_string(),
+        "isv_prod_id": sgx.isv_prod_id,
+        "isv_svn": sgx.isv_svn,
+        "debug": sgx.debug,
+    }));
+    verdict.report_data = sgx.report_data.as_ref().map(ToString::to_string);
+    verdict.enclave_held_data_sha256 = sgx
+        .enclave_held_data
+        .as_ref()
+        .map(|ehd| hex::encode(cloak_crypto::hash::sha256(ehd)));
+}
+
+/// The caller's enclave-held data against the token: equal to the token's copy, and hashing
+/// to the report data's first half; at least one of the two must be checkable.
+fn check_ehd(sgx: &maa::SgxClaims, expected: &[u8]) -> Result<(), (&'static str, String)> {
+    let mismatch = |why: &str| Err(("enclave-held-data-mismatch", why.to_owned()));
+    if sgx.enclave_held_data.is_none() && sgx.report_data.is_none() {
+        return mismatch("the token carries neither enclave-held data nor report data");
+    }
+    if let Some(ehd) = &sgx.enclave_held_data
+        && ehd != expected
+    {
+        return mismatch("the token's x-ms-sgx-ehd is not the expected enclave-held data");
+    }
+    if let Some(report_data) = &sgx.report_data
+        && report_data.as_bytes().get(..32) != Some(&cloak_crypto::hash::sha256(expected)[..])
+    {
+        return mismatch("SHA-256 of the expected enclave-held data is not the report data's");
+    }
+    Ok(())
+}
+
+/// The attestation service's own enclave: the quote in its signing certificate, bound to the
+/// certificate's key, verified with `collateral` and appraised under `policy` at `at`.
+fn appraise_signer(
+    certificate: &[u8],
+    collateral: &Collateral,
+    policy: &AppraisalPolicy,
+    at: u64,
+) -> Result<Value, (&'static str, String)> {
+    let cert = RaTlsCertificate::parse(certificate).map_err(|e| (e.code(), e.to_string()))?;
+    let evidence = cert
+        .preferred()
+        .ok_or(("no-evidence", "no quote".to_owned()))?;
+    if !evidence.binding().holds() {
+        return Err((
+            "binding-broken",
+            "the signing certificate's quote does not bind its key".to_owned(),
+        ));
+    }
+    let quote = evidence.quote_bytes();
+    let anchor = policy
+        .trust_root()
+        .anchor(quote, collateral)
+        .map_err(|e| (e.code(), e.to_string()))?;
+    let verified = Verifier::new(anchor)
+        .verify(quote, collateral, at)
+        .map_err(|e| (e.code(), e.to_string()))?;
+    let summary = json!({
+        "verdict": "accepted",
+        "carrier": evidence.carrier().name(),
+        "tcb_status": verified.tcb_status().as_str(),
+        "trust_root": verified.trust_root().to_string(),
+        "measurements": verified.quote().measurements(),
+        "verified_at": at,
+    });
+    policy
+        .appraise(verified)
+        .map_err(|e| (e.code(), e.to_string()))?;
+    Ok(summary)
+}
+
+fn print_token_verdict(verdict: &TokenVerdict, as_json: bool) -> Result<(), Failure> {
+    if as_json {
+        return report::print_json(verdict);
+    }
+    match (verdict.verdict, verdict.reason, &verdict.message) {
+        ("accepted", _, _) => say!(
+            "ACCEPTED Azure Attestation token from {} (key {}, {})",
+            verdict.issuer.as_deref().unwrap_or("?"),
+            verdict.kid.as_deref().unwrap_or("?"),
+            verdict.algorithm.as_deref().unwrap_or("?")
+        )?,
+        (_, Some(reason), Some(message)) => say!("REJECTED ({reason}): {message}")?,
+        _ => say!("REJECTED")?,
+    }
+    if let Some(Value::Object(fields)) = &verdict.measurements {
+        report::print_fields(fields)?;
+    }
+    if let Some(report_data) = &verdict.report_data {
+        say!("  {:<16} {report_data}", "report_data")?;
+    }
+    if let Some(Value::Object(signer)) = &verdict.signer {
+        say!(
+            "  {:<16} {} {}",
+            "signer",
+            signer.get("verdict").and_then(Value::as_str).unwrap_or("?"),
+            signer
+                .get("reason")
+                .or_else(|| signer.get("tcb_status"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
 }
 
 /// `cloak attest inspect-quote`: what the evidence says, read and not verified.
