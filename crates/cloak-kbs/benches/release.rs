@@ -137,6 +137,7 @@ fn bench(c: &mut Criterion) {
                 let report_data = release_report_data(&challenge.nonce, ephemeral.public_key());
                 let quote = platform.evidence(&report_data).unwrap().quote;
                 let request = ReleaseRequest {
+                    evidence_format: None,
                     nonce: challenge.nonce.clone(),
                     evidence: quote,
                     collateral: RawValue::from_string(

@@ -5,20 +5,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cloak_attest::collateral::Collateral;
-use cloak_attest::policy::AcceptedQuote;
+use cloak_attest::policy::{AcceptedQuote, AcceptedToken, AppraisalPolicy};
 use cloak_attest::quote::{Measurements, Quote};
 use cloak_attest::types::ReportData;
 use cloak_attest::verify::Verifier;
 use cloak_crypto::key::{KEY_LEN, ModelKey};
 use cloak_proto::kbs::{
     AddModelRequest, AuditRecord, AuditResponse, AuditVerification, ChallengeRequest,
-    ChallengeResponse, EPHEMERAL_KEY_LEN, NONCE_LEN, ReleaseRequest, ReleaseResponse,
-    SetPolicyRequest, release_info, release_report_data,
+    ChallengeResponse, EPHEMERAL_KEY_LEN, EVIDENCE_DCAP_QUOTE, EVIDENCE_MAA_TOKEN, NONCE_LEN,
+    ReleaseRequest, ReleaseResponse, SetPolicyRequest, release_info, release_report_data,
 };
 use zeroize::Zeroize as _;
 
 use crate::master::{DerivedKeys, MasterKey};
-use crate::policy::{ReleasePolicy, parse_policy_and_lease, parse_release_policy};
+use crate::policy::{
+    AzureAttestation, ReleasePolicy, parse_policy_and_lease, parse_release_policy,
+};
 use crate::store::{ModelRecord, NewAuditRecord, Store};
 use crate::token::AdminToken;
 use crate::{BrokerError, Clock};
@@ -375,12 +377,64 @@ impl Broker {
             appraisal: policy,
             lease,
             token_key,
+            azure_attestation,
         } = parse_policy_and_lease(&record.policy).map_err(|e| match e {
             BrokerError::PolicyPinsNoIdentity => {
                 BrokerError::denied(e.code(), format!("the model's stored policy: {e}"))
             }
             other => other,
         })?;
+        let expected = release_report_data(&request.nonce, &ephemeral);
+        let accepted = match request.evidence_format.as_deref() {
+            None | Some(EVIDENCE_DCAP_QUOTE) => Accepted::Quote(Box::new(
+                self.appraise_quote(request, &policy, expected, now, seen)?,
+            )),
+            Some(EVIDENCE_MAA_TOKEN) => {
+                let Some(trusted) = &azure_attestation else {
+                    return Err(BrokerError::denied(
+                        "evidence-not-accepted",
+                        "the model's policy trusts no Azure Attestation instance",
+                    ));
+                };
+                Accepted::Token(Box::new(appraise_token(
+                    request, &policy, trusted, &expected, now, seen,
+                )?))
+            }
+            Some(other) => {
+                return Err(BrokerError::MalformedRequest(format!(
+                    "unknown evidence_format {other:?} (known: {EVIDENCE_DCAP_QUOTE}, \
+                     {EVIDENCE_MAA_TOKEN})"
+                )));
+            }
+        };
+        let key = self.keys.unwrap(model, &record.wrapped_key)?;
+        let lease_expires = now.saturating_add(lease);
+        seen.insert("lease_expires".into(), lease_expires.to_string());
+        let mut response = seal_key(
+            &accepted,
+            model,
+            &key,
+            token_key.as_deref(),
+            &request.nonce,
+            &ephemeral,
+        )?;
+        response.lease_expires = Some(lease_expires);
+        if accepted.is_debug() {
+            tracing::warn!(model = %model, "key released to a debug enclave, as its policy allows");
+        }
+        Ok(response)
+    }
+
+    /// A quote and its collateral, verified and appraised with the report data required to be
+    /// `expected`.
+    fn appraise_quote(
+        &self,
+        request: &ReleaseRequest,
+        policy: &AppraisalPolicy,
+        expected: [u8; 64],
+        now: u64,
+        seen: &mut BTreeMap<String, String>,
+    ) -> Result<AcceptedQuote, BrokerError> {
         let quote = &request.evidence;
         if let Ok(parsed) = Quote::parse(quote) {
             note_measurements(&parsed, seen);
@@ -415,28 +469,14 @@ impl Broker {
         )
         .unwrap_or(u32::MAX);
         let policy = match policy.min_tcb_evaluation_data_number() {
-            Some(min) if min >= floor => policy,
-            _ if floor > 0 => policy.with_min_tcb_evaluation_data_number(floor),
-            _ => policy,
+            Some(min) if min >= floor => policy.clone(),
+            _ if floor > 0 => policy.clone().with_min_tcb_evaluation_data_number(floor),
+            _ => policy.clone(),
         };
-        let expected = ReportData::from_bytes(release_report_data(&request.nonce, &ephemeral));
-        let accepted = policy
-            .with_report_data(expected)
+        policy
+            .with_report_data(ReportData::from_bytes(expected))
             .appraise(verified)
-            .map_err(|e| BrokerError::denied(e.code(), e.to_string()))?;
-        let key = self.keys.unwrap(model, &record.wrapped_key)?;
-        let lease_expires = now.saturating_add(lease);
-        seen.insert("lease_expires".into(), lease_expires.to_string());
-        let mut response = seal_key(
-            &accepted,
-            model,
-            &key,
-            token_key.as_deref(),
-            &request.nonce,
-            &ephemeral,
-        )?;
-        response.lease_expires = Some(lease_expires);
-        Ok(response)
+            .map_err(|e| BrokerError::denied(e.code(), e.to_string()))
     }
 
     /// Registers a model (administrator).
@@ -693,8 +733,68 @@ impl Broker {
 
 /// Seals the model key — followed by the owner's access-token key, if the policy names one, so
 /// that the host cannot swap it — to the ephemeral key; only an accepted quote gets here.
+/// What a release was granted on: a quote the policy accepted, or an Azure Attestation token
+/// whose enclave it accepted. Sealing takes it as proof that appraisal happened.
+enum Accepted {
+    Quote(Box<AcceptedQuote>),
+    Token(Box<AcceptedToken>),
+}
+
+impl Accepted {
+    /// Whether the enclave runs in debug mode (its policy allowed it): its memory, and so the
+    /// key, is open to its host.
+    fn is_debug(&self) -> bool {
+        match self {
+            Self::Quote(quote) => quote.verified().is_debug(),
+            Self::Token(token) => token.token().sgx().debug,
+        }
+    }
+}
+
+/// An Azure Attestation token from the trusted instance, whose enclave-held data is exactly
+/// `expected` (so the quote the service attested bound this release's nonce and key), and whose
+/// enclave `policy` accepts.
+fn appraise_token(
+    request: &ReleaseRequest,
+    policy: &AppraisalPolicy,
+    trusted: &AzureAttestation,
+    expected: &[u8; 64],
+    now: u64,
+    seen: &mut BTreeMap<String, String>,
+) -> Result<AcceptedToken, BrokerError> {
+    let verified = cloak_attest::maa::verify_token(
+        &request.evidence,
+        &trusted.jwks,
+        Some(&trusted.issuer),
+        now,
+    )
+    .map_err(|e| BrokerError::denied(e.code(), e.to_string()))?;
+    let sgx = verified.sgx();
+    seen.insert("tee".into(), "sgx".into());
+    seen.insert("evidence".into(), EVIDENCE_MAA_TOKEN.into());
+    seen.insert("issuer".into(), verified.issuer().into());
+    seen.insert("debug".into(), sgx.debug.to_string());
+    seen.insert("mrenclave".into(), sgx.mrenclave.to_string());
+    seen.insert("mrsigner".into(), sgx.mrsigner.to_string());
+    seen.insert("isv_prod_id".into(), sgx.isv_prod_id.to_string());
+    seen.insert("isv_svn".into(), sgx.isv_svn.to_string());
+    let binds = sgx
+        .enclave_held_data
+        .as_deref()
+        .is_some_and(|ehd| bool::from(subtle::ConstantTimeEq::ct_eq(ehd, &expected[..])));
+    if !binds {
+        return Err(BrokerError::denied(
+            "report-data-mismatch",
+            "the token's enclave-held data does not bind this release's nonce and key",
+        ));
+    }
+    policy
+        .appraise_token(verified)
+        .map_err(|e| BrokerError::denied(e.code(), e.to_string()))
+}
+
 fn seal_key(
-    _accepted: &AcceptedQuote,
+    _accepted: &Accepted,
     model: &str,
     key: &ModelKey,
     token_key: Option<&[u8]>,

@@ -10,12 +10,18 @@
 //!   the enclave then serves the model only to requests with a token it signed.
 //! * `lease = "24h"` (optional; 24 hours when absent, 2 s to 30 days): how long a server may
 //!   use a released key without confirming it with the broker again.
+//! * `[azure_attestation]` (optional): `issuer` (the instance's URL) and `jwks` (its signing
+//!   keys, the JSON its `/certs` endpoint returns, pinned): the model's key is then also
+//!   released to an Azure Attestation token from that issuer whose enclave the policy accepts
+//!   and whose enclave-held data binds the release (`cloak_attest::maa`).
+//!   [`policy_for_upload`] inlines a `jwks` that names a file.
 //! * The policy must name the enclave (`AppraisalPolicy::names_identity`): `[sgx] mrenclave`,
 //!   or `mrsigner` with `isv_prod_id`, or `[tdx] mrtd`. A stored policy from before this rule
 //!   that names none releases nothing until `set-policy` replaces it.
 
 use std::path::Path;
 
+use cloak_attest::maa::Jwks;
 use cloak_attest::policy::AppraisalPolicy;
 
 use crate::BrokerError;
@@ -42,6 +48,44 @@ pub struct ReleasePolicy {
     /// in the policy): when set, the enclave serves the model only to requests carrying a
     /// token it signed (`cloak_proto::access`).
     pub token_key: Option<Vec<u8>>,
+    /// The Azure Attestation instance whose tokens are accepted as release evidence
+    /// (`[azure_attestation]`), if any.
+    pub azure_attestation: Option<AzureAttestation>,
+}
+
+/// An Azure Attestation instance a release policy trusts: its issuer and its pinned keys.
+#[derive(Clone, Debug)]
+pub struct AzureAttestation {
+    /// `iss` of its tokens.
+    pub issuer: String,
+    /// Its signing keys.
+    pub jwks: Jwks,
+}
+
+/// Reads `[azure_attestation]`: `issuer` (an https URL) and `jwks` (JSON text).
+fn azure_attestation(value: toml::Value) -> Result<AzureAttestation, BrokerError> {
+    let invalid = |why: &str| BrokerError::InvalidPolicy(format!("[azure_attestation]: {why}"));
+    let toml::Value::Table(mut table) = value else {
+        return Err(invalid("must be a table"));
+    };
+    let issuer = match table.remove("issuer") {
+        Some(toml::Value::String(issuer)) if issuer.starts_with("https://") => issuer,
+        _ => return Err(invalid("issuer must be the instance's https URL")),
+    };
+    let jwks = match table.remove("jwks") {
+        Some(toml::Value::String(text)) => {
+            Jwks::from_json(text.as_bytes()).map_err(|e| invalid(&format!("jwks: {e}")))?
+        }
+        _ => {
+            return Err(invalid(
+                "jwks must be the instance's signing keys (JWKS JSON)",
+            ));
+        }
+    };
+    if let Some(key) = table.keys().next() {
+        return Err(invalid(&format!("unknown key {key:?}")));
+    }
+    Ok(AzureAttestation { issuer, jwks })
 }
 
 /// Parses a release policy (see the module documentation).
@@ -94,12 +138,17 @@ pub fn parse_policy_and_lease(text: &str) -> Result<ReleasePolicy, BrokerError> 
             ));
         }
     };
+    let azure_attestation = table
+        .remove("azure_attestation")
+        .map(azure_attestation)
+        .transpose()?;
     let text = toml::to_string(&table).map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?;
     let appraisal = parse_appraisal(&text)?;
     Ok(ReleasePolicy {
         appraisal,
         lease,
         token_key,
+        azure_attestation,
     })
 }
 
@@ -148,6 +197,25 @@ pub fn policy_for_upload(path: &Path) -> Result<String, BrokerError> {
         }
         _ => None,
     };
+    // A `jwks` that is not JSON names a file next to the policy: the broker gets its content.
+    let jwks_path = table
+        .get("azure_attestation")
+        .and_then(|section| section.get("jwks"))
+        .and_then(toml::Value::as_str)
+        .filter(|jwks| !jwks.trim_start().starts_with('{'))
+        .map(|jwks| base_dir.join(jwks));
+    let text = match jwks_path {
+        None => text,
+        Some(jwks_path) => {
+            let jwks = std::fs::read_to_string(&jwks_path).map_err(|e| {
+                BrokerError::Io(format!("cannot read {}: {e}", jwks_path.display()))
+            })?;
+            if let Some(toml::Value::Table(section)) = table.get_mut("azure_attestation") {
+                section.insert("jwks".into(), toml::Value::String(jwks));
+            }
+            toml::to_string(&table).map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?
+        }
+    };
     let text = match root_path {
         None => text,
         Some(root_path) => {
@@ -156,6 +224,7 @@ pub fn policy_for_upload(path: &Path) -> Result<String, BrokerError> {
             let mut appraisal_only = table.clone();
             appraisal_only.remove("lease");
             appraisal_only.remove("token_key");
+            appraisal_only.remove("azure_attestation");
             let appraisal_text = toml::to_string(&appraisal_only)
                 .map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?;
             AppraisalPolicy::from_toml(&appraisal_text, base_dir)
@@ -184,6 +253,38 @@ mod tests {
 
     fn pinned(text: &str) -> String {
         format!("{text}\n[sgx]\nmrenclave = [\"{}\"]\n", "cd".repeat(32))
+    }
+
+    #[test]
+    fn an_azure_attestation_section_names_an_https_issuer_and_its_keys() {
+        let jwks = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../cloak-attest/testdata/azure-maa/recorded/jwks.json"
+        ))
+        .unwrap();
+        let section = |issuer: &str, jwks: &str, extra: &str| {
+            pinned(&format!(
+                "[azure_attestation]\nissuer = {issuer:?}\njwks = {jwks:?}\n{extra}"
+            ))
+        };
+        let issuer = "https://sharedwus.wus.attest.azure.net";
+        let parsed = parse_policy_and_lease(&section(issuer, &jwks, "")).unwrap();
+        let trusted = parsed.azure_attestation.unwrap();
+        assert_eq!(trusted.issuer, issuer);
+        assert_eq!(trusted.jwks.keys().len(), 3);
+        assert!(
+            parse_policy_and_lease(&pinned(""))
+                .unwrap()
+                .azure_attestation
+                .is_none()
+        );
+        let code = |text: String| parse_policy_and_lease(&text).unwrap_err().code();
+        assert_eq!(
+            code(section("http://plain.example", &jwks, "")),
+            "invalid-policy"
+        );
+        assert_eq!(code(section(issuer, "{\"keys\": 1}", "")), "invalid-policy");
+        assert_eq!(code(section(issuer, &jwks, "extra = 1")), "invalid-policy");
     }
 
     #[test]

@@ -212,6 +212,7 @@ impl Harness {
             .unwrap();
         let collateral = self.platform.collateral(self.clock.now()).unwrap();
         ReleaseRequest {
+            evidence_format: None,
             nonce: nonce.to_vec(),
             evidence: quote,
             collateral: RawValue::from_string(String::from_utf8(collateral).unwrap()).unwrap(),
@@ -1191,4 +1192,198 @@ fn fleet_keys_are_generated_released_rotated_and_retired() {
             "add-fleet fleet:chat done",
         ]
     );
+}
+
+/// A token release from an enclave attested by a (test) Azure Attestation instance.
+fn token_request(token: Vec<u8>, nonce: &[u8], ephemeral: &[u8; 32]) -> ReleaseRequest {
+    ReleaseRequest {
+        evidence_format: Some(cloak_proto::kbs::EVIDENCE_MAA_TOKEN.to_owned()),
+        nonce: nonce.to_vec(),
+        evidence: token,
+        collateral: RawValue::from_string("null".into()).unwrap(),
+        ephemeral_key: ephemeral.to_vec(),
+    }
+}
+
+fn token_enclave() -> cloak_test_support::maa::TokenEnclave {
+    cloak_test_support::maa::TokenEnclave {
+        mrenclave: identity().mrenclave,
+        mrsigner: identity().mrsigner,
+        isv_prod_id: 1,
+        isv_svn: 2,
+        debug: false,
+    }
+}
+
+#[test]
+fn an_azure_attestation_token_releases_the_key_when_the_policy_trusts_its_issuer() {
+    // Many releases in a row from one address: a limit above the default burst.
+    let rate = RateLimit {
+        per_second: NonZeroU32::new(1000).unwrap(),
+        burst: NonZeroU32::new(1000).unwrap(),
+    };
+    let h = start_with(&SimConfig::up_to_date(), identity(), rate);
+    let maa = cloak_test_support::maa::TestIssuer::new("https://test.weu.attest.azure.net");
+    // The model owner pins the instance's keys (a file next to the policy, inlined on upload).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("certs.json"), maa.jwks_json()).unwrap();
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy_path,
+        format!(
+            "{}\n[azure_attestation]\nissuer = \"{}\"\njwks = \"certs.json\"\n",
+            h.policy(""),
+            maa.issuer()
+        ),
+    )
+    .unwrap();
+    let uploaded = cloak_kbs::policy::policy_for_upload(&policy_path).unwrap();
+    assert!(
+        uploaded.contains("\"keys\""),
+        "the JWKS is inlined: {uploaded}"
+    );
+    let key = h.add_model(&uploaded);
+
+    // A release bound through the token's enclave-held data.
+    let nonce = h.challenge().nonce;
+    let ephemeral = HpkeKeyPair::generate();
+    let ehd = release_report_data(&nonce, ephemeral.public_key());
+    let token = maa.mint(&maa.claims(&token_enclave(), &ehd, h.clock.now()));
+    let (status, body) = h.release(&token_request(token, &nonce, ephemeral.public_key()));
+    assert_eq!(status, 200, "{body}");
+    let response: ReleaseResponse = serde_json::from_value(body).unwrap();
+    let sealed = HpkeSealed {
+        enc: response.enc.as_slice().try_into().unwrap(),
+        ciphertext: response.sealed_key.clone(),
+    };
+    let opened = ephemeral
+        .open(&sealed, &release_info(MODEL), &nonce)
+        .unwrap();
+    assert_eq!(opened.as_slice(), key.secret_bytes());
+    let record = h.last_audit();
+    assert_eq!(
+        (record.decision.as_str(), record.reason.as_str()),
+        ("granted", "granted")
+    );
+    assert_eq!(record.measurements["evidence"], "maa-token");
+    assert_eq!(record.measurements["issuer"], maa.issuer());
+    assert_eq!(
+        record.measurements["mrenclave"],
+        hex::encode(identity().mrenclave)
+    );
+
+    // Refusals, each audited with its code.
+    let other_issuer =
+        cloak_test_support::maa::TestIssuer::new("https://test.weu.attest.azure.net");
+    // Each case makes a token for a nonce and an ephemeral key.
+    type MakeToken<'a> = Box<dyn Fn(&[u8], &[u8; 32]) -> Vec<u8> + 'a>;
+    let cases: Vec<(&str, MakeToken<'_>, &str)> = vec![
+        (
+            "data bound to another nonce",
+            Box::new(|_, eph| {
+                let ehd = release_report_data(&[9; 32], eph);
+                maa.mint(&maa.claims(&token_enclave(), &ehd, h.clock.now()))
+            }),
+            "report-data-mismatch",
+        ),
+        (
+            "another build",
+            Box::new(|nonce, eph| {
+                let mut enclave = token_enclave();
+                enclave.mrenclave = [0x33; 32];
+                maa.mint(&maa.claims(&enclave, &release_report_data(nonce, eph), h.clock.now()))
+            }),
+            "measurement-mismatch",
+        ),
+        (
+            "a debug enclave",
+            Box::new(|nonce, eph| {
+                let mut enclave = token_enclave();
+                enclave.debug = true;
+                maa.mint(&maa.claims(&enclave, &release_report_data(nonce, eph), h.clock.now()))
+            }),
+            "debug-enclave",
+        ),
+        (
+            "an expired token",
+            Box::new(|nonce, eph| {
+                let claims = maa.claims(
+                    &token_enclave(),
+                    &release_report_data(nonce, eph),
+                    h.clock.now() - 7200,
+                );
+                maa.mint(&claims)
+            }),
+            "token-expired",
+        ),
+        (
+            "another instance's key under the trusted name",
+            Box::new(|nonce, eph| {
+                let claims = other_issuer.claims(
+                    &token_enclave(),
+                    &release_report_data(nonce, eph),
+                    h.clock.now(),
+                );
+                other_issuer.mint(&claims)
+            }),
+            "token-key-unknown",
+        ),
+        (
+            "another issuer signed by the trusted key",
+            Box::new(|nonce, eph| {
+                let mut claims = maa.claims(
+                    &token_enclave(),
+                    &release_report_data(nonce, eph),
+                    h.clock.now(),
+                );
+                claims["iss"] = "https://evil.attest.example".into();
+                maa.mint(&claims)
+            }),
+            "token-issuer-mismatch",
+        ),
+    ];
+    for (name, make, code) in cases {
+        let nonce = h.challenge().nonce;
+        let ephemeral = HpkeKeyPair::generate();
+        let token = make(&nonce, ephemeral.public_key());
+        let (status, body) = h.release(&token_request(token, &nonce, ephemeral.public_key()));
+        assert_eq!((status, error_code(&body)), (403, code), "{name}: {body}");
+        let record = h.last_audit();
+        assert_eq!(
+            (record.decision.as_str(), record.reason.as_str()),
+            ("denied", code),
+            "{name}"
+        );
+    }
+
+    // A token is single-use through its nonce, like a quote.
+    let nonce = h.challenge().nonce;
+    let ephemeral = HpkeKeyPair::generate();
+    let ehd = release_report_data(&nonce, ephemeral.public_key());
+    let request = token_request(
+        maa.mint(&maa.claims(&token_enclave(), &ehd, h.clock.now())),
+        &nonce,
+        ephemeral.public_key(),
+    );
+    assert_eq!(h.release(&request).0, 200);
+    let (status, body) = h.release(&request);
+    assert_eq!((status, error_code(&body)), (403, "nonce-unknown"));
+}
+
+#[test]
+fn a_token_is_refused_for_a_model_whose_policy_trusts_no_attestation_service() {
+    let h = with_model();
+    let maa = cloak_test_support::maa::TestIssuer::new("https://test.weu.attest.azure.net");
+    let nonce = h.challenge().nonce;
+    let ephemeral = HpkeKeyPair::generate();
+    let ehd = release_report_data(&nonce, ephemeral.public_key());
+    let token = maa.mint(&maa.claims(&token_enclave(), &ehd, h.clock.now()));
+    let (status, body) = h.release(&token_request(token, &nonce, ephemeral.public_key()));
+    assert_denied(&h, status, &body, "evidence-not-accepted");
+    // An evidence format the broker does not know is a malformed request.
+    let nonce = h.challenge().nonce;
+    let mut request = h.request(&nonce, ephemeral.public_key(), ephemeral.public_key());
+    request.evidence_format = Some("sev-snp".into());
+    let (status, body) = h.release(&request);
+    assert_eq!(status, 400, "{body}");
 }

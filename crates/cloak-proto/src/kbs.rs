@@ -54,6 +54,11 @@ pub struct ChallengeResponse {
     pub expires: u64,
 }
 
+/// [`ReleaseRequest::evidence_format`] of a DCAP quote with its collateral.
+pub const EVIDENCE_DCAP_QUOTE: &str = "dcap-quote";
+/// [`ReleaseRequest::evidence_format`] of an Azure Attestation token.
+pub const EVIDENCE_MAA_TOKEN: &str = "maa-token";
+
 /// `POST /kbs/v1/release`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,10 +66,16 @@ pub struct ReleaseRequest {
     /// The nonce from the challenge.
     #[serde(with = "crate::base64_bytes")]
     pub nonce: Vec<u8>,
-    /// The quote, whose report data is [`release_report_data`]`(nonce, ephemeral_key)`.
+    /// What `evidence` is: [`EVIDENCE_DCAP_QUOTE`] (the default, when absent) or
+    /// [`EVIDENCE_MAA_TOKEN`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_format: Option<String>,
+    /// A quote, whose report data is [`release_report_data`]`(nonce, ephemeral_key)`; or an
+    /// Azure Attestation token whose enclave-held data (`x-ms-sgx-ehd`) is those 64 bytes (the
+    /// quote it attested then has their SHA-256 as its report data).
     #[serde(with = "crate::base64_bytes")]
     pub evidence: Vec<u8>,
-    /// The collateral for the quote (dcap-qvl `QuoteCollateralV3` JSON).
+    /// The collateral for the quote (dcap-qvl `QuoteCollateralV3` JSON); `null` with a token.
     pub collateral: Box<RawValue>,
     /// The X25519 public key the model key is to be sealed to.
     #[serde(with = "crate::base64_bytes")]
@@ -220,6 +231,7 @@ mod tests {
     #[test]
     fn release_request_round_trips_and_refuses_unknown_fields() {
         let request = ReleaseRequest {
+            evidence_format: None,
             nonce: vec![1; 32],
             evidence: vec![3, 0, 2],
             collateral: RawValue::from_string(r#"{"a":1}"#.into()).unwrap(),

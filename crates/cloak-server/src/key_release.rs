@@ -306,6 +306,7 @@ impl BrokerClient {
             base,
             "/kbs/v1/release",
             &ReleaseRequest {
+                evidence_format: None,
                 nonce: challenge.nonce.clone(),
                 evidence: evidence.quote,
                 collateral,

@@ -10,11 +10,13 @@
 //! | [`hostile`] | the attacker's side of a connection: a chosen source address, TLS without appraisal, slow bytes, timing the server's close |
 //! | [`deps`] | optional test dependencies (Python packages, nginx, `script`): found, required by CI, or skipped out loud |
 //! | [`nginx`] | nginx as an untrusted TLS-terminating load balancer |
+//! | [`maa`] | a stand-in Azure Attestation instance: a JWKS and ES256 tokens with chosen SGX claims |
 //! | [`postgres`] | a throwaway PostgreSQL cluster on a free port (skipped out loud without a PostgreSQL server) |
 
 pub mod cli;
 pub mod deps;
 pub mod hostile;
+pub mod maa;
 pub mod models;
 pub mod nginx;
 pub mod postgres;
