@@ -1654,3 +1654,70 @@ fn fetch_claims(url: &str, root: &Path) -> cloak_client::IdentityClaims {
         client.appraisal().server().claims().clone()
     })
 }
+
+#[test]
+fn an_azure_key_vault_release_policy_is_imported_or_refused_for_what_it_cannot_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cloak-attest/testdata/azure-maa/recorded/jwks.json");
+    let skr = dir.path().join("skr.json");
+    let mrenclave = "292a1f4b519e46627eb2478a3d9851405653c5b4b0a6925de843834d9216850e";
+    let write_skr = |conditions: Value| {
+        let policy = serde_json::json!({
+            "version": "1.0.0",
+            "anyOf": [{ "authority": "https://sharedwus.wus.attest.azure.net", "allOf": conditions }]
+        });
+        std::fs::write(&skr, serde_json::to_vec_pretty(&policy).unwrap()).unwrap();
+    };
+    write_skr(serde_json::json!([
+        { "claim": "x-ms-sgx-mrenclave", "equals": mrenclave },
+        { "claim": "x-ms-sgx-is-debuggable", "equals": false },
+    ]));
+    let out = dir.path().join("policy.toml");
+    ok(&cloak(&[
+        "kbs",
+        "import-skr-policy",
+        s(&skr),
+        "--jwks",
+        s(&jwks),
+        "--out",
+        s(&out),
+    ]));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let policy = cloak_kbs::policy::parse_policy_and_lease(&text).unwrap();
+    assert_eq!(
+        policy.azure_attestation.unwrap().issuer,
+        "https://sharedwus.wus.attest.azure.net"
+    );
+    assert!(text.contains(mrenclave), "{text}");
+    // Never over an existing file without --force.
+    let again = cloak(&[
+        "kbs",
+        "import-skr-policy",
+        s(&skr),
+        "--jwks",
+        s(&jwks),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    // A condition a release policy cannot say: refused, by name, and nothing written.
+    write_skr(serde_json::json!([
+        { "claim": "x-ms-sgx-mrenclave", "equals": mrenclave },
+        { "claim": "x-ms-sgx-svn", "equals": 2 },
+    ]));
+    let refused = dir.path().join("refused.toml");
+    let result = cloak(&[
+        "kbs",
+        "import-skr-policy",
+        s(&skr),
+        "--jwks",
+        s(&jwks),
+        "--out",
+        s(&refused),
+    ]);
+    assert_eq!(result.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("x-ms-sgx-svn equals"), "{stderr}");
+    assert!(!refused.exists());
+}

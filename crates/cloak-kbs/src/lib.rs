@@ -12,6 +12,7 @@ pub mod broker;
 pub mod http;
 pub mod master;
 pub mod policy;
+pub mod skr;
 pub mod store;
 pub mod token;
 

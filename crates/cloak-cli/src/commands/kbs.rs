@@ -19,7 +19,7 @@ use cloak_proto::kbs::{AuditRecord, AuditVerification};
 use crate::Reported;
 use crate::args::parse_duration;
 use crate::failure::{EXIT_VERIFICATION, Failure};
-use crate::files::read_key_file;
+use crate::files::{self, read_key_file};
 
 /// `cloak kbs` subcommands.
 #[derive(Debug, Subcommand)]
@@ -52,6 +52,26 @@ pub(crate) enum KbsCommand {
     /// Remove a fleet's keys from a running broker (replicas are refused at their next lease
     /// confirmation)
     RemoveFleet(FleetArgs),
+    /// Convert an Azure Key Vault secure key release policy (JSON) into a release policy that
+    /// trusts its Azure Attestation instance with a pinned JWKS; refuses what a release policy
+    /// cannot say (exit 1); prints the policy, or writes it with --out
+    ImportSkrPolicy(ImportSkrArgs),
+}
+
+/// Arguments of `cloak kbs import-skr-policy`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportSkrArgs {
+    /// The SKR policy (JSON, as given to Key Vault)
+    skr_policy: PathBuf,
+    /// The attestation instance's signing keys (its /certs response), pinned into the policy
+    #[arg(long, value_name = "FILE")]
+    jwks: PathBuf,
+    /// Write the release policy here (never over an existing file unless --force)
+    #[arg(long, value_name = "FILE.toml")]
+    out: Option<PathBuf>,
+    /// Replace --out if it exists
+    #[arg(long)]
+    force: bool,
 }
 
 /// Arguments naming a fleet.
@@ -215,7 +235,36 @@ pub(crate) fn run(command: KbsCommand) -> Result<(), Reported> {
         KbsCommand::RotateFleet(args) => rotate_fleet(&args),
         KbsCommand::SetFleetPolicy(args) => set_fleet_policy(&args),
         KbsCommand::RemoveFleet(args) => remove_fleet(&args),
+        KbsCommand::ImportSkrPolicy(args) => import_skr_policy(&args),
     }
+}
+
+/// Largest SKR policy or JWKS read.
+const MAX_SKR_INPUT: u64 = 1024 * 1024;
+
+fn import_skr_policy(args: &ImportSkrArgs) -> Result<(), Reported> {
+    let skr = files::read_limited(&args.skr_policy, MAX_SKR_INPUT, "SKR policy")?;
+    let jwks = files::read_limited(&args.jwks, MAX_SKR_INPUT, "JWKS")?;
+    cloak_attest::maa::Jwks::from_json(&jwks)
+        .map_err(|e| Failure::usage(e.code(), format!("{}: {e}", args.jwks.display())))?;
+    let jwks = String::from_utf8(jwks)
+        .map_err(|_| Failure::usage("malformed-jwks", "the JWKS is not UTF-8".to_owned()))?;
+    let policy = match cloak_kbs::skr::import_skr_policy(&skr, &jwks) {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("cloak: {}: {} ({})", args.skr_policy.display(), e, e.code());
+            return Err(Reported(ExitCode::from(EXIT_VERIFICATION)));
+        }
+    };
+    // What the broker will be given must be what it accepts.
+    cloak_kbs::policy::parse_policy_and_lease(&policy)
+        .map_err(|e| Failure::usage(e.code(), e.to_string()))?;
+    match &args.out {
+        None => say!("{policy}")?,
+        Some(path) if args.force => files::write_replacing(path, policy.as_bytes(), "policy")?,
+        Some(path) => files::write_new(path, policy.as_bytes(), "policy")?,
+    }
+    Ok(())
 }
 
 fn init(args: &InitArgs) -> Result<(), Failure> {
