@@ -147,7 +147,7 @@ pub struct RaTlsCertificate {
 }
 
 impl RaTlsCertificate {
-    /// Reads a certificate (PEM or DER) and the evidence in it.
+    /// Reads a certificate (PEM, DER, or bare base64 of the DER) and the evidence in it.
     pub fn parse(bytes: &[u8]) -> Result<Self, RaTlsError> {
         // PEM only if the input starts like PEM: a DER certificate carrying a quote contains PEM
         // text (the quote's PCK chain), which must never be mistaken for the certificate.
@@ -163,6 +163,18 @@ impl RaTlsCertificate {
                 }
                 Err(e) => return Err(RaTlsError::NotCertificate(e.to_string())),
             }
+        } else if bytes.trim_ascii().first() == Some(&b'M') {
+            // Bare base64 of the DER, as Azure Attestation's `.cer` samples are: a DER
+            // certificate starts with 0x30, never with this letter, so the two cannot be
+            // confused. Nothing may follow the base64 (one real sample has junk after it).
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(bytes.trim_ascii())
+                .map_err(|e| {
+                    RaTlsError::NotCertificate(format!(
+                        "not base64 of a certificate, or something follows it: {e}"
+                    ))
+                })?
         } else {
             bytes.to_vec()
         };

@@ -501,3 +501,46 @@ fn the_2020_sample_body_is_read_under_its_pre_ga_claim_names() {
     );
     assert_eq!(sgx.report_data, None);
 }
+
+#[test]
+fn the_tokens_describe_the_evidence_that_was_sent_to_the_service() {
+    use crate::evidence::{Evidence, EvidenceFormat};
+    let report = file("recorded/sdk_oe_report_debug.bin");
+    let quote = file("recorded/sdk_sgx_quote_debug.bin");
+    // The OE report is the SGX quote behind OE's 16-byte header.
+    let unwrapped = Evidence::parse(&report).unwrap();
+    assert_eq!(unwrapped.format(), EvidenceFormat::OeReport);
+    assert_eq!(unwrapped.quote_bytes(), quote.as_slice());
+    let jwks = jwks();
+    for n in 1..=6 {
+        let verified = verify_token(&token(n), &jwks, Some(ISSUER), AT).unwrap();
+        let parsed = unwrapped.quote();
+        let crate::quote::Measurements::Sgx(m) = parsed.measurements() else {
+            panic!("not SGX");
+        };
+        let sgx = verified.sgx();
+        assert_eq!(sgx.mrenclave, m.mrenclave, "token {n}");
+        assert_eq!(sgx.mrsigner, m.mrsigner, "token {n}");
+        assert_eq!((sgx.isv_prod_id, sgx.isv_svn, sgx.debug), (m.isv_prod_id, m.isv_svn, m.debug));
+        assert_eq!(sgx.report_data.as_ref(), Some(parsed.report_data()), "token {n}");
+        // quotehash is SHA-256 of exactly what was submitted: the quote to the SgxEnclave
+        // endpoint (odd tokens), the whole OE report to the OpenEnclave one (even tokens).
+        let submitted = if n % 2 == 1 { &quote } else { &report };
+        assert_eq!(
+            verified.claims()["x-ms-sgx-collateral"]["quotehash"],
+            hex::encode(cloak_crypto::hash::sha256(submitted)),
+            "token {n}"
+        );
+    }
+    // The 2020 request: its OE report's quote binds SHA-256 of all 512 bytes of enclave-held
+    // data, padding included.
+    let request = file("derived/post.attest.quote.oe_report.bin");
+    let ehd = file("derived/post.attest.enclave_held_data.bin");
+    let evidence = Evidence::parse(&request).unwrap();
+    assert_eq!(evidence.format(), EvidenceFormat::OeReport);
+    assert_eq!(
+        &evidence.quote().report_data().as_bytes()[..32],
+        &cloak_crypto::hash::sha256(&ehd)
+    );
+    assert!(!evidence.quote().is_debug());
+}

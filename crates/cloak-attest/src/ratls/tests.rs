@@ -320,3 +320,20 @@ fn the_other_real_certificates_have_valid_self_signatures() {
         println!("{path}: {:?}", cert.self_signature());
     }
 }
+
+#[test]
+fn bare_base64_certificates_are_read_and_trailing_junk_is_refused() {
+    let from_cer = RaTlsCertificate::parse(&vector("azure-maa/sample.signing.cert.cer")).unwrap();
+    let from_der =
+        RaTlsCertificate::parse(&vector("azure-maa/derived/sample.signing.cert.der")).unwrap();
+    assert_eq!(from_cer.spki_der(), from_der.spki_der());
+    assert_eq!(
+        from_cer.evidence()[0].quote_bytes(),
+        from_der.evidence()[0].quote_bytes()
+    );
+    let pem = RaTlsCertificate::parse(&vector("azure-maa/maa.prod.uks.signing.cert.pem")).unwrap();
+    assert_eq!(pem.evidence().len(), 1);
+    // The UK South sample carries 54 bytes of JSON after its base64: refused, not guessed at.
+    let err = RaTlsCertificate::parse(&vector("azure-maa/uksouth.signing.cert.cer")).unwrap_err();
+    assert_eq!(err.code(), "not-certificate", "{err}");
+}
