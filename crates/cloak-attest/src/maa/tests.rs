@@ -521,8 +521,15 @@ fn the_tokens_describe_the_evidence_that_was_sent_to_the_service() {
         let sgx = verified.sgx();
         assert_eq!(sgx.mrenclave, m.mrenclave, "token {n}");
         assert_eq!(sgx.mrsigner, m.mrsigner, "token {n}");
-        assert_eq!((sgx.isv_prod_id, sgx.isv_svn, sgx.debug), (m.isv_prod_id, m.isv_svn, m.debug));
-        assert_eq!(sgx.report_data.as_ref(), Some(parsed.report_data()), "token {n}");
+        assert_eq!(
+            (sgx.isv_prod_id, sgx.isv_svn, sgx.debug),
+            (m.isv_prod_id, m.isv_svn, m.debug)
+        );
+        assert_eq!(
+            sgx.report_data.as_ref(),
+            Some(parsed.report_data()),
+            "token {n}"
+        );
         // quotehash is SHA-256 of exactly what was submitted: the quote to the SgxEnclave
         // endpoint (odd tokens), the whole OE report to the OpenEnclave one (even tokens).
         let submitted = if n % 2 == 1 { &quote } else { &report };
