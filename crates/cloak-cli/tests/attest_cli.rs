@@ -13,12 +13,29 @@ fn testdata(path: &str) -> PathBuf {
 mod support;
 use support::{cloak, cloak_line, s};
 
+/// Runs `cloak` with `args` then `extra`; returns the exit status and the JSON it printed (none,
+/// `Null`, for bad usage: exit 2 says so on stderr).
+fn run_json(args: &[&str], extra: &[&str]) -> (i32, Value) {
+    let out = cloak(&[args, extra].concat());
+    let code = out.status.code().unwrap();
+    let verdict = match serde_json::from_slice(&out.stdout) {
+        Ok(verdict) => verdict,
+        Err(_) if code == 2 => Value::Null,
+        Err(e) => panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    };
+    (code, verdict)
+}
+
 /// Runs `cloak attest verify ... --json`; returns the exit status and the verdict.
 fn verify(quote: &str, collateral: &str, at: u64, extra: &[&str]) -> (i32, Value) {
     let quote = testdata(quote);
     let collateral = testdata(collateral);
     let at = at.to_string();
-    let mut args = vec![
+    let args = [
         "attest",
         "verify",
         "--quote",
@@ -29,16 +46,7 @@ fn verify(quote: &str, collateral: &str, at: u64, extra: &[&str]) -> (i32, Value
         &at,
         "--json",
     ];
-    args.extend_from_slice(extra);
-    let out = cloak(&args);
-    let verdict = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap(), verdict)
+    run_json(&args, extra)
 }
 
 fn pem_der(path: &str) -> Vec<u8> {
@@ -464,7 +472,7 @@ const OE_MRENCLAVE: &str = "91dd79e47cae70787883e617838c7c981cc9744ebac9756c8ce0
 fn verify_oe(quote: &str, endorsements: &str, extra: &[&str]) -> (i32, Value) {
     let quote = testdata(&format!("{OE}/{quote}"));
     let endorsements = testdata(&format!("{OE}/{endorsements}"));
-    let mut args = vec![
+    let args = [
         "attest",
         "verify",
         "--quote",
@@ -473,16 +481,7 @@ fn verify_oe(quote: &str, endorsements: &str, extra: &[&str]) -> (i32, Value) {
         s(&endorsements),
         "--json",
     ];
-    args.extend_from_slice(extra);
-    let out = cloak(&args);
-    let verdict = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap(), verdict)
+    run_json(&args, extra)
 }
 
 #[test]
@@ -803,7 +802,7 @@ const MAA_MRENCLAVE: &str = "292a1f4b519e46627eb2478a3d9851405653c5b4b0a6925de84
 fn verify_token(token: &str, extra: &[&str]) -> (i32, Value) {
     let token = testdata(&format!("{MAA}/{token}"));
     let jwks = testdata(&format!("{MAA}/jwks.json"));
-    let mut args = vec![
+    let args = [
         "attest",
         "verify-token",
         s(&token),
@@ -811,10 +810,7 @@ fn verify_token(token: &str, extra: &[&str]) -> (i32, Value) {
         s(&jwks),
         "--json",
     ];
-    args.extend_from_slice(extra);
-    let out = cloak(&args);
-    let verdict = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code().unwrap(), verdict)
+    run_json(&args, extra)
 }
 
 #[test]
