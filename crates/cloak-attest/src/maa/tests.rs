@@ -551,3 +551,25 @@ fn the_tokens_describe_the_evidence_that_was_sent_to_the_service() {
     );
     assert!(!evidence.quote().is_debug());
 }
+
+#[test]
+fn the_key_certificate_is_checked_at_verification_time_not_at_iat() {
+    // MAA's 2020 sample token was issued one second before its signing certificate's notBefore;
+    // a verifier that checked the certificate at `iat` would refuse a genuine token. The test
+    // key's certificate starts on 2020-01-01.
+    let test = TestKey::new("k");
+    let mut claims = claims(b"ehd");
+    let iat = 1_577_836_799; // 2019-12-31T23:59:59Z
+    claims["iat"] = iat.into();
+    claims["nbf"] = iat.into();
+    claims["exp"] = (iat + 86_400).into();
+    let token = test.mint(&es256("k"), &claims);
+    verify_token(&token, &test.jwks, None, iat + 3600).unwrap();
+    // At `iat` itself the certificate was not valid yet, and that is what is refused.
+    assert_eq!(
+        verify_token(&token, &test.jwks, None, iat)
+            .unwrap_err()
+            .code(),
+        "token-key-expired"
+    );
+}
