@@ -48,6 +48,8 @@ const OID_OE_EVIDENCE_LEGACY: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x14, 0x0A
 /// ecdsa-with-SHA256 and sha256WithRSAEncryption: the self-signatures checked.
 const OID_ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
 const OID_SHA256_WITH_RSA: &str = "1.2.840.113549.1.1.11";
+/// id-ecPublicKey.
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 /// prime256v1 (P-256), the one curve whose ECDSA self-signatures are checked.
 const OID_P256: &str = "1.2.840.10045.3.1.7";
 /// CBOR tags for an Intel TEE quote: the Interoperable RA-TLS draft's 60000, and librats'.
@@ -589,6 +591,9 @@ fn self_signature(cert: &X509Certificate<'_>) -> SelfSignature {
     let signature = &cert.signature_value.data;
     let result = match algorithm.as_str() {
         OID_ECDSA_WITH_SHA256 => {
+            if cert.public_key().algorithm.algorithm.to_id_string() != OID_EC_PUBLIC_KEY {
+                return SelfSignature::Unchecked("an ECDSA signature with a non-EC key".into());
+            }
             let curve = cert
                 .public_key()
                 .algorithm
@@ -602,10 +607,10 @@ fn self_signature(cert: &X509Certificate<'_>) -> SelfSignature {
             cloak_crypto::sig::verify(cert.public_key().raw, tbs, signature)
         }
         OID_SHA256_WITH_RSA => {
-            // Below 2048 bits nothing is verified (Azure Attestation's 2020 certificates have
-            // RSA-1024 keys): say so rather than call the signature invalid.
+            // Outside 2048 to 8192 bits nothing is verified (Azure Attestation's 2020
+            // certificates have RSA-1024 keys): say so rather than call the signature invalid.
             if let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = cert.public_key().parsed()
-                && rsa.key_size() < 2048
+                && !(2048..=8192).contains(&rsa.key_size())
             {
                 return SelfSignature::Unchecked(format!("an RSA-{} key", rsa.key_size()));
             }

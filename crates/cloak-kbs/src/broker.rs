@@ -378,6 +378,7 @@ impl Broker {
             lease,
             token_key,
             azure_attestation,
+            accepts_quotes,
         } = parse_policy_and_lease(&record.policy).map_err(|e| match e {
             BrokerError::PolicyPinsNoIdentity => {
                 BrokerError::denied(e.code(), format!("the model's stored policy: {e}"))
@@ -386,6 +387,12 @@ impl Broker {
         })?;
         let expected = release_report_data(&request.nonce, &ephemeral);
         let accepted = match request.evidence_format.as_deref() {
+            None | Some(EVIDENCE_DCAP_QUOTE) if !accepts_quotes => {
+                return Err(BrokerError::denied(
+                    "evidence-not-accepted",
+                    "the model's policy accepts Azure Attestation tokens only",
+                ));
+            }
             None | Some(EVIDENCE_DCAP_QUOTE) => Accepted::Quote(Box::new(
                 self.appraise_quote(request, &policy, expected, now, seen)?,
             )),
@@ -773,6 +780,8 @@ fn appraise_token(
     seen.insert("tee".into(), "sgx".into());
     seen.insert("evidence".into(), EVIDENCE_MAA_TOKEN.into());
     seen.insert("issuer".into(), verified.issuer().into());
+    // The policy's TCB rules govern quotes; for a token, the service applied its own.
+    seen.insert("tcb_rules".into(), "attestation-service".into());
     seen.insert("debug".into(), sgx.debug.to_string());
     seen.insert("mrenclave".into(), sgx.mrenclave.to_string());
     seen.insert("mrsigner".into(), sgx.mrsigner.to_string());

@@ -15,6 +15,12 @@
 //!   released to an Azure Attestation token from that issuer whose enclave the policy accepts
 //!   and whose enclave-held data binds the release (`cloak_attest::maa`).
 //!   [`policy_for_upload`] inlines a `jwks` that names a file.
+//! * `evidence = ["dcap-quote", "maa-token"]` (optional): which release evidence the model
+//!   accepts. Absent: quotes, and tokens too when `[azure_attestation]` is present. A policy
+//!   that accepts tokens only must not set the TCB rules that apply to quotes alone
+//!   (`trust_root`, `allowed_tcb_statuses`, `allowed_advisories`,
+//!   `min_tcb_evaluation_data_number`): the attestation service applied its own, and rules
+//!   written but never applied would mislead whoever reads the policy.
 //! * The policy must name the enclave (`AppraisalPolicy::names_identity`): `[sgx] mrenclave`,
 //!   or `mrsigner` with `isv_prod_id`, or `[tdx] mrtd`. A stored policy from before this rule
 //!   that names none releases nothing until `set-policy` replaces it.
@@ -23,6 +29,7 @@ use std::path::Path;
 
 use cloak_attest::maa::Jwks;
 use cloak_attest::policy::AppraisalPolicy;
+use cloak_proto::kbs::{EVIDENCE_DCAP_QUOTE, EVIDENCE_MAA_TOKEN};
 
 use crate::BrokerError;
 
@@ -51,7 +58,17 @@ pub struct ReleasePolicy {
     /// The Azure Attestation instance whose tokens are accepted as release evidence
     /// (`[azure_attestation]`), if any.
     pub azure_attestation: Option<AzureAttestation>,
+    /// Whether quotes with collateral are accepted as release evidence (`evidence`).
+    pub accepts_quotes: bool,
 }
+
+/// The settings that govern quotes only: with tokens only, they would never be applied.
+const QUOTE_ONLY_KEYS: [&str; 4] = [
+    "trust_root",
+    "allowed_tcb_statuses",
+    "allowed_advisories",
+    "min_tcb_evaluation_data_number",
+];
 
 /// An Azure Attestation instance a release policy trusts: its issuer and its pinned keys.
 #[derive(Clone, Debug)]
@@ -142,6 +159,64 @@ pub fn parse_policy_and_lease(text: &str) -> Result<ReleasePolicy, BrokerError> 
         .remove("azure_attestation")
         .map(azure_attestation)
         .transpose()?;
+    let (accepts_quotes, accepts_tokens) = match table.remove("evidence") {
+        None => (true, azure_attestation.is_some()),
+        Some(toml::Value::Array(kinds)) => {
+            let mut accepted = (false, false);
+            for kind in kinds {
+                match kind.as_str() {
+                    Some(EVIDENCE_DCAP_QUOTE) => accepted.0 = true,
+                    Some(EVIDENCE_MAA_TOKEN) => accepted.1 = true,
+                    _ => {
+                        return Err(BrokerError::InvalidPolicy(format!(
+                            "evidence: {kind} (known: \"{EVIDENCE_DCAP_QUOTE}\", \
+                             \"{EVIDENCE_MAA_TOKEN}\")"
+                        )));
+                    }
+                }
+            }
+            accepted
+        }
+        Some(_) => {
+            return Err(BrokerError::InvalidPolicy(
+                "evidence is a list such as [\"dcap-quote\"]".into(),
+            ));
+        }
+    };
+    if !accepts_quotes && !accepts_tokens {
+        return Err(BrokerError::InvalidPolicy(
+            "evidence accepts nothing: the key could never be released".into(),
+        ));
+    }
+    if accepts_tokens && azure_attestation.is_none() {
+        return Err(BrokerError::InvalidPolicy(
+            "evidence includes maa-token, but no [azure_attestation] names the instance".into(),
+        ));
+    }
+    let azure_attestation = azure_attestation.filter(|_| accepts_tokens);
+    // Tokens describe SGX enclaves: a policy that pins none could never release on one.
+    if azure_attestation.is_some() {
+        let sgx = table.get("sgx").and_then(toml::Value::as_table);
+        let pinned = sgx.is_some_and(|sgx| {
+            sgx.contains_key("mrenclave")
+                || (sgx.contains_key("mrsigner") && sgx.contains_key("isv_prod_id"))
+        });
+        if !pinned {
+            return Err(BrokerError::InvalidPolicy(
+                "[azure_attestation] needs an SGX enclave named in [sgx] (mrenclave, or mrsigner \
+                 with isv_prod_id): tokens describe SGX enclaves"
+                    .into(),
+            ));
+        }
+    }
+    if !accepts_quotes
+        && let Some(key) = QUOTE_ONLY_KEYS.iter().find(|key| table.contains_key(**key))
+    {
+        return Err(BrokerError::InvalidPolicy(format!(
+            "{key} applies to quotes only, and this policy accepts tokens only: the attestation \
+             service applies its own TCB rules"
+        )));
+    }
     let text = toml::to_string(&table).map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?;
     let appraisal = parse_appraisal(&text)?;
     Ok(ReleasePolicy {
@@ -149,6 +224,7 @@ pub fn parse_policy_and_lease(text: &str) -> Result<ReleasePolicy, BrokerError> 
         lease,
         token_key,
         azure_attestation,
+        accepts_quotes,
     })
 }
 
@@ -225,6 +301,7 @@ pub fn policy_for_upload(path: &Path) -> Result<String, BrokerError> {
             appraisal_only.remove("lease");
             appraisal_only.remove("token_key");
             appraisal_only.remove("azure_attestation");
+            appraisal_only.remove("evidence");
             let appraisal_text = toml::to_string(&appraisal_only)
                 .map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?;
             AppraisalPolicy::from_toml(&appraisal_text, base_dir)
@@ -285,6 +362,39 @@ mod tests {
         );
         assert_eq!(code(section(issuer, "{\"keys\": 1}", "")), "invalid-policy");
         assert_eq!(code(section(issuer, &jwks, "extra = 1")), "invalid-policy");
+        // Which evidence: tokens only, quotes only, and what makes no sense.
+        let with = |evidence: &str, extra: &str| {
+            format!(
+                "evidence = {evidence}\n{extra}\n{}",
+                section(issuer, &jwks, "")
+            )
+        };
+        let tokens_only = parse_policy_and_lease(&with("[\"maa-token\"]", "")).unwrap();
+        assert!(!tokens_only.accepts_quotes && tokens_only.azure_attestation.is_some());
+        let quotes_only = parse_policy_and_lease(&with("[\"dcap-quote\"]", "")).unwrap();
+        assert!(quotes_only.accepts_quotes && quotes_only.azure_attestation.is_none());
+        for (evidence, extra) in [
+            ("[]", ""),
+            ("[\"sev-snp\"]", ""),
+            ("\"maa-token\"", ""),
+            // Rules for quotes in a policy that takes no quotes would never be applied.
+            (
+                "[\"maa-token\"]",
+                "allowed_tcb_statuses = [\"UpToDate\", \"OutOfDate\"]",
+            ),
+            ("[\"maa-token\"]", "trust_root = \"intel\""),
+        ] {
+            assert_eq!(
+                code(with(evidence, extra)),
+                "invalid-policy",
+                "{evidence} {extra}"
+            );
+        }
+        assert_eq!(
+            code(pinned("evidence = [\"maa-token\"]")),
+            "invalid-policy",
+            "tokens without an instance"
+        );
     }
 
     #[test]

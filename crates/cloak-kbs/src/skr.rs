@@ -24,9 +24,11 @@
 //! condition silently left out would release keys the owner meant to keep), an `equals` on the
 //! SVN (a release policy sets a minimum), `is-debuggable` `equals` true (debug enclaves only), an
 //! `anyOf` across different claims, two authorities (a release policy trusts one instance), and
-//! a policy that names no enclave. The converted policy also admits the same enclave's own
-//! quotes under Intel's root with an up-to-date TCB, which is what the attestation service
-//! checks before it issues a token.
+//! a policy that names no enclave, and any object with a key given twice (in any case: which
+//! of the two Key Vault would read is not something to guess). The converted policy accepts
+//! tokens only (`evidence = ["maa-token"]`): the SKR policy trusts what its attestation
+//! instance vouches for, under that instance's own attestation policy, and a quote presented
+//! directly would skip it.
 
 use serde_json::{Map, Value};
 
@@ -54,6 +56,9 @@ struct Constraints {
 /// Converts SKR policy JSON into release-policy TOML that trusts the policy's authority with
 /// the JWKS at `jwks` (a path next to the written policy, or the JWKS JSON itself).
 pub fn import_skr_policy(skr_json: &[u8], jwks: &str) -> Result<String, SkrError> {
+    // serde_json keeps the last of two equal keys; a key given twice is refused instead.
+    serde_json::from_slice::<NoDuplicateKeys>(skr_json)
+        .map_err(|e| SkrError(format!("not JSON, or a key given twice: {e}")))?;
     let policy: Value =
         serde_json::from_slice(skr_json).map_err(|e| SkrError(format!("not JSON: {e}")))?;
     let policy = object(&policy, "the policy")?;
@@ -91,8 +96,10 @@ pub fn import_skr_policy(skr_json: &[u8], jwks: &str) -> Result<String, SkrError
             other => return Err(SkrError(format!("unknown authority key {other:?}"))),
         }
     }
+    // Tokens name their issuer without a trailing slash; SKR examples sometimes add one.
     let issuer = issuer
         .filter(|url| url.starts_with("https://"))
+        .map(|url| url.strip_suffix('/').map_or(url.clone(), str::to_owned))
         .ok_or_else(|| SkrError("the authority must be an https URL".into()))?;
     let names_enclave = constraints.mrenclave.is_some()
         || (constraints.mrsigner.is_some() && constraints.isv_prod_id.is_some());
@@ -140,11 +147,15 @@ fn condition_into(condition: &Value, constraints: &mut Constraints) -> Result<()
             "x-ms-sgx-svn",
             number(value, &claim)?,
         ),
-        ("x-ms-sgx-svn", "greater", value) => set_once(
-            &mut constraints.min_isv_svn,
-            "x-ms-sgx-svn",
-            number(value, &claim)?.saturating_add(1),
-        ),
+        ("x-ms-sgx-svn", "greater", value) => {
+            let min = number(value, &claim)?.saturating_add(1);
+            if min > u64::from(u16::MAX) {
+                return Err(SkrError(format!(
+                    "x-ms-sgx-svn greater {value}: no SVN is that high"
+                )));
+            }
+            set_once(&mut constraints.min_isv_svn, "x-ms-sgx-svn", min)
+        }
         ("x-ms-sgx-svn", "equals", _) => Err(SkrError(
             "x-ms-sgx-svn equals: a release policy sets a minimum SVN (greaterOrEquals), not \
              one SVN"
@@ -278,9 +289,76 @@ fn number(value: &Value, claim: &str) -> Result<u64, SkrError> {
 }
 
 fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>, SkrError> {
-    value
+    let map = value
         .as_object()
-        .ok_or_else(|| SkrError(format!("{what} is not a JSON object")))
+        .ok_or_else(|| SkrError(format!("{what} is not a JSON object")))?;
+    // Keys are matched without regard to case, so two spellings of one key are one key twice.
+    let mut seen = std::collections::BTreeSet::new();
+    for key in map.keys() {
+        if !seen.insert(key.to_ascii_lowercase()) {
+            return Err(SkrError(format!(
+                "{what} gives {key:?} twice (in another case)"
+            )));
+        }
+    }
+    Ok(map)
+}
+
+/// Any JSON value, refused if an object in it has the same key twice.
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = Self;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON without repeated keys")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut keys = std::collections::BTreeSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("key {key:?} given twice")));
+            }
+            map.next_value::<Self>()?;
+        }
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<Self>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
 }
 
 fn array<'a>(value: &'a Value, what: &str) -> Result<&'a [Value], SkrError> {
@@ -326,6 +404,10 @@ fn to_toml(constraints: &Constraints, issuer: &str, jwks: &str) -> String {
     azure.insert("issuer".into(), toml::Value::String(issuer.to_owned()));
     azure.insert("jwks".into(), toml::Value::String(jwks.to_owned()));
     let mut policy = toml::Table::new();
+    policy.insert(
+        "evidence".into(),
+        toml::Value::Array(vec![toml::Value::String("maa-token".into())]),
+    );
     policy.insert("allow_debug".into(), toml::Value::Boolean(false));
     policy.insert("sgx".into(), toml::Value::Table(sgx));
     policy.insert("azure_attestation".into(), toml::Value::Table(azure));

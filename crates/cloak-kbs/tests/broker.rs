@@ -1380,6 +1380,16 @@ fn a_token_is_refused_for_a_model_whose_policy_trusts_no_attestation_service() {
     let token = maa.mint(&maa.claims(&token_enclave(), &ehd, h.clock.now()));
     let (status, body) = h.release(&token_request(token, &nonce, ephemeral.public_key()));
     assert_denied(&h, status, &body, "evidence-not-accepted");
+    // A policy that accepts tokens only refuses a quote.
+    let tokens_only = format!(
+        "evidence = [\"maa-token\"]\n[sgx]\nmrenclave = [\"{}\"]\n[azure_attestation]\nissuer = \"{}\"\njwks = {:?}\n",
+        hex::encode(identity().mrenclave),
+        maa.issuer(),
+        maa.jwks_json()
+    );
+    h.admin().set_policy(MODEL, &tokens_only).unwrap();
+    let (status, body, _, _) = h.attempt();
+    assert_denied(&h, status, &body, "evidence-not-accepted");
     // An evidence format the broker does not know is a malformed request.
     let nonce = h.challenge().nonce;
     let mut request = h.request(&nonce, ephemeral.public_key(), ephemeral.public_key());

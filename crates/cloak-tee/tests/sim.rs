@@ -249,3 +249,69 @@ fn the_measurement_covers_the_libraries_loaded() {
     );
     assert_eq!(with_a, enclave_measurement(&exe, &[a]));
 }
+
+/// The verdict as the tests compare it: statuses and advisories, or the reason code.
+fn verdict(
+    platform: &SimPlatform,
+    quote: &[u8],
+    collateral: &[u8],
+) -> Result<(String, String, String, Vec<String>), &'static str> {
+    let collateral = Collateral::from_json(collateral).unwrap();
+    sim_verifier(platform)
+        .verify(quote, &collateral, now())
+        .map(|v| {
+            (
+                v.tcb_status().to_string(),
+                v.platform_tcb_status().to_string(),
+                v.qe_tcb_status().to_string(),
+                v.advisory_ids().to_vec(),
+            )
+        })
+        .map_err(|e| e.code())
+}
+
+/// The same signed collateral in Intel's two TCB info formats goes through the verifier's two
+/// cores (dcap-qvl for version 3, its own for version 2): every status, with advisories, a
+/// revoked PCK certificate, a debug enclave, a quote for another report data and a tampered
+/// quote get one verdict from both.
+#[test]
+fn tcb_info_versions_2_and_3_give_the_same_verdict_on_every_platform_state() {
+    let mut cases = 0;
+    for status in TcbStatusName::ALL {
+        for advisories in [vec![], vec!["SIM-SA-00042".to_owned()]] {
+            let config = SimConfig {
+                tcb_status: status,
+                advisories,
+                ..SimConfig::up_to_date()
+            };
+            let (_dir, mut platform) = platform(&config);
+            for revoke in [false, true] {
+                if revoke {
+                    platform.revoke().unwrap();
+                }
+                for debug in [false, true] {
+                    let enclave = Identity {
+                        debug,
+                        ..platform.identity().unwrap()
+                    };
+                    let platform = SimPlatform::open(platform.dir())
+                        .unwrap()
+                        .with_enclave(enclave);
+                    let quote = platform.evidence(&report_data(9)).unwrap().quote;
+                    let mut tampered = quote.clone();
+                    tampered[200] ^= 1;
+                    let v3 = platform.collateral(now()).unwrap();
+                    let v2 = platform.collateral_tcb_info_v2(now()).unwrap();
+                    assert!(String::from_utf8_lossy(&v2).contains("sgxtcbcomp16svn"));
+                    for (what, q) in [("quote", &quote), ("tampered", &tampered)] {
+                        let a = verdict(&platform, q, &v3);
+                        let b = verdict(&platform, q, &v2);
+                        assert_eq!(a, b, "{status} revoked={revoke} debug={debug} {what}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, TcbStatusName::ALL.len() * 2 * 2 * 2 * 2);
+}

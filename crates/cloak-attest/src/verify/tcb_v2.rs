@@ -478,7 +478,7 @@ fn appraise_platform(
 }
 
 /// The QE against its identity: signer, product, MISCSELECT and ATTRIBUTES under their masks, not
-/// in debug mode, and the highest level whose ISVSVN the QE meets.
+/// in debug mode, and the first level whose ISVSVN the QE meets.
 fn appraise_qe(
     qe: &crate::quote::EnclaveReport,
     identity: &QeIdentity,
@@ -509,11 +509,12 @@ fn appraise_qe(
     if qe.is_debug() {
         return mismatch("the QE runs in debug mode");
     }
+    // The first level, in the identity's order (highest first, as Intel publishes it), that the
+    // QE meets: dcap-qvl's rule, kept identical so both cores judge alike.
     let level = identity
         .tcb_levels
         .iter()
-        .filter(|level| qe.isv_svn >= level.tcb.isvsvn)
-        .max_by_key(|level| level.tcb.isvsvn)
+        .find(|level| qe.isv_svn >= level.tcb.isvsvn)
         .ok_or_else(|| {
             VerifyError::TcbNotSupported(format!(
                 "QE ISVSVN {} is below every level of the QE identity",

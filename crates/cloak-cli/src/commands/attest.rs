@@ -535,6 +535,11 @@ fn verify_token(args: &VerifyTokenArgs) -> Result<(), Reported> {
         Some(path) => Some(files::read_limited(path, MAX_INPUT, "enclave-held data")?),
         None => None,
     };
+    if args.issuer.is_none() {
+        eprintln!(
+            "warning: no --issuer: a token from any instance whose key is in the JWKS is accepted"
+        );
+    }
     let now = args.at.unwrap_or_else(unix_now);
     let mut verdict = TokenVerdict {
         verdict: "rejected",

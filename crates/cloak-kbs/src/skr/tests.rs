@@ -49,6 +49,8 @@ fn an_sgx_release_policy_converts_to_one_the_broker_accepts() {
     assert_eq!(trusted.issuer, ISSUER);
     let table: toml::Table = toml::from_str(&text).unwrap();
     assert_eq!(table["allow_debug"].as_bool(), Some(false));
+    // Tokens only: a quote presented directly would skip the instance's attestation policy.
+    assert!(!release.accepts_quotes);
     let sgx = table["sgx"].as_table().unwrap();
     assert_eq!(
         sgx["mrenclave"].as_array().unwrap().len(),
@@ -164,6 +166,25 @@ fn what_cannot_be_represented_is_refused_by_name() {
             "version",
         ),
         ("not JSON", b"anyOf".to_vec(), "not JSON"),
+        (
+            "a key twice",
+            br#"{"version":"1.0.0","anyOf":[],"anyOf":[{"authority":"https://a.example","allOf":[]}]}"#
+                .to_vec(),
+            "twice",
+        ),
+        (
+            "a key twice in two cases",
+            serde_json::to_vec(&json!({ "version": "1.0.0", "anyOf": [
+                { "authority": ISSUER, "allOf": [pin], "AllOf": [pin] },
+            ]}))
+            .unwrap(),
+            "twice",
+        ),
+        (
+            "an SVN above the range",
+            skr(json!([pin, claim("x-ms-sgx-svn", "greater", 65_535.into())])),
+            "no SVN",
+        ),
     ];
     for (name, policy, says) in cases {
         let err = import_skr_policy(&policy, "certs.json").unwrap_err();

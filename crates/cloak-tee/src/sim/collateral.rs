@@ -14,16 +14,37 @@ const TCB_DATE: &str = "2025-01-01T00:00:00Z";
 /// The TCB evaluation data number of simulated TCB info.
 pub const TCB_EVALUATION_DATA_NUMBER: u32 = 1;
 
+/// Intel's TCB info formats: version 3 (served since 2022) and version 2 (2019–2022 collateral,
+/// which Open Enclave endorsements of that time hold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TcbInfoVersion {
+    /// Components as `sgxtcbcomponents: [{svn}, ...]`, with `id`.
+    V3,
+    /// Components as `sgxtcbcomp01svn` ... `sgxtcbcomp16svn`, without `id`.
+    V2,
+}
+
 /// TCB info JSON for the platform: levels arranged so that the platform's SVNs match a level
 /// with the configured status (with one `UpToDate` level above it when that status is not
 /// `UpToDate`), and an `OutOfDate` level below.
-pub(super) fn tcb_info(state: &SimState, issue: u64, next: u64) -> String {
+pub(super) fn tcb_info(state: &SimState, issue: u64, next: u64, version: TcbInfoVersion) -> String {
     let level = |components: &[u8; 16], pcesvn: u16, status: &str, advisories: &[String]| {
-        let mut value = json!({
-            "tcb": {
+        let tcb = match version {
+            TcbInfoVersion::V3 => json!({
                 "sgxtcbcomponents": components.iter().map(|svn| json!({ "svn": svn })).collect::<Vec<_>>(),
                 "pcesvn": pcesvn,
-            },
+            }),
+            TcbInfoVersion::V2 => {
+                let mut tcb = serde_json::Map::new();
+                for (i, svn) in (1..).zip(components) {
+                    tcb.insert(format!("sgxtcbcomp{i:02}svn"), json!(svn));
+                }
+                tcb.insert("pcesvn".to_owned(), json!(pcesvn));
+                serde_json::Value::Object(tcb)
+            }
+        };
+        let mut value = json!({
+            "tcb": tcb,
             "tcbDate": TCB_DATE,
             "tcbStatus": status,
         });
@@ -54,7 +75,7 @@ pub(super) fn tcb_info(state: &SimState, issue: u64, next: u64) -> String {
         "OutOfDate",
         &["SIM-SA-00001".to_owned()],
     ));
-    let body = json!({
+    let mut body = json!({
         "id": "SGX",
         "version": 3,
         "issueDate": rfc3339(issue),
@@ -65,6 +86,12 @@ pub(super) fn tcb_info(state: &SimState, issue: u64, next: u64) -> String {
         "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
         "tcbLevels": levels,
     });
+    if version == TcbInfoVersion::V2
+        && let Some(object) = body.as_object_mut()
+    {
+        object.remove("id");
+        object.insert("version".to_owned(), json!(2));
+    }
     body.to_string()
 }
 
@@ -90,11 +117,15 @@ pub(super) fn qe_identity(state: &SimState, issue: u64, next: u64) -> String {
 }
 
 /// The whole collateral document, valid from `now − 60 s` for [`COLLATERAL_LIFETIME`].
-pub(super) fn document(platform: &super::SimPlatform, now: u64) -> Result<Vec<u8>, SimError> {
+pub(super) fn document(
+    platform: &super::SimPlatform,
+    now: u64,
+    version: TcbInfoVersion,
+) -> Result<Vec<u8>, SimError> {
     let state = &platform.state;
     let issue = now.saturating_sub(60);
     let next = now.saturating_add(COLLATERAL_LIFETIME);
-    let tcb_info = tcb_info(state, issue, next);
+    let tcb_info = tcb_info(state, issue, next, version);
     let qe_identity = qe_identity(state, issue, next);
     let tcb_key = platform.keys.signer("tcb-signing")?;
     let tcb_info_signature = tcb_key.sign_raw(tcb_info.as_bytes())?;

@@ -491,7 +491,14 @@ impl SimPlatform {
     /// Fresh collateral, valid from a minute before `now` (Unix seconds) for
     /// [`COLLATERAL_LIFETIME`], as `QuoteCollateralV3` JSON.
     pub fn collateral(&self, now: u64) -> Result<Vec<u8>, SimError> {
-        collateral::document(self, now)
+        collateral::document(self, now, collateral::TcbInfoVersion::V3)
+    }
+
+    /// The same collateral with its TCB info in Intel's older version 2 format, as SGX
+    /// collateral of 2019–2022 was: the verifier reads both (with two cores), and the tests hold
+    /// them to one verdict.
+    pub fn collateral_tcb_info_v2(&self, now: u64) -> Result<Vec<u8>, SimError> {
+        collateral::document(self, now, collateral::TcbInfoVersion::V2)
     }
 
     fn save_state(&self, commit: cloak_fs::Commit) -> Result<(), SimError> {
