@@ -148,14 +148,7 @@ impl ServerCertVerifier for PeerVerifier {
             .map_or(0, |d| d.as_secs());
         appraise_peer_certificate(end_entity, &self.collateral, &self.policy, now)
             .map(|_| ServerCertVerified::assertion())
-            .map_err(|refusal| {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
-                    rustls::OtherError(Arc::new(PeerRefused {
-                        code: refusal.code(),
-                        message: refusal.to_string(),
-                    })),
-                ))
-            })
+            .map_err(|refusal| PeerRefused::rustls_error(&refusal))
     }
 
     fn verify_tls12_signature(
@@ -186,8 +179,8 @@ impl ServerCertVerifier for PeerVerifier {
     }
 }
 
-/// Why the peer was refused, inside the rustls error a handshake fails with: its [`code`] is
-/// the appraisal's stable reason.
+/// Why a server was refused, inside the rustls error a handshake fails with (a Cloak server's
+/// or another RA-TLS peer's): its [`code`] is the appraisal's stable reason.
 ///
 /// [`code`]: PeerRefused::code
 #[derive(Debug)]
@@ -200,6 +193,16 @@ impl PeerRefused {
     /// The stable reason code ([`AppraisalError::code`]).
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    /// The rustls error a handshake fails with when `refusal` refuses the peer.
+    pub(crate) fn rustls_error(refusal: &AppraisalError) -> rustls::Error {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+            Arc::new(Self {
+                code: refusal.code(),
+                message: refusal.to_string(),
+            }),
+        )))
     }
 }
 

@@ -151,11 +151,9 @@ impl ServerCertVerifier for Verifier {
                 Ok(ServerCertVerified::assertion())
             }
             Err(refusal) => {
-                let message = refusal.to_string();
+                let error = crate::peer::PeerRefused::rustls_error(&refusal);
                 self.verdict.set(Err(refusal));
-                Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(Refused(message)))),
-                ))
+                Err(error)
             }
         }
     }
@@ -223,17 +221,6 @@ fn probe(certificate: &[u8]) -> Result<(), AppraisalError> {
     IdentityClaims::from_cbor(claims.raw())?;
     Ok(())
 }
-
-#[derive(Debug)]
-struct Refused(String);
-
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attestation refused: {}", self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
 
 /// The transport of encapsulated requests: a certificate chain to `roots` (a load balancer's
 /// certificate), or else a Cloak server's own certificate, whose key its quote binds (the quote
