@@ -102,19 +102,40 @@ impl PolicyArgs {
         }
         Ok(policy)
     }
+}
 
-    /// The first flag given that has no meaning for an Azure Attestation token (which carries
-    /// no quote chain and no TCB status), if any.
-    pub(crate) fn quote_only_flag(&self) -> Option<&'static str> {
-        if self.trust_root.is_some() {
-            Some("--trust-root")
-        } else if !self.allow_status.is_empty() {
-            Some("--allow-status")
-        } else if !self.allow_advisory.is_empty() {
-            Some("--allow-advisory")
-        } else {
-            None
+/// The policy flags that mean something for an Azure Attestation token, which carries no quote
+/// chain and no TCB status of its own (the attestation service appraised those).
+#[derive(Debug, Args)]
+pub(crate) struct TokenPolicyArgs {
+    /// Appraisal policy (TOML): its debug, [sgx] and report_data rules apply to the token's
+    /// enclave; its trust root and TCB rules do not [default: the strict policy: no debug]
+    #[arg(long = "policy", value_name = "FILE.toml", help_heading = "Policy")]
+    policy_file: Option<PathBuf>,
+    /// Require this MRENCLAVE (replaces the policy file's list)
+    #[arg(long, value_name = "HEX", help_heading = "Policy")]
+    expect_mrenclave: Option<String>,
+    /// Require this MRSIGNER (replaces the policy file's list)
+    #[arg(long, value_name = "HEX", help_heading = "Policy")]
+    expect_mrsigner: Option<String>,
+    /// Accept debug enclaves: their memory is open to the host (development only)
+    #[arg(long, help_heading = "Dangerous (these weaken appraisal)")]
+    allow_debug: bool,
+}
+
+impl TokenPolicyArgs {
+    /// The policy file (or the strict policy), with the flags applied.
+    pub(crate) fn build(&self) -> Result<AppraisalPolicy, Failure> {
+        PolicyArgs {
+            policy_file: self.policy_file.clone(),
+            expect_mrenclave: self.expect_mrenclave.clone(),
+            expect_mrsigner: self.expect_mrsigner.clone(),
+            trust_root: None,
+            allow_status: Vec::new(),
+            allow_advisory: Vec::new(),
+            allow_debug: self.allow_debug,
         }
+        .build()
     }
 }
 

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::Reported;
-use crate::args::{PolicyArgs, ServerArgs, hex_arg};
+use crate::args::{PolicyArgs, ServerArgs, TokenPolicyArgs, hex_arg};
 use crate::failure::{EXIT_VERIFICATION, Failure};
 use crate::{files, report};
 
@@ -135,10 +135,8 @@ pub(crate) struct VerifyTokenArgs {
     /// Verify as of this time (Unix seconds) [default: now]
     #[arg(long, value_name = "UNIX_SECONDS")]
     at: Option<u64>,
-    /// Policy flags: debug, MRENCLAVE, MRSIGNER and report data apply to tokens; --trust-root,
-    /// --allow-status and --allow-advisory do not (the service appraised the quote and its TCB)
     #[command(flatten)]
-    policy: PolicyArgs,
+    policy: TokenPolicyArgs,
     /// Require exactly this 64-byte report data (x-ms-sgx-report-data)
     #[arg(long, value_name = "HEX")]
     expect_report_data: Option<String>,
@@ -506,16 +504,6 @@ struct TokenVerdict {
 }
 
 fn verify_token(args: &VerifyTokenArgs) -> Result<(), Reported> {
-    if let Some(flag) = args.policy.quote_only_flag() {
-        return Err(Failure::usage(
-            "invalid-argument",
-            format!(
-                "{flag} does not apply to tokens: the attestation service appraised the quote \
-                 and its TCB under its own policy"
-            ),
-        )
-        .into());
-    }
     let mut policy = args.policy.build()?;
     if let Some(hex) = &args.expect_report_data {
         policy = policy.with_report_data(ReportData::from_bytes(hex_arg(
