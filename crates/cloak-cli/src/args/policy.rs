@@ -108,7 +108,7 @@ impl PolicyArgs {
 /// chain and no TCB status of its own (the attestation service appraised those).
 #[derive(Debug, Args)]
 pub(crate) struct TokenPolicyArgs {
-    /// Appraisal policy (TOML): its debug, [sgx] and report_data rules apply to the token's
+    /// Appraisal policy (TOML): its debug, `[sgx]` and `report_data` rules apply to the token's
     /// enclave; its trust root and TCB rules do not [default: the strict policy: no debug]
     #[arg(long = "policy", value_name = "FILE.toml", help_heading = "Policy")]
     policy_file: Option<PathBuf>,
