@@ -425,6 +425,7 @@ fn release_seal_restart_and_rebuild() {
     let output = infer_demo(&server, dir, &root, "demo");
     assert_eq!(output["model_name"], "demo");
     let sealed = models.join("demo.cloak.sealed-key");
+    wait_for_file(&sealed);
     assert!(sealed.exists());
     assert!(!models.join("other.cloak.sealed-key").exists());
     let records = owner.audit(&kbs);
@@ -821,6 +822,7 @@ fn a_revoked_key_stops_a_running_server() {
     wait_for(&server, &root, "demo", is_ready);
     infer_demo(&server, dir, &root, "demo");
     let sealed = models.join("demo.cloak.sealed-key");
+    wait_for_file(&sealed);
     assert!(sealed.exists());
 
     // The lease is confirmed while the broker still releases the key: past its first end, the
@@ -879,11 +881,7 @@ fn an_unconfirmed_lease_ends_and_an_old_sealed_key_does_not_revive_it() {
     wait_for(&server, &root, "demo", is_ready);
     let sealed = models.join("demo.cloak.sealed-key");
     let kept = dir.join("kept.sealed-key");
-    // The key is sealed to disk as the model is served, not necessarily before it is ready.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sealed.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&sealed);
     std::fs::copy(&sealed, &kept).unwrap();
 
     // The broker goes away: the model is served until the lease ends, not after.
@@ -913,6 +911,15 @@ fn an_unconfirmed_lease_ends_and_an_old_sealed_key_does_not_revive_it() {
     assert!(reason.contains("key-lease-expired"), "{reason}");
 }
 
+/// Waits (up to 10 s) for `path` to exist: a server seals a released key to disk as it serves
+/// the model, not necessarily before it reports the model ready.
+fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A restart is when a host can present a sealed key the broker has since revoked: a server
 /// that starts from a sealed key serves it while it confirms the lease at once, not when half
 /// of a long lease is left, so a removal reaches it within seconds — whichever sealed file the
@@ -938,9 +945,11 @@ fn a_restarted_server_confirms_its_sealed_lease_at_once() {
     );
     let server = serve(&exe(), dir, &models, &sim, &broker.url, &[]);
     wait_for(&server, &root, "demo", is_ready);
-    drop(server);
     let sealed = models.join("demo.cloak.sealed-key");
     let kept = dir.join("kept.sealed-key");
+    // Stopped only once the key is sealed: killed earlier, it would have sealed nothing.
+    wait_for_file(&sealed);
+    drop(server);
     std::fs::copy(&sealed, &kept).unwrap();
 
     // Restarted while the key is granted: served from the sealed key, and confirmed at once
