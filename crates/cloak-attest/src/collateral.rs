@@ -114,6 +114,15 @@ impl Collateral {
         self.tcb_info.tcb_evaluation_data_number
     }
 
+    /// The chain of field `name` (`tcb_info_issuer_chain`, `pck_certificate_chain`, ...), DER,
+    /// as parsed once when the collateral was read.
+    pub(crate) fn chain(&self, name: &str) -> Option<&[Vec<u8>]> {
+        self.chains
+            .iter()
+            .find(|(field, _)| *field == name)
+            .map(|(_, chain)| chain.as_slice())
+    }
+
     /// The certificate chains the collateral carries, by field name, as DER certificates.
     pub fn chains(&self) -> impl Iterator<Item = (&'static str, &[Vec<u8>])> {
         self.chains
@@ -207,7 +216,7 @@ fn chain(field: &'static str, pem: &str) -> Result<Vec<Vec<u8>>, CollateralError
 }
 
 /// Parses an RFC 3339 timestamp (`2025-06-19T10:56:11Z`) into Unix seconds.
-fn rfc3339(field: &'static str, text: &str) -> Result<u64, CollateralError> {
+pub(crate) fn rfc3339(field: &'static str, text: &str) -> Result<u64, CollateralError> {
     humantime::parse_rfc3339(text)
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())

@@ -85,11 +85,7 @@ impl Endorsements {
         let (qe_identity, qe_identity_signature) =
             signed_json(ITEMS[6], qe_identity, "enclaveIdentity")?;
         let created_text = text(ITEMS[8], created)?;
-        let created_at = humantime::parse_rfc3339(&created_text)
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs())
-            .ok_or_else(|| malformed(ITEMS[8], format!("bad date {created_text:?}")))?;
+        let created_at = crate::collateral::rfc3339(ITEMS[8], &created_text)?;
         let raw = dcap_qvl::QuoteCollateralV3 {
             pck_crl_issuer_chain: text(ITEMS[5], pck_crl_chain)?,
             root_ca_crl: crl(ITEMS[4], root_crl)?,

@@ -110,13 +110,7 @@ impl Jwks {
                     bits: rsa.key_size(),
                 },
                 Ok(x509_parser::public_key::PublicKey::EC(_))
-                    if cert
-                        .public_key()
-                        .algorithm
-                        .parameters
-                        .as_ref()
-                        .and_then(|p| p.as_oid().ok())
-                        .is_some_and(|oid| oid.to_id_string() == "1.2.840.10045.3.1.7") =>
+                    if crate::ratls::is_p256_key(cert.public_key()) =>
                 {
                     KeyKind::EcP256 {
                         spki: cert.public_key().raw.to_vec(),

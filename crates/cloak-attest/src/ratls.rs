@@ -585,6 +585,17 @@ impl SelfSignature {
     }
 }
 
+/// Whether `key` is an EC key on P-256 (id-ecPublicKey with the prime256v1 curve).
+pub(crate) fn is_p256_key(key: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> bool {
+    key.algorithm.algorithm.to_id_string() == OID_EC_PUBLIC_KEY
+        && key
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .is_some_and(|oid| oid.to_id_string() == OID_P256)
+}
+
 fn self_signature(cert: &X509Certificate<'_>) -> SelfSignature {
     let algorithm = cert.signature_algorithm.algorithm.to_id_string();
     let tbs = cert.tbs_certificate.as_ref();
@@ -594,14 +605,7 @@ fn self_signature(cert: &X509Certificate<'_>) -> SelfSignature {
             if cert.public_key().algorithm.algorithm.to_id_string() != OID_EC_PUBLIC_KEY {
                 return SelfSignature::Unchecked("an ECDSA signature with a non-EC key".into());
             }
-            let curve = cert
-                .public_key()
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|oid| oid.to_id_string());
-            if curve.as_deref() != Some(OID_P256) {
+            if !is_p256_key(cert.public_key()) {
                 return SelfSignature::Unchecked("an EC key on a curve other than P-256".into());
             }
             cloak_crypto::sig::verify(cert.public_key().raw, tbs, signature)

@@ -95,8 +95,14 @@ pub(super) fn verify(
     };
 
     // Step 1: the TCB info, signed by a certificate the root issued.
-    let tcb_chain = pem_chain("tcb_info_issuer_chain", &raw.tcb_info_issuer_chain)?;
-    let tcb_signer = pki.signer("TCB info", &tcb_chain)?;
+    // The chains were parsed once, when the collateral was read.
+    let chain = |name: &str| {
+        collateral
+            .chain(name)
+            .ok_or_else(|| VerifyError::MalformedCollateral(format!("no {name}")))
+    };
+    let tcb_chain = chain("tcb_info_issuer_chain")?;
+    let tcb_signer = pki.signer("TCB info", tcb_chain)?;
     verify_fixed(
         &tcb_signer,
         raw.tcb_info.as_bytes(),
@@ -106,11 +112,11 @@ pub(super) fn verify(
     let tcb_info = tcb_info(&raw.tcb_info)?;
 
     // Step 2: the QE identity, by the same certificate or another the root issued.
-    let qe_chain = pem_chain("qe_identity_issuer_chain", &raw.qe_identity_issuer_chain)?;
+    let qe_chain = chain("qe_identity_issuer_chain")?;
     let qe_signer = if qe_chain == tcb_chain {
         tcb_signer
     } else {
-        pki.signer("QE identity", &qe_chain)?
+        pki.signer("QE identity", qe_chain)?
     };
     verify_fixed(
         &qe_signer,
@@ -128,13 +134,12 @@ pub(super) fn verify(
     }
 
     // Step 3: the PCK certificate, from the collateral if it carries one, else the quote.
-    let pck_chain = match &raw.pck_certificate_chain {
-        Some(pem) => pem_chain("pck_certificate_chain", pem)?,
+    let pck_chain = match collateral.chain("pck_certificate_chain") {
+        Some(chain) => chain,
         None => parsed
             .signature()
             .certification
             .pck_chain()
-            .map(<[_]>::to_vec)
             .ok_or_else(|| {
                 VerifyError::PckChainMissing(format!(
                     "certification data type {}",
@@ -142,7 +147,7 @@ pub(super) fn verify(
                 ))
             })?,
     };
-    let [pck_leaf, pck_rest @ ..] = pck_chain.as_slice() else {
+    let [pck_leaf, pck_rest @ ..] = pck_chain else {
         return Err(VerifyError::MalformedCollateral(
             "the PCK certificate chain is empty".into(),
         ));
@@ -535,11 +540,6 @@ fn status(status: QvlStatus) -> Result<TcbStatus, VerifyError> {
         .to_string()
         .parse()
         .map_err(|e: super::UnknownTcbStatus| VerifyError::MalformedCollateral(e.to_string()))
-}
-
-fn pem_chain(field: &str, pem: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
-    crate::quote::parse_pem_chain(pem.as_bytes())
-        .map_err(|_| VerifyError::MalformedCollateral(format!("{field} is not PEM")))
 }
 
 fn spki(der: &[u8], what: &str) -> Result<Vec<u8>, VerifyError> {

@@ -6,7 +6,7 @@ mod policy;
 mod server;
 
 pub(crate) use cloak_server::cli::parse_duration;
-pub(crate) use policy::{AnyEnclaveArg, PolicyArgs, TokenPolicyArgs};
+pub(crate) use policy::{AnyEnclaveArg, PolicyArgs, TokenPolicyArgs, read_policy_file};
 pub(crate) use server::ServerArgs;
 
 use crate::failure::Failure;

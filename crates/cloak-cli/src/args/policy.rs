@@ -59,18 +59,19 @@ pub(crate) struct PolicyArgs {
     allow_debug: bool,
 }
 
+/// An appraisal policy file (TOML; paths in it are relative to the file).
+pub(crate) fn read_policy_file(path: &Path) -> Result<AppraisalPolicy, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::io("read policy", path, &e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    AppraisalPolicy::from_toml(&text, base)
+        .map_err(|e| Failure::usage("invalid-policy", format!("{}: {e}", path.display())))
+}
+
 impl PolicyArgs {
     /// The policy file (or the strict policy), with the flags applied.
     pub(crate) fn build(&self) -> Result<AppraisalPolicy, Failure> {
         let mut policy = match &self.policy_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Failure::io("read policy", path, &e))?;
-                let base = path.parent().unwrap_or(Path::new("."));
-                AppraisalPolicy::from_toml(&text, base).map_err(|e| {
-                    Failure::usage("invalid-policy", format!("{}: {e}", path.display()))
-                })?
-            }
+            Some(path) => read_policy_file(path)?,
             None => AppraisalPolicy::strict(),
         };
         if let Some(path) = &self.trust_root {

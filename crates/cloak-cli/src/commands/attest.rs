@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::Reported;
-use crate::args::{PolicyArgs, ServerArgs, TokenPolicyArgs, hex_arg};
+use crate::args::{PolicyArgs, ServerArgs, TokenPolicyArgs, hex_arg, read_policy_file};
 use crate::failure::{EXIT_VERIFICATION, Failure};
 use crate::{files, report};
 
@@ -244,15 +244,14 @@ struct Verdict {
 }
 
 fn verify(args: &VerifyArgs) -> Result<(), Reported> {
-    let mut policy = args.policy.build()?;
-    if let Some(hex) = &args.expect_report_data {
-        policy = policy.with_report_data(ReportData::from_bytes(hex_arg(
-            "--expect-report-data",
-            hex,
-        )?));
-    }
+    let policy =
+        with_expected_report_data(args.policy.build()?, args.expect_report_data.as_deref())?;
     let bytes = read_quote(&args.quote)?;
-    let (collateral, created_at) = read_collateral(args)?;
+    let (collateral, created_at) = read_collateral(
+        args.collateral.as_deref(),
+        args.endorsements.as_deref(),
+        "give --collateral or --endorsements",
+    )?;
     let now = args.at.unwrap_or_else(unix_now);
     let evidence = args.format.unwrap(&bytes);
     let parsed = evidence.as_ref().ok();
@@ -315,12 +314,17 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
     }
 }
 
-/// The collateral, from `--collateral` or `--endorsements` (with their creation time).
-fn read_collateral(args: &VerifyArgs) -> Result<(Collateral, Option<u64>), Failure> {
+/// Collateral from a `QuoteCollateralV3` JSON file or from Open Enclave endorsements (with their
+/// creation time); `missing` says which flags to give when there is neither.
+fn read_collateral(
+    collateral: Option<&Path>,
+    endorsements: Option<&Path>,
+    missing: &str,
+) -> Result<(Collateral, Option<u64>), Failure> {
     let unreadable = |path: &Path, e: &dyn std::fmt::Display| {
         Failure::usage("unreadable-input", format!("{}: {e}", path.display()))
     };
-    match (&args.collateral, &args.endorsements) {
+    match (collateral, endorsements) {
         (Some(path), _) => {
             let bytes = files::read_limited(path, MAX_INPUT, "collateral")?;
             let collateral = Collateral::from_json(&bytes).map_err(|e| unreadable(path, &e))?;
@@ -332,11 +336,22 @@ fn read_collateral(args: &VerifyArgs) -> Result<(Collateral, Option<u64>), Failu
             let created_at = endorsements.created_at();
             Ok((endorsements.into_collateral(), Some(created_at)))
         }
-        (None, None) => Err(Failure::usage(
-            "invalid-argument",
-            "give --collateral or --endorsements".to_owned(),
-        )),
+        (None, None) => Err(Failure::usage("invalid-argument", missing.to_owned())),
     }
+}
+
+/// `policy` requiring the `--expect-report-data` value, when one is given.
+fn with_expected_report_data(
+    policy: AppraisalPolicy,
+    expected: Option<&str>,
+) -> Result<AppraisalPolicy, Failure> {
+    Ok(match expected {
+        Some(hex) => policy.with_report_data(ReportData::from_bytes(hex_arg(
+            "--expect-report-data",
+            hex,
+        )?)),
+        None => policy,
+    })
 }
 
 /// OE custom claims as JSON: each name with its value in hex, and whether they are bound.
@@ -504,13 +519,8 @@ struct TokenVerdict {
 }
 
 fn verify_token(args: &VerifyTokenArgs) -> Result<(), Reported> {
-    let mut policy = args.policy.build()?;
-    if let Some(hex) = &args.expect_report_data {
-        policy = policy.with_report_data(ReportData::from_bytes(hex_arg(
-            "--expect-report-data",
-            hex,
-        )?));
-    }
+    let policy =
+        with_expected_report_data(args.policy.build()?, args.expect_report_data.as_deref())?;
     let signer = match &args.verify_signer {
         Some(path) => Some(signer_inputs(args, path)?),
         None => None,
@@ -593,32 +603,12 @@ fn signer_inputs(
     args: &VerifyTokenArgs,
     policy_path: &Path,
 ) -> Result<(AppraisalPolicy, Collateral), Failure> {
-    let text = std::fs::read_to_string(policy_path)
-        .map_err(|e| Failure::io("read policy", policy_path, &e))?;
-    let base = policy_path.parent().unwrap_or(Path::new("."));
-    let policy = AppraisalPolicy::from_toml(&text, base)
-        .map_err(|e| Failure::usage("invalid-policy", format!("{}: {e}", policy_path.display())))?;
-    let unreadable = |path: &Path, e: &dyn std::fmt::Display| {
-        Failure::usage("unreadable-input", format!("{}: {e}", path.display()))
-    };
-    let collateral = match (&args.signer_collateral, &args.signer_endorsements) {
-        (Some(path), _) => {
-            let bytes = files::read_limited(path, MAX_INPUT, "collateral")?;
-            Collateral::from_json(&bytes).map_err(|e| unreadable(path, &e))?
-        }
-        (None, Some(path)) => {
-            let bytes = files::read_limited(path, MAX_INPUT, "endorsements")?;
-            Endorsements::parse(&bytes)
-                .map_err(|e| unreadable(path, &e))?
-                .into_collateral()
-        }
-        (None, None) => {
-            return Err(Failure::usage(
-                "invalid-argument",
-                "--verify-signer needs --signer-collateral or --signer-endorsements".to_owned(),
-            ));
-        }
-    };
+    let policy = read_policy_file(policy_path)?;
+    let (collateral, _) = read_collateral(
+        args.signer_collateral.as_deref(),
+        args.signer_endorsements.as_deref(),
+        "--verify-signer needs --signer-collateral or --signer-endorsements",
+    )?;
     Ok((policy, collateral))
 }
 
@@ -666,44 +656,26 @@ fn check_ehd(sgx: &maa::SgxClaims, expected: &[u8]) -> Result<(), (&'static str,
     Ok(())
 }
 
-/// The attestation service's own enclave: the quote in its signing certificate, bound to the
-/// certificate's key, verified with `collateral` and appraised under `policy` at `at`.
+/// The attestation service's own enclave: its signing certificate appraised as an RA-TLS peer
+/// (the quote in it bound to the certificate's key, verified with `collateral` and appraised
+/// under `policy` at `at`).
 fn appraise_signer(
     certificate: &[u8],
     collateral: &Collateral,
     policy: &AppraisalPolicy,
     at: u64,
 ) -> Result<Value, (&'static str, String)> {
-    let cert = RaTlsCertificate::parse(certificate).map_err(|e| (e.code(), e.to_string()))?;
-    let evidence = cert
-        .preferred()
-        .ok_or(("no-evidence", "no quote".to_owned()))?;
-    if !evidence.binding().holds() {
-        return Err((
-            "binding-broken",
-            "the signing certificate's quote does not bind its key".to_owned(),
-        ));
-    }
-    let quote = evidence.quote_bytes();
-    let anchor = policy
-        .trust_root()
-        .anchor(quote, collateral)
+    let peer = cloak_client::appraise_peer_certificate(certificate, collateral, policy, at)
         .map_err(|e| (e.code(), e.to_string()))?;
-    let verified = Verifier::new(anchor)
-        .verify(quote, collateral, at)
-        .map_err(|e| (e.code(), e.to_string()))?;
-    let summary = json!({
+    let verified = peer.accepted().verified();
+    Ok(json!({
         "verdict": "accepted",
-        "carrier": evidence.carrier().name(),
+        "carrier": peer.carrier().name(),
         "tcb_status": verified.tcb_status().as_str(),
         "trust_root": verified.trust_root().to_string(),
-        "measurements": verified.quote().measurements(),
+        "measurements": peer.measurements(),
         "verified_at": at,
-    });
-    policy
-        .appraise(verified)
-        .map_err(|e| (e.code(), e.to_string()))?;
-    Ok(summary)
+    }))
 }
 
 fn print_token_verdict(verdict: &TokenVerdict, as_json: bool) -> Result<(), Failure> {
