@@ -239,6 +239,8 @@ pub(crate) async fn request(
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Extras<'a> {
     pub(crate) salt: Option<&'a cloak_proto::receipt::Salt>,
+    /// The receipt digest asked for ([`cloak_proto::receipt::DIGEST_HEADER`]).
+    pub(crate) receipt_digest: Option<&'static str>,
     pub(crate) token: Option<&'a str>,
 }
 
@@ -248,6 +250,9 @@ impl Extras<'_> {
         let mut headers = Vec::new();
         if let Some(salt) = self.salt {
             headers.push((cloak_proto::receipt::SALT_HEADER, hex::encode(salt)));
+        }
+        if let Some(name) = self.receipt_digest {
+            headers.push((cloak_proto::receipt::DIGEST_HEADER, name.to_owned()));
         }
         if let Some(token) = self.token {
             headers.push(("authorization", format!("Bearer {token}")));

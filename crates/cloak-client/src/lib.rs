@@ -43,7 +43,7 @@ pub use cloak_attest::types::Measurement;
 pub use cloak_proto::attestation::AttestationDocument;
 pub use cloak_proto::identity::{EngineClaim, IdentityClaims};
 pub use cloak_proto::kserve::{InferRequest, InferResponse, NamedTensor, TensorEncoding};
-pub use cloak_proto::receipt::{Receipt, ReceiptError};
+pub use cloak_proto::receipt::{BodyDigest, Receipt, ReceiptError};
 pub use cloak_proto::tensor::{DataType, Tensor};
 
 /// One appraisal of a server: what the policy accepted, the fresh attestation it came from,
@@ -103,11 +103,11 @@ impl Response {
         server: &VerifiedServer,
         request_body: &[u8],
     ) -> Result<Receipt, Error> {
-        let digest = match &self.receipt_salt {
-            Some(salt) => cloak_proto::receipt::salted_digest(salt, request_body),
-            None => cloak_crypto::hash::sha256(request_body),
+        let sent = session::SentBody {
+            body: request_body,
+            digest: None,
         };
-        session::verify_receipt(self, server, &digest)
+        session::verify_receipt(self, server, &sent)
     }
 }
 

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cloak_proto::kserve::{self, InferRequest, InferResponse, TensorEncoding};
-use cloak_proto::receipt::{Receipt, ReceiptError, SALT_LEN, Salt, salted_digest};
+use cloak_proto::receipt::{BodyDigest, Receipt, ReceiptError, SALT_LEN, Salt};
 
 use crate::appraise::VerifiedServer;
+use crate::client::Settings;
 use crate::error::{Error, ServerStatus};
 use crate::http::{self, Connection, Method, Response};
 use crate::{Appraisal, Route, attested, encapsulated};
@@ -26,6 +27,8 @@ pub struct Session {
     connection: Connection,
     /// The model owner's access token, sent with every request.
     token: Option<Arc<str>>,
+    /// How receipts should digest the bodies.
+    receipt_digest: BodyDigest,
     /// Over attested TLS: the server this connection's certificate showed.
     reached: Option<VerifiedServer>,
 }
@@ -46,10 +49,10 @@ pub struct Inference {
 }
 
 impl Session {
-    /// Opens a connection under `appraisal`.
+    /// Opens a connection under `appraisal`, for requests made as `settings` say.
     pub(crate) async fn open(
         appraisal: Arc<Appraisal>,
-        token: Option<Arc<str>>,
+        settings: &Settings,
     ) -> Result<Self, Error> {
         let (connection, reached) = match &appraisal.route {
             Route::AttestedTls { endpoint, tls } => {
@@ -63,7 +66,8 @@ impl Session {
         Ok(Self {
             appraisal,
             connection,
-            token,
+            token: settings.token.clone(),
+            receipt_digest: settings.receipt_digest,
             reached,
         })
     }
@@ -109,9 +113,9 @@ impl Session {
     /// the exact bodies: the receipt is `Some` for a success and `None` otherwise (the response
     /// then carries the server's error), and a success without a valid receipt is an error.
     ///
-    /// The request body's SHA-256 is computed on the blocking pool while the request is in
-    /// flight, so checking the receipt adds only the response's digest and one signature
-    /// verification to the latency.
+    /// The request body's digest, as the client asked receipts to make it, is computed on the
+    /// blocking pool while the request is in flight, so checking the receipt adds only the
+    /// response's digest and one signature verification to the latency.
     pub async fn send_inference(
         &mut self,
         path: &str,
@@ -124,7 +128,8 @@ impl Session {
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(|e| Error::Config(format!("random salt: {e}")))?;
         let hashed = body.clone();
-        let digest = tokio::task::spawn_blocking(move || salted_digest(&salt, &hashed));
+        let digests = self.receipt_digest;
+        let digest = tokio::task::spawn_blocking(move || digests.of(&salt, &hashed));
         let (response, digest) = tokio::join!(
             self.send_salted(Method::Post, path, body.clone(), header_len, Some(&salt)),
             digest
@@ -139,11 +144,15 @@ impl Session {
             )
             .into());
         }
-        // The task cannot fail (hashing does not panic); if it somehow did, hash here.
-        let digest = digest.unwrap_or_else(|_| salted_digest(&salt, &body));
+        // The task cannot fail (hashing does not panic); if it somehow did, the receipt is
+        // checked against the body itself.
+        let sent = SentBody {
+            body: &body,
+            digest: digest.ok().map(|digest| (digests, digest)),
+        };
         let receipt = match self.answered_by(&response)? {
-            Some(peer) => verify_receipt(&response, &peer, &digest)?,
-            None => verify_receipt(&response, self.server(), &digest)?,
+            Some(peer) => verify_receipt(&response, &peer, &sent)?,
+            None => verify_receipt(&response, self.server(), &sent)?,
         };
         Ok((response, Some(receipt)))
     }
@@ -177,6 +186,8 @@ impl Session {
     ) -> Result<Response, Error> {
         let extras = http::Extras {
             salt,
+            // Asked for with the salt: only inferences carry receipts.
+            receipt_digest: salt.and(self.receipt_digest.name()),
             token: self.token.as_deref(),
         };
         match &self.appraisal.route {
@@ -256,21 +267,34 @@ pub(crate) fn into_inference(
     })
 }
 
-/// Verifies `response`'s receipt against `server`'s claims and the request body's digest (salted
-/// with the response's salt for a salted receipt):
-/// signed by the attested receipt key, over the evidence and a model the claims state, for
-/// exactly this request and this response.
+/// A request body as sent, with its digest as computed while it was in flight: the digest
+/// algorithm asked for, and the digest.
+pub(crate) struct SentBody<'a> {
+    pub(crate) body: &'a [u8],
+    pub(crate) digest: Option<(BodyDigest, [u8; 32])>,
+}
+
+/// Verifies `response`'s receipt against `server`'s claims and the request body `sent` (its
+/// digest salted with the response's salt for a salted receipt, made as the receipt's version
+/// says: the digest computed in flight when the server made the one asked for, else the body's
+/// hashed now): signed by the attested receipt key, over the evidence and a model the claims
+/// state, for exactly this request and this response.
 pub(crate) fn verify_receipt(
     response: &Response,
     server: &VerifiedServer,
-    request_sha256: &[u8; 32],
+    sent: &SentBody<'_>,
 ) -> Result<Receipt, Error> {
     let text = response
         .receipt
         .as_deref()
         .ok_or_else(|| ReceiptError::Malformed("the response carries no receipt".into()))?;
     let receipt = Receipt::verify(text, server.claims())?;
-    receipt.check_request_digest(request_sha256)?;
+    match sent.digest {
+        Some((digests, digest)) if digests == receipt.digests => {
+            receipt.check_request_digest(&digest)?;
+        }
+        _ => receipt.check_request(response.receipt_salt.as_ref(), sent.body)?,
+    }
     receipt.check_response(response.receipt_salt.as_ref(), &response.body)?;
     Ok(receipt)
 }

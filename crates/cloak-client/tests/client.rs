@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cloak_client::attest::verify::VerifyError;
 use cloak_client::{
-    AppraisalError, AppraisalPolicy, Client, Error, InferRequest, Measurement, Mode, NamedTensor,
-    ReceiptError, Tensor,
+    AppraisalError, AppraisalPolicy, BodyDigest, Client, Error, InferRequest, Measurement, Mode,
+    NamedTensor, ReceiptError, Tensor, TensorEncoding,
 };
 use cloak_test_support::server::SimServer;
 
@@ -46,6 +46,54 @@ async fn both_modes_infer_with_verified_receipts_and_agree() {
         );
     }
     assert_eq!(outputs[0], outputs[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_digest_with_blake3_unless_the_client_asks_for_sha256() {
+    let server = SimServer::builder().start().await;
+    let features = request([0.5, -1.0, 2.0, 0.25]);
+    for mode in [Mode::AttestedTls, Mode::Encapsulated] {
+        // The default: version 3, checked against the digest computed in flight.
+        let answer = server
+            .client_with(mode)
+            .await
+            .infer("demo", &features)
+            .await
+            .unwrap();
+        assert_eq!(answer.receipt.digests, BodyDigest::SaltedBlake3, "{mode:?}");
+        for (asked, made) in [
+            // Where FIPS-approved algorithms are required.
+            (BodyDigest::SaltedSha256, BodyDigest::SaltedSha256),
+            // Asks for nothing, as an older client: the server's default, version 2, which
+            // the client checks against the body itself (its in-flight digest is another
+            // algorithm's).
+            (BodyDigest::Sha256, BodyDigest::SaltedSha256),
+        ] {
+            let client = Client::builder()
+                .policy(server.policy())
+                .mode(mode)
+                .receipt_digest(asked)
+                .connect(&server.url())
+                .await
+                .unwrap();
+            let answer = client.infer("demo", &features).await.unwrap();
+            assert_eq!(answer.receipt.digests, made, "{mode:?} {asked:?}");
+            // Kept with its salt, the receipt checks against the bodies offline, and against
+            // no other request.
+            // (The SDK sends the tensors binary-encoded.)
+            let body = features
+                .encode(|_| TensorEncoding::Binary)
+                .unwrap()
+                .body()
+                .to_vec();
+            let salt = answer.receipt_salt.unwrap();
+            answer.receipt.check_request(Some(&salt), &body).unwrap();
+            assert_eq!(
+                answer.receipt.check_request(Some(&salt), b"{}"),
+                Err(ReceiptError::Input)
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +220,7 @@ async fn server_errors_and_receipts_are_checked_and_typed() {
 
     // A raw answer's receipt covers exactly the bodies sent and received.
     let body = request([0.1, 0.2, 0.3, 0.4])
-        .encode(|_| cloak_client::TensorEncoding::Json)
+        .encode(|_| TensorEncoding::Json)
         .unwrap()
         .body()
         .to_vec();

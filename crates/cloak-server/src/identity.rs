@@ -19,7 +19,7 @@ use cloak_crypto::secret::SecretBytes;
 use cloak_crypto::sig::SigningKey as ReceiptKey;
 use cloak_proto::attestation::AttestationDocument;
 use cloak_proto::identity::{EngineClaim, IdentityClaims, ModelClaim};
-use cloak_proto::receipt::Receipt;
+use cloak_proto::receipt::{BodyDigest, Receipt};
 use cloak_tee::{Platform, TeeError};
 use rcgen::{
     CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
@@ -313,7 +313,8 @@ impl ServerIdentity {
         self.current().evidence_sha256
     }
 
-    /// Signs a receipt for an inference over `model` (its digests salted), naming the evidence the request was
+    /// Signs a receipt for an inference over `model` (its body digests made as `digests` says),
+    /// naming the evidence the request was
     /// accepted under: `accepted_under`, when it is the digest of claims this process attested
     /// (now or among its last [`EARLIER_CLAIMS`]) that list `model` with its digest — the
     /// certificate of the request's connection, or the claims an encrypted request's client
@@ -324,8 +325,8 @@ impl ServerIdentity {
         &self,
         model: &ModelClaim,
         request_id: String,
-        input_sha256: [u8; 32],
-        output_sha256: [u8; 32],
+        digests: BodyDigest,
+        (input_sha256, output_sha256): ([u8; 32], [u8; 32]),
         accepted_under: Option<[u8; 32]>,
     ) -> Result<(String, [u8; 32]), IdentityError> {
         let evidence_sha256 = accepted_under
@@ -341,7 +342,7 @@ impl ServerIdentity {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             request_id,
             evidence_sha256,
-            salted: true,
+            digests,
         };
         let text = receipt
             .sign(&self.receipt_key)
@@ -603,7 +604,13 @@ mod tests {
     /// The evidence digest a receipt for `model`, accepted under `under`, names.
     fn named(identity: &ServerIdentity, model: &ModelClaim, under: Option<[u8; 32]>) -> [u8; 32] {
         let (text, named) = identity
-            .receipt(model, "id".to_owned(), [1; 32], [2; 32], under)
+            .receipt(
+                model,
+                "id".to_owned(),
+                BodyDigest::SaltedSha256,
+                ([1; 32], [2; 32]),
+                under,
+            )
             .unwrap();
         let evidence = Receipt::open(&text, &identity.claims().receipt_public_key)
             .unwrap()

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use cloak_proto::identity::IdentityClaims;
 use cloak_proto::kserve::{InferRequest, NamedTensor, RequestedOutput, TensorEncoding};
-use cloak_proto::receipt::Receipt;
+use cloak_proto::receipt::{BodyDigest, Receipt};
 use cloak_proto::tensor::Tensor;
 use cloak_server::{Limits, PreparedServer};
 use cloak_test_support::server::{PreparedSimServer, SimServer};
@@ -172,7 +172,7 @@ async fn an_inference_carries_a_receipt_for_exactly_its_bodies() {
     // A client that sent no salt gets the one the server chose, to keep with the receipt.
     let salt =
         cloak_proto::receipt::parse_salt(answer.headers["cloak-receipt-salt"].as_bytes()).unwrap();
-    assert!(receipt.salted);
+    assert_eq!(receipt.digests, BodyDigest::SaltedSha256);
     receipt
         .check_bodies(Some(&salt), &body, &answer.body)
         .unwrap();
@@ -234,6 +234,54 @@ async fn an_inference_carries_a_receipt_for_exactly_its_bodies() {
             .headers
             .contains_key("inference-header-content-length")
     );
+}
+
+#[tokio::test]
+async fn a_client_that_asks_for_blake3_gets_a_version_3_receipt_and_others_version_2() {
+    let (_materials, server) = prepared(Limits::default()).await;
+    let claims: std::sync::Arc<IdentityClaims> = server.identity().claims();
+    let body = demo_request()
+        .encode(|_| TensorEncoding::Json)
+        .unwrap()
+        .body()
+        .to_vec();
+    let salt = [0x17u8; 16];
+    for (asked, expected) in [
+        (Some("blake3"), BodyDigest::SaltedBlake3),
+        (Some("md5, blake3"), BodyDigest::SaltedBlake3),
+        (Some("sha256,blake3"), BodyDigest::SaltedSha256),
+        (Some("md5"), BodyDigest::SaltedSha256),
+        (None, BodyDigest::SaltedSha256),
+    ] {
+        let mut request = Request::post("/v2/models/demo/infer")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("cloak-receipt-salt", hex::encode(salt));
+        if let Some(asked) = asked {
+            request = request.header("cloak-receipt-digest", asked);
+        }
+        let answer = call(&server, request.body(Body::from(body.clone())).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.error());
+        let receipt =
+            Receipt::verify(answer.headers["cloak-receipt"].to_str().unwrap(), &claims).unwrap();
+        assert_eq!(receipt.digests, expected, "{asked:?}");
+        receipt
+            .check_bodies(Some(&salt), &body, &answer.body)
+            .unwrap();
+        // Both digests are the version's: the other algorithm's are not what it states.
+        let other = match expected {
+            BodyDigest::SaltedBlake3 => BodyDigest::SaltedSha256,
+            _ => BodyDigest::SaltedBlake3,
+        };
+        assert_ne!(receipt.input_sha256, other.of(&salt, &body));
+        assert_ne!(receipt.output_sha256, other.of(&salt, &answer.body));
+        assert_eq!(
+            receipt
+                .check_request(Some(&salt), b"{}")
+                .unwrap_err()
+                .code(),
+            "receipt-input-mismatch"
+        );
+    }
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use cloak_attest::collateral::Collateral;
 use cloak_client::appraise_recorded_attestation;
 use cloak_proto::attestation::AttestationDocument;
-use cloak_proto::receipt::{MAX_RECEIPT_LEN, Receipt};
+use cloak_proto::receipt::{BodyDigest, MAX_RECEIPT_LEN, Receipt};
 use serde_json::json;
 
 use crate::Reported;
@@ -155,6 +155,9 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
         "verdict": "valid",
         "model": receipt.model,
         "model_sha256": hex::encode(receipt.model_sha256),
+        "version": receipt.digests.version(),
+        // How the two body digests below are made (named `..._sha256` since version 1).
+        "body_digest": body_digest(receipt.digests),
         "input_sha256": hex::encode(receipt.input_sha256),
         "output_sha256": hex::encode(receipt.output_sha256),
         "time_ms": receipt.time_ms,
@@ -175,8 +178,16 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
         receipt.request_id,
         receipt.time_ms
     )?;
-    say!("  input sha256     {}", hex::encode(receipt.input_sha256))?;
-    say!("  output sha256    {}", hex::encode(receipt.output_sha256))?;
+    say!(
+        "  input digest     {} ({})",
+        hex::encode(receipt.input_sha256),
+        body_digest(receipt.digests)
+    )?;
+    say!(
+        "  output digest    {} ({})",
+        hex::encode(receipt.output_sha256),
+        body_digest(receipt.digests)
+    )?;
     say!(
         "  evidence sha256  {}",
         hex::encode(receipt.evidence_sha256)
@@ -196,6 +207,16 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
         }
     )?;
     Ok(())
+}
+
+/// How a receipt's body digests are made, as `receipt verify` names it.
+fn body_digest(digests: BodyDigest) -> &'static str {
+    match digests {
+        BodyDigest::Sha256 => "sha256",
+        BodyDigest::SaltedSha256 => "salted-sha256",
+        BodyDigest::SaltedBlake3 => "salted-blake3",
+        _ => "unknown",
+    }
 }
 
 fn rejected(code: &str, message: &str, as_json: bool) -> Reported {

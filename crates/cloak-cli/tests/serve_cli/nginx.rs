@@ -189,6 +189,9 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(verdict["verdict"], "valid");
     assert_eq!(verdict["model"], "demo");
+    // `cloak infer` asks for BLAKE3 body digests (receipt version 3).
+    assert_eq!(verdict["version"], 3);
+    assert_eq!(verdict["body_digest"], "salted-blake3");
     // Another request body, a changed receipt byte, or a policy that rejects the enclave: exit 1.
     let other = dir.join("other-request.json");
     std::fs::write(&other, b"{}").unwrap();

@@ -32,7 +32,7 @@ fn receipt(claims: &IdentityClaims) -> Receipt {
         time_ms: 1_795_000_000_000,
         request_id: "00112233445566778899aabbccddeeff".to_owned(),
         evidence_sha256: claims.evidence_digest(),
-        salted: false,
+        digests: BodyDigest::Sha256,
     }
 }
 
@@ -43,7 +43,7 @@ fn salted(claims: &IdentityClaims) -> Receipt {
     Receipt {
         input_sha256: salted_digest(&SALT, b"request"),
         output_sha256: salted_digest(&SALT, b"response"),
-        salted: true,
+        digests: BodyDigest::SaltedSha256,
         ..receipt(claims)
     }
 }
@@ -54,7 +54,7 @@ fn a_salted_receipt_checks_bodies_only_with_its_salt() {
     let claims = claims(&key);
     let text = salted(&claims).sign(&key).unwrap();
     let opened = Receipt::verify(&text, &claims).unwrap();
-    assert!(opened.salted);
+    assert_eq!(opened.digests, BodyDigest::SaltedSha256);
     opened
         .check_bodies(Some(&SALT), b"request", b"response")
         .unwrap();
@@ -208,4 +208,111 @@ fn non_canonical_or_extended_payloads_are_refused() {
 
 fn signed_message(payload: &[u8]) -> Vec<u8> {
     [CONTEXT, payload].concat()
+}
+
+/// A version 3 receipt: digests salted, BLAKE3.
+fn blake3(claims: &IdentityClaims) -> Receipt {
+    let digests = BodyDigest::SaltedBlake3;
+    Receipt {
+        input_sha256: digests.of(&SALT, b"request"),
+        output_sha256: digests.of(&SALT, b"response"),
+        digests,
+        ..receipt(claims)
+    }
+}
+
+#[test]
+fn a_blake3_receipt_checks_bodies_with_blake3_and_its_salt() {
+    let key = SigningKey::generate().unwrap();
+    let claims = claims(&key);
+    let text = blake3(&claims).sign(&key).unwrap();
+    let opened = Receipt::verify(&text, &claims).unwrap();
+    assert_eq!(opened, blake3(&claims));
+    assert_eq!(opened.digests.version(), 3);
+    opened
+        .check_bodies(Some(&SALT), b"request", b"response")
+        .unwrap();
+    assert_eq!(
+        opened.check_bodies(Some(&SALT), b"requesT", b"response"),
+        Err(ReceiptError::Input)
+    );
+    assert_eq!(
+        opened.check_bodies(Some(&SALT), b"request", b"responsE"),
+        Err(ReceiptError::Output)
+    );
+    assert_eq!(
+        opened.check_bodies(None, b"request", b"response"),
+        Err(ReceiptError::SaltMissing)
+    );
+    assert_eq!(
+        opened.check_bodies(Some(&[0x5b; SALT_LEN]), b"request", b"response"),
+        Err(ReceiptError::Input)
+    );
+    // The version is signed: the SHA-256 digest of the same body is another digest, and a
+    // version 2 receipt stating the BLAKE3 digests checks against no body.
+    assert_eq!(
+        opened.check_request_digest(&salted_digest(&SALT, b"request")),
+        Err(ReceiptError::Input)
+    );
+    let mislabelled = Receipt {
+        digests: BodyDigest::SaltedSha256,
+        ..blake3(&claims)
+    };
+    let text = mislabelled.sign(&key).unwrap();
+    assert_eq!(
+        Receipt::verify(&text, &claims)
+            .unwrap()
+            .check_bodies(Some(&SALT), b"request", b"response"),
+        Err(ReceiptError::Input)
+    );
+}
+
+#[test]
+fn an_unknown_version_is_refused() {
+    let key = SigningKey::generate().unwrap();
+    let claims = claims(&key);
+    let payload = blake3(&claims).payload();
+    // `v` is the first key of the canonical map: its value is the byte after the key "v".
+    let at = payload.windows(2).position(|w| w == [0x61, b'v']).unwrap() + 2;
+    assert_eq!(payload[at], 3);
+    for version in [0u8, 4, 23] {
+        let mut changed = payload.clone();
+        changed[at] = version;
+        let signature = key.sign(&signed_message(&changed)).unwrap();
+        let mut out = Vec::new();
+        ciborium::into_writer(
+            &Value::Array(vec![Value::Bytes(changed), Value::Bytes(signature)]),
+            &mut out,
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                Receipt::verify(&URL_SAFE_NO_PAD.encode(out), &claims),
+                Err(ReceiptError::Malformed(_))
+            ),
+            "version {version} accepted"
+        );
+    }
+}
+
+#[test]
+fn the_server_uses_the_first_digest_the_request_names_that_it_knows() {
+    let cases: [(Option<&[u8]>, BodyDigest); 8] = [
+        (None, BodyDigest::SaltedSha256),
+        (Some(b""), BodyDigest::SaltedSha256),
+        (Some(b"blake3"), BodyDigest::SaltedBlake3),
+        (Some(b"BLAKE3"), BodyDigest::SaltedBlake3),
+        (Some(b"sha256, blake3"), BodyDigest::SaltedSha256),
+        (Some(b"md5, blake3"), BodyDigest::SaltedBlake3),
+        (Some(b"md5"), BodyDigest::SaltedSha256),
+        (Some(b"\xff, blake3"), BodyDigest::SaltedSha256),
+    ];
+    for (header, expected) in cases {
+        assert_eq!(BodyDigest::requested(header), expected, "{header:?}");
+    }
+    for digests in [BodyDigest::SaltedSha256, BodyDigest::SaltedBlake3] {
+        let name = digests.name().unwrap();
+        assert_eq!(BodyDigest::requested(Some(name.as_bytes())), digests);
+    }
+    assert_eq!(BodyDigest::Sha256.name(), None);
 }

@@ -16,7 +16,7 @@ use cloak_proto::kserve::{
     self, Dimension, ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady,
     TensorMetadata,
 };
-use cloak_proto::receipt;
+use cloak_proto::receipt::{self, BodyDigest};
 use serde::Serialize;
 
 use super::error::ApiError;
@@ -333,7 +333,14 @@ async fn infer_request(
         })?),
     };
     let inference = service
-        .infer(model, body, header_len, context.accepted_under, salt)
+        .infer(
+            model,
+            body,
+            header_len,
+            context.accepted_under,
+            salt,
+            BodyDigest::requested(headers.get(receipt::DIGEST_HEADER).map(|v| v.as_bytes())),
+        )
         .await?;
     Ok(answer(inference))
 }

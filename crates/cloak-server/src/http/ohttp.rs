@@ -50,12 +50,13 @@ use crate::service::{ReplayRefusal, Service};
 const OVERHEAD: usize = 64 * 1024;
 /// Inner request headers passed to the KServe handlers; the rest are dropped. Names are
 /// lower case, as Binary HTTP carries them.
-const FORWARDED: [&str; 5] = [
+const FORWARDED: [&str; 6] = [
     "authorization",
     "content-type",
     "content-encoding",
     "inference-header-content-length",
     cloak_proto::receipt::SALT_HEADER,
+    cloak_proto::receipt::DIGEST_HEADER,
 ];
 /// Inner response headers returned to the client.
 const RETURNED: [&str; 7] = [

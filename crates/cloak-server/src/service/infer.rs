@@ -1,7 +1,8 @@
 //! One inference: parse the KServe request, admit it, run it on a worker, encode the response
 //! and sign its receipt.
 //!
-//! The receipt's input digest (SHA-256 of the salt and the request body as received) is computed off the
+//! The receipt's input digest (of the salt and the request body as received: SHA-256, or BLAKE3
+//! when the client asks for it) is computed off the
 //! critical path: with a worker free at once, the request's own thread hashes the body while
 //! the worker runs the model; a request that has to queue is hashed before it waits, so that it
 //! does not hold its body as well as its tensors while queued. No extra thread is used per
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cloak_proto::kserve::{EncodedBody, InferRequest, InferResponse, NamedTensor, TensorEncoding};
-use cloak_proto::receipt::{SALT_LEN, Salt, salted_digest};
+use cloak_proto::receipt::{BodyDigest, SALT_LEN, Salt};
 use cloak_proto::tensor::Tensor;
 
 use super::{MODEL_VERSION, Service, ServiceError};
@@ -40,8 +41,9 @@ pub(crate) struct Inference {
 
 impl Service {
     /// Runs the KServe request `body` (`header_len`: the binary extension's JSON header length)
-    /// on `model` under admission control, and signs the receipt of the answer, naming the
-    /// evidence the request was `accepted_under` where this process can stand by it.
+    /// on `model` under admission control, and signs the receipt of the answer, its body
+    /// digests made as `digests` says under `salt`, naming the evidence the request was
+    /// `accepted_under` where this process can stand by it.
     pub(crate) async fn infer(
         self: &Arc<Self>,
         model: Arc<LoadedModel>,
@@ -49,6 +51,7 @@ impl Service {
         header_len: Option<usize>,
         accepted_under: Option<[u8; 32]>,
         salt: Option<Salt>,
+        digests: BodyDigest,
     ) -> Result<Inference, ServiceError> {
         // The client's salt, or a fresh one: the receipt's digests are salted either way.
         let salt = salt.unwrap_or_else(random_salt);
@@ -59,7 +62,7 @@ impl Service {
         let (request, mut input) = if body.len() >= super::OFFLOAD_BYTES {
             let (request, digest) = self
                 .prepare(body.len(), move || {
-                    let digest = salted_digest(&salt, &body);
+                    let digest = digests.of(&salt, &body);
                     (InferRequest::parse(&body, header_len, &codec), digest)
                 })
                 .await?;
@@ -88,7 +91,7 @@ impl Service {
             None => {
                 // Hashed before it waits, so that it does not hold its body as well as its
                 // tensors while queued.
-                input = InputDigest::Done(input.finish(&salt));
+                input = InputDigest::Done(input.finish(digests, &salt));
                 let queued = Instant::now();
                 let permit = self
                     .admission
@@ -105,9 +108,9 @@ impl Service {
         let worker = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _in_flight = InFlight::enter(&service.metrics);
-            job.run(&service.metrics, &worker_model, &salt)
+            job.run(&service.metrics, &worker_model, digests, &salt)
         });
-        let input_sha256 = input.finish(&salt);
+        let input_sha256 = input.finish(digests, &salt);
         let (encoded, output_sha256) = match worker.await {
             Ok(result) => result?,
             Err(_) => {
@@ -121,8 +124,8 @@ impl Service {
             .receipt(
                 &model.claim,
                 request_id.clone(),
-                input_sha256,
-                output_sha256,
+                digests,
+                (input_sha256, output_sha256),
                 accepted_under,
             )
             .map_err(|e| {
@@ -188,11 +191,12 @@ impl Job {
         }
     }
 
-    /// Runs the model and encodes the response (blocking); returns it with its SHA-256.
+    /// Runs the model and encodes the response (blocking); returns it with its receipt digest.
     fn run(
         self,
         metrics: &Metrics,
         model: &LoadedModel,
+        digests: BodyDigest,
         salt: &Salt,
     ) -> Result<(EncodedBody, [u8; 32]), ServiceError> {
         let compute = Instant::now();
@@ -216,7 +220,7 @@ impl Job {
                 .find(|(name, _)| name == output)
                 .map_or(TensorEncoding::Json, |(_, encoding)| *encoding)
         })?;
-        let output_sha256 = salted_digest(salt, encoded.body());
+        let output_sha256 = digests.of(salt, encoded.body());
         Ok((encoded, output_sha256))
     }
 }
@@ -228,10 +232,10 @@ enum InputDigest {
 }
 
 impl InputDigest {
-    fn finish(self, salt: &Salt) -> [u8; 32] {
+    fn finish(self, digests: BodyDigest, salt: &Salt) -> [u8; 32] {
         match self {
             Self::Done(digest) => digest,
-            Self::Pending(body) => salted_digest(salt, &body),
+            Self::Pending(body) => digests.of(salt, &body),
         }
     }
 }
