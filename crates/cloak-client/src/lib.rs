@@ -105,6 +105,7 @@ impl Response {
     ) -> Result<Receipt, Error> {
         let sent = session::SentBody {
             body: request_body,
+            asked: None,
             digest: None,
         };
         session::verify_receipt(self, server, &sent)

@@ -148,7 +148,8 @@ impl Session {
         // checked against the body itself.
         let sent = SentBody {
             body: &body,
-            digest: digest.ok().map(|digest| (digests, digest)),
+            asked: Some(digests),
+            digest: digest.ok(),
         };
         let receipt = match self.answered_by(&response)? {
             Some(peer) => verify_receipt(&response, &peer, &sent)?,
@@ -267,18 +268,20 @@ pub(crate) fn into_inference(
     })
 }
 
-/// A request body as sent, with its digest as computed while it was in flight: the digest
-/// algorithm asked for, and the digest.
+/// A request body as sent: the receipt digests asked for with it, if any, and the body's
+/// digest made that way while it was in flight.
 pub(crate) struct SentBody<'a> {
     pub(crate) body: &'a [u8],
-    pub(crate) digest: Option<(BodyDigest, [u8; 32])>,
+    pub(crate) asked: Option<BodyDigest>,
+    pub(crate) digest: Option<[u8; 32]>,
 }
 
 /// Verifies `response`'s receipt against `server`'s claims and the request body `sent` (its
 /// digest salted with the response's salt for a salted receipt, made as the receipt's version
 /// says: the digest computed in flight when the server made the one asked for, else the body's
 /// hashed now): signed by the attested receipt key, over the evidence and a model the claims
-/// state, for exactly this request and this response.
+/// state, for exactly this request and this response, its digests those asked for or the
+/// server's default ([`Receipt::check_digests_asked`]).
 pub(crate) fn verify_receipt(
     response: &Response,
     server: &VerifiedServer,
@@ -289,8 +292,11 @@ pub(crate) fn verify_receipt(
         .as_deref()
         .ok_or_else(|| ReceiptError::Malformed("the response carries no receipt".into()))?;
     let receipt = Receipt::verify(text, server.claims())?;
+    if let Some(asked) = sent.asked {
+        receipt.check_digests_asked(asked)?;
+    }
     match sent.digest {
-        Some((digests, digest)) if digests == receipt.digests => {
+        Some(digest) if sent.asked == Some(receipt.digests) => {
             receipt.check_request_digest(&digest)?;
         }
         _ => receipt.check_request(response.receipt_salt.as_ref(), sent.body)?,

@@ -254,6 +254,17 @@ impl Receipt {
         }
     }
 
+    /// Checks that this receipt's body digests are the ones a client `asked` for, or the
+    /// server's default, salted SHA-256 (what a server that does not know the ones asked for
+    /// makes): a client held to SHA-256 then gets SHA-256.
+    pub fn check_digests_asked(&self, asked: BodyDigest) -> Result<(), ReceiptError> {
+        if self.digests == asked || self.digests == BodyDigest::SaltedSha256 {
+            Ok(())
+        } else {
+            Err(ReceiptError::DigestNotAsked(self.digests.version()))
+        }
+    }
+
     /// Checks that this receipt is for the response body given, with the salt.
     pub fn check_response(&self, salt: Option<&Salt>, response: &[u8]) -> Result<(), ReceiptError> {
         if self.digest(salt, response)? == self.output_sha256 {
@@ -355,6 +366,10 @@ pub enum ReceiptError {
     /// The receipt's digests are salted and no salt was given.
     #[error("the receipt's digests are salted: give the salt that came with it")]
     SaltMissing,
+    /// The receipt's body digests are neither those the client asked for nor the server's
+    /// default (salted SHA-256).
+    #[error("the receipt's body digests are version {0}, which the client did not ask for")]
+    DigestNotAsked(u8),
 }
 
 impl ReceiptError {
@@ -368,6 +383,7 @@ impl ReceiptError {
             Self::Input => "receipt-input-mismatch",
             Self::Output => "receipt-output-mismatch",
             Self::SaltMissing => "receipt-salt-missing",
+            Self::DigestNotAsked(_) => "receipt-digest-not-asked",
         }
     }
 }

@@ -316,3 +316,24 @@ fn the_server_uses_the_first_digest_the_request_names_that_it_knows() {
     }
     assert_eq!(BodyDigest::Sha256.name(), None);
 }
+
+#[test]
+fn a_receipt_has_the_digests_asked_for_or_the_servers_default() {
+    let key = SigningKey::generate().unwrap();
+    let claims = claims(&key);
+    let (v1, v2, v3) = (receipt(&claims), salted(&claims), blake3(&claims));
+    // Asked for BLAKE3: version 3, or version 2 from a server that does not know it.
+    v3.check_digests_asked(BodyDigest::SaltedBlake3).unwrap();
+    v2.check_digests_asked(BodyDigest::SaltedBlake3).unwrap();
+    assert_eq!(
+        v1.check_digests_asked(BodyDigest::SaltedBlake3),
+        Err(ReceiptError::DigestNotAsked(1))
+    );
+    // Held to SHA-256: a BLAKE3 receipt is refused.
+    v2.check_digests_asked(BodyDigest::SaltedSha256).unwrap();
+    let refused = v3
+        .check_digests_asked(BodyDigest::SaltedSha256)
+        .unwrap_err();
+    assert_eq!(refused, ReceiptError::DigestNotAsked(3));
+    assert_eq!(refused.code(), "receipt-digest-not-asked");
+}
