@@ -70,13 +70,15 @@ pub(crate) fn write_replacing(path: &Path, bytes: &[u8], what: &str) -> Result<(
     write_output(path, bytes, what, Existing::Replace)
 }
 
-/// Writes `value` as pretty JSON to a new file, never over an existing one.
+/// Writes `value` as pretty JSON to `path` atomically, over an existing file only with
+/// [`Existing::Replace`].
 pub(crate) fn write_json<T: serde::Serialize>(
     path: &Path,
     value: &T,
     what: &str,
+    existing: Existing,
 ) -> Result<(), Failure> {
-    write_new(path, &to_json(value)?, what)
+    write_output(path, &to_json(value)?, what, existing)
 }
 
 /// `value` as pretty JSON.
@@ -85,7 +87,14 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Failure
         .map_err(|e| Failure::usage("json", format!("cannot render JSON: {e}")))
 }
 
-fn write_output(path: &Path, bytes: &[u8], what: &str, existing: Existing) -> Result<(), Failure> {
+/// Writes `bytes` to `path` atomically (mode 0644), over an existing file only with
+/// [`Existing::Replace`].
+pub(crate) fn write_output(
+    path: &Path,
+    bytes: &[u8],
+    what: &str,
+    existing: Existing,
+) -> Result<(), Failure> {
     check_output(path, what, existing)?;
     let mut file = AtomicFile::create(path, 0o644).map_err(|e| Failure::io("create", path, &e))?;
     file.file()

@@ -936,6 +936,7 @@ fn server(args: &ServerAttestArgs) -> Result<(), Reported> {
             nonce
         }
     };
+    args.server.check_outputs()?;
     let builder = args.server.client()?.nonce(nonce.clone());
     let outcome = crate::runtime::current_thread()?.block_on(builder.connect(args.server.url()));
     let client = match outcome {
@@ -944,7 +945,12 @@ fn server(args: &ServerAttestArgs) -> Result<(), Reported> {
     };
     let appraisal = client.appraisal();
     if let Some(path) = args.server.attestation_out() {
-        files::write_json(path, appraisal.attestation(), "attestation")?;
+        files::write_json(
+            path,
+            appraisal.attestation(),
+            "attestation",
+            args.server.existing(),
+        )?;
     }
     print_accepted(appraisal.server(), &nonce, args.json)?;
     Ok(())

@@ -53,6 +53,13 @@ pub(crate) fn run(args: &InferArgs) -> Result<(), Reported> {
         .into());
     }
     let body = read_request(&args.input)?;
+    // The outputs are checked before the request goes out: an answer is never computed only
+    // to be lost for want of a place to keep it.
+    args.server.check_outputs()?;
+    let existing = args.server.existing();
+    if let Some(path) = &args.receipt_out {
+        files::check_output(path, "receipt", existing)?;
+    }
     let builder = args.server.client()?;
     let runtime = crate::runtime::current_thread()?;
     let client = match runtime.block_on(builder.connect(args.server.url())) {
@@ -76,9 +83,14 @@ pub(crate) fn run(args: &InferArgs) -> Result<(), Reported> {
     if let Some(path) = args.server.attestation_out() {
         match response.answering_attestation() {
             Some(answering) if receipt.is_some() => {
-                files::write_json(path, &answering, "attestation")?;
+                files::write_json(path, &answering, "attestation", existing)?;
             }
-            _ => files::write_json(path, client.appraisal().attestation(), "attestation")?,
+            _ => files::write_json(
+                path,
+                client.appraisal().attestation(),
+                "attestation",
+                existing,
+            )?,
         }
     }
     let Some(receipt) = receipt else {
@@ -90,7 +102,7 @@ pub(crate) fn run(args: &InferArgs) -> Result<(), Reported> {
         if let Some(salt) = &response.receipt_salt {
             kept.push_str(&format!("salt={}\n", hex::encode(salt)));
         }
-        files::write_new(path, kept.as_bytes(), "receipt")?;
+        files::write_output(path, kept.as_bytes(), "receipt", existing)?;
     }
     // A request that asked for binary outputs gets them; show them as JSON.
     let body = match response.header_len {
