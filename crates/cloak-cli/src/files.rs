@@ -118,6 +118,8 @@ pub(crate) enum Existing {
     Keep,
     /// Replace it atomically if it is a regular file (`--force`).
     Replace,
+    /// Refuse, `--force` or not: for secrets (key files, tokens), which are never replaced.
+    Never,
 }
 
 impl Existing {
@@ -129,7 +131,7 @@ impl Existing {
     /// The matching commit mode.
     pub(crate) fn commit(self) -> Commit {
         match self {
-            Self::Keep => Commit::NoClobber,
+            Self::Keep | Self::Never => Commit::NoClobber,
             Self::Replace => Commit::Replace,
         }
     }
@@ -153,6 +155,14 @@ pub(crate) fn check_output(path: &Path, what: &str, existing: Existing) -> Resul
             "file-exists",
             format!(
                 "refusing to overwrite existing {what} {} (pass --force to replace it)",
+                path.display()
+            ),
+        )),
+        Ok(_) if existing == Existing::Never => Err(Failure::usage(
+            "file-exists",
+            format!(
+                "refusing to overwrite existing {what} {} (it is never replaced: move it away \
+                 first)",
                 path.display()
             ),
         )),
@@ -200,7 +210,7 @@ pub(crate) fn write_key_file(path: &Path, key: &ModelKey) -> Result<(), Failure>
     file.file()
         .write_all(key.to_key_file().as_bytes())
         .map_err(|e| Failure::io("write", path, &e))?;
-    commit_output(file, path, "key file", Existing::Keep).map_err(|e| e.failure)
+    commit_output(file, path, "key file", Existing::Never).map_err(|e| e.failure)
 }
 
 /// Fails if any two of `paths` name the same file (existing or not).

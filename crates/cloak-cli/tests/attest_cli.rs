@@ -999,3 +999,53 @@ fn the_attestation_services_own_enclave_is_appraised_with_verify_signer() {
     );
     assert_eq!(code, 2);
 }
+
+#[test]
+fn outputs_in_the_way_are_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = dir.path().join("request.json");
+    std::fs::write(&request, br#"{"inputs":[]}"#).unwrap();
+    let kept = dir.path().join("kept.txt");
+    std::fs::write(&kept, b"precious").unwrap();
+    let fresh = dir.path().join("fresh.txt");
+    // Nothing listens on port 1: a command that got as far as connecting would say so.
+    let server = "https://127.0.0.1:1";
+    let pin = "00".repeat(32);
+    let cases: [(Vec<&str>, &str); 4] = [
+        (
+            vec!["infer", server, "--model", "demo", "--input", s(&request)]
+                .into_iter()
+                .chain(["--receipt-out", s(&kept)])
+                .collect(),
+            "refusing to overwrite existing receipt",
+        ),
+        (
+            vec!["infer", server, "--model", "demo", "--input", s(&request)]
+                .into_iter()
+                .chain(["--attestation-out", s(&kept)])
+                .collect(),
+            "refusing to overwrite existing attestation",
+        ),
+        (
+            vec!["infer", server, "--model", "demo", "--input", s(&request)]
+                .into_iter()
+                .chain(["--attestation-out", s(&fresh), "--receipt-out", s(&fresh)])
+                .collect(),
+            "must be different files",
+        ),
+        (
+            vec!["attest", "server", server, "--attestation-out", s(&kept)],
+            "refusing to overwrite existing attestation",
+        ),
+    ];
+    for (mut args, said) in cases {
+        args.extend_from_slice(&["--expect-mrenclave", &pin]);
+        let out = cloak(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        assert!(stderr.contains("--force") == said.starts_with("refusing"));
+    }
+    assert_eq!(std::fs::read(&kept).unwrap(), b"precious");
+    assert!(!fresh.exists());
+}

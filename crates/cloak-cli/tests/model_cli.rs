@@ -243,6 +243,20 @@ fn an_existing_key_file_is_never_overwritten_and_nothing_is_written() {
     ));
     assert_eq!(status(&out), 2);
     assert!(stderr(&out).contains("refusing to overwrite"));
+    // --force replaces outputs, never key files, and the refusal does not suggest it.
+    assert!(!stderr(&out).contains("--force"), "{}", stderr(&out));
+    let forced = cloak_line(&format!(
+        "model encrypt {} --out {} --key-out {} --force",
+        path(&model),
+        path(&dir.path().join("m.cloak")),
+        path(&key)
+    ));
+    assert_eq!(status(&forced), 2);
+    assert!(
+        stderr(&forced).contains("never replaced"),
+        "{}",
+        stderr(&forced)
+    );
     assert_eq!(fs::read(&key).unwrap(), b"precious");
     assert_eq!(entries(dir.path()), ["m.key", "m.onnx"]);
 }

@@ -292,6 +292,18 @@ pub(crate) fn verify_receipt(
         .as_deref()
         .ok_or_else(|| ReceiptError::Malformed("the response carries no receipt".into()))?;
     let receipt = Receipt::verify(text, server.claims())?;
+    check_bodies(&receipt, response, sent)?;
+    Ok(receipt)
+}
+
+/// Checks a receipt (its signature and claims verified) against the bodies of its exchange:
+/// its digests those asked for, if any, or the server's default; the request's digest, the
+/// one computed in flight when it is of the receipt's kind; the response's.
+fn check_bodies(
+    receipt: &Receipt,
+    response: &Response,
+    sent: &SentBody<'_>,
+) -> Result<(), ReceiptError> {
     if let Some(asked) = sent.asked {
         receipt.check_digests_asked(asked)?;
     }
@@ -301,6 +313,115 @@ pub(crate) fn verify_receipt(
         }
         _ => receipt.check_request(response.receipt_salt.as_ref(), sent.body)?,
     }
-    receipt.check_response(response.receipt_salt.as_ref(), &response.body)?;
-    Ok(receipt)
+    receipt.check_response(response.receipt_salt.as_ref(), &response.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::PeerEvidence;
+
+    const SALT: Salt = [0x33; SALT_LEN];
+
+    /// A receipt for `request` and `response` with digests made as `digests` says, and the
+    /// response it came with.
+    fn exchange(digests: BodyDigest, request: &[u8], response: &[u8]) -> (Receipt, Response) {
+        let receipt = Receipt {
+            model: "m".into(),
+            model_sha256: [0; 32],
+            input_sha256: digests.of(&SALT, request),
+            output_sha256: digests.of(&SALT, response),
+            time_ms: 0,
+            request_id: "r".into(),
+            evidence_sha256: [0; 32],
+            digests,
+        };
+        let response = Response {
+            status: 200,
+            header_len: None,
+            receipt: None,
+            receipt_salt: Some(SALT),
+            retry_after: None,
+            peer: PeerEvidence::default(),
+            body: response.to_vec(),
+        };
+        (receipt, response)
+    }
+
+    fn sent<'a>(body: &'a [u8], asked: BodyDigest, digest: [u8; 32]) -> SentBody<'a> {
+        SentBody {
+            body,
+            asked: Some(asked),
+            digest: Some(digest),
+        }
+    }
+
+    #[test]
+    fn a_receipt_is_checked_with_the_digest_of_its_own_kind() {
+        let blake3 = BodyDigest::SaltedBlake3;
+        let (receipt, response) = exchange(blake3, b"request", b"response");
+        // The digest computed in flight is used when the receipt is of the kind asked for...
+        check_bodies(
+            &receipt,
+            &response,
+            &sent(b"request", blake3, blake3.of(&SALT, b"request")),
+        )
+        .unwrap();
+        assert_eq!(
+            check_bodies(
+                &receipt,
+                &response,
+                &sent(b"request", blake3, blake3.of(&SALT, b"requesT")),
+            ),
+            Err(ReceiptError::Input)
+        );
+        // ... and the body itself when the server made its default instead.
+        let sha256 = BodyDigest::SaltedSha256;
+        let (receipt, response) = exchange(sha256, b"request", b"response");
+        check_bodies(
+            &receipt,
+            &response,
+            &sent(b"request", blake3, blake3.of(&SALT, b"request")),
+        )
+        .unwrap();
+        assert_eq!(
+            check_bodies(
+                &receipt,
+                &response,
+                &sent(b"requesT", blake3, blake3.of(&SALT, b"requesT")),
+            ),
+            Err(ReceiptError::Input)
+        );
+        let mut changed = response.clone();
+        changed.body.push(b' ');
+        assert_eq!(
+            check_bodies(
+                &receipt,
+                &changed,
+                &sent(b"request", blake3, blake3.of(&SALT, b"request")),
+            ),
+            Err(ReceiptError::Output)
+        );
+    }
+
+    #[test]
+    fn a_client_held_to_sha256_refuses_a_blake3_receipt() {
+        let (receipt, response) = exchange(BodyDigest::SaltedBlake3, b"request", b"response");
+        let sha256 = BodyDigest::SaltedSha256;
+        assert_eq!(
+            check_bodies(
+                &receipt,
+                &response,
+                &sent(b"request", sha256, sha256.of(&SALT, b"request")),
+            ),
+            Err(ReceiptError::DigestNotAsked(3))
+        );
+        // A raw answer's check (nothing asked) takes any version its bodies match.
+        let raw = SentBody {
+            body: b"request",
+            asked: None,
+            digest: None,
+        };
+        check_bodies(&receipt, &response, &raw).unwrap();
+    }
 }

@@ -254,11 +254,14 @@ impl Receipt {
         }
     }
 
-    /// Checks that this receipt's body digests are the ones a client `asked` for, or the
-    /// server's default, salted SHA-256 (what a server that does not know the ones asked for
-    /// makes): a client held to SHA-256 then gets SHA-256.
+    /// Checks that this receipt's body digests are salted and are the ones a client `asked`
+    /// for, or the server's default, salted SHA-256 (what a server that does not know the ones
+    /// asked for makes): a client held to SHA-256 then gets SHA-256, and a client that sent a
+    /// salt never takes unsalted digests (version 1).
     pub fn check_digests_asked(&self, asked: BodyDigest) -> Result<(), ReceiptError> {
-        if self.digests == asked || self.digests == BodyDigest::SaltedSha256 {
+        if self.digests.salted()
+            && (self.digests == asked || self.digests == BodyDigest::SaltedSha256)
+        {
             Ok(())
         } else {
             Err(ReceiptError::DigestNotAsked(self.digests.version()))

@@ -314,12 +314,11 @@ impl ServerIdentity {
     }
 
     /// Signs a receipt for an inference over `model` (its body digests made as `digests` says),
-    /// naming the evidence the request was
-    /// accepted under: `accepted_under`, when it is the digest of claims this process attested
-    /// (now or among its last [`EARLIER_CLAIMS`]) that list `model` with its digest — the
-    /// certificate of the request's connection, or the claims an encrypted request's client
-    /// appraised — else the evidence in force now. So a model becoming ready while a client's
-    /// request runs does not make its correct answer fail verification: the keys are the
+    /// naming the evidence the request was accepted under: `accepted_under`, when it is the digest
+    /// of claims this process attested (now or among its last [`EARLIER_CLAIMS`]) that list `model`
+    /// with its digest — the certificate of the request's connection, or the claims an encrypted
+    /// request's client appraised — else the evidence in force now. So a model becoming ready while
+    /// a client's request runs does not make its correct answer fail verification: the keys are the
     /// process's own throughout, and the named claims are ones the client accepted.
     pub fn receipt(
         &self,

@@ -55,6 +55,14 @@ pub(crate) fn run(args: &InferArgs) -> Result<(), Reported> {
     let body = read_request(&args.input)?;
     // The outputs are checked before the request goes out: an answer is never computed only
     // to be lost for want of a place to keep it.
+    let mut paths = vec![("request", args.input.as_path())];
+    if let Some(path) = args.server.attestation_out() {
+        paths.push(("attestation output", path.as_path()));
+    }
+    if let Some(path) = &args.receipt_out {
+        paths.push(("receipt output", path.as_path()));
+    }
+    files::ensure_distinct(&paths)?;
     args.server.check_outputs()?;
     let existing = args.server.existing();
     if let Some(path) = &args.receipt_out {

@@ -161,7 +161,7 @@ pub(crate) fn encrypt(args: &EncryptArgs) -> Result<Sealed, Failure> {
     let key = match (&args.key, &args.key_out) {
         (Some(path), _) => read_key_file(path)?,
         (None, Some(path)) => {
-            check_output(path, "key file", Existing::Keep)?;
+            check_output(path, "key file", Existing::Never)?;
             ModelKey::generate().map_err(|e| Failure::usage(e.code(), e.to_string()))?
         }
         (None, None) => {

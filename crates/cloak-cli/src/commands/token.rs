@@ -113,9 +113,10 @@ fn issue(args: &IssueArgs) -> Result<(), Reported> {
 
 /// Writes a secret atomically with mode 0600, never over an existing file.
 fn write_secret(path: &std::path::Path, bytes: &[u8], what: &str) -> Result<(), Failure> {
+    files::check_output(path, what, Existing::Never)?;
     let mut file = AtomicFile::create(path, 0o600).map_err(|e| Failure::io("create", path, &e))?;
     file.file()
         .write_all(bytes)
         .map_err(|e| Failure::io("write", path, &e))?;
-    files::commit_output(file, path, what, Existing::Keep).map_err(|e| e.failure)
+    files::commit_output(file, path, what, Existing::Never).map_err(|e| e.failure)
 }

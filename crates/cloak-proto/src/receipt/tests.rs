@@ -336,4 +336,14 @@ fn a_receipt_has_the_digests_asked_for_or_the_servers_default() {
         .unwrap_err();
     assert_eq!(refused, ReceiptError::DigestNotAsked(3));
     assert_eq!(refused.code(), "receipt-digest-not-asked");
+    // Asked for nothing (the salt sent all the same): version 2 only, never unsalted digests.
+    v2.check_digests_asked(BodyDigest::Sha256).unwrap();
+    assert_eq!(
+        v1.check_digests_asked(BodyDigest::Sha256),
+        Err(ReceiptError::DigestNotAsked(1))
+    );
+    assert_eq!(
+        v3.check_digests_asked(BodyDigest::Sha256),
+        Err(ReceiptError::DigestNotAsked(3))
+    );
 }

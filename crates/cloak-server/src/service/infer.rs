@@ -2,11 +2,10 @@
 //! and sign its receipt.
 //!
 //! The receipt's input digest (of the salt and the request body as received: SHA-256, or BLAKE3
-//! when the client asks for it) is computed off the
-//! critical path: with a worker free at once, the request's own thread hashes the body while
-//! the worker runs the model; a request that has to queue is hashed before it waits, so that it
-//! does not hold its body as well as its tensors while queued. No extra thread is used per
-//! request, which matters inside Gramine (`sgx.max_threads`).
+//! when the client asks for it) is computed off the critical path: with a worker free at once, the
+//! request's own thread hashes the body while the worker runs the model; a request that has to
+//! queue is hashed before it waits, so that it does not hold its body as well as its tensors while
+//! queued. No extra thread is used per request, which matters inside Gramine (`sgx.max_threads`).
 
 use std::sync::Arc;
 use std::time::Instant;
