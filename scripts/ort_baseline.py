@@ -1,6 +1,9 @@
 """The baseline Cloak's benchmarks divide by: onnxruntime in this Python process, configured as
-Cloak's ONNX Runtime engine is (intra-op threads as given, one inter-op thread, sequential), and
-the library it loads. Imported by scripts/bench-engine.py and scripts/bench-tax.py."""
+Cloak's ONNX Runtime engine is (intra-op threads as given, one inter-op thread, sequential, pool
+threads not spinning), and the library it loads. Imported by scripts/bench-engine.py and
+scripts/bench-tax.py. (With one thread there is no pool, so spinning changes nothing; with two,
+onnxruntime's default spinning makes some small models faster alone and the server slower, see
+crates/cloak-engine/src/onnxruntime/mod.rs.)"""
 from __future__ import annotations
 
 import pathlib
@@ -23,6 +26,7 @@ def session(onnx: pathlib.Path, threads: int) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
 
 

@@ -105,6 +105,14 @@ impl Runtime {
             let mut builder = OrtSession::builder(&self.environment)?
                 .with_optimization_level(GraphOptimizationLevel::All)?
                 .with_intra_threads(threads.get())?
+                // ONNX Runtime's pool threads spin between and after runs by default. In the
+                // server they share the cores with the request path (TLS, HPKE, receipt
+                // digests) of this request and others, which the spinning holds off: measured
+                // with `cloak bench --engine onnxruntime --engine-threads 2` on the 2-core build
+                // machine, not spinning halves the end-to-end latency (EfficientNet-Lite0
+                // 13–20 ms → 8–11 ms over attested TLS, all-MiniLM-L6-v2 41–46 → 22–28 ms).
+                // With one thread there is no pool, and nothing changes.
+                .with_intra_op_spinning(false)?
                 .with_inter_threads(1)?;
             builder.commit_from_memory(onnx)
         }))
