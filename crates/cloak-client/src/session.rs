@@ -359,47 +359,32 @@ mod tests {
     #[test]
     fn a_receipt_is_checked_with_the_digest_of_its_own_kind() {
         let blake3 = BodyDigest::SaltedBlake3;
-        let (receipt, response) = exchange(blake3, b"request", b"response");
-        // The digest computed in flight is used when the receipt is of the kind asked for...
-        check_bodies(
-            &receipt,
-            &response,
-            &sent(b"request", blake3, blake3.of(&SALT, b"request")),
-        )
-        .unwrap();
-        assert_eq!(
+        // Sent `body`, BLAKE3 asked for and computed in flight over `in_flight`.
+        let check = |(receipt, response): &(Receipt, Response), body: &[u8], in_flight: &[u8]| {
             check_bodies(
-                &receipt,
-                &response,
-                &sent(b"request", blake3, blake3.of(&SALT, b"requesT")),
-            ),
+                receipt,
+                response,
+                &sent(body, blake3, blake3.of(&SALT, in_flight)),
+            )
+        };
+        // The digest computed in flight is used when the receipt is of the kind asked for...
+        let asked = exchange(blake3, b"request", b"response");
+        check(&asked, b"request", b"request").unwrap();
+        assert_eq!(
+            check(&asked, b"request", b"requesT"),
             Err(ReceiptError::Input)
         );
         // ... and the body itself when the server made its default instead.
-        let sha256 = BodyDigest::SaltedSha256;
-        let (receipt, response) = exchange(sha256, b"request", b"response");
-        check_bodies(
-            &receipt,
-            &response,
-            &sent(b"request", blake3, blake3.of(&SALT, b"request")),
-        )
-        .unwrap();
+        let default = exchange(BodyDigest::SaltedSha256, b"request", b"response");
+        check(&default, b"request", b"request").unwrap();
         assert_eq!(
-            check_bodies(
-                &receipt,
-                &response,
-                &sent(b"requesT", blake3, blake3.of(&SALT, b"requesT")),
-            ),
+            check(&default, b"requesT", b"requesT"),
             Err(ReceiptError::Input)
         );
-        let mut changed = response.clone();
+        let (receipt, mut changed) = default;
         changed.body.push(b' ');
         assert_eq!(
-            check_bodies(
-                &receipt,
-                &changed,
-                &sent(b"request", blake3, blake3.of(&SALT, b"request")),
-            ),
+            check(&(receipt, changed), b"request", b"request"),
             Err(ReceiptError::Output)
         );
     }
