@@ -7,7 +7,7 @@ mod server;
 
 pub(crate) use cloak_server::cli::parse_duration;
 pub(crate) use policy::{AnyEnclaveArg, PolicyArgs, TokenPolicyArgs, read_policy_file};
-pub(crate) use server::ServerArgs;
+pub(crate) use server::{ReceiptDigestArg, ServerArgs};
 
 use crate::failure::Failure;
 

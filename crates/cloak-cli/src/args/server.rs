@@ -37,7 +37,7 @@ impl From<ModeArg> for Mode {
 
 /// How receipts digest the bodies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum ReceiptDigestArg {
+pub(crate) enum ReceiptDigestArg {
     /// Salted BLAKE3 (receipt version 3): about 2.5 times as fast on both sides
     Blake3,
     /// Salted SHA-256 (receipt version 2), where FIPS-approved algorithms are required

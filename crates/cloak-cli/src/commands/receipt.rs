@@ -11,11 +11,11 @@ use clap::{Args, Subcommand};
 use cloak_attest::collateral::Collateral;
 use cloak_client::appraise_recorded_attestation;
 use cloak_proto::attestation::AttestationDocument;
-use cloak_proto::receipt::{BodyDigest, MAX_RECEIPT_LEN, Receipt};
+use cloak_proto::receipt::{BodyDigest, MAX_RECEIPT_LEN, Receipt, ReceiptError};
 use serde_json::json;
 
 use crate::Reported;
-use crate::args::{AnyEnclaveArg, PolicyArgs};
+use crate::args::{AnyEnclaveArg, PolicyArgs, ReceiptDigestArg};
 use crate::failure::{EXIT_VERIFICATION, Failure};
 use crate::files::read_limited;
 
@@ -57,6 +57,10 @@ pub(crate) struct VerifyArgs {
     /// checked after the collateral expired
     #[arg(long, value_name = "UNIX")]
     at: Option<u64>,
+    /// Also require the receipt's body digests to be these: salted SHA-256 (version 2, where
+    /// only FIPS-approved algorithms are acceptable) or salted BLAKE3 (version 3)
+    #[arg(long, value_enum, value_name = "DIGEST")]
+    require_digest: Option<ReceiptDigestArg>,
     #[command(flatten)]
     policy: PolicyArgs,
     #[command(flatten)]
@@ -134,6 +138,12 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
         Ok(receipt) => receipt,
         Err(e) => return Err(rejected(e.code(), &e.to_string(), args.json)),
     };
+    if let Some(required) = args.require_digest
+        && receipt.digests != BodyDigest::from(required)
+    {
+        let e = ReceiptError::DigestNotAsked(receipt.digests.version());
+        return Err(rejected(e.code(), &e.to_string(), args.json));
+    }
     let mut bodies = Vec::new();
     if let Some(path) = &args.request {
         let check = receipt.check_request(salt.as_ref(), &read_limited(path, MAX_FILE, "request")?);

@@ -201,6 +201,14 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(verdict["version"], 2);
     assert_eq!(verdict["body_digest"], "salted-sha256");
+    // --require-digest: this version 2 receipt passes where SHA-256 is required, and is
+    // refused where BLAKE3 is.
+    let mut held = verify.clone();
+    held.extend_from_slice(&["--require-digest", "sha256"]);
+    ok(&cloak(&held));
+    let mut other = verify.clone();
+    other.extend_from_slice(&["--require-digest", "blake3"]);
+    assert!(refused(&other).contains("receipt-digest-not-asked"));
     let mut unknown = args.clone();
     unknown.extend_from_slice(&["--receipt-digest", "md5"]);
     assert_eq!(cloak(&unknown).status.code(), Some(2));
