@@ -235,22 +235,20 @@ fn an_existing_key_file_is_never_overwritten_and_nothing_is_written() {
     let key = dir.path().join("m.key");
     fs::write(&model, b"weights").unwrap();
     fs::write(&key, b"precious").unwrap();
-    let out = cloak_line(&format!(
-        "model encrypt {} --out {} --key-out {}",
-        path(&model),
-        path(&dir.path().join("m.cloak")),
-        path(&key)
-    ));
+    let encrypt = |extra: &str| {
+        cloak_line(&format!(
+            "model encrypt {} --out {} --key-out {}{extra}",
+            path(&model),
+            path(&dir.path().join("m.cloak")),
+            path(&key)
+        ))
+    };
+    let out = encrypt("");
     assert_eq!(status(&out), 2);
     assert!(stderr(&out).contains("refusing to overwrite"));
     // --force replaces outputs, never key files, and the refusal does not suggest it.
     assert!(!stderr(&out).contains("--force"), "{}", stderr(&out));
-    let forced = cloak_line(&format!(
-        "model encrypt {} --out {} --key-out {} --force",
-        path(&model),
-        path(&dir.path().join("m.cloak")),
-        path(&key)
-    ));
+    let forced = encrypt(" --force");
     assert_eq!(status(&forced), 2);
     assert!(
         stderr(&forced).contains("never replaced"),

@@ -194,21 +194,6 @@ pub fn parse_policy_and_lease(text: &str) -> Result<ReleasePolicy, BrokerError> 
         ));
     }
     let azure_attestation = azure_attestation.filter(|_| accepts_tokens);
-    // Tokens describe SGX enclaves: a policy that pins none could never release on one.
-    if azure_attestation.is_some() {
-        let sgx = table.get("sgx").and_then(toml::Value::as_table);
-        let pinned = sgx.is_some_and(|sgx| {
-            sgx.contains_key("mrenclave")
-                || (sgx.contains_key("mrsigner") && sgx.contains_key("isv_prod_id"))
-        });
-        if !pinned {
-            return Err(BrokerError::InvalidPolicy(
-                "[azure_attestation] needs an SGX enclave named in [sgx] (mrenclave, or mrsigner \
-                 with isv_prod_id): tokens describe SGX enclaves"
-                    .into(),
-            ));
-        }
-    }
     if !accepts_quotes
         && let Some(key) = QUOTE_ONLY_KEYS.iter().find(|key| table.contains_key(**key))
     {
@@ -219,6 +204,14 @@ pub fn parse_policy_and_lease(text: &str) -> Result<ReleasePolicy, BrokerError> 
     }
     let text = toml::to_string(&table).map_err(|e| BrokerError::InvalidPolicy(e.to_string()))?;
     let appraisal = parse_appraisal(&text)?;
+    // Tokens describe SGX enclaves: a policy that pins none could never release on one.
+    if azure_attestation.is_some() && !appraisal.names_sgx_enclave() {
+        return Err(BrokerError::InvalidPolicy(
+            "[azure_attestation] needs an SGX enclave named in [sgx] (mrenclave, or mrsigner \
+             with isv_prod_id): tokens describe SGX enclaves"
+                .into(),
+        ));
+    }
     Ok(ReleasePolicy {
         appraisal,
         lease,
@@ -362,6 +355,12 @@ mod tests {
         );
         assert_eq!(code(section(issuer, "{\"keys\": 1}", "")), "invalid-policy");
         assert_eq!(code(section(issuer, &jwks, "extra = 1")), "invalid-policy");
+        // Tokens describe SGX enclaves: a policy that names only a TD cannot take them.
+        let td_only = format!(
+            "[azure_attestation]\nissuer = {issuer:?}\njwks = {jwks:?}\n[tdx]\nmrtd = [\"{}\"]\n",
+            "ab".repeat(48)
+        );
+        assert_eq!(code(td_only), "invalid-policy");
         // Which evidence: tokens only, quotes only, and what makes no sense.
         let with = |evidence: &str, extra: &str| {
             format!(

@@ -107,6 +107,15 @@ impl BodyDigest {
         }
     }
 
+    /// How the digests are made, for people: `sha256`, `salted-sha256` or `salted-blake3`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::SaltedSha256 => "salted-sha256",
+            Self::SaltedBlake3 => "salted-blake3",
+        }
+    }
+
     /// The digest of `body` under `salt` (ignored by version 1).
     pub fn of(self, salt: &Salt, body: &[u8]) -> [u8; 32] {
         match self {

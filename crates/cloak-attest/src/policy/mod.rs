@@ -108,6 +108,14 @@ pub struct SgxIdentityPolicy {
     pub min_isv_svn: Option<u16>,
 }
 
+impl SgxIdentityPolicy {
+    /// Whether it names an enclave: an MRENCLAVE, or an MRSIGNER with an ISVPRODID (without
+    /// one, every product of that signer is accepted).
+    pub fn names_enclave(&self) -> bool {
+        self.mrenclave.is_some() || (self.mrsigner.is_some() && self.isv_prod_id.is_some())
+    }
+}
+
 /// Identity a TDX trust domain must have. Every field that is set is checked; within a list,
 /// any value matches, and an empty list matches nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -286,15 +294,20 @@ impl AppraisalPolicy {
     /// refuses such a release policy, and clients refuse to send to a server appraised under
     /// one unless told explicitly.
     pub fn names_identity(&self) -> bool {
-        let sgx_pinned = |p: &SgxIdentityPolicy| {
-            p.mrenclave.is_some() || (p.mrsigner.is_some() && p.isv_prod_id.is_some())
-        };
         match (&self.sgx, &self.tdx) {
             (None, None) => false,
-            (Some(sgx), None) => sgx_pinned(sgx),
+            (Some(sgx), None) => sgx.names_enclave(),
             (None, Some(tdx)) => tdx.mrtd.is_some(),
-            (Some(sgx), Some(tdx)) => sgx_pinned(sgx) && tdx.mrtd.is_some(),
+            (Some(sgx), Some(tdx)) => sgx.names_enclave() && tdx.mrtd.is_some(),
         }
+    }
+
+    /// Whether the policy names an SGX enclave (`[sgx]` as [`SgxIdentityPolicy::names_enclave`]
+    /// says), whatever it says of TDX.
+    pub fn names_sgx_enclave(&self) -> bool {
+        self.sgx
+            .as_ref()
+            .is_some_and(SgxIdentityPolicy::names_enclave)
     }
 
     /// The minimum TCB evaluation data number the policy requires, if it sets one.

@@ -67,13 +67,41 @@ pub(crate) fn read_policy_file(path: &Path) -> Result<AppraisalPolicy, Failure> 
         .map_err(|e| Failure::usage("invalid-policy", format!("{}: {e}", path.display())))
 }
 
+/// The policy file (or the strict policy) with the flags that apply to quotes and tokens alike:
+/// the expected MRENCLAVE and MRSIGNER, and debug enclaves allowed.
+fn base_policy(
+    policy_file: Option<&Path>,
+    expect_mrenclave: Option<&str>,
+    expect_mrsigner: Option<&str>,
+    allow_debug: bool,
+) -> Result<AppraisalPolicy, Failure> {
+    let mut policy = match policy_file {
+        Some(path) => read_policy_file(path)?,
+        None => AppraisalPolicy::strict(),
+    };
+    if allow_debug {
+        policy = policy.with_debug(DebugPolicy::Allow);
+    }
+    if let Some(hex) = expect_mrenclave {
+        let value = Measurement::from_bytes(hex_arg("--expect-mrenclave", hex)?);
+        policy.sgx_identity_mut().mrenclave = Some(vec![value]);
+    }
+    if let Some(hex) = expect_mrsigner {
+        let value = Measurement::from_bytes(hex_arg("--expect-mrsigner", hex)?);
+        policy.sgx_identity_mut().mrsigner = Some(vec![value]);
+    }
+    Ok(policy)
+}
+
 impl PolicyArgs {
     /// The policy file (or the strict policy), with the flags applied.
     pub(crate) fn build(&self) -> Result<AppraisalPolicy, Failure> {
-        let mut policy = match &self.policy_file {
-            Some(path) => read_policy_file(path)?,
-            None => AppraisalPolicy::strict(),
-        };
+        let mut policy = base_policy(
+            self.policy_file.as_deref(),
+            self.expect_mrenclave.as_deref(),
+            self.expect_mrsigner.as_deref(),
+            self.allow_debug,
+        )?;
         if let Some(path) = &self.trust_root {
             let der = files::read_limited(path, MAX_TRUST_ROOT, "trust root")?;
             TrustAnchor::custom(der.clone()).map_err(|e| {
@@ -89,17 +117,6 @@ impl PolicyArgs {
         }
         for id in &self.allow_advisory {
             policy = policy.allow_advisory(id);
-        }
-        if self.allow_debug {
-            policy = policy.with_debug(DebugPolicy::Allow);
-        }
-        if let Some(hex) = &self.expect_mrenclave {
-            let value = Measurement::from_bytes(hex_arg("--expect-mrenclave", hex)?);
-            policy.sgx_identity_mut().mrenclave = Some(vec![value]);
-        }
-        if let Some(hex) = &self.expect_mrsigner {
-            let value = Measurement::from_bytes(hex_arg("--expect-mrsigner", hex)?);
-            policy.sgx_identity_mut().mrsigner = Some(vec![value]);
         }
         Ok(policy)
     }
@@ -127,16 +144,12 @@ pub(crate) struct TokenPolicyArgs {
 impl TokenPolicyArgs {
     /// The policy file (or the strict policy), with the flags applied.
     pub(crate) fn build(&self) -> Result<AppraisalPolicy, Failure> {
-        PolicyArgs {
-            policy_file: self.policy_file.clone(),
-            expect_mrenclave: self.expect_mrenclave.clone(),
-            expect_mrsigner: self.expect_mrsigner.clone(),
-            trust_root: None,
-            allow_status: Vec::new(),
-            allow_advisory: Vec::new(),
-            allow_debug: self.allow_debug,
-        }
-        .build()
+        base_policy(
+            self.policy_file.as_deref(),
+            self.expect_mrenclave.as_deref(),
+            self.expect_mrsigner.as_deref(),
+            self.allow_debug,
+        )
     }
 }
 

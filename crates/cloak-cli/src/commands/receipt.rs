@@ -167,7 +167,7 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
         "model_sha256": hex::encode(receipt.model_sha256),
         "version": receipt.digests.version(),
         // How the two body digests below are made (named `..._sha256` since version 1).
-        "body_digest": body_digest(receipt.digests),
+        "body_digest": receipt.digests.label(),
         "input_sha256": hex::encode(receipt.input_sha256),
         "output_sha256": hex::encode(receipt.output_sha256),
         "time_ms": receipt.time_ms,
@@ -191,12 +191,12 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
     say!(
         "  input digest     {} ({})",
         hex::encode(receipt.input_sha256),
-        body_digest(receipt.digests)
+        receipt.digests.label()
     )?;
     say!(
         "  output digest    {} ({})",
         hex::encode(receipt.output_sha256),
-        body_digest(receipt.digests)
+        receipt.digests.label()
     )?;
     say!(
         "  evidence sha256  {}",
@@ -217,16 +217,6 @@ fn verify(args: &VerifyArgs) -> Result<(), Reported> {
         }
     )?;
     Ok(())
-}
-
-/// How a receipt's body digests are made, as `receipt verify` names it.
-fn body_digest(digests: BodyDigest) -> &'static str {
-    match digests {
-        BodyDigest::Sha256 => "sha256",
-        BodyDigest::SaltedSha256 => "salted-sha256",
-        BodyDigest::SaltedBlake3 => "salted-blake3",
-        _ => "unknown",
-    }
 }
 
 fn rejected(code: &str, message: &str, as_json: bool) -> Reported {

@@ -38,14 +38,19 @@ fn receipt(claims: &IdentityClaims) -> Receipt {
 
 const SALT: Salt = [0x5a; SALT_LEN];
 
-/// A receipt as servers make them now: digests salted.
-fn salted(claims: &IdentityClaims) -> Receipt {
+/// [`receipt`] with its digests made as `digests` says, under [`SALT`].
+fn made_with(claims: &IdentityClaims, digests: BodyDigest) -> Receipt {
     Receipt {
-        input_sha256: salted_digest(&SALT, b"request"),
-        output_sha256: salted_digest(&SALT, b"response"),
-        digests: BodyDigest::SaltedSha256,
+        input_sha256: digests.of(&SALT, b"request"),
+        output_sha256: digests.of(&SALT, b"response"),
+        digests,
         ..receipt(claims)
     }
+}
+
+/// A receipt as servers make them by default: digests salted (version 2).
+fn salted(claims: &IdentityClaims) -> Receipt {
+    made_with(claims, BodyDigest::SaltedSha256)
 }
 
 #[test]
@@ -212,13 +217,7 @@ fn signed_message(payload: &[u8]) -> Vec<u8> {
 
 /// A version 3 receipt: digests salted, BLAKE3.
 fn blake3(claims: &IdentityClaims) -> Receipt {
-    let digests = BodyDigest::SaltedBlake3;
-    Receipt {
-        input_sha256: digests.of(&SALT, b"request"),
-        output_sha256: digests.of(&SALT, b"response"),
-        digests,
-        ..receipt(claims)
-    }
+    made_with(claims, BodyDigest::SaltedBlake3)
 }
 
 #[test]
