@@ -189,40 +189,9 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(verdict["verdict"], "valid");
     assert_eq!(verdict["model"], "demo");
-    // `cloak infer` asks for BLAKE3 body digests (receipt version 3), or with
-    // `--receipt-digest sha256` for SHA-256 (version 2).
+    // `cloak infer` asks for BLAKE3 body digests (receipt version 3), through the balancer too.
     assert_eq!(verdict["version"], 3);
     assert_eq!(verdict["body_digest"], "salted-blake3");
-    let mut sha256 = args.clone();
-    sha256.extend_from_slice(&["--receipt-digest", "sha256", "--force"]);
-    ok(&cloak(&sha256));
-    let out = cloak(&verify);
-    ok(&out);
-    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(verdict["version"], 2);
-    assert_eq!(verdict["body_digest"], "salted-sha256");
-    // --require-digest: this version 2 receipt passes where SHA-256 is required, and is
-    // refused where BLAKE3 is.
-    let mut held = verify.clone();
-    held.extend_from_slice(&["--require-digest", "sha256"]);
-    ok(&cloak(&held));
-    let mut other = verify.clone();
-    other.extend_from_slice(&["--require-digest", "blake3"]);
-    assert!(refused(&other).contains("receipt-digest-not-asked"));
-    let mut unknown = args.clone();
-    unknown.extend_from_slice(&["--receipt-digest", "md5"]);
-    assert_eq!(cloak(&unknown).status.code(), Some(2));
-    // Without --force an existing output is refused before anything is sent: here to a
-    // server that is not there, which is never reached.
-    let mut nowhere = args.clone();
-    nowhere[1] = "https://127.0.0.1:1";
-    let out = cloak(&nowhere);
-    assert_eq!(out.status.code(), Some(2));
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        said.contains("refusing to overwrite existing attestation"),
-        "{said}"
-    );
     // Another request body, a changed receipt byte, or a policy that rejects the enclave: exit 1.
     let other = dir.join("other-request.json");
     std::fs::write(&other, b"{}").unwrap();

@@ -305,3 +305,72 @@ fn commands_spell_their_shared_flags_alike() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("30s"));
 }
+
+/// `cloak infer` asks for BLAKE3 receipts (version 3) unless told `--receipt-digest sha256`
+/// (version 2), replaces its outputs only with `--force`, and `cloak receipt verify
+/// --require-digest` holds a receipt to one kind.
+#[test]
+fn receipts_are_blake3_unless_sha256_is_asked_for() {
+    let server = serve(&[]);
+    let dir = server.dir.path();
+    let policy = server.policy();
+    let request = write_request(dir);
+    let (receipt, attestation) = (dir.join("receipt.txt"), dir.join("attestation.json"));
+    let s = cloak_test_support::cli::s;
+    let mut infer = vec![
+        "infer",
+        server.url.as_str(),
+        "--model",
+        "demo",
+        "--input",
+        s(&request),
+        "--receipt-out",
+        s(&receipt),
+        "--attestation-out",
+        s(&attestation),
+    ];
+    infer.extend(policy.iter().map(String::as_str));
+    let mut verify = vec![
+        "receipt",
+        "verify",
+        s(&receipt),
+        "--attestation",
+        s(&attestation),
+        "--request",
+        s(&request),
+        "--json",
+    ];
+    verify.extend(policy.iter().map(String::as_str));
+    let verdict = |extra: &[&str]| {
+        let mut args = verify.clone();
+        args.extend_from_slice(extra);
+        let out = cloak(&args);
+        let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), verdict)
+    };
+
+    ok(&cloak(&infer));
+    let (status, first) = verdict(&[]);
+    assert_eq!(status, Some(0), "{first}");
+    assert_eq!(first["version"], 3);
+    assert_eq!(first["body_digest"], "salted-blake3");
+    // The outputs exist now: replaced only with --force.
+    assert_eq!(cloak(&infer).status.code(), Some(2));
+    let mut sha256 = infer.clone();
+    sha256.extend_from_slice(&["--receipt-digest", "sha256", "--force"]);
+    ok(&cloak(&sha256));
+    let (status, second) = verdict(&[]);
+    assert_eq!(status, Some(0), "{second}");
+    assert_eq!(second["version"], 2);
+    assert_eq!(second["body_digest"], "salted-sha256");
+    assert_ne!(second["request_id"], first["request_id"]);
+    // --require-digest: this version 2 receipt passes where SHA-256 is required, and is
+    // refused where BLAKE3 is.
+    assert_eq!(verdict(&["--require-digest", "sha256"]).0, Some(0));
+    let (status, refused) = verdict(&["--require-digest", "blake3"]);
+    assert_eq!(status, Some(1));
+    assert_eq!(refused["reason"], "receipt-digest-not-asked", "{refused}");
+    let mut unknown = infer.clone();
+    unknown.extend_from_slice(&["--receipt-digest", "md5", "--force"]);
+    assert_eq!(cloak(&unknown).status.code(), Some(2));
+}
