@@ -260,9 +260,10 @@ async fn steps(root: &Path) -> Result<(), Failure> {
         .check_bodies(salt.as_ref(), &request_body, &response.body)
         .map_err(demo_error)?;
     say!(
-        "   VALID: model {} answered request {} (input sha256 {}…, output sha256 {}…)",
+        "   VALID: model {} answered request {} ({} digests: input {}…, output {}…)",
         receipt.model,
         receipt.request_id,
+        receipt.digests.label(),
         &hex::encode(receipt.input_sha256)[..16],
         &hex::encode(receipt.output_sha256)[..16]
     )?;
