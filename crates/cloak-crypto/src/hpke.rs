@@ -10,7 +10,7 @@
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use zeroize::Zeroizing;
 
-type Kem = hpke::kem::X25519HkdfSha256;
+type Kem = crate::hpke_kem::X25519;
 type Kdf = hpke::kdf::HkdfSha256;
 type Aead = crate::hpke_aead::Aes256;
 

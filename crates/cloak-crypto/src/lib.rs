@@ -10,6 +10,7 @@ pub mod container;
 pub mod hash;
 pub mod hpke;
 mod hpke_aead;
+mod hpke_kem;
 pub mod kdf;
 pub mod key;
 pub mod mac;

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use crate::hpke::HpkeKeyPair;
 use crate::secret::SecretBytes;
 
-type Kem = hpke::kem::X25519HkdfSha256;
+type Kem = crate::hpke_kem::X25519;
 type Kdf = hpke::kdf::HkdfSha256;
 
 /// DHKEM(X25519, HKDF-SHA256).
