@@ -2,7 +2,8 @@
 //! the Binary HTTP inside them (any client can encapsulate to the server's public key, so the
 //! inner message is as untrusted as the outer one), key configurations and encapsulated
 //! responses (from whatever sits between client and server), and receipts. Nothing panics; a
-//! request that decapsulates yields a response only its sender can open.
+//! request that decapsulates (copied or in place, alike) yields a response only its sender can
+//! open.
 //!
 //! Input layout: the first byte chooses the message type, the rest is the message.
 #![no_main]
@@ -24,7 +25,13 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let gateway = Gateway::new(1, key, vec![AeadId::Aes256Gcm, AeadId::Aes128Gcm]);
-            if let Ok((inner, responder)) = gateway.decapsulate(body) {
+            // Decapsulated copied or in place, the outcome is the same.
+            let copied = gateway.decapsulate(body);
+            let mut buffer = body.to_vec();
+            let in_place = gateway.decapsulate_in_place(&mut buffer);
+            assert_eq!(copied.is_ok(), in_place.is_ok());
+            if let (Ok((inner, responder)), Ok((range, _))) = (copied, in_place) {
+                assert_eq!(buffer.get(range), Some(&inner[..]));
                 let _ = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&inner[..]));
                 let _ = responder.encapsulate(b"answer");
             }

@@ -156,9 +156,8 @@ pub(crate) async fn send(
         key_config,
         ..
     } = target;
-    let (encapsulated, opener) = ohttp::encapsulate_request(key_config, AeadId::Aes256Gcm, &inner)
+    let (encapsulated, opener) = ohttp::encapsulate_buffer(key_config, AeadId::Aes256Gcm, inner)
         .map_err(|e| Error::Protocol(format!("encapsulation: {e}")))?;
-    drop(inner);
     let request = http::build_request(
         &endpoint.authority,
         Method::Post,
@@ -192,7 +191,7 @@ fn inner_request(
     body: &[u8],
     header_len: Option<usize>,
     extras: http::Extras<'_>,
-) -> Result<Vec<u8>, Error> {
+) -> Result<ohttp::RequestBuffer, Error> {
     let mut message = bhttp::Message::request(
         method.as_str().as_bytes().to_vec(),
         b"https".to_vec(),
@@ -231,7 +230,8 @@ fn inner_request(
         message.put_header(name, value);
     }
     message.write_content(body);
-    let mut out = Vec::with_capacity(body.len().saturating_add(256));
+    // Written where it will be sealed (see `RequestBuffer`).
+    let mut out = ohttp::RequestBuffer::with_capacity(body.len().saturating_add(256));
     message
         .write_bhttp(bhttp::Mode::KnownLength, &mut out)
         .map_err(|e| Error::Protocol(format!("binary HTTP: {e}")))?;

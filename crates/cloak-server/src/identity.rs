@@ -9,13 +9,13 @@
 //! `GET /v1/attestation?nonce=` answers with a fresh quote over the same claims plus the nonce.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use ciborium::Value;
 use cloak_crypto::hpke::HpkeKeyPair;
 use cloak_crypto::ohttp::{AeadId, Gateway, OhttpError, ServerResponse};
-use cloak_crypto::secret::SecretBytes;
 use cloak_crypto::sig::SigningKey as ReceiptKey;
 use cloak_proto::attestation::AttestationDocument;
 use cloak_proto::identity::{EngineClaim, IdentityClaims, ModelClaim};
@@ -231,11 +231,12 @@ impl ServerIdentity {
         gateways.fleet.is_some() && gateways.fleet_keys.is_empty()
     }
 
-    /// Opens an encrypted request sealed to this server's own key or to one of its fleet's.
+    /// Opens an encrypted request sealed to this server's own key or to one of its fleet's, in
+    /// place (see [`Gateway::decapsulate_in_place`]): the BHTTP request is `enc_request[range]`.
     pub fn decapsulate(
         &self,
-        enc_request: &[u8],
-    ) -> Result<(SecretBytes, ServerResponse), DecapsulateError> {
+        enc_request: &mut [u8],
+    ) -> Result<(Range<usize>, ServerResponse), DecapsulateError> {
         let gateways = self.lock_gateways();
         let key_id = enc_request.first().copied();
         if let Some(fleet_key) = gateways
@@ -244,7 +245,7 @@ impl ServerIdentity {
             .find(|g| Some(g.config().key_id) == key_id)
         {
             return fleet_key
-                .decapsulate(enc_request)
+                .decapsulate_in_place(enc_request)
                 .map_err(DecapsulateError::Ohttp);
         }
         if key_id != Some(HPKE_KEY_ID) && gateways.fleet.is_some() && gateways.fleet_keys.is_empty()
@@ -253,7 +254,7 @@ impl ServerIdentity {
         }
         gateways
             .own
-            .decapsulate(enc_request)
+            .decapsulate_in_place(enc_request)
             .map_err(DecapsulateError::Ohttp)
     }
 
@@ -673,9 +674,9 @@ mod tests {
         identity.set_fleet("web", Vec::new(), 0).unwrap();
         assert!(identity.fleet_key_pending());
         assert!(identity.claims().fleet.is_none());
-        assert!(identity.decapsulate(&sealed(&own)).is_ok());
+        assert!(identity.decapsulate(&mut sealed(&own)).is_ok());
         assert!(matches!(
-            identity.decapsulate(&sealed(&one)),
+            identity.decapsulate(&mut sealed(&one)),
             Err(DecapsulateError::FleetKeyPending)
         ));
 
@@ -692,8 +693,9 @@ mod tests {
         assert_eq!(claims.hpke_key_config, one.encode());
         assert!(identity.document(&claims.evidence_digest()).is_some());
         for config in [&own, &one, &two] {
-            let (opened, _) = identity.decapsulate(&sealed(config)).unwrap();
-            assert_eq!(opened.as_slice(), b"request");
+            let mut message = sealed(config);
+            let (opened, _) = identity.decapsulate(&mut message).unwrap();
+            assert_eq!(&message[opened], b"request");
         }
 
         // The first generation retired: a request sealed to it is a stale key, not pending.
@@ -702,9 +704,9 @@ mod tests {
             .unwrap();
         assert_eq!(identity.claims().hpke_key_config, two.encode());
         assert!(matches!(
-            identity.decapsulate(&sealed(&one)),
+            identity.decapsulate(&mut sealed(&one)),
             Err(DecapsulateError::Ohttp(OhttpError::Unsupported))
         ));
-        assert!(identity.decapsulate(&sealed(&two)).is_ok());
+        assert!(identity.decapsulate(&mut sealed(&two)).is_ok());
     }
 }

@@ -7,6 +7,25 @@ fn gateway(aeads: Vec<AeadId>) -> Gateway {
     Gateway::new(7, HpkeKeyPair::generate(), aeads)
 }
 
+/// Decapsulates with both entry points, copied and in place, which must agree: the request
+/// and what answers it, or the error.
+fn opened(gateway: &Gateway, enc_request: &[u8]) -> Result<(Vec<u8>, ServerResponse), OhttpError> {
+    let copied = gateway.decapsulate(enc_request);
+    let mut buffer = enc_request.to_vec();
+    let in_place = gateway.decapsulate_in_place(&mut buffer);
+    match (copied, in_place) {
+        (Ok((request, response)), Ok((range, _))) => {
+            assert_eq!(&buffer[range], request.as_slice());
+            Ok((request.to_vec(), response))
+        }
+        (Err(copied), Err(in_place)) => {
+            assert_eq!(copied, in_place);
+            Err(copied)
+        }
+        (copied, in_place) => panic!("decapsulated {copied:?}, in place {in_place:?}"),
+    }
+}
+
 #[test]
 fn round_trips_with_each_aead() {
     for aead in [AeadId::Aes256Gcm, AeadId::Aes128Gcm] {
@@ -18,7 +37,7 @@ fn round_trips_with_each_aead() {
             HEADER_LEN + ENC_LEN + REQUEST.len() + TAG_LEN
         );
         assert_eq!(&enc_request[..3], &[7, 0x00, 0x20]);
-        let (request, server) = gateway.decapsulate(&enc_request).unwrap();
+        let (request, server) = opened(&gateway, &enc_request).unwrap();
         assert_eq!(request.as_slice(), REQUEST);
         let enc_response = server.encapsulate(RESPONSE).unwrap();
         assert_eq!(
@@ -32,6 +51,39 @@ fn round_trips_with_each_aead() {
     }
 }
 
+/// A request written into a `RequestBuffer` is sealed where it lies, to the same message a
+/// copied one makes, and is not left in the clear.
+#[test]
+fn a_request_written_in_place_encapsulates_as_a_copied_one() {
+    let gateway = gateway(vec![AeadId::Aes256Gcm]);
+    // Less room than the request needs: the buffer grows, its prefix kept.
+    let mut buffer = RequestBuffer::with_capacity(4);
+    io::Write::write_all(&mut buffer, REQUEST).unwrap();
+    assert_eq!(buffer.request(), REQUEST);
+    let (enc_request, client) =
+        encapsulate_buffer(gateway.config(), AeadId::Aes256Gcm, buffer).unwrap();
+    assert_eq!(enc_request.len(), PREFIX_LEN + REQUEST.len() + TAG_LEN);
+    assert_eq!(&enc_request[..3], &[7, 0x00, 0x20]);
+    assert!(!enc_request.windows(REQUEST.len()).any(|w| w == REQUEST));
+    let (request, server) = opened(&gateway, &enc_request).unwrap();
+    assert_eq!(request, REQUEST);
+    let enc_response = server.encapsulate(RESPONSE).unwrap();
+    assert_eq!(
+        client.decapsulate(&enc_response).unwrap().as_slice(),
+        RESPONSE
+    );
+    // A suite the gateway does not offer is refused before anything is sealed.
+    assert_eq!(
+        encapsulate_buffer(
+            gateway.config(),
+            AeadId::Aes128Gcm,
+            RequestBuffer::with_capacity(0)
+        )
+        .unwrap_err(),
+        OhttpError::Unsupported
+    );
+}
+
 #[test]
 fn every_changed_byte_is_refused() {
     let gateway = gateway(vec![AeadId::Aes256Gcm]);
@@ -40,14 +92,10 @@ fn every_changed_byte_is_refused() {
     for i in 0..enc_request.len() {
         let mut tampered = enc_request.clone();
         tampered[i] ^= 0x01;
-        assert!(gateway.decapsulate(&tampered).is_err(), "byte {i}");
+        assert!(opened(&gateway, &tampered).is_err(), "byte {i}");
     }
-    assert!(
-        gateway
-            .decapsulate(&enc_request[..enc_request.len() - 1])
-            .is_err()
-    );
-    let (_, server) = gateway.decapsulate(&enc_request).unwrap();
+    assert!(opened(&gateway, &enc_request[..enc_request.len() - 1]).is_err());
+    let (_, server) = opened(&gateway, &enc_request).unwrap();
     let enc_response = server.encapsulate(RESPONSE).unwrap();
     for i in 0..enc_response.len() {
         let mut tampered = enc_response.clone();
@@ -63,7 +111,7 @@ fn every_changed_byte_is_refused() {
     // A response answers only the request it was made for.
     let (other_request, _) =
         encapsulate_request(gateway.config(), AeadId::Aes256Gcm, REQUEST).unwrap();
-    let (_, other_server) = gateway.decapsulate(&other_request).unwrap();
+    let (_, other_server) = opened(&gateway, &other_request).unwrap();
     let other_response = other_server.encapsulate(RESPONSE).unwrap();
     assert!(client.decapsulate(&other_response).is_err());
 }
@@ -74,7 +122,7 @@ fn unknown_keys_and_suites_are_refused() {
     let other = Gateway::new(8, HpkeKeyPair::generate(), vec![AeadId::Aes256Gcm]);
     let (to_other, _) = encapsulate_request(other.config(), AeadId::Aes256Gcm, REQUEST).unwrap();
     assert_eq!(
-        gateway.decapsulate(&to_other).unwrap_err(),
+        opened(&gateway, &to_other).unwrap_err(),
         OhttpError::Unsupported
     );
     // A suite the gateway does not offer, even with its own key.
@@ -82,7 +130,7 @@ fn unknown_keys_and_suites_are_refused() {
     lax.aeads = vec![AeadId::Aes128Gcm];
     let (weaker, _) = encapsulate_request(&lax, AeadId::Aes128Gcm, REQUEST).unwrap();
     assert_eq!(
-        gateway.decapsulate(&weaker).unwrap_err(),
+        opened(&gateway, &weaker).unwrap_err(),
         OhttpError::Unsupported
     );
     assert_eq!(
@@ -139,7 +187,7 @@ fn interoperates_with_the_ohttp_crate() {
     let ours = gateway(vec![AeadId::Aes128Gcm]);
     let client = ohttp::ClientRequest::from_encoded_config(&ours.config().encode()).unwrap();
     let (enc_request, their_response) = client.encapsulate(REQUEST).unwrap();
-    let (request, server) = ours.decapsulate(&enc_request).unwrap();
+    let (request, server) = opened(&ours, &enc_request).unwrap();
     assert_eq!(request.as_slice(), REQUEST);
     let enc_response = server.encapsulate(RESPONSE).unwrap();
     assert_eq!(their_response.decapsulate(&enc_response).unwrap(), RESPONSE);

@@ -38,7 +38,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloak_crypto::ohttp::{OhttpError, REQUEST_MEDIA_TYPE, RESPONSE_MEDIA_TYPE};
+use cloak_crypto::secret::{SecretBuf, SecretBytes};
 use cloak_proto::freshness;
+use http_body_util::{BodyExt, Limited};
 use tower::ServiceExt;
 
 use super::error::ApiError;
@@ -106,7 +108,8 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
         Ok(reservation) => reservation,
         Err(e) => return e.into_response(),
     };
-    let Ok(encapsulated) = axum::body::to_bytes(body, limit).await else {
+    // Received into memory that is wiped when dropped: it is decrypted where it lies.
+    let Ok(mut encapsulated) = collect_wiped(body, &headers, limit).await else {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
@@ -118,13 +121,14 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
     let opened = gateway
         .service
         .prepare(encapsulated.len(), move || {
-            service.identity().decapsulate(&encapsulated)
+            let opened = service.identity().decapsulate(&mut encapsulated);
+            (opened, encapsulated)
         })
         .await;
-    let (inner, responder) = match opened {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(DecapsulateError::Ohttp(e))) => return refuse_ohttp(&e),
-        Ok(Err(DecapsulateError::FleetKeyPending)) => {
+    let (range, responder, opened) = match opened {
+        Ok((Ok((range, responder)), opened)) => (range, responder, opened),
+        Ok((Err(DecapsulateError::Ohttp(e)), _)) => return refuse_ohttp(&e),
+        Ok((Err(DecapsulateError::FleetKeyPending), _)) => {
             let mut response = refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "fleet-key-pending: this replica does not hold its fleet's key yet; another \
@@ -138,7 +142,11 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let (mut request, freshness, known) = match inner_request(&inner) {
+    let parsed = opened
+        .get(range)
+        .ok_or_else(|| "not a request".to_owned())
+        .and_then(inner_request);
+    let (mut request, freshness, known) = match parsed {
         Ok(parsed) => parsed,
         Err(message) => {
             return refuse(
@@ -147,7 +155,7 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
             );
         }
     };
-    drop(inner);
+    drop(opened);
     let Some((time, id)) = freshness else {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -189,6 +197,25 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
             .into_response(),
         Err(e) => refuse_ohttp(&e),
     }
+}
+
+/// The request body, up to `limit` bytes, in a buffer that wipes its memory when it is dropped
+/// (and when it outgrows it): sized once from `Content-Length` when the client declared it,
+/// which [`super::kserve::reserve`] has held to the limit.
+async fn collect_wiped(body: Body, headers: &HeaderMap, limit: usize) -> Result<SecretBytes, ()> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut buffer = SecretBuf::with_capacity(declared.min(limit));
+    let mut body = Limited::new(body, limit);
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.map_err(drop)?.data_ref() {
+            buffer.extend_from_slice(data);
+        }
+    }
+    Ok(buffer.into_secret())
 }
 
 /// The evidence an encapsulated request's client holds: the claims it appraised, and the other
