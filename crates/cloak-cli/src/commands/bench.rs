@@ -3,8 +3,13 @@
 //! For each model: latency of the engine in process (the baseline), of the same request end to
 //! end over attested TLS, and end to end as an encapsulated (Oblivious HTTP) request, each
 //! answer's receipt verified as a client would; then throughput at several numbers of
-//! concurrent clients. The three latency series are interleaved request by request, so that
-//! drift (frequency scaling, other load) hits them alike. The server runs in this process on
+//! concurrent clients. The three latency series alternate in blocks of [`BLOCK`] requests, so
+//! that drift (frequency scaling, other load) hits them alike, and every timed request follows
+//! one of its own kind, as in a client's series of requests and as the Python baseline
+//! (`scripts/bench-tax.py`) runs. (Alternating request by request would not: each attested-TLS
+//! request would follow an in-process run, with the server's threads idle for as long as an
+//! inference takes — on a virtual machine, a wake-up of halted CPUs that the encapsulated
+//! series, following an attested-TLS request, did not pay.) The server runs in this process on
 //! the simulated platform, on loopback, with the model sealed and loaded as in production.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +36,10 @@ use crate::Reported;
 use crate::args::parse_duration;
 use crate::failure::Failure;
 
+/// Requests of one kind in a row in the latency series (see the module documentation); each
+/// end-to-end block begins with one more, untimed, which follows a request of another kind.
+const BLOCK: usize = 10;
+
 /// The models measured when none is given: a vision CNN and a transformer encoder, from the
 /// model cache `scripts/fetch-models.py` fills.
 const DEFAULT_MODELS: [&str; 2] = ["efficientnet-lite0.onnx", "minilm-l6.onnx"];
@@ -42,8 +51,9 @@ pub(crate) struct BenchArgs {
     /// from $CLOAK_MODEL_CACHE or .cache/models, as scripts/fetch-models.py leaves them]
     #[arg(long = "model", value_name = "FILE.onnx")]
     models: Vec<PathBuf>,
-    /// Timed requests per latency series (after warm-up); the p50s of a CNN on a shared host
-    /// vary by a few percent at 50, about the size of the tax being measured
+    /// Timed requests per latency series (after warm-up; the series alternate in blocks of
+    /// 10); the p50s of a CNN on a shared host vary by a few percent at 50, about the size of
+    /// the tax being measured
     #[arg(long, value_name = "N", default_value_t = 100)]
     iterations: usize,
     /// Untimed requests per series first
@@ -206,26 +216,39 @@ async fn bench_model(
         header_len,
     };
 
-    // Latency, interleaved: engine, attested TLS, encapsulated, and again.
+    // Latency, in alternating blocks: engine, attested TLS, encapsulated, and again.
     let mut engine_session = prepared.session();
     let mut atls_session = atls.session().await.map_err(bench_error)?;
     let mut ohttp_session = ohttp.session().await.map_err(bench_error)?;
     let (mut engine_ms, mut atls_ms, mut ohttp_ms) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..args.warmup.saturating_add(args.iterations) {
-        // On this worker thread, as the server's blocking pool runs it: no hand-off counted.
-        let inputs = inputs.clone();
-        let started = Instant::now();
-        tokio::task::block_in_place(|| engine_session.run(inputs)).map_err(bench_error)?;
-        let engine = started.elapsed();
-        idle(args.idle_time()).await;
-        let atls_time = call.timed(&mut atls_session).await?;
-        idle(args.idle_time()).await;
-        let ohttp_time = call.timed(&mut ohttp_session).await?;
-        if i >= args.warmup {
-            engine_ms.push(ms(engine));
-            atls_ms.push(ms(atls_time));
-            ohttp_ms.push(ms(ohttp_time));
+    for _ in 0..args.warmup {
+        tokio::task::block_in_place(|| engine_session.run(inputs.clone())).map_err(bench_error)?;
+        call.timed(&mut atls_session).await?;
+        call.timed(&mut ohttp_session).await?;
+    }
+    let mut left = args.iterations;
+    while left > 0 {
+        let block = left.min(BLOCK);
+        for _ in 0..block {
+            // On this worker thread, as the server's blocking pool runs it: no hand-off counted.
+            let inputs = inputs.clone();
+            let started = Instant::now();
+            tokio::task::block_in_place(|| engine_session.run(inputs)).map_err(bench_error)?;
+            engine_ms.push(ms(started.elapsed()));
         }
+        for (session, times) in [
+            (&mut atls_session, &mut atls_ms),
+            (&mut ohttp_session, &mut ohttp_ms),
+        ] {
+            for timed in std::iter::once(false).chain(std::iter::repeat_n(true, block)) {
+                idle(args.idle_time()).await;
+                let time = call.timed(session).await?;
+                if timed {
+                    times.push(ms(time));
+                }
+            }
+        }
+        left -= block;
     }
 
     let mut throughput = Vec::new();
@@ -567,7 +590,7 @@ fn print_table(reports: &[ModelReport]) -> Result<(), Failure> {
     say!("")?;
     say!(
         "tax = end-to-end p50 / in-process engine p50 (receipts verified on every answer; \
-         {} timed requests per series, interleaved)",
+         {} timed requests per series, in alternating blocks of {BLOCK})",
         reports.first().map_or(0, |r| r.iterations)
     )?;
     Ok(())
