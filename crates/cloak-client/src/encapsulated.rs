@@ -230,8 +230,9 @@ fn inner_request(
         message.put_header(name, value);
     }
     message.write_content(body);
-    // Written where it will be sealed (see `RequestBuffer`).
-    let mut out = ohttp::RequestBuffer::with_capacity(body.len().saturating_add(256));
+    // Written where it will be sealed (see `RequestBuffer`), with room for the framing and
+    // headers: up to 32 known evidence digests (2 KiB) and an access token.
+    let mut out = ohttp::RequestBuffer::with_capacity(body.len().saturating_add(4096));
     message
         .write_bhttp(bhttp::Mode::KnownLength, &mut out)
         .map_err(|e| Error::Protocol(format!("binary HTTP: {e}")))?;

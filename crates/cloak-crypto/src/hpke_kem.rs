@@ -34,7 +34,10 @@ const KEY_LEN: usize = 32;
 /// RFC 9180's KEM id of DHKEM(X25519, HKDF-SHA256).
 const KEM_ID: u16 = 0x0020;
 /// The KEM's suite id: `"KEM" ‖ I2OSP(kem_id, 2)` (RFC 9180 §4.1).
-const SUITE_ID: [u8; 5] = [b'K', b'E', b'M', 0x00, 0x20];
+const SUITE_ID: [u8; 5] = {
+    let [high, low] = KEM_ID.to_be_bytes();
+    [b'K', b'E', b'M', high, low]
+};
 
 /// DHKEM(X25519, HKDF-SHA256) with aws-lc-rs's X25519.
 #[derive(Debug)]
@@ -55,9 +58,12 @@ pub(crate) struct PrivateKey {
 
 impl PrivateKey {
     /// Parses `secret` and computes its public key. aws-lc-rs takes any 32 bytes as an X25519
-    /// private key (clamping happens in the scalar multiplication), as RFC 9180 §7.1.2 has it.
-    fn new(secret: [u8; KEY_LEN]) -> Result<Self, HpkeError> {
-        let secret = Zeroizing::new(secret);
+    /// private key and clamps them in the scalar multiplication, so a clamped and an unclamped
+    /// encoding of a key agree alike. RFC 9180 §7.1.2 has serialization clamp; the `hpke`
+    /// crate's keys are kept as given too, and the CFRG's vectors' keys are unclamped, so the
+    /// bytes are kept as given here as well (and serialize back as they came).
+    fn new(secret: &[u8; KEY_LEN]) -> Result<Self, HpkeError> {
+        let secret = Zeroizing::new(*secret);
         let key = agreement::PrivateKey::from_private_key(&AWS_LC_X25519, secret.as_slice())
             .map_err(|_| HpkeError::ValidationError)?;
         let computed = key
@@ -130,10 +136,20 @@ impl Serializable for PrivateKey {
 
 impl Deserializable for PrivateKey {
     fn from_bytes(encoded: &[u8]) -> Result<Self, HpkeError> {
-        let secret = <[u8; KEY_LEN]>::try_from(encoded)
-            .map_err(|_| HpkeError::IncorrectInputLength(KEY_LEN, encoded.len()))?;
-        Self::new(secret)
+        if encoded.len() != KEY_LEN {
+            return Err(HpkeError::IncorrectInputLength(KEY_LEN, encoded.len()));
+        }
+        let mut secret = Zeroizing::new([0u8; KEY_LEN]);
+        secret.copy_from_slice(encoded);
+        Self::new(&secret)
     }
+}
+
+/// RFC 9180 §7.1.3 for X25519: `sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk",
+/// "", 32)`, then its public key.
+fn derive(ikm: &[u8]) -> Result<PrivateKey, HpkeError> {
+    let secret = Zeroizing::new(HkdfSha256::derive_x25519_sk_eph_bytes(&SUITE_ID, ikm));
+    PrivateKey::new(&secret)
 }
 
 /// `ExtractAndExpand(dh, enc ‖ pkRm)` (RFC 9180 §4.1), by the `hpke` crate's HKDF-SHA256.
@@ -161,18 +177,17 @@ impl hpke::Kem for X25519 {
         sk.public.clone()
     }
 
-    /// RFC 9180 §7.1.3 for X25519: `sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm),
-    /// "sk", "", 32)`, then its public key.
+    /// See [`derive`].
     fn derive_keypair(ikm: &[u8]) -> (PrivateKey, PublicKey) {
-        let secret = HkdfSha256::derive_x25519_sk_eph_bytes(&SUITE_ID, ikm);
-        match PrivateKey::new(secret) {
+        match derive(ikm) {
             Ok(key) => {
                 let public = key.public.clone();
                 (key, public)
             }
-            // aws-lc-rs refuses an X25519 private key only for a wrong length, and this one is
-            // 32 bytes by its type: never reached. The trait leaves no error to return, and a
-            // key pair made up instead would be worse than stopping.
+            // aws-lc-rs refuses an X25519 private key for a wrong length, which this one cannot
+            // have, or when it cannot allocate. The trait leaves no error to return, and a key
+            // pair made up instead would be worse than stopping, as Rust stops when out of
+            // memory.
             Err(_) => std::process::abort(),
         }
     }
@@ -203,7 +218,8 @@ impl hpke::Kem for X25519 {
         }
         let mut ikm = Zeroizing::new([0u8; KEY_LEN]);
         csprng.fill_bytes(ikm.as_mut_slice());
-        let (ephemeral, enc) = Self::derive_keypair(ikm.as_slice());
+        let ephemeral = derive(ikm.as_slice()).map_err(|_| HpkeError::EncapError)?;
+        let enc = ephemeral.public.clone();
         let dh = ephemeral
             .agree(pk_recip)
             .map_err(|()| HpkeError::EncapError)?;

@@ -27,7 +27,7 @@ use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use zeroize::Zeroizing;
 
 use crate::hpke::HpkeKeyPair;
-use crate::secret::SecretBytes;
+use crate::secret::{SecretBuf, SecretBytes};
 
 type Kem = crate::hpke_kem::X25519;
 type Kdf = hpke::kdf::HkdfSha256;
@@ -225,21 +225,22 @@ pub fn encapsulate_request(
 }
 
 /// A BHTTP request written where its encapsulation will be: room for the header and `enc` is
-/// kept in front of it, and [`encapsulate_buffer`] seals it in place, so the request is neither
-/// copied nor left in memory in the clear once sealed. Written through [`io::Write`] (as
-/// `bhttp::Message::write_bhttp` writes).
+/// kept in front of it, and [`encapsulate_buffer`] seals it in place, so the request is not
+/// copied again. Until it is sealed it is plaintext, kept as a [`SecretBuf`] keeps it: wiped
+/// when the buffer outgrows an allocation or is dropped unsealed, and never printed. Written
+/// through [`io::Write`] (as `bhttp::Message::write_bhttp` writes).
 #[derive(Debug)]
-pub struct RequestBuffer(Vec<u8>);
+pub struct RequestBuffer(SecretBuf);
 
 impl RequestBuffer {
     /// An empty request with room for `request_len` bytes and its encapsulation's framing.
     pub fn with_capacity(request_len: usize) -> Self {
-        let mut buffer = Vec::with_capacity(
+        let mut buffer = SecretBuf::with_capacity(
             request_len
                 .saturating_add(PREFIX_LEN)
                 .saturating_add(TAG_LEN),
         );
-        buffer.resize(PREFIX_LEN, 0);
+        buffer.extend_from_slice(&[0; PREFIX_LEN]);
         Self(buffer)
     }
 
@@ -264,7 +265,7 @@ impl io::Write for RequestBuffer {
 pub fn encapsulate_buffer(
     config: &KeyConfig,
     aead: AeadId,
-    buffer: RequestBuffer,
+    mut buffer: RequestBuffer,
 ) -> Result<(Vec<u8>, ClientResponse), OhttpError> {
     if !config.aeads.contains(&aead) {
         return Err(OhttpError::Unsupported);
@@ -274,8 +275,8 @@ pub fn encapsulate_buffer(
     let public = <Kem as hpke::Kem>::PublicKey::from_bytes(&config.public_key)
         .map_err(|_| OhttpError::Crypto)?;
     let mut secret = Zeroizing::new(vec![0u8; aead.secret_len()]);
-    let message = buffer.0;
-    let (out, enc) = match aead {
+    let message = &mut buffer.0;
+    let enc = match aead {
         AeadId::Aes128Gcm => {
             seal_request::<crate::hpke_aead::Aes128>(&public, &info, &header, message, &mut secret)
         }
@@ -283,7 +284,8 @@ pub fn encapsulate_buffer(
             seal_request::<crate::hpke_aead::Aes256>(&public, &info, &header, message, &mut secret)
         }
     }?;
-    Ok((out, ClientResponse { aead, enc, secret }))
+    // Sealed: ciphertext, which needs no wiping.
+    Ok((buffer.0.into_vec(), ClientResponse { aead, enc, secret }))
 }
 
 impl ClientResponse {
@@ -524,9 +526,9 @@ fn seal_request<A: hpke::aead::Aead>(
     public: &<Kem as hpke::Kem>::PublicKey,
     info: &[u8],
     header: &[u8; HEADER_LEN],
-    mut message: Vec<u8>,
+    message: &mut SecretBuf,
     secret: &mut [u8],
-) -> Result<(Vec<u8>, [u8; ENC_LEN]), OhttpError> {
+) -> Result<[u8; ENC_LEN], OhttpError> {
     let (encapped, mut context) = hpke::setup_sender::<A, Kdf, Kem>(&OpModeS::Base, public, info)
         .map_err(|_| OhttpError::Crypto)?;
     let enc: [u8; ENC_LEN] = encapped
@@ -535,6 +537,7 @@ fn seal_request<A: hpke::aead::Aead>(
         .try_into()
         .map_err(|_| OhttpError::Crypto)?;
     let (prefix, request) = message
+        .as_mut_slice()
         .split_at_mut_checked(PREFIX_LEN)
         .ok_or(OhttpError::Malformed)?;
     let (header_part, enc_part) = prefix.split_at_mut(HEADER_LEN);
@@ -547,7 +550,7 @@ fn seal_request<A: hpke::aead::Aead>(
     context
         .export(RESPONSE_LABEL, secret)
         .map_err(|_| OhttpError::Crypto)?;
-    Ok((message, enc))
+    Ok(enc)
 }
 
 /// Opens `sealed` (`ciphertext ‖ tag`) in place; returns the plaintext's length.

@@ -135,6 +135,11 @@ impl SecretBuf {
         self.0.extend_from_slice(bytes);
     }
 
+    /// The bytes written so far, to change in place (they cannot grow through this).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.0.as_mut_slice()
+    }
+
     /// The bytes as a plain `Vec`, moved out without a copy, for an owner that wipes them from
     /// here on (such as a tensor holding them in its own [`SecretBytes`]).
     pub fn into_vec(mut self) -> Vec<u8> {

@@ -393,16 +393,8 @@ async fn every_refusal_has_its_status_and_says_why_without_the_data() {
             StatusCode::BAD_REQUEST,
             "ohttp-key",
         ),
-        // Over the limit and its 64 KiB allowance for the encapsulation: refused as it arrives
-        // when undeclared, unread when declared.
-        (
-            Request::post("/v1/ohttp")
-                .header(header::CONTENT_TYPE, "message/ohttp-req")
-                .body(Body::from(vec![7u8; 80_000]))
-                .unwrap(),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "69632-byte limit",
-        ),
+        // Over the limit and its 64 KiB allowance for the encapsulation: unread when declared,
+        // refused as it arrives when undeclared or declared smaller than it is.
         (
             Request::post("/v1/ohttp")
                 .header(header::CONTENT_TYPE, "message/ohttp-req")
@@ -410,7 +402,24 @@ async fn every_refusal_has_its_status_and_says_why_without_the_data() {
                 .body(Body::from(vec![7u8; 80_000]))
                 .unwrap(),
             StatusCode::PAYLOAD_TOO_LARGE,
-            "69632-byte limit",
+            "the request body is larger than the server's 69632-byte limit",
+        ),
+        (
+            Request::post("/v1/ohttp")
+                .header(header::CONTENT_TYPE, "message/ohttp-req")
+                .body(Body::from(vec![7u8; 80_000]))
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the encapsulated request is larger than the server's 69632-byte limit",
+        ),
+        (
+            Request::post("/v1/ohttp")
+                .header(header::CONTENT_TYPE, "message/ohttp-req")
+                .header(header::CONTENT_LENGTH, "1000")
+                .body(Body::from(vec![7u8; 80_000]))
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the encapsulated request is larger than the server's 69632-byte limit",
         ),
     ];
     for (request, status, says) in cases {

@@ -37,7 +37,8 @@ use crate::args::parse_duration;
 use crate::failure::Failure;
 
 /// Requests of one kind in a row in the latency series (see the module documentation); each
-/// end-to-end block begins with one more, untimed, which follows a request of another kind.
+/// block begins with one more, untimed, which follows a request of another kind. (`--iterations`'
+/// help names this number.)
 const BLOCK: usize = 10;
 
 /// The models measured when none is given: a vision CNN and a transformer encoder, from the
@@ -223,18 +224,23 @@ async fn bench_model(
     let (mut engine_ms, mut atls_ms, mut ohttp_ms) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.warmup {
         tokio::task::block_in_place(|| engine_session.run(inputs.clone())).map_err(bench_error)?;
-        call.timed(&mut atls_session).await?;
-        call.timed(&mut ohttp_session).await?;
+        for session in [&mut atls_session, &mut ohttp_session] {
+            idle(args.idle_time()).await;
+            call.timed(session).await?;
+        }
     }
     let mut left = args.iterations;
     while left > 0 {
         let block = left.min(BLOCK);
-        for _ in 0..block {
+        // Each block begins with one untimed run, as the end-to-end blocks do.
+        for timed in std::iter::once(false).chain(std::iter::repeat_n(true, block)) {
             // On this worker thread, as the server's blocking pool runs it: no hand-off counted.
             let inputs = inputs.clone();
             let started = Instant::now();
             tokio::task::block_in_place(|| engine_session.run(inputs)).map_err(bench_error)?;
-            engine_ms.push(ms(started.elapsed()));
+            if timed {
+                engine_ms.push(ms(started.elapsed()));
+            }
         }
         for (session, times) in [
             (&mut atls_session, &mut atls_ms),

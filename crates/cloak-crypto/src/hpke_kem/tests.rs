@@ -147,25 +147,64 @@ fn agrees_with_the_hpke_crates_own_kem_both_ways() {
     }
 }
 
+/// The u-coordinates whose X25519 product with any clamped scalar is zero: 0, 1, the two points
+/// of order 8, p − 1, p and p + 1 (non-canonical encodings of the first ones), each also with
+/// the top bit set, which X25519 ignores.
+fn small_order_points() -> Vec<[u8; 32]> {
+    let mut points = Vec::new();
+    for hex in [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    ] {
+        let point: [u8; 32] = unhex(hex).try_into().unwrap();
+        let mut high = point;
+        high[31] |= 0x80;
+        points.extend([point, high]);
+    }
+    points
+}
+
 /// A small-order point gives an all-zero shared secret: refused (RFC 9180 §7.1.4), on either
-/// side, where accepting it would hand the peer a key it knows.
+/// side, where accepting it would hand the peer a key it knows. The `hpke` crate's own KEM
+/// refuses the same points.
 #[test]
 fn small_order_points_are_refused() {
     let (private, _) = X25519::gen_keypair();
-    // u = 0 and u = 1 have small order.
-    let mut one = [0u8; 32];
-    one[0] = 1;
-    for point in [[0u8; 32], one] {
-        let point = PublicKey::from_bytes(&point).unwrap();
-        assert!(matches!(
-            X25519::decap(&private, None, &point),
-            Err(HpkeError::DecapError)
-        ));
-        assert!(matches!(
-            X25519::encap(&point, None),
-            Err(HpkeError::EncapError)
-        ));
+    let (theirs, _) = CrateKem::gen_keypair();
+    for point in small_order_points() {
+        let ours = PublicKey::from_bytes(&point).unwrap();
+        assert!(
+            matches!(
+                X25519::decap(&private, None, &ours),
+                Err(HpkeError::DecapError)
+            ),
+            "{point:02x?}"
+        );
+        assert!(
+            matches!(X25519::encap(&ours, None), Err(HpkeError::EncapError)),
+            "{point:02x?}"
+        );
+        let enc = <CrateKem as hpke::Kem>::EncappedKey::from_bytes(&point).unwrap();
+        assert!(
+            CrateKem::decap(&theirs, None, &enc).is_err(),
+            "{point:02x?}"
+        );
     }
+}
+
+#[test]
+fn private_keys_compare_in_constant_time_by_their_bytes() {
+    use subtle::ConstantTimeEq;
+    let a = PrivateKey::from_bytes(&unhex(vector::SK_RM)).unwrap();
+    let b = PrivateKey::from_bytes(&unhex(vector::SK_RM)).unwrap();
+    let c = PrivateKey::from_bytes(&unhex(vector::SK_EM)).unwrap();
+    assert!(bool::from(a.ct_eq(&b)));
+    assert!(!bool::from(a.ct_eq(&c)));
 }
 
 /// The other recipient's key gives another secret.

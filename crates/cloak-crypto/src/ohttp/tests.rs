@@ -14,7 +14,8 @@ fn opened(gateway: &Gateway, enc_request: &[u8]) -> Result<(Vec<u8>, ServerRespo
     let mut buffer = enc_request.to_vec();
     let in_place = gateway.decapsulate_in_place(&mut buffer);
     match (copied, in_place) {
-        (Ok((request, response)), Ok((range, _))) => {
+        // The answer is sealed with what the in-place path kept, as the server does.
+        (Ok((request, _)), Ok((range, response))) => {
             assert_eq!(&buffer[range], request.as_slice());
             Ok((request.to_vec(), response))
         }
@@ -60,6 +61,9 @@ fn a_request_written_in_place_encapsulates_as_a_copied_one() {
     let mut buffer = RequestBuffer::with_capacity(4);
     io::Write::write_all(&mut buffer, REQUEST).unwrap();
     assert_eq!(buffer.request(), REQUEST);
+    // Plaintext until sealed: never printed.
+    let printed = format!("{buffer:?}");
+    assert!(!printed.contains("example"), "{printed}");
     let (enc_request, client) =
         encapsulate_buffer(gateway.config(), AeadId::Aes256Gcm, buffer).unwrap();
     assert_eq!(enc_request.len(), PREFIX_LEN + REQUEST.len() + TAG_LEN);
@@ -84,6 +88,19 @@ fn a_request_written_in_place_encapsulates_as_a_copied_one() {
     );
 }
 
+/// An empty request is framing only: header, `enc` and tag.
+#[test]
+fn an_empty_request_round_trips() {
+    let gateway = gateway(vec![AeadId::Aes256Gcm]);
+    let (enc_request, client) =
+        encapsulate_request(gateway.config(), AeadId::Aes256Gcm, b"").unwrap();
+    assert_eq!(enc_request.len(), PREFIX_LEN + TAG_LEN);
+    let (request, server) = opened(&gateway, &enc_request).unwrap();
+    assert!(request.is_empty());
+    let enc_response = server.encapsulate(b"").unwrap();
+    assert!(client.decapsulate(&enc_response).unwrap().is_empty());
+}
+
 #[test]
 fn every_changed_byte_is_refused() {
     let gateway = gateway(vec![AeadId::Aes256Gcm]);
@@ -94,7 +111,13 @@ fn every_changed_byte_is_refused() {
         tampered[i] ^= 0x01;
         assert!(opened(&gateway, &tampered).is_err(), "byte {i}");
     }
-    assert!(opened(&gateway, &enc_request[..enc_request.len() - 1]).is_err());
+    // Every shorter message, down to nothing, is refused (neither entry point panics).
+    for len in 0..enc_request.len() {
+        assert!(
+            opened(&gateway, &enc_request[..len]).is_err(),
+            "{len} bytes"
+        );
+    }
     let (_, server) = opened(&gateway, &enc_request).unwrap();
     let enc_response = server.encapsulate(RESPONSE).unwrap();
     for i in 0..enc_response.len() {

@@ -37,6 +37,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Buf;
 use cloak_crypto::ohttp::{OhttpError, REQUEST_MEDIA_TYPE, RESPONSE_MEDIA_TYPE};
 use cloak_crypto::secret::{SecretBuf, SecretBytes};
 use cloak_proto::freshness;
@@ -109,7 +110,7 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
         Err(e) => return e.into_response(),
     };
     // Received into memory that is wiped when dropped: it is decrypted where it lies.
-    let Ok(mut encapsulated) = collect_wiped(body, &headers, limit).await else {
+    let Ok(mut encapsulated) = collect_wiped(body, limit).await else {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
@@ -199,21 +200,23 @@ async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) 
     }
 }
 
-/// The request body, up to `limit` bytes, in a buffer that wipes its memory when it is dropped
-/// (and when it outgrows it): sized once from `Content-Length` when the client declared it,
-/// which [`super::kserve::reserve`] has held to the limit.
-async fn collect_wiped(body: Body, headers: &HeaderMap, limit: usize) -> Result<SecretBytes, ()> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut buffer = SecretBuf::with_capacity(declared.min(limit));
-    let mut body = Limited::new(body, limit);
-    while let Some(frame) = body.frame().await {
-        if let Some(data) = frame.map_err(drop)?.data_ref() {
-            buffer.extend_from_slice(data);
-        }
+/// The request body, up to `limit` bytes, copied once into a buffer of exactly its length that
+/// wipes its memory when it drops. The buffer is made only once the whole body has arrived (the
+/// parts are held as received until then, as `axum::body::to_bytes` holds them): sized from a
+/// declared `Content-Length` up front, a body cut off after its headers would have the server
+/// allocate, and wipe, memory the client never filled.
+async fn collect_wiped(body: Body, limit: usize) -> Result<SecretBytes, ()> {
+    let mut received = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(drop)?
+        .aggregate();
+    let mut buffer = SecretBuf::with_capacity(received.remaining());
+    while received.has_remaining() {
+        let part = received.chunk();
+        buffer.extend_from_slice(part);
+        let len = part.len();
+        received.advance(len);
     }
     Ok(buffer.into_secret())
 }
