@@ -232,8 +232,7 @@ async fn bench_model(
     let mut left = args.iterations;
     while left > 0 {
         let block = left.min(BLOCK);
-        // Each block begins with one untimed run, as the end-to-end blocks do.
-        for timed in std::iter::once(false).chain(std::iter::repeat_n(true, block)) {
+        for timed in block_runs(block) {
             // On this worker thread, as the server's blocking pool runs it: no hand-off counted.
             let inputs = inputs.clone();
             let started = Instant::now();
@@ -246,7 +245,7 @@ async fn bench_model(
             (&mut atls_session, &mut atls_ms),
             (&mut ohttp_session, &mut ohttp_ms),
         ] {
-            for timed in std::iter::once(false).chain(std::iter::repeat_n(true, block)) {
+            for timed in block_runs(block) {
                 idle(args.idle_time()).await;
                 let time = call.timed(session).await?;
                 if timed {
@@ -326,6 +325,12 @@ impl Call {
         }
         Ok(started.elapsed())
     }
+}
+
+/// Whether each run of a block of `block` timed runs is timed: one untimed run first (it
+/// follows a run of another kind), then `block` timed ones.
+fn block_runs(block: usize) -> impl Iterator<Item = bool> {
+    std::iter::once(false).chain(std::iter::repeat_n(true, block))
 }
 
 async fn idle(time: Duration) {

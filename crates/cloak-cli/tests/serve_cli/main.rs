@@ -163,6 +163,28 @@ fn cloak_infer(url: &str, model: &str, request: &Path, policy: &[String], json: 
     cloak(&args)
 }
 
+/// `cloak receipt verify RECEIPT --attestation ATTESTATION --request REQUEST --json` with
+/// `policy`'s flags.
+fn receipt_verify_args<'a>(
+    receipt: &'a Path,
+    attestation: &'a Path,
+    request: &'a Path,
+    policy: &'a [String],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "receipt",
+        "verify",
+        s(receipt),
+        "--attestation",
+        s(attestation),
+        "--request",
+        s(request),
+        "--json",
+    ];
+    args.extend(policy.iter().map(String::as_str));
+    args
+}
+
 fn write_request(dir: &Path) -> PathBuf {
     let request = dir.join("request.json");
     std::fs::write(

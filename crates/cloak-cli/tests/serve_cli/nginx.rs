@@ -7,7 +7,7 @@ use std::process::Command;
 use cloak_test_support::cli::{ok, s};
 use serde_json::Value;
 
-use crate::{cloak, cloak_infer, proxy, serve};
+use crate::{cloak, cloak_infer, proxy, receipt_verify_args, serve};
 
 /// nginx in front of one upstream, logging every request body it forwards.
 struct Nginx {
@@ -173,17 +173,7 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
     }
 
     // The receipt verifies offline against the saved attestation, for exactly this request.
-    let mut verify = vec![
-        "receipt",
-        "verify",
-        s(&receipt),
-        "--attestation",
-        s(&attestation),
-        "--request",
-        s(&request),
-        "--json",
-    ];
-    verify.extend_from_slice(&policy_args);
+    let verify = receipt_verify_args(&receipt, &attestation, &request, &policy);
     let out = cloak(&verify);
     ok(&out);
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();

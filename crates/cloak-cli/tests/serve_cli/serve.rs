@@ -5,8 +5,8 @@ use cloak_test_support::cli::ok;
 use serde_json::Value;
 
 use crate::{
-    assert_triton_report, cloak, cloak_infer, cloak_mrenclave, serve, server_metrics, triton_check,
-    tritonclient, write_request,
+    assert_triton_report, cloak, cloak_infer, cloak_mrenclave, receipt_verify_args, serve,
+    server_metrics, triton_check, tritonclient, write_request,
 };
 
 #[test]
@@ -330,17 +330,7 @@ fn receipts_are_blake3_unless_sha256_is_asked_for() {
         s(&attestation),
     ];
     infer.extend(policy.iter().map(String::as_str));
-    let mut verify = vec![
-        "receipt",
-        "verify",
-        s(&receipt),
-        "--attestation",
-        s(&attestation),
-        "--request",
-        s(&request),
-        "--json",
-    ];
-    verify.extend(policy.iter().map(String::as_str));
+    let verify = receipt_verify_args(&receipt, &attestation, &request, &policy);
     let verdict = |extra: &[&str]| {
         let mut args = verify.clone();
         args.extend_from_slice(extra);
