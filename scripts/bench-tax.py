@@ -7,10 +7,13 @@ not change the time of these models), then `cloak bench --engine onnxruntime` me
 model in process and end to end over attested TLS and as encrypted (Oblivious HTTP) requests,
 each answer's receipt verified; then Python again. The ratios divide Cloak's end-to-end p50s by
 the median of the two Python runs (same library: `cloak bench` loads the `libonnxruntime.so` of
-the onnxruntime package this Python imports, with the same intra-op threads).
+the onnxruntime package this Python imports, with the same intra-op threads). Encrypted
+requests go to the server's plain-HTTP listener for them, as a relay or a TLS-terminating load
+balancer forwards them; `--ohttp-over-tls` sends them inside the server's TLS instead.
 
   cargo build --release -p cloak-cli
   .venv/bin/python scripts/bench-tax.py [--models a.onnx,b.onnx] [--threads 1,2] [--iterations 100]
+      [--ohttp-over-tls]
 """
 from __future__ import annotations
 
@@ -61,9 +64,12 @@ def main() -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--cloak", type=pathlib.Path, default=ROOT / "target/release/cloak")
+    parser.add_argument("--ohttp-over-tls", action="store_true",
+                        help="send encrypted requests inside the server's TLS (cloak bench's flag)")
     args = parser.parse_args()
     library = ort_baseline.library()
-    print(f"onnxruntime {ort.__version__} ({library.name}), {os.cpu_count()} CPUs")
+    print(f"onnxruntime {ort.__version__} ({library.name}), {os.cpu_count()} CPUs; encrypted "
+          f"requests {'inside TLS' if args.ohttp_over_tls else 'over plain HTTP'}")
     print("| model | threads | Python ort p50 ms | Cloak in-process p50 ms | aTLS p50 ms "
           "| encrypted p50 ms | aTLS / Python | encrypted / Python |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -75,7 +81,8 @@ def main() -> int:
                 [str(args.cloak), "bench", "--model", str(onnx), "--engine", "onnxruntime",
                  "--onnxruntime-lib", str(library), "--engine-threads", str(threads),
                  "--iterations", str(args.iterations), "--concurrency", "1", "--window", "1s",
-                 "--json"], check=True, capture_output=True, text=True)
+                 "--json"] + (["--ohttp-over-tls"] if args.ohttp_over_tls else []),
+                check=True, capture_output=True, text=True)
             after = time_python(onnx, threads, args.iterations, 128)
             report = json.loads(out.stdout)[0]
             python = statistics.median(before + after)

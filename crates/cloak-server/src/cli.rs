@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// Also serve /metrics over plain HTTP at this address (for scrapers that cannot attest)
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Also take encrypted (Oblivious HTTP) requests over plain HTTP at this address, from a
+    /// relay or a TLS-terminating load balancer: /v1/ohttp, /v1/attestation and health only
+    #[arg(long, value_name = "ADDR")]
+    ohttp_listen: Option<SocketAddr>,
     /// A name for the certificate's subjectAltName; repeatable [default: localhost]
     #[arg(long = "hostname", value_name = "NAME")]
     hostnames: Vec<String>,
@@ -354,6 +358,11 @@ async fn serve(
         "{program}: listening on https://{}",
         running.local_addr()
     )];
+    if let Some(addr) = running.ohttp_addr() {
+        lines.push(format!(
+            "{program}: encrypted requests on http://{addr}/v1/ohttp"
+        ));
+    }
     if let Some(addr) = running.metrics_addr() {
         lines.push(format!("{program}: metrics on http://{addr}/metrics"));
     }
@@ -535,6 +544,7 @@ impl ServeArgs {
         }
         config.engine = self.engine.engine()?;
         config.metrics_listen = self.metrics_listen;
+        config.ohttp_listen = self.ohttp_listen;
         config.hostnames = self.hostnames.clone();
         config.collateral = match (&self.collateral, self.platform) {
             (Some(path), _) => CollateralSource::File(path.clone()),

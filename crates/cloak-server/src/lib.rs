@@ -12,7 +12,9 @@
 //!   through proxies that see only ciphertext;
 //! - `GET /metrics`: Prometheus text, on the main listener and optionally on a plain-HTTP one;
 //!
-//! all over TLS 1.3 with the attested certificate. Requests are bounded in size and element
+//! all over TLS 1.3 with the attested certificate. Encrypted requests, which need no trusted
+//! transport, can also be taken over plain HTTP on a listener of their own
+//! ([`ServerConfig::ohttp_listen`]), which serves nothing in the clear. Requests are bounded in size and element
 //! count, inference runs on a bounded set of workers with a bounded queue, and a failure in one
 //! request never takes the server down. Neither logs nor metrics ever contain inputs, outputs or
 //! key material.
@@ -75,6 +77,11 @@ pub struct ServerConfig {
     /// An optional plain-HTTP listener serving only `/metrics` (for scrapers that cannot
     /// attest).
     pub metrics_listen: Option<SocketAddr>,
+    /// An optional plain-HTTP listener for encrypted requests only (`/v1/ohttp`), with the
+    /// fresh attestation their clients appraise first and the health probes: for a relay or a
+    /// TLS-terminating load balancer, which then need not re-encrypt what only the enclave can
+    /// open. KServe requests in the clear are not served there.
+    pub ohttp_listen: Option<SocketAddr>,
     /// Names for the certificate's subjectAltName (clients trust the attestation, not the
     /// name; this only keeps stock TLS clients' name checks quiet) [default: localhost].
     pub hostnames: Vec<String>,
@@ -96,6 +103,7 @@ impl ServerConfig {
             kbs: None,
             listen,
             metrics_listen: None,
+            ohttp_listen: None,
             hostnames: Vec::new(),
             limits: Limits::default(),
             collateral: CollateralSource::Platform,

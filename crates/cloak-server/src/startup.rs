@@ -22,6 +22,7 @@ pub struct PreparedServer {
     service: Arc<Service>,
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
+    ohttp_listen: Option<SocketAddr>,
     kbs: Option<KbsConfig>,
     /// Models without a key, for the broker.
     waiting: Vec<key_release::Waiting>,
@@ -111,6 +112,7 @@ impl PreparedServer {
             service: Arc::new(Service::new(store, identity, config.limits, engine)),
             listen: config.listen,
             metrics_listen: config.metrics_listen,
+            ohttp_listen: config.ohttp_listen,
             kbs,
             waiting,
             leased,
@@ -166,6 +168,28 @@ impl PreparedServer {
             Some(on_established),
             stopped(watcher.clone()),
         ));
+        let mut ohttp_addr = None;
+        if let Some(addr) = self.ohttp_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServerError::Bind(format!("{addr}: {e}")))?;
+            ohttp_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| ServerError::Bind(e.to_string()))?,
+            );
+            // Clients' connections, counted with the attested-TLS listener's, under caps of
+            // the same size. No connection names the claims it accepted: an encapsulated
+            // request says which it holds inside its encryption.
+            tasks.spawn(cloak_net::serve(
+                listener,
+                None,
+                http::ohttp_router(Arc::clone(&self.service)),
+                limits.connections.clone(),
+                self.service.connection_stats(),
+                stopped(watcher.clone()),
+            ));
+        }
         let mut metrics_addr = None;
         if let Some(addr) = self.metrics_listen {
             let listener = TcpListener::bind(addr)
@@ -230,6 +254,7 @@ impl PreparedServer {
         self.service.set_ready();
         Ok(RunningServer {
             local_addr,
+            ohttp_addr,
             metrics_addr,
             shutdown,
             tasks,
@@ -250,6 +275,7 @@ async fn stopped(mut watcher: watch::Receiver<bool>) {
 #[derive(Debug)]
 pub struct RunningServer {
     local_addr: SocketAddr,
+    ohttp_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -265,6 +291,11 @@ impl RunningServer {
     /// The attested-TLS address (with the port the OS chose, if it was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The plain-HTTP address for encrypted requests, if any.
+    pub fn ohttp_addr(&self) -> Option<SocketAddr> {
+        self.ohttp_addr
     }
 
     /// The plain-HTTP metrics address, if any.

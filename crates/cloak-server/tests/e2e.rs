@@ -23,14 +23,16 @@ use cloak_test_support::models::{DEMO_ONNX as DEMO_MODEL, reference, seal as sea
 use cloak_test_support::server::SimServer;
 
 /// A server with the demo model, the real PP-OCR direction classifier (when cached), a
-/// tampered container and a container with no key, and its metrics on plain HTTP too.
+/// tampered container and a container with no key, its metrics on plain HTTP too, and a
+/// plain-HTTP listener for encrypted requests.
 async fn start(debug: bool, limits: Limits) -> (SimServer, Option<reference::Reference>) {
     let real = reference::load("ppocr-cls");
     let mut builder = SimServer::builder()
         .tampered("broken")
         .orphan("orphan")
         .limits(limits)
-        .metrics_listener();
+        .metrics_listener()
+        .ohttp_listener();
     if let Some(real) = &real {
         builder = builder.model("ppocr-cls", &real.onnx);
     }
@@ -464,13 +466,97 @@ async fn a_revoked_platform_is_refused() {
 
 /// A bare HTTP/1.1 GET over plain TCP.
 async fn plain_http_get(addr: SocketAddr, path: &str) -> String {
+    plain_http(addr, "GET", path, &[]).await
+}
+
+/// `method path` with `body` over plain HTTP/1.1; the whole answer, status line first.
+async fn plain_http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
     String::from_utf8_lossy(&response).into_owned()
+}
+
+/// The plain-HTTP listener for encrypted requests (what a relay or a TLS-terminating load
+/// balancer forwards to): a client that has only an `http://` URL appraises a fresh attestation
+/// there and gets its encapsulated inference answered, with a receipt verified against the
+/// claims it appraised; nothing is served there in the clear, and a client that asks for
+/// attested TLS over it is refused before it sends anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_listener_takes_encrypted_requests_and_serves_nothing_in_the_clear() {
+    let (fixture, _) = start(false, Limits::default()).await;
+    let url = fixture.ohttp_url();
+    let encrypted = Client::builder()
+        .policy(fixture.policy())
+        .mode(Mode::Encapsulated)
+        .connect(&url)
+        .await
+        .unwrap();
+    let attested = connect(&fixture, fixture.policy(), None).await.unwrap();
+    let evidence = attested.appraisal().server().claims().evidence_digest();
+    assert_eq!(
+        encrypted.appraisal().server().claims().evidence_digest(),
+        evidence,
+        "the attestation fetched over plain HTTP is the server's own"
+    );
+    let inference = encrypted.infer("demo", &demo_request()).await.unwrap();
+    let direct = attested.infer("demo", &demo_request()).await.unwrap();
+    assert_eq!(
+        inference.response.outputs()[0].tensor(),
+        direct.response.outputs()[0].tensor()
+    );
+    assert_eq!(inference.receipt.evidence_sha256, evidence);
+
+    // Nothing in the clear: KServe inference and metadata, metrics.
+    let addr = fixture.running().ohttp_addr().unwrap();
+    let body = demo_request().encode(|_| TensorEncoding::Json).unwrap();
+    for (method, path, body) in [
+        ("POST", "/v2/models/demo/infer", body.body()),
+        ("POST", "/v2/models/demo/versions/1/infer", body.body()),
+        ("GET", "/v2/models/demo", &[][..]),
+        ("GET", "/v2/models", &[][..]),
+        ("GET", "/v2", &[][..]),
+        ("POST", "/v2/repository/index", &[][..]),
+        ("GET", "/metrics", &[][..]),
+    ] {
+        let answer = plain_http(addr, method, path, body).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 404"),
+            "{method} {path}: {answer}"
+        );
+        assert!(
+            answer.contains("plaintext-refused"),
+            "{method} {path}: {answer}"
+        );
+        assert!(
+            !answer.contains("probabilities"),
+            "{method} {path}: {answer}"
+        );
+    }
+    // The probes a load balancer needs.
+    for path in ["/v2/health/live", "/v2/health/ready"] {
+        let answer = plain_http_get(addr, path).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+    }
+
+    // Attested TLS cannot be had over plain HTTP: the client says so and sends nothing.
+    let refused = Client::builder()
+        .policy(fixture.policy())
+        .connect(&url)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::Config(m) if m.contains("https://")),
+        "{refused:?}"
+    );
 }
 
 /// The model count and total-memory limits, and two containers naming the same model: the

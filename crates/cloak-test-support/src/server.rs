@@ -34,6 +34,7 @@ pub struct SimServerBuilder {
     debug: bool,
     limits: Limits,
     metrics_listener: bool,
+    ohttp_listener: bool,
     listen: SocketAddr,
     engine: Engine,
     quote_delay: Option<std::time::Duration>,
@@ -60,6 +61,7 @@ impl SimServer {
             debug: false,
             limits: Limits::default(),
             metrics_listener: false,
+            ohttp_listener: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             engine: Engine::tract(),
             quote_delay: None,
@@ -69,6 +71,16 @@ impl SimServer {
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("https://{}", self.running().local_addr())
+    }
+
+    /// `http://127.0.0.1:PORT` of the plain-HTTP listener for encrypted requests (see
+    /// [`SimServerBuilder::ohttp_listener`]).
+    pub fn ohttp_url(&self) -> String {
+        let addr = self
+            .running()
+            .ohttp_addr()
+            .expect("the server was built with ohttp_listener()");
+        format!("http://{addr}")
     }
 
     /// The running server.
@@ -206,6 +218,12 @@ impl SimServerBuilder {
         self
     }
 
+    /// Also takes encrypted requests on a plain-HTTP listener ([`SimServer::ohttp_url`]).
+    pub fn ohttp_listener(mut self) -> Self {
+        self.ohttp_listener = true;
+        self
+    }
+
     /// Seals the models, makes the platform and prepares the server, without listening.
     pub async fn prepare(self) -> (PreparedSimServer, PreparedServer) {
         let (dir, sim, keys) = self.materials();
@@ -292,6 +310,9 @@ async fn prepare(
     config.engine = builder.engine.clone();
     if builder.metrics_listener {
         config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    if builder.ohttp_listener {
+        config.ohttp_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }
     tokio::task::spawn_blocking(move || PreparedServer::prepare(config, platform))
         .await

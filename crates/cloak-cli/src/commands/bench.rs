@@ -11,6 +11,9 @@
 //! inference takes — on a virtual machine, a wake-up of halted CPUs that the encapsulated
 //! series, following an attested-TLS request, did not pay.) The server runs in this process on
 //! the simulated platform, on loopback, with the model sealed and loaded as in production.
+//! Encapsulated requests go to the server's plain-HTTP listener for them, as a relay or a
+//! TLS-terminating load balancer forwards them (`--ohttp-over-tls`: inside the server's TLS,
+//! as a client that reaches the server directly would send them).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,6 +80,11 @@ pub(crate) struct BenchArgs {
     /// The size given to dynamic dimensions other than the first (sequence length)
     #[arg(long, value_name = "N", default_value_t = 128)]
     seq_len: usize,
+    /// Send the encapsulated requests inside the server's TLS instead of to its plain-HTTP
+    /// listener for them (--ohttp-listen), which is where a relay or a TLS-terminating load
+    /// balancer forwards them
+    #[arg(long)]
+    ohttp_over_tls: bool,
     #[command(flatten)]
     engine: EngineArgs,
     /// Print one JSON array, one object per model
@@ -107,6 +115,9 @@ struct ModelReport {
     atls_ms_p90: f64,
     ohttp_ms_p50: f64,
     ohttp_ms_p90: f64,
+    /// How the encapsulated requests travelled: `http` (the plain listener for them) or
+    /// `https` (inside the server's TLS).
+    ohttp_transport: &'static str,
     tax_atls: f64,
     tax_ohttp: f64,
     throughput: Vec<Throughput>,
@@ -202,15 +213,24 @@ async fn bench_model(
     let infer_path = format!("/v2/models/{name}/infer");
 
     let fixture = Fixture::start(name, &onnx, engine).await?;
-    let client = |mode| {
+    let client = |mode, url| {
         Client::builder()
             .policy(fixture.policy.clone())
             .collateral(fixture.collateral.clone())
             .mode(mode)
-            .connect(&fixture.url)
+            .connect(url)
     };
-    let atls = client(Mode::AttestedTls).await.map_err(bench_error)?;
-    let ohttp = client(Mode::Encapsulated).await.map_err(bench_error)?;
+    let atls = client(Mode::AttestedTls, &fixture.url)
+        .await
+        .map_err(bench_error)?;
+    let (ohttp_url, ohttp_transport) = if args.ohttp_over_tls {
+        (&fixture.url, "https")
+    } else {
+        (&fixture.ohttp_url, "http")
+    };
+    let ohttp = client(Mode::Encapsulated, ohttp_url)
+        .await
+        .map_err(bench_error)?;
     let call = Call {
         path: infer_path,
         body,
@@ -291,6 +311,7 @@ async fn bench_model(
         atls_ms_p90: percentile(&mut atls_ms, 0.9),
         ohttp_ms_p50: ohttp_p50,
         ohttp_ms_p90: percentile(&mut ohttp_ms, 0.9),
+        ohttp_transport,
         tax_atls: atls_p50 / engine_p50,
         tax_ohttp: ohttp_p50 / engine_p50,
         throughput,
@@ -396,6 +417,8 @@ struct Fixture {
     _dir: TempDir,
     server: RunningServer,
     url: String,
+    /// The plain-HTTP listener for encapsulated requests.
+    ohttp_url: String,
     policy: AppraisalPolicy,
     collateral: Collateral,
 }
@@ -432,6 +455,7 @@ impl Fixture {
         let mut config = ServerConfig::new(models, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         config.model_keys.insert(name.to_owned(), key);
         config.engine = engine.clone();
+        config.ohttp_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let prepared =
             tokio::task::spawn_blocking(move || PreparedServer::prepare(config, platform))
                 .await
@@ -439,10 +463,15 @@ impl Fixture {
                 .map_err(bench_error)?;
         let server = prepared.start().await.map_err(bench_error)?;
         let url = format!("https://{}", server.local_addr());
+        let ohttp_url = server
+            .ohttp_addr()
+            .map(|addr| format!("http://{addr}"))
+            .ok_or_else(|| bench_error("the server has no listener for encapsulated requests"))?;
         Ok(Self {
             _dir: dir,
             server,
             url,
+            ohttp_url,
             policy,
             collateral,
         })
@@ -551,10 +580,15 @@ fn synthetic_inputs(
 fn print_table(reports: &[ModelReport]) -> Result<(), Failure> {
     if let Some(r) = reports.first() {
         say!(
-            "engine: {} {}, {} intra-op thread(s) per request",
+            "engine: {} {}, {} intra-op thread(s) per request; OHTTP over {}",
             r.engine,
             r.engine_version,
-            r.engine_threads
+            r.engine_threads,
+            if r.ohttp_transport == "http" {
+                "plain HTTP (as a balancer forwards it)"
+            } else {
+                "the server's TLS"
+            }
         )?;
     }
     say!(

@@ -32,6 +32,8 @@ fn bench_reports_the_confidentiality_tax() {
     assert_eq!(report["model"], "demo-mlp.onnx");
     assert_eq!(report["engine"], "tract");
     assert_eq!(report["engine_threads"], 1);
+    // Encapsulated requests go where a balancer forwards them: the plain-HTTP listener.
+    assert_eq!(report["ohttp_transport"], "http");
     let field = |name: &str| report[name].as_f64().unwrap_or(f64::NAN);
     for name in [
         "engine_ms_p50",
@@ -59,6 +61,28 @@ fn bench_reports_the_confidentiality_tax() {
             assert!(point[mode].as_f64().unwrap() > 0.0, "{point}");
         }
     }
+
+    // Or inside the server's TLS, as a client that reaches the server directly sends them.
+    let out = cloak(&[
+        "bench",
+        "--model",
+        s(&model),
+        "--iterations",
+        "2",
+        "--warmup",
+        "1",
+        "--seconds",
+        "0.1",
+        "--concurrency",
+        "1",
+        "--ohttp-over-tls",
+        "--json",
+    ]);
+    ok(&out);
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &reports.as_array().unwrap()[0];
+    assert_eq!(report["ohttp_transport"], "https");
+    assert!(report["ohttp_ms_p50"].as_f64().unwrap() > 0.0, "{report}");
 
     // Without models and without the model cache it says where they come from.
     let empty = tempfile::tempdir().unwrap();

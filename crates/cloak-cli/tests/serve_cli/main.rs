@@ -56,18 +56,11 @@ impl Server {
     /// platform: a new process, so new keys and a new identity.
     fn restart(&mut self) {
         self.process.kill();
+        // The attested-TLS listener comes back on its port; other listeners take any.
         let addr = self.url.strip_prefix("https://").unwrap().to_owned();
-        let args: Vec<String> = self
-            .args
-            .iter()
-            .map(|a| {
-                if a == "127.0.0.1:0" {
-                    addr.clone()
-                } else {
-                    a.clone()
-                }
-            })
-            .collect();
+        let mut args = self.args.clone();
+        let at = args.iter().position(|a| a == "--listen").unwrap() + 1;
+        args[at] = addr;
         self.process = launch(self.dir.path(), &args, self.models);
         assert_eq!(self.process.url, self.url);
     }

@@ -37,8 +37,9 @@ impl Nginx {
     }
 }
 
-/// Starts nginx in front of `upstream` (host:port), or `None` where there is no nginx (CI
-/// installs it and sets `CLOAK_REQUIRE_NGINX=1`).
+/// Starts nginx in `dir` in front of `upstream` (`https://host:port`, re-encrypting to the
+/// server's TLS without checking it, or `http://host:port`), or `None` where there is no nginx
+/// (CI installs it and sets `CLOAK_REQUIRE_NGINX=1`).
 fn nginx(dir: &Path, upstream: &str) -> Option<Nginx> {
     // The access log records each request body as nginx forwards it (non-printable bytes
     // escaped as \xHH).
@@ -54,7 +55,7 @@ fn nginx(dir: &Path, upstream: &str) -> Option<Nginx> {
         ssl_certificate_key {r}/lb.key;
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {{
-            proxy_pass https://{upstream};
+            proxy_pass {upstream};
             proxy_ssl_verify off;
             proxy_ssl_protocols TLSv1.3;
             proxy_http_version 1.1;
@@ -93,9 +94,8 @@ fn curl(args: &[&str]) -> (u16, String) {
 
 #[test]
 fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
-    let server = serve(&[]);
-    let upstream = server.url.strip_prefix("https://").unwrap().to_owned();
-    let Some(lb) = nginx(server.dir.path(), &upstream) else {
+    let server = serve(&["--ohttp-listen", "127.0.0.1:0"]);
+    let Some(lb) = nginx(server.dir.path(), &server.url) else {
         return;
     };
     let dir = server.dir.path();
@@ -246,6 +246,58 @@ fn encrypted_requests_pass_a_tls_terminating_nginx_that_sees_only_ciphertext() {
     let (status, _) = post_through(ca, "application/json", &format!("@{}", s(&request)), &infer);
     assert_eq!(status, 200);
     assert!(lb.access_log_with("0.1234567").contains("0.1234567"));
+
+    // Without re-encryption: nginx forwards to the server's plain-HTTP listener for encrypted
+    // requests. The same request gets the same answer (its receipt checked by `cloak infer`),
+    // nginx still logs only ciphertext, and a plaintext request through it gets nothing.
+    let plain = server
+        .process
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("cloak serve: encrypted requests on "))
+        .and_then(|url| url.strip_suffix("/v1/ohttp"))
+        .unwrap_or_else(|| panic!("{:?}", server.process.stdout))
+        .to_owned();
+    assert!(plain.starts_with("http://"), "{plain}");
+    let plain_dir = dir.join("plain");
+    std::fs::create_dir(&plain_dir).unwrap();
+    let plain_lb = nginx(&plain_dir, &plain).unwrap();
+    let mut args = vec![
+        "infer",
+        &plain_lb.url,
+        "--mode",
+        "ohttp",
+        "--ca",
+        s(&plain_lb.ca),
+        "--model",
+        "demo",
+        "--input",
+        s(&request),
+        "--json",
+    ];
+    args.extend_from_slice(&policy_args);
+    let out = cloak(&args);
+    ok(&out);
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["outputs"], response["outputs"]);
+    let log = plain_lb.access_log_with(ohttp_line);
+    assert!(log.contains(ohttp_line), "{log}");
+    for value in secrets
+        .iter()
+        .copied()
+        .chain(outputs.iter().map(String::as_str))
+    {
+        assert!(!log.contains(value), "nginx logged {value}: {log}");
+    }
+    let plain_infer = format!("{}/v2/models/demo/infer", plain_lb.url);
+    let (status, body) = post_through(
+        s(&plain_lb.ca),
+        "application/json",
+        &format!("@{}", s(&request)),
+        &plain_infer,
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("plaintext-refused"), "{body}");
 
     // `cloak proxy --mode ohttp` through nginx; the server restarts behind it (new keys, new
     // identity) and the proxy appraises it again instead of failing.

@@ -31,10 +31,8 @@ const PLATFORM: &str = "tract_onnx";
 
 /// The KServe v2 routes (also the target of encrypted requests).
 pub(super) fn routes() -> Router<Arc<Service>> {
-    Router::new()
+    health_routes()
         .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(live))
-        .route("/v2/health/ready", get(ready))
         .route("/v2/models", get(list_models))
         .route("/v2/models/{model}", get(model_metadata))
         .route(
@@ -52,6 +50,13 @@ pub(super) fn routes() -> Router<Arc<Service>> {
             post(infer_at),
         )
         .route("/v2/repository/index", post(repository_index))
+}
+
+/// The KServe health probes alone, which say nothing about models or data.
+pub(super) fn health_routes() -> Router<Arc<Service>> {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
 }
 
 async fn server_metadata() -> Response {

@@ -43,6 +43,24 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .merge(gateway)
 }
 
+/// The plain-HTTP application for encrypted requests, for a relay or a TLS-terminating load
+/// balancer: `/v1/ohttp`, the fresh attestation an encrypted request's client appraises first,
+/// and the health probes. Nothing that carries inputs, outputs or metrics in the clear is served
+/// here: a decapsulated request reaches the KServe routes only from inside the gateway.
+pub(crate) fn ohttp_router(service: Arc<Service>) -> Router {
+    let inner = kserve::routes()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Arc::clone(&service));
+    let gateway = ohttp::router(Arc::clone(&service), inner);
+    kserve::health_routes()
+        .route("/v1/attestation", get(attestation::fresh))
+        .fallback(not_here)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(service)
+        .merge(gateway)
+}
+
 /// The plain-HTTP metrics-only application.
 pub(crate) fn metrics_router(service: Arc<Service>) -> Router {
     Router::new()
@@ -66,6 +84,15 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+/// On the plain-HTTP listener for encrypted requests: anything else, KServe in the clear first.
+async fn not_here() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "plaintext-refused: this listener takes only encrypted requests (POST /v1/ohttp), fresh \
+         attestation and health probes; send KServe requests encapsulated, or over attested TLS",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
