@@ -151,6 +151,7 @@ async fn attested_inference_matches_in_process_and_onnxruntime() {
     assert_eq!(client.get("/v2/health/ready").await.unwrap().status, 200);
     let meta = client.get("/v2/models/demo").await.unwrap();
     let meta: serde_json::Value = serde_json::from_slice(&meta.body).unwrap();
+    assert_eq!(meta["platform"], "tract_onnx");
     assert_eq!(meta["inputs"][0]["name"], "features");
     assert_eq!(meta["inputs"][0]["datatype"], "FP32");
     assert_eq!(meta["inputs"][0]["shape"], serde_json::json!([-1, 4]));
@@ -838,6 +839,10 @@ async fn onnxruntime_serves_what_tract_cannot_in_both_modes_with_receipts() {
         let engine = claims.engine.unwrap();
         assert_eq!(engine.name, "onnxruntime");
         assert_eq!(engine.library_sha256, Some(library_sha));
+        // Model metadata names the engine's platform as Triton does.
+        let meta = client.get("/v2/models/demo").await.unwrap();
+        let meta: serde_json::Value = serde_json::from_slice(&meta.body).unwrap();
+        assert_eq!(meta["platform"], "onnxruntime_onnx", "{mode:?}");
 
         let request = demo_request();
         let answer = client.infer("demo", &request).await.unwrap();
