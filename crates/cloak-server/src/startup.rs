@@ -140,12 +140,7 @@ impl PreparedServer {
     /// Binds the listeners and starts serving.
     pub async fn start(self) -> Result<RunningServer, ServerError> {
         let tls = self.service.identity().tls_config()?;
-        let listener = TcpListener::bind(self.listen)
-            .await
-            .map_err(|e| ServerError::Bind(format!("{}: {e}", self.listen)))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| ServerError::Bind(e.to_string()))?;
+        let (listener, local_addr) = bind(self.listen).await?;
         let (shutdown, watcher) = watch::channel(false);
         let limits = self.service.limits().clone();
         let mut tasks = JoinSet::new();
@@ -170,14 +165,8 @@ impl PreparedServer {
         ));
         let mut ohttp_addr = None;
         if let Some(addr) = self.ohttp_listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| ServerError::Bind(format!("{addr}: {e}")))?;
-            ohttp_addr = Some(
-                listener
-                    .local_addr()
-                    .map_err(|e| ServerError::Bind(e.to_string()))?,
-            );
+            let (listener, bound) = bind(addr).await?;
+            ohttp_addr = Some(bound);
             // Clients' connections, counted with the attested-TLS listener's, under caps of
             // the same size. No connection names the claims it accepted: an encapsulated
             // request says which it holds inside its encryption.
@@ -192,14 +181,8 @@ impl PreparedServer {
         }
         let mut metrics_addr = None;
         if let Some(addr) = self.metrics_listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| ServerError::Bind(format!("{addr}: {e}")))?;
-            metrics_addr = Some(
-                listener
-                    .local_addr()
-                    .map_err(|e| ServerError::Bind(e.to_string()))?,
-            );
+            let (listener, bound) = bind(addr).await?;
+            metrics_addr = Some(bound);
             // Scrapers are few: a small cap of their own, counted apart from clients.
             let mut scraper_limits = limits.connections.clone();
             scraper_limits.max_connections = METRICS_MAX_CONNECTIONS;
@@ -261,6 +244,17 @@ impl PreparedServer {
             service: self.service,
         })
     }
+}
+
+/// A listener on `addr`, and the address it got (the port the OS chose, if `addr`'s was 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Bind(format!("{addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| ServerError::Bind(e.to_string()))?;
+    Ok((listener, bound))
 }
 
 /// Connections the plain-HTTP metrics listener serves at once.

@@ -7,28 +7,29 @@ use serde_json::Value;
 
 use crate::{cloak, exe};
 
+/// `cloak bench --model DEMO --warmup 1 --json ARGS`, required to succeed: its one report.
+fn bench_demo(args: &[&str]) -> Value {
+    let model = cloak_test_support::models::demo_path();
+    let mut all = vec!["bench", "--model", s(&model), "--warmup", "1", "--json"];
+    all.extend_from_slice(args);
+    let out = cloak(&all);
+    ok(&out);
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    reports.as_array().unwrap()[0].clone()
+}
+
 #[test]
 fn bench_reports_the_confidentiality_tax() {
-    let model = cloak_test_support::models::demo_path();
-    let out = cloak(&[
-        "bench",
-        "--model",
-        s(&model),
+    let report = &bench_demo(&[
         "--iterations",
         "4",
-        "--warmup",
-        "1",
         "--seconds",
         "0.2",
         "--concurrency",
         "1,3",
         "--idle-ms",
         "1",
-        "--json",
     ]);
-    ok(&out);
-    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let report = &reports.as_array().unwrap()[0];
     assert_eq!(report["model"], "demo-mlp.onnx");
     assert_eq!(report["engine"], "tract");
     assert_eq!(report["engine_threads"], 1);
@@ -63,24 +64,15 @@ fn bench_reports_the_confidentiality_tax() {
     }
 
     // Or inside the server's TLS, as a client that reaches the server directly sends them.
-    let out = cloak(&[
-        "bench",
-        "--model",
-        s(&model),
+    let report = &bench_demo(&[
         "--iterations",
         "2",
-        "--warmup",
-        "1",
         "--seconds",
         "0.1",
         "--concurrency",
         "1",
         "--ohttp-over-tls",
-        "--json",
     ]);
-    ok(&out);
-    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let report = &reports.as_array().unwrap()[0];
     assert_eq!(report["ohttp_transport"], "https");
     assert!(report["ohttp_ms_p50"].as_f64().unwrap() > 0.0, "{report}");
 

@@ -29,11 +29,7 @@ pub(crate) use kserve::AcceptedUnder;
 
 /// The main application: KServe v2, fresh attestation, encrypted requests and metrics.
 pub(crate) fn router(service: Arc<Service>) -> Router {
-    let inner = kserve::routes()
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(Arc::clone(&service));
-    let gateway = ohttp::router(Arc::clone(&service), inner);
+    let gateway = gateway(&service);
     kserve::routes()
         .route("/v1/attestation", get(attestation::fresh))
         .route("/metrics", get(metrics::render))
@@ -48,17 +44,22 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
 /// and the health probes. Nothing that carries inputs, outputs or metrics in the clear is served
 /// here: a decapsulated request reaches the KServe routes only from inside the gateway.
 pub(crate) fn ohttp_router(service: Arc<Service>) -> Router {
-    let inner = kserve::routes()
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(Arc::clone(&service));
-    let gateway = ohttp::router(Arc::clone(&service), inner);
+    let gateway = gateway(&service);
     kserve::health_routes()
         .route("/v1/attestation", get(attestation::fresh))
         .fallback(not_here)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(service)
         .merge(gateway)
+}
+
+/// `/v1/ohttp`, which hands decapsulated requests to the KServe routes.
+fn gateway(service: &Arc<Service>) -> Router {
+    let inner = kserve::routes()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Arc::clone(service));
+    ohttp::router(Arc::clone(service), inner)
 }
 
 /// The plain-HTTP metrics-only application.
