@@ -8,12 +8,13 @@ model in process and end to end over attested TLS and as encrypted (Oblivious HT
 each answer's receipt verified; then Python again. The ratios divide Cloak's end-to-end p50s by
 the median of the two Python runs (same library: `cloak bench` loads the `libonnxruntime.so` of
 the onnxruntime package this Python imports, with the same intra-op threads). Encrypted
-requests go to the server's plain-HTTP listener for them, as a relay or a TLS-terminating load
-balancer forwards them; `--ohttp-over-tls` sends them inside the server's TLS instead.
+requests travel inside the server's TLS, one TLS pass each way as a client's request to a
+TLS-terminating balancer; `--ohttp-plain` sends them to the server's plain-HTTP listener for
+them, as the balancer forwards them (the server's share, without the client's TLS).
 
   cargo build --release -p cloak-cli
   .venv/bin/python scripts/bench-tax.py [--models a.onnx,b.onnx] [--threads 1,2] [--iterations 100]
-      [--ohttp-over-tls]
+      [--ohttp-plain]
 """
 from __future__ import annotations
 
@@ -64,12 +65,13 @@ def main() -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--cloak", type=pathlib.Path, default=ROOT / "target/release/cloak")
-    parser.add_argument("--ohttp-over-tls", action="store_true",
-                        help="send encrypted requests inside the server's TLS (cloak bench's flag)")
+    parser.add_argument("--ohttp-plain", action="store_true",
+                        help="send encrypted requests to the server's plain-HTTP listener "
+                             "(cloak bench's flag)")
     args = parser.parse_args()
     library = ort_baseline.library()
     print(f"onnxruntime {ort.__version__} ({library.name}), {os.cpu_count()} CPUs; encrypted "
-          f"requests {'inside TLS' if args.ohttp_over_tls else 'over plain HTTP'}")
+          f"requests {'over plain HTTP' if args.ohttp_plain else 'inside TLS'}")
     print("| model | threads | Python ort p50 ms | Cloak in-process p50 ms | aTLS p50 ms "
           "| encrypted p50 ms | aTLS / Python | encrypted / Python |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -81,7 +83,7 @@ def main() -> int:
                 [str(args.cloak), "bench", "--model", str(onnx), "--engine", "onnxruntime",
                  "--onnxruntime-lib", str(library), "--engine-threads", str(threads),
                  "--iterations", str(args.iterations), "--concurrency", "1", "--window", "1s",
-                 "--json"] + (["--ohttp-over-tls"] if args.ohttp_over_tls else []),
+                 "--json"] + (["--ohttp-plain"] if args.ohttp_plain else []),
                 check=True, capture_output=True, text=True)
             after = time_python(onnx, threads, args.iterations, 128)
             report = json.loads(out.stdout)[0]

@@ -10,7 +10,7 @@ costs nothing: the transport floor of each path for a 600 KB request.
     cargo run --release -p cloak-cli -- bench --model .cache/models/floor.onnx --iterations 300 --idle-ms 50
 """
 
-import sys
+import argparse
 
 import numpy as np
 import onnx
@@ -18,8 +18,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: make-floor-model.py OUT.onnx")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", metavar="OUT.onnx", help="where to write the model")
+    args = parser.parse_args()
     weights = numpy_helper.from_array(
         np.random.default_rng(7).random((3, 1000), dtype=np.float32), "weights"
     )
@@ -37,7 +38,7 @@ def main() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    onnx.save(model, sys.argv[1])
+    onnx.save(model, args.out)
 
 
 if __name__ == "__main__":

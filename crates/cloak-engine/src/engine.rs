@@ -48,6 +48,15 @@ impl EngineKind {
             Self::Tract => "tract",
         }
     }
+
+    /// The platform KServe model metadata names for an ONNX model this engine runs, as Triton
+    /// names its backends' (`onnxruntime_onnx`); tract has no Triton backend, so its own name.
+    pub fn platform(self) -> &'static str {
+        match self {
+            Self::OnnxRuntime => "onnxruntime_onnx",
+            Self::Tract => "tract_onnx",
+        }
+    }
 }
 
 impl fmt::Display for EngineKind {

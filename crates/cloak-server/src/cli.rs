@@ -89,7 +89,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
     /// Also take encrypted (Oblivious HTTP) requests over plain HTTP at this address, from a
-    /// relay or a TLS-terminating load balancer: /v1/ohttp, /v1/attestation and health only
+    /// relay or a TLS-terminating load balancer: /v1/ohttp, /v1/attestation and health only,
+    /// with no per-address connection cap
     #[arg(long, value_name = "ADDR")]
     ohttp_listen: Option<SocketAddr>,
     /// A name for the certificate's subjectAltName; repeatable [default: localhost]
@@ -173,8 +174,8 @@ pub struct EngineArgs {
 /// one of `cloak_net::ConnectionLimits`, defaulting to its default.
 #[derive(Clone, Debug, Args)]
 pub struct ConnectionArgs {
-    /// Connections open at once; more are closed as they arrive (counted in /metrics)
-    /// [default: 1024]
+    /// Connections open at once, per listener; more are closed as they arrive (counted in
+    /// /metrics) [default: 1024]
     #[arg(long, value_name = "N", help_heading = "Connections")]
     pub max_connections: Option<usize>,
     /// Connections open at once from one client address (IPv6: one /64); behind a load

@@ -14,10 +14,10 @@
 //!
 //! all over TLS 1.3 with the attested certificate. Encrypted requests, which need no trusted
 //! transport, can also be taken over plain HTTP on a listener of their own
-//! ([`ServerConfig::ohttp_listen`]), which serves nothing in the clear. Requests are bounded in size and element
-//! count, inference runs on a bounded set of workers with a bounded queue, and a failure in one
-//! request never takes the server down. Neither logs nor metrics ever contain inputs, outputs or
-//! key material.
+//! ([`ServerConfig::ohttp_listen`]), which serves nothing confidential. Requests are bounded in
+//! size and element count, inference runs on a bounded set of workers with a bounded queue, and
+//! a failure in one request never takes the server down. Neither logs nor metrics ever contain
+//! inputs, outputs or key material.
 //!
 //! # Layers
 //!

@@ -137,10 +137,27 @@ impl PreparedServer {
         http::router(Arc::clone(&self.service))
     }
 
+    /// The HTTP application the plain-HTTP listener for encrypted requests serves
+    /// ([`ServerConfig::ohttp_listen`](crate::ServerConfig::ohttp_listen): `/v1/ohttp`,
+    /// `/v1/attestation` and the health probes), for driving without sockets likewise.
+    pub fn ohttp_router(&self) -> axum::Router {
+        http::ohttp_router(Arc::clone(&self.service))
+    }
+
     /// Binds the listeners and starts serving.
     pub async fn start(self) -> Result<RunningServer, ServerError> {
         let tls = self.service.identity().tls_config()?;
-        let (listener, local_addr) = bind(self.listen).await?;
+        // Every address is bound before anything is served: a listener that cannot bind stops
+        // the start with nothing accepted.
+        let (listener, local_addr) = bind("--listen", self.listen).await?;
+        let ohttp = match self.ohttp_listen {
+            Some(addr) => Some(bind("--ohttp-listen", addr).await?),
+            None => None,
+        };
+        let metrics = match self.metrics_listen {
+            Some(addr) => Some(bind("--metrics-listen", addr).await?),
+            None => None,
+        };
         let (shutdown, watcher) = watch::channel(false);
         let limits = self.service.limits().clone();
         let mut tasks = JoinSet::new();
@@ -163,26 +180,26 @@ impl PreparedServer {
             Some(on_established),
             stopped(watcher.clone()),
         ));
-        let mut ohttp_addr = None;
-        if let Some(addr) = self.ohttp_listen {
-            let (listener, bound) = bind(addr).await?;
-            ohttp_addr = Some(bound);
-            // Clients' connections, counted with the attested-TLS listener's, under caps of
-            // the same size. No connection names the claims it accepted: an encapsulated
-            // request says which it holds inside its encryption.
+        let ohttp_addr = ohttp.as_ref().map(|(_, bound)| *bound);
+        if let Some((listener, _)) = ohttp {
+            // Clients' connections, in the same statistics as the attested listener's, under
+            // a cap of the same size of their own. The per-address cap is the whole cap: this
+            // listener is for a balancer or relay, whose connections all come from one
+            // address. No connection names the claims it accepted: an encapsulated request says
+            // which it holds inside its encryption.
+            let mut forwarded = limits.connections.clone();
+            forwarded.max_per_address = forwarded.max_connections;
             tasks.spawn(cloak_net::serve(
                 listener,
                 None,
                 http::ohttp_router(Arc::clone(&self.service)),
-                limits.connections.clone(),
+                forwarded,
                 self.service.connection_stats(),
                 stopped(watcher.clone()),
             ));
         }
-        let mut metrics_addr = None;
-        if let Some(addr) = self.metrics_listen {
-            let (listener, bound) = bind(addr).await?;
-            metrics_addr = Some(bound);
+        let metrics_addr = metrics.as_ref().map(|(_, bound)| *bound);
+        if let Some((listener, _)) = metrics {
             // Scrapers are few: a small cap of their own, counted apart from clients.
             let mut scraper_limits = limits.connections.clone();
             scraper_limits.max_connections = METRICS_MAX_CONNECTIONS;
@@ -246,14 +263,15 @@ impl PreparedServer {
     }
 }
 
-/// A listener on `addr`, and the address it got (the port the OS chose, if `addr`'s was 0).
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+/// A listener on `addr` (given as `flag`), and the address it got (the port the OS chose, if
+/// `addr`'s was 0).
+async fn bind(flag: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| ServerError::Bind(format!("{addr}: {e}")))?;
+        .map_err(|e| ServerError::Bind(format!("{addr} ({flag}): {e}")))?;
     let bound = listener
         .local_addr()
-        .map_err(|e| ServerError::Bind(e.to_string()))?;
+        .map_err(|e| ServerError::Bind(format!("{addr} ({flag}): {e}")))?;
     Ok((listener, bound))
 }
 

@@ -44,7 +44,12 @@ impl Answer {
 }
 
 async fn call(server: &PreparedServer, request: Request<Body>) -> Answer {
-    let response = server.router().oneshot(request).await.unwrap();
+    answer(server.router(), request).await
+}
+
+/// What `router` answers to `request`.
+async fn answer(router: axum::Router, request: Request<Body>) -> Answer {
+    let response = router.oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -361,6 +366,11 @@ async fn every_refusal_has_its_status_and_says_why_without_the_data() {
             "method not allowed",
         ),
         (
+            Request::get("/v1/ohttp").body(Body::empty()).unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ),
+        (
             Request::get("/v1/attestation").body(Body::empty()).unwrap(),
             StatusCode::BAD_REQUEST,
             "give a fresh nonce",
@@ -488,4 +498,101 @@ async fn a_fresh_attestation_answers_the_nonce() {
         server.identity().claims().evidence_digest()
     );
     assert!(document.collateral_json().is_some());
+}
+
+/// The plain-HTTP application for encrypted requests (`PreparedServer::ohttp_router`): every
+/// route of the attested application, with every method and spelt several ways, is refused
+/// there with `plaintext-refused`, except the encrypted path, fresh attestation and the health
+/// probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_application_serves_nothing_in_the_clear() {
+    let (_sim, server) = prepared(Limits::default()).await;
+    let body = demo_request().encode(|_| TensorEncoding::Json).unwrap();
+    let routes = [
+        "/v2",
+        "/v2/models",
+        "/v2/models/demo",
+        "/v2/models/demo/versions/1",
+        "/v2/models/demo/ready",
+        "/v2/models/demo/versions/1/ready",
+        "/v2/models/demo/infer",
+        "/v2/models/demo/versions/1/infer",
+        "/v2/repository/index",
+        "/metrics",
+    ];
+    let spellings = routes.iter().flat_map(|route| {
+        [
+            (*route).to_owned(),
+            format!("{route}/"),
+            format!("/{route}"),
+            route.replace("demo", "%64emo"),
+            route.to_ascii_uppercase(),
+        ]
+    });
+    for path in spellings {
+        for method in ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS"] {
+            let request = Request::builder()
+                .method(method)
+                .uri(&path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.body().to_vec()))
+                .unwrap();
+            let refused = answer(server.ohttp_router(), request).await;
+            assert_eq!(refused.status, StatusCode::NOT_FOUND, "{method} {path}");
+            // (An answer to HEAD has no body.)
+            if method != "HEAD" {
+                assert!(
+                    refused.error().starts_with("plaintext-refused"),
+                    "{method} {path}: {}",
+                    refused.error()
+                );
+            }
+        }
+    }
+    // The same request on the attested application is answered: the refusals above are the
+    // plain application's, not a bad request's.
+    let served = post(
+        &server,
+        "/v2/models/demo/infer",
+        "application/json",
+        body.body().to_vec(),
+    )
+    .await;
+    assert_eq!(served.status, StatusCode::OK);
+
+    // What the plain application serves.
+    let plain = |request: Request<Body>| answer(server.ohttp_router(), request);
+    let live = plain(Request::get("/v2/health/live").body(Body::empty()).unwrap()).await;
+    assert_eq!(live.status, StatusCode::OK);
+    let ready = plain(
+        Request::get("/v2/health/ready")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not started yet"
+    );
+    let nonce = "00112233".repeat(4);
+    let attestation = plain(
+        Request::get(format!("/v1/attestation?nonce={nonce}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(attestation.status, StatusCode::OK);
+    let gateway = plain(
+        Request::post("/v1/ohttp")
+            .header(header::CONTENT_TYPE, "message/ohttp-req")
+            .body(Body::from(vec![0u8; 64]))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(gateway.status, StatusCode::BAD_REQUEST);
+    assert!(gateway.error().starts_with("ohttp-"), "{}", gateway.error());
+    let wrong_method = plain(Request::get("/v1/ohttp").body(Body::empty()).unwrap()).await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(wrong_method.error().contains("method not allowed"));
 }

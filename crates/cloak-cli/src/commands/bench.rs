@@ -11,9 +11,10 @@
 //! inference takes — on a virtual machine, a wake-up of halted CPUs that the encapsulated
 //! series, following an attested-TLS request, did not pay.) The server runs in this process on
 //! the simulated platform, on loopback, with the model sealed and loaded as in production.
-//! Encapsulated requests go to the server's plain-HTTP listener for them, as a relay or a
-//! TLS-terminating load balancer forwards them (`--ohttp-over-tls`: inside the server's TLS,
-//! as a client that reaches the server directly would send them).
+//! Encapsulated requests travel inside the server's TLS: one TLS pass each way, as a client's
+//! request to a TLS-terminating balancer costs (the balancer's own work aside). `--ohttp-plain`
+//! sends them to the server's plain-HTTP listener for them instead, as the balancer forwards
+//! them: the share of the server and the client's HPKE, without the client's TLS.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -80,11 +81,11 @@ pub(crate) struct BenchArgs {
     /// The size given to dynamic dimensions other than the first (sequence length)
     #[arg(long, value_name = "N", default_value_t = 128)]
     seq_len: usize,
-    /// Send the encapsulated requests inside the server's TLS instead of to its plain-HTTP
-    /// listener for them (--ohttp-listen), which is where a relay or a TLS-terminating load
-    /// balancer forwards them
+    /// Send the encapsulated requests to the server's plain-HTTP listener for them
+    /// (--ohttp-listen), as a TLS-terminating balancer forwards them, instead of inside the
+    /// server's TLS: the server's share, without the TLS a client pays to reach the balancer
     #[arg(long)]
-    ohttp_over_tls: bool,
+    ohttp_plain: bool,
     #[command(flatten)]
     engine: EngineArgs,
     /// Print one JSON array, one object per model
@@ -115,12 +116,21 @@ struct ModelReport {
     atls_ms_p90: f64,
     ohttp_ms_p50: f64,
     ohttp_ms_p90: f64,
-    /// How the encapsulated requests travelled: `http` (the plain listener for them) or
-    /// `https` (inside the server's TLS).
-    ohttp_transport: &'static str,
+    /// How the encapsulated requests travelled.
+    ohttp_transport: OhttpTransport,
     tax_atls: f64,
     tax_ohttp: f64,
     throughput: Vec<Throughput>,
+}
+
+/// How encapsulated requests reach the server (`ohttp_transport` in the JSON).
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum OhttpTransport {
+    /// To the plain-HTTP listener for them (`--ohttp-plain`).
+    Http,
+    /// Inside the server's TLS.
+    Https,
 }
 
 /// Requests per second at one concurrency.
@@ -223,10 +233,10 @@ async fn bench_model(
     let atls = client(Mode::AttestedTls, &fixture.url)
         .await
         .map_err(bench_error)?;
-    let (ohttp_url, ohttp_transport) = if args.ohttp_over_tls {
-        (&fixture.url, "https")
+    let (ohttp_url, ohttp_transport) = if args.ohttp_plain {
+        (&fixture.ohttp_url, OhttpTransport::Http)
     } else {
-        (&fixture.ohttp_url, "http")
+        (&fixture.url, OhttpTransport::Https)
     };
     let ohttp = client(Mode::Encapsulated, ohttp_url)
         .await
@@ -584,10 +594,9 @@ fn print_table(reports: &[ModelReport]) -> Result<(), Failure> {
             r.engine,
             r.engine_version,
             r.engine_threads,
-            if r.ohttp_transport == "http" {
-                "plain HTTP (as a balancer forwards it)"
-            } else {
-                "the server's TLS"
+            match r.ohttp_transport {
+                OhttpTransport::Http => "plain HTTP (as a balancer forwards it)",
+                OhttpTransport::Https => "the server's TLS",
             }
         )?;
     }

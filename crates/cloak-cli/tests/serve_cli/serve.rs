@@ -85,6 +85,23 @@ fn attest_and_infer_against_a_served_model() {
     let log = server.log();
     assert!(log.contains("inference done"), "{log}");
     assert!(!log.contains("3.14159"), "{log}");
+
+    // A second server whose listener for encrypted requests is taken does not start at all:
+    // exit 2, naming the flag and the address, and nothing listening.
+    let taken = server.url.strip_prefix("https://").unwrap();
+    let mut args = server.args.clone();
+    let at = args.iter().position(|a| a == "--listen").unwrap() + 1;
+    args[at] = "127.0.0.1:0".to_owned();
+    args.extend(["--ohttp-listen".to_owned(), taken.to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cloak(&args);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {taken} (--ohttp-listen)")),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cloak_engine::{Dim, EngineKind, TensorSpec};
+use cloak_engine::{Dim, TensorSpec};
 use cloak_proto::kserve::{
     self, Dimension, ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady,
     TensorMetadata,
@@ -25,16 +25,6 @@ use crate::limits::BodyReservation;
 use crate::metrics::Outcome;
 use crate::service::{Inference, MODEL_VERSION, Service};
 use crate::store::LoadedModel;
-
-/// The platform string in model metadata: the engine that runs the model, as Triton names its
-/// backends' platforms (`onnxruntime_onnx`), so that clients which branch on it see the truth.
-fn platform(engine: EngineKind) -> &'static str {
-    match engine {
-        EngineKind::OnnxRuntime => "onnxruntime_onnx",
-        // Every engine is named; a new one needs its own string here.
-        EngineKind::Tract | _ => "tract_onnx",
-    }
-}
 
 /// The KServe v2 routes (also the target of encrypted requests).
 pub(super) fn routes() -> Router<Arc<Service>> {
@@ -107,7 +97,9 @@ async fn list_models(State(service): State<Arc<Service>>) -> Response {
     json(StatusCode::OK, &ModelList { models })
 }
 
-fn metadata(model: &LoadedModel, engine: EngineKind) -> ModelMetadata {
+/// `model`'s metadata; its platform names the engine that runs it, so that clients which branch
+/// on it see the truth.
+fn metadata(service: &Service, model: &LoadedModel) -> ModelMetadata {
     let tensors = |specs: &[TensorSpec]| {
         specs
             .iter()
@@ -126,7 +118,7 @@ fn metadata(model: &LoadedModel, engine: EngineKind) -> ModelMetadata {
     };
     let mut metadata = ModelMetadata::new(
         model.claim.name.clone(),
-        platform(engine),
+        service.engine().info().kind().platform(),
         tensors(model.model.inputs()),
         tensors(model.model.outputs()),
     );
@@ -139,10 +131,7 @@ async fn model_metadata(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let model = service.model(&name, None)?;
-    Ok(json(
-        StatusCode::OK,
-        &metadata(&model, service.engine().info().kind()),
-    ))
+    Ok(json(StatusCode::OK, &metadata(&service, &model)))
 }
 
 async fn model_metadata_at(
@@ -150,10 +139,7 @@ async fn model_metadata_at(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let model = service.model(&name, Some(&version))?;
-    Ok(json(
-        StatusCode::OK,
-        &metadata(&model, service.engine().info().kind()),
-    ))
+    Ok(json(StatusCode::OK, &metadata(&service, &model)))
 }
 
 fn readiness(service: &Service, name: &str, version: Option<&str>) -> Response {

@@ -34,9 +34,10 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route("/v1/attestation", get(attestation::fresh))
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .with_state(service)
         .merge(gateway)
+        // Last, so that it covers the gateway's route too.
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// The plain-HTTP application for encrypted requests, for a relay or a TLS-terminating load
@@ -48,9 +49,9 @@ pub(crate) fn ohttp_router(service: Arc<Service>) -> Router {
     kserve::health_routes()
         .route("/v1/attestation", get(attestation::fresh))
         .fallback(not_here)
-        .method_not_allowed_fallback(method_not_allowed)
         .with_state(service)
         .merge(gateway)
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// `/v1/ohttp`, which hands decapsulated requests to the KServe routes.
