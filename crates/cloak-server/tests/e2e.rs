@@ -16,6 +16,7 @@ use cloak_proto::kserve::{
     EncodedBody, InferRequest, InferResponse, Limits as KserveLimits, NamedTensor, RequestedOutput,
     TensorEncoding,
 };
+use cloak_proto::receipt::BodyDigest;
 use cloak_proto::tensor::Tensor;
 use cloak_server::Limits;
 use cloak_tee::sim::{SimConfig, SimPlatform};
@@ -875,5 +876,88 @@ async fn onnxruntime_serves_what_tract_cannot_in_both_modes_with_receipts() {
             assert_eq!(answer.receipt.model, "silero-vad");
         }
     }
+    server.shutdown().await;
+}
+
+/// A request that waits for a worker: with one worker busy on a slow model (the real PP-OCR
+/// detector), a small request over each path queues (the queue-depth gauge shows it), is
+/// hashed before it waits, and is then answered with a version 3 receipt (salted BLAKE3, the
+/// SDK's default) that its client verified against the exact bodies — equal to the answer it
+/// gets with the worker free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_queues_for_a_worker_keeps_its_receipt() {
+    let Some(slow) = reference::load("ppocr-det") else {
+        return;
+    };
+    let mut limits = Limits::default();
+    limits.max_concurrent = 1;
+    let server = SimServer::builder()
+        .model("ppocr-det", &slow.onnx)
+        .limits(limits)
+        .start()
+        .await;
+    let slow_request = InferRequest::new(
+        slow.inputs
+            .iter()
+            .map(|(name, tensor)| NamedTensor::new(name, tensor.clone()))
+            .collect(),
+    );
+    let metrics = server.client().await;
+    let gauge = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let read_metrics = || async {
+        let response = metrics.get("/metrics").await.unwrap();
+        String::from_utf8(response.body).unwrap()
+    };
+
+    for mode in [Mode::AttestedTls, Mode::Encapsulated] {
+        let client = server.client_with(mode).await;
+        let free = client.infer("demo", &demo_request()).await.unwrap();
+        // A request queues only if it arrives while the worker is busy: the slow request is
+        // sent again until one small request has been seen waiting (almost always the first).
+        let mut queued = None;
+        for _ in 0..5 {
+            let busy = {
+                let client = client.clone();
+                let request = slow_request.clone();
+                tokio::spawn(async move { client.infer("ppocr-det", &request).await })
+            };
+            while !busy.is_finished()
+                && gauge(&read_metrics().await, "cloak_inference_in_flight") < 1.0
+            {
+                tokio::task::yield_now().await;
+            }
+            let small = {
+                let client = client.clone();
+                tokio::spawn(async move { client.infer("demo", &demo_request()).await })
+            };
+            let mut waited = false;
+            while !small.is_finished() {
+                waited |= gauge(&read_metrics().await, "cloak_inference_queue_depth") >= 1.0;
+            }
+            let answer = small.await.unwrap().unwrap();
+            busy.await.unwrap().unwrap();
+            if waited {
+                queued = Some(answer);
+                break;
+            }
+        }
+        let queued = queued.unwrap_or_else(|| panic!("{mode:?}: no request ever queued"));
+        assert_eq!(queued.receipt.digests, BodyDigest::SaltedBlake3, "{mode:?}");
+        assert_eq!(queued.receipt.model, "demo");
+        assert_eq!(
+            queued.response.outputs()[0].tensor(),
+            free.response.outputs()[0].tensor(),
+            "{mode:?}"
+        );
+    }
+    let text = read_metrics().await;
+    assert!(
+        gauge(&text, "cloak_inference_queue_duration_seconds_sum") > 0.0,
+        "{text}"
+    );
     server.shutdown().await;
 }
