@@ -21,7 +21,7 @@ use cloak_proto::tensor::Tensor;
 use cloak_server::Limits;
 use cloak_tee::sim::{SimConfig, SimPlatform};
 use cloak_test_support::models::{DEMO_ONNX as DEMO_MODEL, reference, seal as seal_model};
-use cloak_test_support::server::SimServer;
+use cloak_test_support::server::{SimServer, sample};
 
 /// A server with the demo model, the real PP-OCR direction classifier (when cached), a
 /// tampered container and a container with no key, its metrics on plain HTTP too, and a
@@ -904,9 +904,7 @@ async fn a_request_that_queues_for_a_worker_keeps_its_receipt() {
     );
     let metrics = server.client().await;
     let gauge = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
+        sample(text, name).unwrap_or_else(|| panic!("no {name} in {text}"))
     };
     let read_metrics = || async {
         let response = metrics.get("/metrics").await.unwrap();

@@ -139,11 +139,7 @@ impl SimServer {
     /// through a new client, whose appraisal is itself a fresh attestation).
     pub async fn counter(&self, name: &str) -> u64 {
         let metrics = self.metrics().await;
-        let prefix = format!("cloak_{name}_total ");
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .and_then(|value| value.trim().parse().ok())
+        sample(&metrics, &format!("cloak_{name}_total"))
             .unwrap_or_else(|| panic!("no counter {name} in {metrics}"))
     }
 
@@ -346,4 +342,12 @@ impl Platform for SlowQuotes {
     ) -> Result<cloak_tee::SealingKey, cloak_tee::TeeError> {
         self.platform.sealing_key(request)
     }
+}
+
+/// The value of the unlabelled series `name` in the Prometheus text `metrics`, if it is there.
+pub fn sample<T: std::str::FromStr>(metrics: &str, name: &str) -> Option<T> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
 }
